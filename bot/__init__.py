@@ -1,0 +1,1 @@
+"""gts-bot: relays fediverse notifications into Matrix."""
