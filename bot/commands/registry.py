@@ -1,0 +1,93 @@
+"""The command registry: name, aliases, usage, help, where a command may run. Help is generated from it."""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from bot.chat import Reply
+
+
+class CommandContext(Protocol):
+    """What a handler knows about the message that invoked it and how it answers."""
+
+    @property
+    def sender(self) -> str: ...
+
+    @property
+    def room_id(self) -> str: ...
+
+    @property
+    def event_id(self) -> str: ...
+
+    @property
+    def in_dm(self) -> bool:
+        """True when the room is the sender's 1:1 direct chat with the bot."""
+        ...
+
+    @property
+    def prefix(self) -> str: ...
+
+    async def reply(self, reply: Reply) -> None:
+        """Answer in the room the command came from."""
+        ...
+
+    async def reply_in_dm(self, reply: Reply) -> str:
+        """Answer in the sender's DM (opened if needed); returns its room id."""
+        ...
+
+
+Handler = Callable[[CommandContext, tuple[str, ...]], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str
+    usage: str
+    """Arguments after the command name, e.g. `<instance> [scopes]`."""
+    summary: str
+    handler: Handler = field(repr=False)
+    aliases: tuple[str, ...] = ()
+    min_args: int = 0
+    max_args: int | None = 0
+    dm_only: bool = False
+    """Commands that carry or produce secrets only run in the sender's DM."""
+
+    def usage_line(self, prefix: str) -> str:
+        return f"{prefix} {self.name} {self.usage}".rstrip()
+
+    def accepts(self, args: tuple[str, ...]) -> bool:
+        return len(args) >= self.min_args and (self.max_args is None or len(args) <= self.max_args)
+
+
+class CommandRegistry:
+    def __init__(self) -> None:
+        self._commands: list[Command] = []
+        self._by_name: dict[str, Command] = {}
+
+    def add(self, command: Command) -> None:
+        for name in (command.name, *command.aliases):
+            if name in self._by_name:
+                raise ValueError(f"command name {name!r} registered twice")
+            self._by_name[name] = command
+        self._commands.append(command)
+
+    def get(self, name: str) -> Command | None:
+        return self._by_name.get(name)
+
+    def __iter__(self) -> Iterator[Command]:
+        return iter(self._commands)
+
+    def help(self, prefix: str) -> Reply:
+        plain = ["Commands:"]
+        rows = []
+        for cmd in self._commands:
+            alias = f" (alias: {', '.join(cmd.aliases)})" if cmd.aliases else ""
+            plain.append(f"  {cmd.usage_line(prefix)} — {cmd.summary}{alias}")
+            rows.append(
+                f"<li><code>{html.escape(cmd.usage_line(prefix))}</code> — {html.escape(cmd.summary)}"
+                f"{html.escape(alias)}</li>"
+            )
+        return Reply("\n".join(plain), "<p>Commands:</p><ul>" + "".join(rows) + "</ul>")
