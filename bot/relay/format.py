@@ -1,0 +1,359 @@
+"""Pure formatting: a notification as the server sent it (JSON mapping) → a Matrix message (plain + HTML).
+
+Nothing in the input is trusted: every field is checked for type, remote text is cleaned and escaped,
+remote HTML is sanitised, and a notification of an unknown type or an unexpected shape becomes a
+generic line ("New notification of type X from …") instead of an error.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from bot.relay.sanitize import clean_line, clean_multiline, html_to_text, safe_url, sanitize_html, truncate
+
+__all__ = [
+    "Actor",
+    "Message",
+    "actor_of",
+    "format_notification",
+    "notification_id",
+    "notification_type",
+    "render_notification",
+    "status_id",
+]
+
+MAX_NAME_CHARS = 100
+MAX_ACCT_CHARS = 300
+MAX_CW_CHARS = 300
+MAX_TYPE_CHARS = 60
+MAX_LABEL_CHARS = 100
+FULL_CONTENT_CHARS = 2000
+EXCERPT_CHARS = 500
+MAX_CONTENT_HTML_BYTES = 12_000  # sanitised HTML above this falls back to the (truncated) plain text
+CW_HIDDEN = "[content hidden behind a content warning; open the post]"
+NO_TEXT = "[no text]"
+_LOOKS_LIKE_HTML = re.compile(r"<[A-Za-z/!]")
+
+
+@dataclass(frozen=True)
+class Message:
+    """One Matrix m.notice: `plain` is the body, `html` the formatted_body.
+
+    `covers` lists the ids of the notifications this message stands for (one, or several when grouped),
+    so the caller can advance its cursor only past what was delivered.
+    """
+
+    plain: str
+    html: str
+    covers: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class _Part:
+    plain: str
+    html: str
+
+    def __add__(self, other: _Part) -> _Part:
+        return _Part(self.plain + other.plain, self.html + other.html)
+
+
+def _text(text: str) -> _Part:
+    return _Part(text, html.escape(text))
+
+
+def _link(url: str | None, label: str) -> _Part:
+    """A link (only when `url` passed `safe_url`), otherwise just the label."""
+    if url is None:
+        return _text(label)
+    return _Part(label, f'<a href="{html.escape(url, quote=True)}">{html.escape(label)}</a>')
+
+
+@dataclass(frozen=True)
+class Actor:
+    """The account behind a notification, cleaned for display. `acct` is "@user@domain" or ""."""
+
+    name: str
+    acct: str
+    url: str | None
+
+    @property
+    def key(self) -> str:
+        """What makes two actors the same person (for de-duplication when grouping)."""
+        return self.acct or self.url or self.name
+
+    def part(self) -> _Part:
+        shown = _link(self.url, self.name)
+        if not self.acct or self.acct == self.name:
+            return shown
+        return shown + _text(f" ({self.acct})")
+
+
+SOMEONE = Actor("Someone", "", None)
+
+
+def _str(mapping: Mapping[str, Any], key: str) -> str | None:
+    value = mapping.get(key)
+    return value if isinstance(value, str) else None
+
+
+def _map(mapping: Mapping[str, Any], key: str) -> Mapping[str, Any] | None:
+    value = mapping.get(key)
+    return value if isinstance(value, Mapping) else None
+
+
+def actor_of(account: object, *, instance_display: str) -> Actor:
+    """Display form of an Account object; a local acct ("bob") gets the instance's domain."""
+    if not isinstance(account, Mapping):
+        return SOMEONE
+    display_name = clean_line(_str(account, "display_name") or "", MAX_NAME_CHARS)
+    username = clean_line(_str(account, "username") or "", MAX_NAME_CHARS)
+    raw_acct = clean_line(_str(account, "acct") or username, MAX_ACCT_CHARS).lstrip("@")
+    acct = ""
+    if raw_acct:
+        domain = clean_line(instance_display, MAX_ACCT_CHARS)
+        acct = "@" + truncate(
+            raw_acct if "@" in raw_acct or not domain else f"{raw_acct}@{domain}", MAX_ACCT_CHARS
+        )
+    name = display_name or username or acct
+    if not name:
+        return SOMEONE
+    return Actor(name=name, acct=acct, url=safe_url(account.get("url")))
+
+
+def notification_id(n: object) -> str:
+    """The notification's id, or "" when it has none (a malformed notification)."""
+    if isinstance(n, Mapping):
+        value = n.get("id")
+        if isinstance(value, str):
+            return value
+    return ""
+
+
+def notification_type(n: object) -> str | None:
+    if isinstance(n, Mapping):
+        value = n.get("type")
+        if isinstance(value, str):
+            return value
+    return None
+
+
+def status_id(n: object) -> str | None:
+    """The id of the notification's status, or None when there is no usable status."""
+    if isinstance(n, Mapping):
+        status = _map(n, "status")
+        if status is not None:
+            value = status.get("id")
+            if isinstance(value, str) and value:
+                return value
+    return None
+
+
+_FULL = FULL_CONTENT_CHARS
+_EXCERPT = EXCERPT_CHARS
+
+
+@dataclass(frozen=True)
+class _Kind:
+    singular: str  # "{actor}" is replaced by one actor, or by "A, B and N others" with `plural`
+    plural: str
+    content_chars: int | None  # None: the type carries no status
+
+
+_KINDS: dict[str, _Kind] = {
+    "mention": _Kind("{actor} mentioned you", "{actor} mentioned you", _FULL),
+    "status": _Kind("{actor} posted", "{actor} posted", _FULL),
+    "reblog": _Kind("{actor} boosted your post", "{actor} boosted your post", _EXCERPT),
+    "favourite": _Kind("{actor} favourited your post", "{actor} favourited your post", _EXCERPT),
+    "follow": _Kind("{actor} followed you", "{actor} followed you", None),
+    "follow_request": _Kind("{actor} asked to follow you", "{actor} asked to follow you", None),
+    "poll": _Kind(
+        "A poll you voted in or created has ended", "Polls you voted in or created have ended", _FULL
+    ),
+    "update": _Kind(
+        "{actor} edited a post you interacted with", "{actor} edited a post you interacted with", _FULL
+    ),
+    "admin.sign_up": _Kind("New sign-up: {actor}", "New sign-ups: {actor}", None),
+    "admin.report": _Kind("New report from {actor}", "New reports from {actor}", None),
+    "pending.favourite": _Kind(
+        "{actor} wants to favourite your post (needs your approval)",
+        "{actor} want to favourite your post (needs your approval)",
+        _EXCERPT,
+    ),
+    "pending.reply": _Kind(
+        "{actor} replied to your post (the reply needs your approval)",
+        "{actor} replied to your post (the replies need your approval)",
+        _FULL,
+    ),
+    "pending.reblog": _Kind(
+        "{actor} wants to boost your post (needs your approval)",
+        "{actor} want to boost your post (needs your approval)",
+        _EXCERPT,
+    ),
+}
+
+
+def _actors_part(actors: Sequence[Actor]) -> _Part:
+    """ "A", "A and B", "A, B and C", "A, B and N others"."""
+    if not actors:
+        return SOMEONE.part()
+    if len(actors) > 3:
+        shown = [a.part() for a in actors[:2]]
+        return shown[0] + _text(", ") + shown[1] + _text(f" and {len(actors) - 2} others")
+    parts = [a.part() for a in actors]
+    out = parts[0]
+    for i, part in enumerate(parts[1:], start=1):
+        out = out + _text(" and " if i == len(parts) - 1 else ", ") + part
+    return out
+
+
+def _fill(template: str, actors: _Part) -> _Part:
+    before, sep, after = template.partition("{actor}")
+    if not sep:
+        return _text(template)
+    return _text(before) + actors + _text(after)
+
+
+def _plain_to_html(text: str) -> str:
+    return html.escape(text).replace("\n", "<br>")
+
+
+def _status_body(status: Mapping[str, Any], limit: int, *, with_poll: bool) -> _Part:
+    """The post's text (or a content-warning spoiler), attachments and, for polls, the results."""
+    content = _str(status, "content") or _str(status, "text") or ""
+    # "Should be HTML, but might also be plaintext in some cases" (swagger): without tags keep its lines.
+    is_html = _LOOKS_LIKE_HTML.search(content) is not None
+    text = html_to_text(content) if is_html else clean_multiline(html.unescape(content)).strip()
+    if len(text) > limit:
+        text = truncate(text, limit)
+        body = _Part(text, _plain_to_html(text))
+    elif not is_html:
+        body = _Part(text, _plain_to_html(text))
+    else:
+        cleaned = sanitize_html(content)
+        too_big = len(cleaned.encode("utf-8", "replace")) > MAX_CONTENT_HTML_BYTES
+        body = _Part(text, _plain_to_html(text) if too_big else cleaned)
+
+    extras: list[_Part] = []
+    media = status.get("media_attachments")
+    if isinstance(media, list) and media:
+        extras.append(_text(f"[{len(media)} attachment{'s' if len(media) != 1 else ''}]"))
+    poll = _map(status, "poll")
+    if with_poll and poll is not None:
+        extras.extend(_poll_lines(poll))
+    for extra in extras:
+        body = _Part(
+            f"{body.plain}\n{extra.plain}" if body.plain else extra.plain,
+            f"{body.html}<br>{extra.html}" if body.html else extra.html,
+        )
+    if not body.plain:
+        body = _text(NO_TEXT)
+
+    cw = clean_line(_str(status, "spoiler_text") or "", MAX_CW_CHARS)
+    if cw:
+        reason = html.escape(cw, quote=True)
+        return _Part(
+            f"CW: {cw}\n{CW_HIDDEN}",
+            f'<b>CW:</b> {html.escape(cw)}<br><span data-mx-spoiler="{reason}">{body.html}</span>',
+        )
+    return body
+
+
+def _poll_lines(poll: Mapping[str, Any]) -> list[_Part]:
+    options = poll.get("options")
+    if not isinstance(options, list):
+        return []
+    lines: list[_Part] = []
+    for option in options[:20]:
+        if not isinstance(option, Mapping):
+            continue
+        title = clean_line(_str(option, "title") or "", 200) or "?"
+        votes = option.get("votes_count")
+        if isinstance(votes, int) and not isinstance(votes, bool):
+            lines.append(_text(f"• {title}: {votes} vote{'s' if votes != 1 else ''}"))
+        else:
+            lines.append(_text(f"• {title}"))
+    return lines
+
+
+def _report_target(n: Mapping[str, Any], instance_display: str) -> _Part | None:
+    report = _map(n, "report")
+    target = _map(report, "target_account") if report is not None else None
+    if target is None:
+        return None
+    return _text(" about ") + actor_of(target, instance_display=instance_display).part()
+
+
+def _generic(n_type: str | None, actors: _Part) -> _Part:
+    shown_type = clean_line(n_type or "", MAX_TYPE_CHARS)
+    if shown_type:
+        return _text(f"New notification of type {shown_type} from ") + actors
+    return _text("New notification from ") + actors
+
+
+def render_notification(
+    n: Mapping[str, Any],
+    actors: Sequence[Actor],
+    *,
+    instance_display: str,
+    account_label: str | None = None,
+    covers: tuple[str, ...] = (),
+) -> Message:
+    """Render `n` (its type and status) as said by `actors` (several when grouped).
+
+    `account_label`, when given, prefixes the message ("[bob@example.org] …") so a user with several
+    connected accounts can tell them apart.
+    """
+    n_type = notification_type(n)
+    kind = _KINDS.get(n_type) if n_type is not None else None
+    status = _map(n, "status")
+    who = _actors_part(actors)
+
+    body: _Part | None = None
+    post_url: str | None = None
+    if kind is None or (kind.content_chars is not None and status is None):
+        line = _generic(n_type, who)
+    else:
+        line = _fill(kind.singular if len(actors) <= 1 else kind.plural, who)
+        if n_type == "admin.report" and len(actors) <= 1:
+            target = _report_target(n, instance_display)
+            if target is not None:
+                line = line + target
+        if n_type == "status" and status is not None and _map(status, "reblog") is not None:
+            # The followed account boosted something: show the boosted post and its author.
+            status = _map(status, "reblog")
+            author = actor_of(status.get("account") if status else None, instance_display=instance_display)
+            line = _fill("{actor} boosted a post by ", who) + author.part()
+        if kind.content_chars is not None and status is not None:
+            body = _status_body(status, kind.content_chars, with_poll=n_type == "poll")
+            post_url = safe_url(status.get("url")) or safe_url(status.get("uri"))
+
+    if account_label:
+        line = _text(f"[{clean_line(account_label, MAX_LABEL_CHARS)}] ") + line
+    plain, rich = line.plain, line.html
+    if body is not None:
+        plain += f":\n{body.plain}"
+        rich += f":<blockquote>{body.html}</blockquote>"
+    if post_url is not None:
+        plain += f"\n{post_url}"
+        rich += _link(post_url, "Open post").html
+    return Message(plain=plain, html=rich, covers=covers)
+
+
+def format_notification(
+    n: Mapping[str, Any], *, instance_display: str, account_label: str | None = None
+) -> Message:
+    """One notification → one message. Never raises on a malformed notification."""
+    if not isinstance(n, Mapping):
+        return Message("New notification", "New notification", ())
+    actor = actor_of(n.get("account"), instance_display=instance_display)
+    return render_notification(
+        n,
+        [actor],
+        instance_display=instance_display,
+        account_label=account_label,
+        covers=(notification_id(n),),
+    )
