@@ -1,0 +1,1 @@
+"""Persistence: models, migrations, the engine, repositories and the encryption of secrets at rest."""

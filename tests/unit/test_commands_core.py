@@ -59,8 +59,14 @@ def test_registry_refuses_duplicate_names() -> None:
 
 @pytest.mark.parametrize(
     ("min_args", "max_args", "args", "ok"),
-    [(0, 0, (), True), (0, 0, ("x",), False), (1, None, (), False), (1, None, ("a", "b", "c"), True),
-     (0, 1, ("a",), True), (0, 1, ("a", "b"), False)],
+    [
+        (0, 0, (), True),
+        (0, 0, ("x",), False),
+        (1, None, (), False),
+        (1, None, ("a", "b", "c"), True),
+        (0, 1, ("a",), True),
+        (0, 1, ("a", "b"), False),
+    ],
 )
 def test_command_arity(min_args: int, max_args: int | None, args: tuple[str, ...], ok: bool) -> None:
     assert Command("x", "", "", _noop, min_args=min_args, max_args=max_args).accepts(args) is ok

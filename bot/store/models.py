@@ -1,0 +1,158 @@
+"""The database schema as SQLAlchemy 2 models. Columns ending in ``_encrypted`` hold KeyRing ciphertexts.
+
+The migrations in ``migrations/versions`` must produce exactly this schema (a test compares them).
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import UTC, datetime
+
+from sqlalchemy import (
+    CheckConstraint,
+    DateTime,
+    Dialect,
+    ForeignKey,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """A timezone-aware UTC datetime on every backend.
+
+    PostgreSQL stores ``timestamptz``; SQLite has no time zones, so the value is stored as naive UTC text
+    (which also keeps string comparison in SQL correct) and read back as aware UTC.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetimes are not stored; use an aware UTC datetime")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class AccountState(enum.StrEnum):
+    ACTIVE = "active"  # relaying
+    BROKEN = "broken"  # the instance rejected the token; the user must reconnect
+    PAUSED = "paused"  # the user paused relaying
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class FediverseApp(Base):
+    """An OAuth app registered on an instance, one per (instance, scope set)."""
+
+    __tablename__ = "fediverse_apps"
+    __table_args__ = (UniqueConstraint("instance", "scopes"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    instance: Mapped[str] = mapped_column(String(255))  # normalized base URL, e.g. https://example.org
+    scopes: Mapped[str] = mapped_column(String(255))  # sorted, unique, space-joined
+    client_id: Mapped[str] = mapped_column(String(255))
+    client_secret_encrypted: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class Account(Base):
+    """A fediverse account connected by a Matrix user; one user may connect several."""
+
+    __tablename__ = "accounts"
+    __table_args__ = (
+        UniqueConstraint("matrix_user_id", "instance", "fediverse_account_id"),
+        CheckConstraint(
+            "state IN ({})".format(", ".join(f"'{s.value}'" for s in AccountState)), name="state"
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    matrix_user_id: Mapped[str] = mapped_column(String(255))
+    instance: Mapped[str] = mapped_column(String(255))
+    # RESTRICT: revoking a token needs the app's client credentials, so an app cannot vanish under the
+    # accounts whose tokens it issued; the caller deletes those accounts first, on purpose.
+    app_id: Mapped[int] = mapped_column(ForeignKey("fediverse_apps.id", ondelete="RESTRICT"), index=True)
+    fediverse_account_id: Mapped[str] = mapped_column(String(255))
+    acct: Mapped[str] = mapped_column(String(512))  # user@domain
+    token_encrypted: Mapped[str] = mapped_column(Text)
+    scopes: Mapped[str] = mapped_column(String(255))  # granted, normalized like FediverseApp.scopes
+    cursor: Mapped[str | None] = mapped_column(String(255))  # id of the last relayed notification
+    state: Mapped[str] = mapped_column(String(16))
+    notify_types: Mapped[str | None] = mapped_column(Text)  # space-separated; NULL means all types
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class PendingFlow(Base):
+    """A connect conversation waiting for the user to paste the authorization code. Single use."""
+
+    __tablename__ = "pending_flows"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    matrix_user_id: Mapped[str] = mapped_column(String(255), index=True)
+    instance: Mapped[str] = mapped_column(String(255))
+    # CASCADE: a flow is worthless once its app registration is gone (e.g. the instance forgot it).
+    app_id: Mapped[int] = mapped_column(ForeignKey("fediverse_apps.id", ondelete="CASCADE"), index=True)
+    scopes: Mapped[str] = mapped_column(String(255))
+    oauth_state: Mapped[str] = mapped_column(String(128), unique=True)
+    dm_room_id: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime(), index=True)
+
+
+class DmRoom(Base):
+    """The direct-message room the bot uses with each Matrix user."""
+
+    __tablename__ = "dm_rooms"
+
+    matrix_user_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    room_id: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class MatrixSession(Base):
+    """The bot's own Matrix login; a single row (id = 1)."""
+
+    __tablename__ = "matrix_session"
+    __table_args__ = (CheckConstraint("id = 1", name="single_row"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    user_id: Mapped[str] = mapped_column(String(255))
+    device_id: Mapped[str] = mapped_column(String(255))
+    access_token_encrypted: Mapped[str] = mapped_column(Text)
+    sync_token: Mapped[str | None] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class HandledEvent(Base):
+    """A Matrix command event already acted on, so a restart does not act on it twice. Pruned by age."""
+
+    __tablename__ = "handled_events"
+
+    event_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    room_id: Mapped[str] = mapped_column(String(255))
+    handled_at: Mapped[datetime] = mapped_column(UtcDateTime(), index=True)

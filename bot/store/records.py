@@ -1,0 +1,96 @@
+"""The values repositories return: frozen dataclasses, secrets left out of ``repr``; NewType ids."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import NewType
+
+from bot.store.models import AccountState
+
+__all__ = [
+    "AccountId",
+    "AccountRecord",
+    "AccountState",
+    "AppId",
+    "AppRecord",
+    "Clock",
+    "FlowId",
+    "FlowRecord",
+    "MatrixSessionRecord",
+    "normalize_scopes",
+    "utc_now",
+    "words",
+]
+
+AppId = NewType("AppId", int)
+AccountId = NewType("AccountId", int)
+FlowId = NewType("FlowId", int)
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def normalize_scopes(scopes: str | Iterable[str]) -> str:
+    """Scopes as stored: sorted, unique, space-joined ("write read read" → "read write")."""
+    items = scopes.split() if isinstance(scopes, str) else [s for part in scopes for s in part.split()]
+    return " ".join(sorted(set(items)))
+
+
+def words(value: str | None) -> tuple[str, ...] | None:
+    return None if value is None else tuple(value.split())
+
+
+@dataclass(frozen=True)
+class AppRecord:
+    id: AppId
+    instance: str
+    scopes: str
+    client_id: str
+    client_secret: str = field(repr=False)
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class AccountRecord:
+    id: AccountId
+    matrix_user_id: str
+    instance: str
+    app_id: AppId
+    fediverse_account_id: str
+    acct: str
+    token: str = field(repr=False)
+    scopes: str
+    cursor: str | None
+    state: AccountState
+    notify_types: tuple[str, ...] | None  # None means every type
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class FlowRecord:
+    id: FlowId
+    matrix_user_id: str
+    instance: str
+    app_id: AppId
+    scopes: str
+    oauth_state: str = field(repr=False)
+    dm_room_id: str
+    created_at: datetime
+    expires_at: datetime
+
+    def expired(self, now: datetime) -> bool:
+        return now >= self.expires_at
+
+
+@dataclass(frozen=True)
+class MatrixSessionRecord:
+    user_id: str
+    device_id: str
+    access_token: str = field(repr=False)
+    sync_token: str | None
+    updated_at: datetime

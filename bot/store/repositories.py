@@ -1,0 +1,421 @@
+"""Typed access to the stored data. Repositories never commit: the caller owns the transaction.
+
+Secrets are encrypted on the way in and decrypted on the way out through a KeyRing; records are frozen
+dataclasses whose secret fields are left out of ``repr``. Timestamps come from an injected clock.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bot.store.crypto import KeyRing
+from bot.store.models import (
+    Account,
+    AccountState,
+    DmRoom,
+    FediverseApp,
+    HandledEvent,
+    MatrixSession,
+    PendingFlow,
+)
+from bot.store.records import (
+    AccountId,
+    AccountRecord,
+    AppId,
+    AppRecord,
+    Clock,
+    FlowId,
+    FlowRecord,
+    MatrixSessionRecord,
+    normalize_scopes,
+    utc_now,
+    words,
+)
+from bot.store.sealed import account_token_aad, app_secret_aad, matrix_token_aad
+
+__all__ = [
+    "AccountId",
+    "AccountRecord",
+    "AccountState",
+    "AccountsRepository",
+    "AppId",
+    "AppRecord",
+    "AppsRepository",
+    "Clock",
+    "DmRoomsRepository",
+    "FlowId",
+    "FlowRecord",
+    "FlowsRepository",
+    "HandledEventsRepository",
+    "MatrixSessionRecord",
+    "MatrixSessionRepository",
+    "Repositories",
+    "normalize_scopes",
+    "utc_now",
+]
+
+
+class AppsRepository:
+    """OAuth app registrations, one per (instance, scope set)."""
+
+    def __init__(self, session: AsyncSession, keyring: KeyRing, clock: Clock = utc_now) -> None:
+        self._session, self._keyring, self._clock = session, keyring, clock
+
+    def _record(self, row: FediverseApp) -> AppRecord:
+        secret = self._keyring.decrypt(
+            row.client_secret_encrypted, app_secret_aad(row.instance, row.scopes, row.client_id)
+        )
+        return AppRecord(AppId(row.id), row.instance, row.scopes, row.client_id, secret, row.created_at)
+
+    async def get(self, instance: str, scopes: str | Iterable[str]) -> AppRecord | None:
+        stmt = select(FediverseApp).where(
+            FediverseApp.instance == instance, FediverseApp.scopes == normalize_scopes(scopes)
+        )
+        row = (await self._session.execute(stmt)).scalar_one_or_none()
+        return None if row is None else self._record(row)
+
+    async def get_by_id(self, app_id: AppId) -> AppRecord | None:
+        row = await self._session.get(FediverseApp, app_id)
+        return None if row is None else self._record(row)
+
+    async def add(
+        self, *, instance: str, scopes: str | Iterable[str], client_id: str, client_secret: str
+    ) -> AppRecord:
+        scope_text = normalize_scopes(scopes)
+        row = FediverseApp(
+            instance=instance,
+            scopes=scope_text,
+            client_id=client_id,
+            client_secret_encrypted=self._keyring.encrypt(
+                client_secret, app_secret_aad(instance, scope_text, client_id)
+            ),
+            created_at=self._clock(),
+        )
+        self._session.add(row)
+        await self._session.flush()
+        return self._record(row)
+
+    async def delete(self, app_id: AppId) -> bool:
+        """Delete an app (its pending flows go with it). Fails while accounts still use it."""
+        result = await self._session.execute(delete(FediverseApp).where(FediverseApp.id == app_id))
+        return _rowcount(result) > 0
+
+
+class AccountsRepository:
+    """Connected fediverse accounts; one Matrix user may have several."""
+
+    def __init__(self, session: AsyncSession, keyring: KeyRing, clock: Clock = utc_now) -> None:
+        self._session, self._keyring, self._clock = session, keyring, clock
+
+    def _record(self, row: Account) -> AccountRecord:
+        token = self._keyring.decrypt(
+            row.token_encrypted,
+            account_token_aad(row.matrix_user_id, row.instance, row.fediverse_account_id),
+        )
+        return AccountRecord(
+            id=AccountId(row.id),
+            matrix_user_id=row.matrix_user_id,
+            instance=row.instance,
+            app_id=AppId(row.app_id),
+            fediverse_account_id=row.fediverse_account_id,
+            acct=row.acct,
+            token=token,
+            scopes=row.scopes,
+            cursor=row.cursor,
+            state=AccountState(row.state),
+            notify_types=words(row.notify_types),
+            created_at=row.created_at,
+            updated_at=row.updated_at,
+        )
+
+    async def upsert(
+        self,
+        *,
+        matrix_user_id: str,
+        instance: str,
+        app_id: AppId,
+        fediverse_account_id: str,
+        acct: str,
+        token: str,
+        scopes: str | Iterable[str],
+    ) -> AccountRecord:
+        """Store a newly authorized account, or refresh the token of the same account connected again
+        (keeping its cursor and notification filter, and making it active)."""
+        now = self._clock()
+        sealed = self._keyring.encrypt(
+            token, account_token_aad(matrix_user_id, instance, fediverse_account_id)
+        )
+        stmt = select(Account).where(
+            Account.matrix_user_id == matrix_user_id,
+            Account.instance == instance,
+            Account.fediverse_account_id == fediverse_account_id,
+        )
+        row = (await self._session.execute(stmt)).scalar_one_or_none()
+        if row is None:
+            row = Account(
+                matrix_user_id=matrix_user_id,
+                instance=instance,
+                fediverse_account_id=fediverse_account_id,
+                cursor=None,
+                notify_types=None,
+                created_at=now,
+            )
+            self._session.add(row)
+        row.app_id = app_id
+        row.acct = acct
+        row.token_encrypted = sealed
+        row.scopes = normalize_scopes(scopes)
+        row.state = AccountState.ACTIVE.value
+        row.updated_at = now
+        await self._session.flush()
+        return self._record(row)
+
+    async def get(self, account_id: AccountId) -> AccountRecord | None:
+        row = await self._session.get(Account, account_id)
+        return None if row is None else self._record(row)
+
+    async def list_for_user(self, matrix_user_id: str) -> list[AccountRecord]:
+        stmt = select(Account).where(Account.matrix_user_id == matrix_user_id).order_by(Account.id)
+        return [self._record(row) for row in (await self._session.execute(stmt)).scalars()]
+
+    async def list_active(self) -> list[AccountRecord]:
+        stmt = select(Account).where(Account.state == AccountState.ACTIVE.value).order_by(Account.id)
+        return [self._record(row) for row in (await self._session.execute(stmt)).scalars()]
+
+    async def count_for_user(self, matrix_user_id: str) -> int:
+        stmt = select(func.count()).select_from(Account).where(Account.matrix_user_id == matrix_user_id)
+        return (await self._session.execute(stmt)).scalar_one()
+
+    async def _update(self, account_id: AccountId, **values: Any) -> bool:
+        stmt = update(Account).where(Account.id == account_id).values(updated_at=self._clock(), **values)
+        return _rowcount(await self._session.execute(stmt)) > 0
+
+    async def set_cursor(self, account_id: AccountId, cursor: str | None) -> bool:
+        return await self._update(account_id, cursor=cursor)
+
+    async def set_state(self, account_id: AccountId, state: AccountState) -> bool:
+        return await self._update(account_id, state=AccountState(state).value)
+
+    async def set_notify_types(self, account_id: AccountId, types: Iterable[str] | None) -> bool:
+        """Relay only these notification types; None relays every type."""
+        value = None if types is None else " ".join(sorted(set(types)))
+        return await self._update(account_id, notify_types=value)
+
+    async def delete(self, account_id: AccountId) -> bool:
+        result = await self._session.execute(delete(Account).where(Account.id == account_id))
+        return _rowcount(result) > 0
+
+    async def delete_all_for_user(self, matrix_user_id: str) -> int:
+        result = await self._session.execute(delete(Account).where(Account.matrix_user_id == matrix_user_id))
+        return _rowcount(result)
+
+
+class FlowsRepository:
+    """Connect conversations waiting for an authorization code. Single use: `consume` deletes."""
+
+    def __init__(self, session: AsyncSession, clock: Clock = utc_now) -> None:
+        self._session, self._clock = session, clock
+
+    @staticmethod
+    def _record(row: PendingFlow) -> FlowRecord:
+        return FlowRecord(
+            id=FlowId(row.id),
+            matrix_user_id=row.matrix_user_id,
+            instance=row.instance,
+            app_id=AppId(row.app_id),
+            scopes=row.scopes,
+            oauth_state=row.oauth_state,
+            dm_room_id=row.dm_room_id,
+            created_at=row.created_at,
+            expires_at=row.expires_at,
+        )
+
+    async def add(
+        self,
+        *,
+        matrix_user_id: str,
+        instance: str,
+        app_id: AppId,
+        scopes: str | Iterable[str],
+        dm_room_id: str,
+        ttl: timedelta,
+    ) -> FlowRecord:
+        now = self._clock()
+        row = PendingFlow(
+            matrix_user_id=matrix_user_id,
+            instance=instance,
+            app_id=app_id,
+            scopes=normalize_scopes(scopes),
+            oauth_state=secrets.token_urlsafe(32),
+            dm_room_id=dm_room_id,
+            created_at=now,
+            expires_at=now + ttl,
+        )
+        self._session.add(row)
+        await self._session.flush()
+        return self._record(row)
+
+    async def get(self, flow_id: FlowId) -> FlowRecord | None:
+        row = await self._session.get(PendingFlow, flow_id)
+        return None if row is None else self._record(row)
+
+    async def get_by_state(self, oauth_state: str) -> FlowRecord | None:
+        stmt = select(PendingFlow).where(PendingFlow.oauth_state == oauth_state)
+        row = (await self._session.execute(stmt)).scalar_one_or_none()
+        return None if row is None else self._record(row)
+
+    async def get_for_user(self, matrix_user_id: str) -> list[FlowRecord]:
+        """The user's flows that have not expired, newest first."""
+        stmt = (
+            select(PendingFlow)
+            .where(PendingFlow.matrix_user_id == matrix_user_id, PendingFlow.expires_at > self._clock())
+            .order_by(PendingFlow.created_at.desc(), PendingFlow.id.desc())
+        )
+        return [self._record(row) for row in (await self._session.execute(stmt)).scalars()]
+
+    async def count_for_user(self, matrix_user_id: str) -> int:
+        """How many unexpired flows the user has open."""
+        stmt = (
+            select(func.count())
+            .select_from(PendingFlow)
+            .where(PendingFlow.matrix_user_id == matrix_user_id, PendingFlow.expires_at > self._clock())
+        )
+        return (await self._session.execute(stmt)).scalar_one()
+
+    async def consume(self, flow_id: FlowId) -> FlowRecord | None:
+        """Delete the flow and return it; None if it is already gone (used by someone else).
+
+        The record is returned even if it has expired, so the caller can say so; check `expired(now)`.
+        Store the account in the same transaction so a crash leaves either the flow or the account.
+        """
+        stmt = delete(PendingFlow).where(PendingFlow.id == flow_id).returning(PendingFlow)
+        row = (await self._session.execute(stmt)).scalar_one_or_none()
+        return None if row is None else self._record(row)
+
+    async def delete_expired(self, now: datetime | None = None) -> int:
+        cutoff = self._clock() if now is None else now
+        result = await self._session.execute(delete(PendingFlow).where(PendingFlow.expires_at <= cutoff))
+        return _rowcount(result)
+
+    async def delete_for_user(self, matrix_user_id: str) -> int:
+        stmt = delete(PendingFlow).where(PendingFlow.matrix_user_id == matrix_user_id)
+        return _rowcount(await self._session.execute(stmt))
+
+
+class DmRoomsRepository:
+    """The DM room the bot uses with each Matrix user."""
+
+    def __init__(self, session: AsyncSession, clock: Clock = utc_now) -> None:
+        self._session, self._clock = session, clock
+
+    async def get(self, matrix_user_id: str) -> str | None:
+        row = await self._session.get(DmRoom, matrix_user_id)
+        return None if row is None else row.room_id
+
+    async def set(self, matrix_user_id: str, room_id: str) -> None:
+        row = await self._session.get(DmRoom, matrix_user_id)
+        if row is None:
+            self._session.add(
+                DmRoom(matrix_user_id=matrix_user_id, room_id=room_id, created_at=self._clock())
+            )
+        elif row.room_id != room_id:
+            row.room_id = room_id
+            row.created_at = self._clock()
+        await self._session.flush()
+
+    async def delete(self, matrix_user_id: str) -> bool:
+        result = await self._session.execute(delete(DmRoom).where(DmRoom.matrix_user_id == matrix_user_id))
+        return _rowcount(result) > 0
+
+
+class MatrixSessionRepository:
+    """The bot's own Matrix login (a single row)."""
+
+    def __init__(self, session: AsyncSession, keyring: KeyRing, clock: Clock = utc_now) -> None:
+        self._session, self._keyring, self._clock = session, keyring, clock
+
+    async def get(self) -> MatrixSessionRecord | None:
+        row = await self._session.get(MatrixSession, 1)
+        if row is None:
+            return None
+        token = self._keyring.decrypt(
+            row.access_token_encrypted, matrix_token_aad(row.user_id, row.device_id)
+        )
+        return MatrixSessionRecord(row.user_id, row.device_id, token, row.sync_token, row.updated_at)
+
+    async def save(self, *, user_id: str, device_id: str, access_token: str) -> MatrixSessionRecord:
+        """Store the login. A different user or device starts over without a sync token."""
+        row = await self._session.get(MatrixSession, 1)
+        if row is None:
+            row = MatrixSession(id=1, sync_token=None)
+            self._session.add(row)
+        elif (row.user_id, row.device_id) != (user_id, device_id):
+            row.sync_token = None
+        row.user_id = user_id
+        row.device_id = device_id
+        row.access_token_encrypted = self._keyring.encrypt(access_token, matrix_token_aad(user_id, device_id))
+        row.updated_at = self._clock()
+        await self._session.flush()
+        return MatrixSessionRecord(user_id, device_id, access_token, row.sync_token, row.updated_at)
+
+    async def save_sync_token(self, sync_token: str) -> bool:
+        """Remember where sync got to; False if there is no stored session."""
+        stmt = (
+            update(MatrixSession)
+            .where(MatrixSession.id == 1)
+            .values(sync_token=sync_token, updated_at=self._clock())
+        )
+        return _rowcount(await self._session.execute(stmt)) > 0
+
+    async def delete(self) -> bool:
+        return _rowcount(await self._session.execute(delete(MatrixSession))) > 0
+
+
+class HandledEventsRepository:
+    """Matrix command events already acted on, so each is acted on once across restarts."""
+
+    def __init__(self, session: AsyncSession, clock: Clock = utc_now) -> None:
+        self._session, self._clock = session, clock
+
+    async def mark_handled(self, event_id: str, room_id: str) -> bool:
+        """Record the event; False if it was recorded before (do not act on it again)."""
+        values = {"event_id": event_id, "room_id": room_id, "handled_at": self._clock()}
+        dialect = self._session.get_bind().dialect.name
+        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        stmt = (
+            insert(HandledEvent)
+            .values(**values)
+            .on_conflict_do_nothing(index_elements=[HandledEvent.event_id])
+            .returning(HandledEvent.event_id)
+        )
+        return (await self._session.execute(stmt)).first() is not None
+
+    async def prune(self, older_than: datetime) -> int:
+        stmt = delete(HandledEvent).where(HandledEvent.handled_at < older_than)
+        return _rowcount(await self._session.execute(stmt))
+
+
+class Repositories:
+    """All repositories over one session (one transaction), for callers that need several."""
+
+    def __init__(self, session: AsyncSession, keyring: KeyRing, clock: Clock = utc_now) -> None:
+        self.session = session
+        self.apps = AppsRepository(session, keyring, clock)
+        self.accounts = AccountsRepository(session, keyring, clock)
+        self.flows = FlowsRepository(session, clock)
+        self.dm_rooms = DmRoomsRepository(session, clock)
+        self.matrix_session = MatrixSessionRepository(session, keyring, clock)
+        self.handled_events = HandledEventsRepository(session, clock)
+
+
+def _rowcount(result: Any) -> int:
+    count = result.rowcount
+    assert isinstance(count, int)
+    return count

@@ -1,0 +1,52 @@
+"""The engine: SQLite connections get WAL, a busy timeout and foreign keys; the file's directory is made."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from bot.store.db import SQLITE_BUSY_TIMEOUT_MS, create_engine, session_factory
+from bot.store.migrate import upgrade
+from bot.store.models import DmRoom
+
+
+async def _pragmas(engine: AsyncEngine) -> tuple[str, int, int]:
+    async with engine.connect() as conn:
+        mode = (await conn.exec_driver_sql("PRAGMA journal_mode")).scalar_one()
+        timeout = (await conn.exec_driver_sql("PRAGMA busy_timeout")).scalar_one()
+        fks = (await conn.exec_driver_sql("PRAGMA foreign_keys")).scalar_one()
+    return mode, timeout, fks
+
+
+async def test_sqlite_connections_are_configured(tmp_path: Path) -> None:
+    db = tmp_path / "deep" / "er" / "gts-bot.sqlite3"
+    engine = create_engine(f"sqlite+aiosqlite:///{db}")
+    try:
+        assert db.parent.is_dir()
+        assert await _pragmas(engine) == ("wal", SQLITE_BUSY_TIMEOUT_MS, 1)
+        assert SQLITE_BUSY_TIMEOUT_MS >= 1000
+        # Every pooled connection, not just the first: hold one open and check a second.
+        async with engine.connect() as held:
+            await held.exec_driver_sql("SELECT 1")
+            assert await _pragmas(engine) == ("wal", SQLITE_BUSY_TIMEOUT_MS, 1)
+    finally:
+        await engine.dispose()
+    assert db.exists()
+
+
+async def test_session_factory_does_not_expire_on_commit(tmp_path: Path) -> None:
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'x.sqlite3'}")
+    try:
+        await upgrade(engine)
+        async with session_factory(engine)() as session:
+            room = DmRoom(
+                matrix_user_id="@a:example.org", room_id="!r:example.org", created_at=datetime.now(UTC)
+            )
+            session.add(room)
+            await session.commit()
+            # An expired attribute would need a lazy load, which fails outside a greenlet in async code.
+            assert room.room_id == "!r:example.org"
+    finally:
+        await engine.dispose()
