@@ -1,0 +1,136 @@
+"""Cross-cutting behaviour of the fake GoToSocial: request log, faults, rate limits (§9), errors (§11)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from tests.fakes.gts_core import iso_seconds, status_text
+from tests.fakes.gts_http import (
+    EXTRA_HEADERS,
+    ApiError,
+    OAuthError,
+    api_error_response,
+    client_ip,
+    json_response,
+    oauth_error_response,
+    state_of,
+)
+from tests.fakes.gts_state import FakeState
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+_CLIENT_PREFIXES = ("/api/", "/auth/", "/oauth/")
+_CLIENT_EXACT = ("/livez", "/readyz")
+_S2S_PREFIXES = ("/.well-known/", "/nodeinfo/")
+
+
+def _bucket_group(path: str) -> str | None:
+    if path.startswith(_CLIENT_PREFIXES) or path in _CLIENT_EXACT:
+        return "client"
+    if path.startswith(_S2S_PREFIXES):
+        return "s2s"
+    return None
+
+
+def _rate_limit(state: FakeState, request: web.Request, group: str) -> tuple[dict[str, str], bool]:
+    """Fixed window per (group, client IP). Returns the headers and whether the request is over the limit."""
+    key = (group, client_ip(request))
+    now = time.time()
+    entry = state.rate_buckets.get(key)
+    if entry is None or now >= entry[0]:
+        reset_at, count = now + state.rate_window, 0
+    else:
+        reset_at, count = entry[0], entry[1]
+    count += 1
+    state.rate_buckets[key] = (reset_at, count, now)
+    headers = {
+        "X-Ratelimit-Limit": str(state.rate_limit),
+        "X-Ratelimit-Remaining": str(max(0, state.rate_limit - count)),
+        "X-Ratelimit-Reset": iso_seconds(reset_at),
+    }
+    return headers, count > state.rate_limit
+
+
+async def _huge_body(request: web.Request, size: int) -> web.StreamResponse:
+    resp = web.StreamResponse(status=200)
+    resp.content_type = "application/json"
+    await resp.prepare(request)
+    chunk = b" " * 65536
+    await resp.write(b"[")
+    sent = 1
+    try:
+        while sent < size:
+            await resp.write(chunk)
+            sent += len(chunk)
+        await resp.write(b"]")
+        await resp.write_eof()
+    except (ConnectionError, RuntimeError):
+        pass  # the client stopped reading, as it should
+    return resp
+
+
+def _abort(request: web.Request) -> web.Response:
+    if request.transport is not None:
+        request.transport.abort()
+    return web.Response(status=503)
+
+
+@web.middleware
+async def gts_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    state = state_of(request)
+    state.request_log.append((request.method, request.path))
+    faults = state.faults
+    path = request.path
+    if faults.down:
+        if faults.down_status is None:
+            return _abort(request)
+        return json_response({"error": status_text(faults.down_status)}, faults.down_status)
+    if faults.delay > 0:
+        await asyncio.sleep(faults.delay)
+    extra: dict[str, str] = {}
+    group = _bucket_group(path)
+    if group is not None and state.rate_limit > 0:
+        extra, over = _rate_limit(state, request, group)
+        if over:
+            return json_response({"error": "rate limit reached"}, 429, headers=extra)
+    if group is not None and faults.throttle:
+        headers = {**extra, "Retry-After": str(faults.throttle_retry_after)}
+        return json_response({"error": "server capacity exceeded"}, 429, headers=headers)
+    request[EXTRA_HEADERS] = extra
+    resp = await _dispatch(request, handler, path)
+    if not resp.prepared:
+        for name, value in extra.items():
+            resp.headers[name] = value
+        if path.startswith("/api/") and "Cache-Control" not in resp.headers:
+            resp.headers["Cache-Control"] = "no-store"
+    return resp
+
+
+async def _dispatch(request: web.Request, handler: Handler, path: str) -> web.StreamResponse:
+    faults = state_of(request).faults
+    if path in faults.status_override:
+        code = faults.status_override[path]
+        return json_response({"error": status_text(code)}, code)
+    if path in faults.redirect_paths:
+        return web.Response(status=302, headers={"Location": faults.redirect_paths[path]})
+    if path in faults.huge_body_paths:
+        return await _huge_body(request, faults.huge_body_size)
+    if path in faults.malformed_json_paths:
+        return web.Response(status=200, body=b'{"id":"01', content_type="application/json")
+    try:
+        return await handler(request)
+    except ApiError as err:
+        return api_error_response(request, err)
+    except OAuthError as err:
+        return oauth_error_response(err)
+    except (web.HTTPNotFound, web.HTTPMethodNotAllowed):
+        # gin does not answer 405: an unknown method on a known path is a 404 too.
+        return api_error_response(request, ApiError(404))
+
+
+async def server_header(request: web.Request, response: web.StreamResponse) -> None:
+    response.headers["Server"] = "Mastodon" if state_of(request).mastodon else "gotosocial"

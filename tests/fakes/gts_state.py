@@ -1,0 +1,253 @@
+"""In-memory state of the fake GoToSocial: users, apps, codes, tokens, notifications, sessions, streams."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from tests.fakes.gts_core import SnowflakeFactory, UlidFactory, go_json, iso_ms
+
+
+@dataclass
+class FakeUser:
+    username: str
+    email: str
+    password: str = field(repr=False)
+    account_id: str
+    user_id: str
+    created_at: str
+    locked: bool = True
+    domain: str | None = None  # None: a local account that can sign in
+    display_name: str = ""
+    bot: bool = False
+    confirmed: bool = True
+    approved: bool = True
+    disabled: bool = False
+
+    @property
+    def acct(self) -> str:
+        return self.username if self.domain is None else f"{self.username}@{self.domain}"
+
+
+@dataclass
+class FakeApp:
+    id: str
+    client_id: str
+    client_secret: str = field(repr=False)
+    name: str
+    website: str
+    redirect_uris: list[str]
+    scopes: list[str]
+    created_at: str
+    managed_by: str | None = None  # user id
+
+
+@dataclass
+class FakeToken:
+    id: str
+    access: str = field(repr=False)
+    client_id: str
+    user_id: str | None
+    scope: str
+    created_at: int
+    expires_at: float | None = None  # monotonic deadline; None = never
+
+
+@dataclass
+class FakeCode:
+    code: str = field(repr=False)
+    client_id: str
+    user_id: str
+    redirect_uri: str
+    scope: str
+    created: float  # time.monotonic()
+
+
+@dataclass
+class StoredNotification:
+    id: str
+    user_id: str
+    type: str
+    body: dict[str, Any]
+
+
+@dataclass
+class Session:
+    id: str = field(repr=False)
+    data: dict[str, str] = field(default_factory=dict)
+    expires: float = 0.0
+
+
+@dataclass
+class StreamConn:
+    user_id: str
+    streams: set[str]
+    queue: asyncio.Queue[str]
+    abort: Callable[[], None] = field(repr=False)
+
+
+@dataclass
+class FaultKnobs:
+    """Mutable fault injection. Paths are matched exactly against the request path."""
+
+    delay: float = 0.0
+    status_override: dict[str, int] = field(default_factory=dict)
+    huge_body_paths: set[str] = field(default_factory=set)
+    huge_body_size: int = 8 * 1024 * 1024
+    malformed_json_paths: set[str] = field(default_factory=set)
+    redirect_paths: dict[str, str] = field(default_factory=dict)
+    down: bool = False
+    down_status: int | None = None  # None: drop connections without an answer; else answer this status
+    streaming_enabled: bool = True
+    revoke_enabled: bool = True  # False: /oauth/revoke → 404, like a server without the endpoint
+    throttle: bool = False  # True: every limited request → 429 "server capacity exceeded"
+    throttle_retry_after: int = 30
+    _drop: Callable[[], int] | None = field(default=None, repr=False)
+
+    def drop_streams(self) -> int:
+        """Abort every open websocket (no close frame). Returns how many were dropped."""
+        return self._drop() if self._drop is not None else 0
+
+
+class FakeState:
+    def __init__(
+        self,
+        *,
+        software: str,
+        version: str,
+        account_domain: str | None,
+        code_ttl: float,
+        rate_limit: int,
+        rate_window: float,
+        ping_interval: float,
+        session_max_age: int,
+        id_start: int | None,
+    ) -> None:
+        self.host = ""
+        self.base_url = ""
+        self.software = software
+        self.version = version
+        self.account_domain_opt = account_domain
+        self.code_ttl = code_ttl
+        self.rate_limit = rate_limit
+        self.rate_window = rate_window
+        self.ping_interval = ping_interval
+        self.session_max_age = session_max_age
+        self.ulids = UlidFactory()
+        self.snowflakes = SnowflakeFactory(id_start)
+        self.users: dict[str, FakeUser] = {}  # by username (local) or acct (remote)
+        self.apps: dict[str, FakeApp] = {}  # by client_id
+        self.tokens: dict[str, FakeToken] = {}  # by access token
+        self.codes: dict[str, FakeCode] = {}
+        self.notifications: list[StoredNotification] = []
+        self.statuses_by_user: dict[str, int] = {}
+        self.sessions: dict[str, Session] = {}
+        self.streams: list[StreamConn] = []
+        self.rate_buckets: dict[tuple[str, str], tuple[float, int, float]] = {}
+        self.request_log: list[tuple[str, str]] = []
+        self.faults = FaultKnobs(_drop=self.drop_streams)
+
+    @property
+    def mastodon(self) -> bool:
+        return self.software == "mastodon"
+
+    @property
+    def hostname(self) -> str:
+        return self.host.rsplit(":", 1)[0] if ":" in self.host else self.host
+
+    @property
+    def account_domain(self) -> str:
+        return self.account_domain_opt or self.host
+
+    def new_id(self) -> str:
+        return self.snowflakes.new() if self.mastodon else self.ulids.new()
+
+    def now_iso(self) -> str:
+        return iso_ms(time.time())
+
+    # --- users -------------------------------------------------------------------------------------
+    def add_user(self, username: str, email: str, password: str, *, locked: bool, domain: str | None = None,
+                 display_name: str = "") -> FakeUser:
+        key = username if domain is None else f"{username}@{domain}"
+        if key in self.users:
+            raise ValueError(f"user {key} exists")
+        user = FakeUser(
+            username=username, email=email, password=password, account_id=self.new_id(),
+            user_id=self.new_id(),
+            created_at=iso_ms(time.time()).split("T")[0] + "T00:00:00.000Z", locked=locked, domain=domain,
+            display_name=display_name or username,
+        )
+        self.users[key] = user
+        return user
+
+    def user_by_id(self, user_id: str) -> FakeUser | None:
+        return next((u for u in self.users.values() if u.user_id == user_id), None)
+
+    def user_by_email(self, email: str) -> FakeUser | None:
+        return next((u for u in self.users.values() if u.domain is None and u.email == email), None)
+
+    def ensure_account(self, name: str) -> FakeUser:
+        """A local user by username, or a remote account for ``user@domain`` (created on first use)."""
+        if name in self.users:
+            return self.users[name]
+        if "@" in name:
+            username, domain = name.split("@", 1)
+            return self.add_user(username, f"{username}@{domain}", secrets.token_hex(8), locked=False,
+                                 domain=domain)
+        email = f"{name}@{self.hostname or 'localhost'}"
+        return self.add_user(name, email, secrets.token_hex(8), locked=True)
+
+    # --- tokens ------------------------------------------------------------------------------------
+    def live_token(self, access: str) -> FakeToken | None:
+        tok = self.tokens.get(access)
+        if tok is None:
+            return None
+        if tok.expires_at is not None and time.monotonic() > tok.expires_at:
+            return None
+        if tok.client_id not in self.apps:
+            return None
+        return tok
+
+    def revoke_all(self, username: str) -> int:
+        user = self.users[username]
+        gone = [k for k, t in self.tokens.items() if t.user_id == user.user_id]
+        for k in gone:
+            del self.tokens[k]
+        return len(gone)
+
+    # --- sessions ----------------------------------------------------------------------------------
+    def load_session(self, sid: str | None) -> Session:
+        now = time.monotonic()
+        if sid is not None:
+            s = self.sessions.get(sid)
+            if s is not None and s.expires > now:
+                return s
+        return Session(id=secrets.token_urlsafe(24))
+
+    def save_session(self, session: Session) -> None:
+        session.expires = time.monotonic() + self.session_max_age
+        self.sessions[session.id] = session
+
+    # --- streams -----------------------------------------------------------------------------------
+    def drop_streams(self) -> int:
+        conns = list(self.streams)
+        for conn in conns:
+            conn.abort()
+        return len(conns)
+
+    def push_notification(self, user_id: str, payload: str) -> None:
+        for conn in self.streams:
+            if conn.user_id != user_id:
+                continue
+            name = "user:notification" if "user:notification" in conn.streams else "user"
+            if name not in conn.streams:
+                continue
+            frame = {"stream": [name], "event": "notification", "payload": payload}
+            if conn.queue.qsize() < 50:
+                conn.queue.put_nowait(go_json(frame))
+            else:  # GoToSocial drops the connection when its 50-message buffer is full
+                conn.abort()

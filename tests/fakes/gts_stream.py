@@ -1,0 +1,97 @@
+"""GET /api/v1/streaming of the fake GoToSocial (§8): websocket, auth only at connect, ``ping!`` pings."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+
+from aiohttp import WSMsgType, web
+
+from tests.fakes.gts_http import EXTRA_HEADERS, ApiError, bearer, lookup_auth, state_of
+from tests.fakes.gts_state import StreamConn
+
+# Streams a client may add with a subscribe message; `user:notification` is silently ignored there.
+_SUBSCRIBABLE = frozenset({"public:local", "public", "user", "direct", "list"})
+
+
+async def streaming(request: web.Request) -> web.StreamResponse:
+    state = state_of(request)
+    if not state.faults.streaming_enabled:
+        raise ApiError(404)
+    protocol_header = request.headers.get("Sec-WebSocket-Protocol")
+    token = request.query.get("access_token") or protocol_header or bearer(request)
+    if not token:
+        raise ApiError(401, "token not supplied")
+    auth = lookup_auth(state, token)
+    if auth is None or auth.user is None:
+        raise ApiError(401)
+    if "read" not in auth.token.scope.split(" "):
+        raise ApiError(403, "token has insufficient scope permission")
+    ws = web.WebSocketResponse(protocols=(protocol_header,) if protocol_header else (), autoping=True)
+    if not ws.can_prepare(request).ok:
+        resp = web.Response(status=400, text="Bad Request\n", headers={"Sec-Websocket-Version": "13"})
+        resp.content_type = "text/plain"
+        resp.charset = "utf-8"
+        return resp
+    for name, value in request.get(EXTRA_HEADERS, {}).items():
+        ws.headers[name] = value
+    await ws.prepare(request)
+
+    transport = request.transport
+
+    def abort() -> None:
+        if transport is not None:
+            transport.abort()
+
+    conn = StreamConn(user_id=auth.user.user_id, streams={request.query.get("stream", "")},
+                      queue=asyncio.Queue(), abort=abort)
+    state.streams.append(conn)
+    reader = asyncio.create_task(_read_loop(ws, conn))
+    getter: asyncio.Task[str] | None = None
+    try:
+        while True:
+            if getter is None:
+                getter = asyncio.create_task(conn.queue.get())
+            done, _ = await asyncio.wait({getter, reader}, timeout=state.ping_interval,
+                                         return_when=asyncio.FIRST_COMPLETED)
+            if getter in done:
+                frame = getter.result()
+                getter = None
+                await ws.send_str(frame)
+            elif reader in done:
+                break
+            else:
+                await ws.ping(b"ping!")
+    except (ConnectionError, RuntimeError):
+        pass  # the client went away or the connection was dropped
+    finally:
+        if conn in state.streams:
+            state.streams.remove(conn)
+        for task in (getter, reader):
+            if task is not None and not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        with contextlib.suppress(Exception):
+            await ws.close()
+    return ws
+
+
+async def _read_loop(ws: web.WebSocketResponse, conn: StreamConn) -> None:
+    async for msg in ws:
+        if msg.type != WSMsgType.TEXT:
+            continue
+        try:
+            data = json.loads(msg.data)
+        except ValueError:
+            continue
+        if not isinstance(data, dict):
+            continue
+        name = data.get("stream")
+        if not isinstance(name, str) or name not in _SUBSCRIBABLE:
+            continue
+        if data.get("type") == "subscribe":
+            conn.streams.add(name)
+        elif data.get("type") == "unsubscribe":
+            conn.streams.discard(name)
