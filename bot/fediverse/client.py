@@ -1,0 +1,400 @@
+"""The typed fediverse client: the handful of Mastodon-client-API calls the bot makes.
+
+Thin on purpose: each method is one call (or a short, fixed sequence), returns frozen dataclasses from
+`models`, and raises the `FediverseError` subclasses from `bot.errors`. Remote OAuth error codes are mapped to
+exception classes in one place, `_oauth_error`. The httpx client is injected (see `guard.build_http_client`).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import replace
+
+import httpx
+
+from bot.errors import (
+    BadResponseError,
+    ExpiredCodeError,
+    FediverseError,
+    ForbiddenAddressError,
+    InstanceUnreachableError,
+    InvalidClientError,
+    InvalidCodeError,
+    InvalidRedirectError,
+    NotAFediverseServerError,
+    OAuthError,
+    RateLimitedError,
+    RevokeUnsupportedError,
+)
+from bot.fediverse._http import (
+    InstanceHttp,
+    QueryParams,
+    RawResponse,
+    decode_json,
+    error_fields,
+    parse_link_header,
+    server_text,
+    status_error,
+)
+from bot.fediverse.guard import HttpSettings
+from bot.fediverse.instance import InstanceRef
+from bot.fediverse.models import (
+    AppRegistration,
+    FediverseAccount,
+    InstanceInfo,
+    Notification,
+    Page,
+    ShapeError,
+    TokenGrant,
+    notification_id,
+    parse_account,
+    parse_app,
+    parse_notification,
+    parse_token,
+)
+from bot.fediverse.oauth import OOB_REDIRECT_URI, normalize_scopes
+from bot.fediverse.ratelimit import PacerRegistry
+
+__all__ = ["MAX_PAGE_LIMIT", "FediverseClient"]
+
+MAX_PAGE_LIMIT = 80
+_NODEINFO_PATH = re.compile(r"^/[A-Za-z0-9/._-]{1,100}$")
+_CURSOR = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+_NO_ROWS = "sql: no rows in result set"
+
+
+def _bad_shape(instance: InstanceRef, what: str, exc: ShapeError) -> BadResponseError:
+    return BadResponseError(f"{instance.display} sent {what} the bot could not understand ({exc}).")
+
+
+def _text(d: dict[str, object], *keys: str) -> str | None:
+    value: object = d
+    for key in keys:
+        if not isinstance(value, dict):
+            return None
+        value = value.get(key)
+    return value if isinstance(value, str) and value else None
+
+
+def _bare_domain(value: str) -> str:
+    value = value.removeprefix("https://").removeprefix("http://")
+    return value.split("/", 1)[0]
+
+
+class FediverseClient:
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        *,
+        connect_timeout: float = 5.0,
+        request_timeout: float = 15.0,
+        max_response_bytes: int = 1_048_576,
+        pacers: PacerRegistry | None = None,
+    ) -> None:
+        self._http = InstanceHttp(
+            http,
+            connect_timeout=connect_timeout,
+            request_timeout=request_timeout,
+            max_response_bytes=max_response_bytes,
+            pacers=pacers if pacers is not None else PacerRegistry(),
+        )
+
+    @classmethod
+    def from_settings(
+        cls,
+        http: httpx.AsyncClient,
+        settings: HttpSettings,
+        *,
+        pacers: PacerRegistry | None = None,
+    ) -> FediverseClient:
+        return cls(
+            http,
+            connect_timeout=settings.connect_timeout,
+            request_timeout=settings.request_timeout,
+            max_response_bytes=settings.max_response_bytes,
+            pacers=pacers,
+        )
+
+    # -- discovery -------------------------------------------------------------------------------------
+
+    async def probe(self, instance: InstanceRef) -> InstanceInfo:
+        """Check that the instance speaks the Mastodon client API; learn its software, version and domains."""
+        v1, v1_response = await self._instance_document(instance, "/api/v1/instance", ("uri", "version"))
+        doc = v1
+        if doc is None:
+            doc, _ = await self._instance_document(instance, "/api/v2/instance", ("domain", "version"))
+        if doc is None:
+            raise NotAFediverseServerError(
+                f"{instance.display} does not look like a GoToSocial or Mastodon-compatible server "
+                "(it has no Mastodon client API)."
+            )
+        uri = _bare_domain(_text(doc, "uri") or _text(doc, "domain") or instance.netloc)
+        version = _text(doc, "version") or ""
+        software, software_version = await self._nodeinfo_software(instance)
+        if software is None:
+            says_gts = "gotosocial" in v1_response.headers.get("server", "").lower()
+            says_gts = says_gts or "gotosocial" in (_text(doc, "source_url") or "")
+            software = "gotosocial" if says_gts else "unknown"
+        return InstanceInfo(
+            software=software,
+            version=software_version or version,
+            title=_text(doc, "title") or uri,
+            streaming_url=(
+                _text(doc, "urls", "streaming_api") or _text(doc, "configuration", "urls", "streaming")
+            ),
+            uri=uri,
+            account_domain=_bare_domain(_text(doc, "account_domain") or uri),
+        )
+
+    async def _instance_document(
+        self, instance: InstanceRef, path: str, required: Sequence[str]
+    ) -> tuple[dict[str, object] | None, RawResponse]:
+        response = await self._http.request(instance, "GET", path)
+        if response.status != 200:
+            if response.status in (502, 503, 504):
+                raise status_error(instance, response)
+            return None, response
+        try:
+            data = decode_json(instance, response)
+        except BadResponseError:
+            return None, response
+        if not isinstance(data, dict) or not all(_text(data, key) for key in required):
+            return None, response
+        return data, response
+
+    async def _nodeinfo_software(self, instance: InstanceRef) -> tuple[str | None, str | None]:
+        """Software name and version from nodeinfo, or (None, None). The document is always read from the
+        instance itself: only the path of the advertised link is used."""
+        try:
+            index = await self._http.request(instance, "GET", "/.well-known/nodeinfo")
+            if index.status != 200:
+                return None, None
+            links = decode_json(instance, index)
+            hrefs: list[tuple[str, str]] = []
+            if isinstance(links, dict) and isinstance(links.get("links"), list):
+                for link in links["links"][:20]:
+                    if isinstance(link, dict):
+                        rel, href = _text(link, "rel"), _text(link, "href")
+                        if rel and href and "nodeinfo.diaspora.software/ns/schema/2." in rel:
+                            hrefs.append((rel, href))
+            if not hrefs:
+                return None, None
+            path = httpx.URL(max(hrefs)[1]).path
+            if not _NODEINFO_PATH.match(path):
+                return None, None
+            response = await self._http.request(instance, "GET", path)
+            if response.status != 200:
+                return None, None
+            doc = decode_json(instance, response)
+        except (InstanceUnreachableError, ForbiddenAddressError, RateLimitedError):
+            raise
+        except (FediverseError, httpx.InvalidURL):
+            return None, None
+        if not isinstance(doc, dict):
+            return None, None
+        name = _text(doc, "software", "name")
+        return (name.lower()[:64] if name else None), (_text(doc, "software", "version") or None)
+
+    # -- OAuth -----------------------------------------------------------------------------------------
+
+    async def register_app(
+        self, instance: InstanceRef, scopes: Iterable[str], *, client_name: str, website: str | None = None
+    ) -> AppRegistration:
+        """Register an OAuth app for the out-of-band flow (caching per instance + scopes is the caller's)."""
+        scope_list = normalize_scopes(scopes)
+        form = {"client_name": client_name, "redirect_uris": OOB_REDIRECT_URI, "scopes": " ".join(scope_list)}
+        if website:
+            form["website"] = website
+        response = await self._http.request(instance, "POST", "/api/v1/apps", data=form)
+        if response.status != 200:
+            error, _ = error_fields(response)
+            detail = server_text(error)
+            raise OAuthError(
+                f"{instance.display} refused to register the bot as an app (HTTP {response.status}"
+                + (f": {detail})." if detail else ").")
+            )
+        try:
+            app = parse_app(decode_json(instance, response))
+        except ShapeError as exc:
+            raise _bad_shape(instance, "an app registration", exc) from None
+        return app if app.scopes else replace(app, scopes=scope_list)
+
+    async def exchange_code(self, instance: InstanceRef, app: AppRegistration, code: str) -> TokenGrant:
+        """Trade an authorization code for an access token."""
+        form = {
+            "grant_type": "authorization_code",
+            "code": code,
+            "client_id": app.client_id,
+            "client_secret": app.client_secret,
+            "redirect_uri": OOB_REDIRECT_URI,
+        }
+        response = await self._http.request(instance, "POST", "/oauth/token", data=form)
+        if response.status == 200:
+            try:
+                return parse_token(decode_json(instance, response))
+            except ShapeError as exc:
+                raise _bad_shape(instance, "a token response", exc) from None
+        error, description = error_fields(response)
+        if error == _NO_ROWS and not await self._app_known(instance, app):
+            error = "invalid_client"  # GoToSocial says "no rows" for an unknown client_id as for a bad code
+        raise self._oauth_error(instance, response, error, description, redact=(code, app.client_secret))
+
+    async def _app_known(self, instance: InstanceRef, app: AppRegistration) -> bool:
+        """Whether the instance still knows our app, probed with a client_credentials request."""
+        form = {
+            "grant_type": "client_credentials",
+            "client_id": app.client_id,
+            "client_secret": app.client_secret,
+            "redirect_uri": OOB_REDIRECT_URI,
+        }
+        if app.scopes:
+            form["scope"] = app.scopes[0]
+        response = await self._http.request(instance, "POST", "/oauth/token", data=form)
+        error, _ = error_fields(response)
+        if response.status == 200:
+            try:
+                grant = parse_token(decode_json(instance, response))
+                await self.revoke(instance, app, grant.access_token)
+            except FediverseError:
+                pass  # an app-only token that expires on its own; nothing more to do
+            return True
+        return error != _NO_ROWS
+
+    @staticmethod
+    def _oauth_error(
+        instance: InstanceRef, response: RawResponse, error: str, description: str, *, redact: Sequence[str]
+    ) -> FediverseError:
+        """Map an OAuth error response to an exception (the one place these codes are interpreted)."""
+        name = instance.display
+        if error == "invalid_client":
+            return InvalidClientError(
+                f"{name} no longer recognises the bot's app registration; "
+                "start again so the bot registers anew."
+            )
+        if error == _NO_ROWS:
+            return InvalidCodeError(
+                f"{name} did not recognise that code: it may have been used already, mistyped, or belong to "
+                "another request. Each code works once; start again to get a new one."
+            )
+        if error == "invalid_grant":
+            is_gts = "gotosocial" in response.headers.get("server", "").lower() or description.startswith(
+                "Bad Request: could not get access token"
+            )
+            if is_gts:
+                # GoToSocial says invalid_grant for an expired code and for one issued to another request;
+                # a used or unknown code is "no rows" there. Elsewhere (Mastodon) it covers all of these.
+                return ExpiredCodeError(
+                    f"{name} says the code has expired or does not belong to this request; codes are only "
+                    "valid for about 5 minutes. Start again to get a new one."
+                )
+            return InvalidCodeError(
+                f"{name} did not accept that code: it may be wrong, used already, or expired. "
+                "Start again to get a new one."
+            )
+        if response.status == 403 and error == "invalid redirect uri":
+            return InvalidRedirectError(
+                f"{name} says the bot's redirect address does not match its app registration; "
+                "start again so the bot registers anew."
+            )
+        if response.status in (502, 503, 504):
+            return status_error(instance, response)
+        detail = server_text(error or description, redact=redact)
+        return OAuthError(
+            f"{name} refused the token request (HTTP {response.status}"
+            + (f": {detail})." if detail else ").")
+        )
+
+    async def revoke(self, instance: InstanceRef, app: AppRegistration, token: str) -> None:
+        """Revoke an access token. An already revoked or unknown token counts as revoked."""
+        form = {"client_id": app.client_id, "client_secret": app.client_secret, "token": token}
+        response = await self._http.request(instance, "POST", "/oauth/revoke", data=form)
+        if response.status == 200:
+            return
+        if response.status in (404, 405):
+            raise RevokeUnsupportedError(
+                f"{instance.display} does not support revoking tokens; remove the bot's access in the "
+                "instance's settings (Applications) instead."
+            )
+        if response.status == 403:
+            raise OAuthError(
+                f"{instance.display} refused to revoke the token: it says the token belongs to another app."
+            )
+        error, description = error_fields(response)
+        raise self._oauth_error(instance, response, error, description, redact=(token, app.client_secret))
+
+    # -- account and notifications ---------------------------------------------------------------------
+
+    async def verify_credentials(
+        self, instance: InstanceRef, token: str, *, account_domain: str | None = None
+    ) -> FediverseAccount:
+        """The account the token belongs to. Its `acct` is always the full `user@domain`."""
+        path = "/api/v1/accounts/verify_credentials"
+        response = await self._http.request(instance, "GET", path, token=token)
+        if response.status != 200:
+            raise status_error(instance, response)
+        try:
+            account = parse_account(decode_json(instance, response))
+        except ShapeError as exc:
+            raise _bad_shape(instance, "an account", exc) from None
+        if "@" in account.acct:
+            return account
+        if account_domain is None:
+            document, _ = await self._instance_document(instance, "/api/v1/instance", ("uri",))
+            found = _text(document, "account_domain") or _text(document, "uri") if document else None
+            account_domain = _bare_domain(found) if found else instance.netloc
+        return replace(account, acct=f"{account.acct}@{account_domain}")
+
+    async def notifications(
+        self,
+        instance: InstanceRef,
+        token: str,
+        *,
+        since_id: str | None = None,
+        min_id: str | None = None,
+        max_id: str | None = None,
+        limit: int | None = None,
+        types: Iterable[str] = (),
+        exclude_types: Iterable[str] = (),
+    ) -> Page:
+        """One page of notifications, newest first. Cursors come from the Link header (none if empty)."""
+        params: QueryParams = []
+        for key, value in (("since_id", since_id), ("min_id", min_id), ("max_id", max_id)):
+            if value is not None:
+                params.append((key, value))
+        if limit is not None:
+            params.append(("limit", str(max(1, min(limit, MAX_PAGE_LIMIT)))))
+        params += [("types[]", str(t)) for t in types]
+        params += [("exclude_types[]", str(t)) for t in exclude_types]
+        path = "/api/v1/notifications"
+        response = await self._http.request(instance, "GET", path, params=params, token=token)
+        if response.status != 200:
+            raise status_error(instance, response)
+        data = decode_json(instance, response)
+        if not isinstance(data, list):
+            raise BadResponseError(f"{instance.display} sent a notification list that is not a list.")
+        items: list[Notification] = []
+        skipped: list[str] = []
+        for raw in data:
+            try:
+                items.append(parse_notification(raw))
+            except ShapeError as exc:
+                try:
+                    skipped.append(notification_id(raw))
+                except ShapeError:
+                    raise _bad_shape(instance, "a notification", exc) from None
+        links = parse_link_header(response.headers.get("link"))
+        return Page(
+            items=tuple(items),
+            next_max_id=_cursor(links.get("next"), "max_id"),
+            prev_min_id=_cursor(links.get("prev"), "min_id") or _cursor(links.get("prev"), "since_id"),
+            skipped_ids=tuple(skipped),
+        )
+
+
+def _cursor(url: httpx.URL | None, key: str) -> str | None:
+    """Only the cursor value is taken from a Link URL; the URL itself is never followed."""
+    if url is None:
+        return None
+    value = url.params.get(key)
+    return value if value is not None and _CURSOR.match(value) else None

@@ -1,0 +1,235 @@
+"""Frozen dataclasses for the API objects the bot uses, and small explicit parsers for them.
+
+Parsers take decoded JSON (`object`) and raise `ShapeError` when it is not the shape we need; the client turns
+that into a `BadResponseError` naming the instance. Fields the bot does not need are not parsed (a
+notification keeps its `raw` JSON for anything else).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, NewType
+
+__all__ = [
+    "AccountId",
+    "AppRegistration",
+    "FediverseAccount",
+    "InstanceInfo",
+    "Notification",
+    "NotificationId",
+    "Page",
+    "ShapeError",
+    "Status",
+    "StatusId",
+    "TokenGrant",
+    "parse_account",
+    "parse_app",
+    "parse_notification",
+    "parse_status",
+    "parse_token",
+]
+
+AccountId = NewType("AccountId", str)
+StatusId = NewType("StatusId", str)
+NotificationId = NewType("NotificationId", str)
+
+MAX_ID_LENGTH = 128
+
+
+class ShapeError(ValueError):
+    """Decoded JSON is not the shape expected. The message names the field, never a value."""
+
+
+@dataclass(frozen=True)
+class InstanceInfo:
+    software: str  # "gotosocial", "mastodon", ... lowercase; "unknown" when the server does not say
+    version: str
+    title: str
+    streaming_url: str | None  # as advertised (GoToSocial always says wss://, even over http)
+    uri: str  # v1 `uri` / v2 `domain`: the host, usually without scheme
+    account_domain: str  # the domain in local accounts' handles (`account_domain`, else `uri`)
+
+    @property
+    def is_gotosocial(self) -> bool:
+        return self.software == "gotosocial"
+
+
+@dataclass(frozen=True)
+class AppRegistration:
+    client_id: str
+    client_secret: str = field(repr=False)
+    scopes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class TokenGrant:
+    access_token: str = field(repr=False)
+    scope: tuple[str, ...] = ()
+    created_at: int | None = None
+
+
+@dataclass(frozen=True)
+class FediverseAccount:
+    id: AccountId
+    username: str
+    acct: str  # as the server gives it: "bob" for a local account, "bob@other.example" for a remote one
+    url: str | None
+    display_name: str
+    bot: bool = False
+
+
+@dataclass(frozen=True)
+class Status:
+    id: StatusId
+    uri: str | None
+    url: str | None
+    content: str  # HTML as the server sent it; sanitise before showing
+    spoiler_text: str
+    visibility: str
+    sensitive: bool
+    created_at: datetime | None
+    account: FediverseAccount | None
+    in_reply_to_id: str | None = None
+    media_count: int = 0
+
+
+@dataclass(frozen=True)
+class Notification:
+    id: NotificationId
+    type: str
+    created_at: datetime
+    account: FediverseAccount
+    status: Status | None
+    raw: dict[str, Any] = field(repr=False, compare=False, hash=False)
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page of notifications, newest first, with cursors read from the Link header."""
+
+    items: tuple[Notification, ...]
+    next_max_id: str | None = None  # older page: pass as max_id
+    prev_min_id: str | None = None  # newer page: pass as min_id
+    skipped_ids: tuple[str, ...] = ()  # items with an ID but an unusable shape (still count for cursors)
+
+    @property
+    def all_ids(self) -> tuple[str, ...]:
+        return tuple(n.id for n in self.items) + self.skipped_ids
+
+
+def _obj(value: object, what: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ShapeError(f"{what} is not a JSON object")
+    return value
+
+
+def _str(d: dict[str, Any], key: str, what: str, *, max_len: int | None = None) -> str:
+    value = d.get(key)
+    if not isinstance(value, str) or not value:
+        raise ShapeError(f"{what}.{key} is missing or not a string")
+    if max_len is not None and len(value) > max_len:
+        raise ShapeError(f"{what}.{key} is too long")
+    return value
+
+
+def _opt_str(d: dict[str, Any], key: str) -> str | None:
+    value = d.get(key)
+    return value if isinstance(value, str) and value else None
+
+
+def _text(d: dict[str, Any], key: str) -> str:
+    value = d.get(key)
+    return value if isinstance(value, str) else ""
+
+
+def _time(value: object, what: str) -> datetime:
+    if not isinstance(value, str):
+        raise ShapeError(f"{what} is not a time string")
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        raise ShapeError(f"{what} is not an ISO 8601 time") from None
+
+
+def _scopes(value: object) -> tuple[str, ...]:
+    if isinstance(value, str):
+        words = value.split()
+    elif isinstance(value, list):
+        words = [w for w in value if isinstance(w, str) and w]
+    else:
+        words = []
+    return tuple(dict.fromkeys(words))
+
+
+def parse_app(data: object) -> AppRegistration:
+    d = _obj(data, "app")
+    return AppRegistration(
+        client_id=_str(d, "client_id", "app", max_len=512),
+        client_secret=_str(d, "client_secret", "app", max_len=512),
+        scopes=_scopes(d.get("scopes")),
+    )
+
+
+def parse_token(data: object) -> TokenGrant:
+    d = _obj(data, "token")
+    token_type = d.get("token_type", "Bearer")
+    if not isinstance(token_type, str) or token_type.lower() != "bearer":
+        raise ShapeError("token.token_type is not Bearer")
+    created = d.get("created_at")
+    return TokenGrant(
+        access_token=_str(d, "access_token", "token", max_len=2048),
+        scope=_scopes(d.get("scope")),
+        created_at=created if isinstance(created, int) and not isinstance(created, bool) else None,
+    )
+
+
+def parse_account(data: object, what: str = "account") -> FediverseAccount:
+    d = _obj(data, what)
+    username = _str(d, "username", what, max_len=2048)
+    return FediverseAccount(
+        id=AccountId(_str(d, "id", what, max_len=MAX_ID_LENGTH)),
+        username=username,
+        acct=_str(d, "acct", what, max_len=2048),
+        url=_opt_str(d, "url"),
+        display_name=_opt_str(d, "display_name") or username,
+        bot=d.get("bot") is True,
+    )
+
+
+def parse_status(data: object, what: str = "status") -> Status:
+    d = _obj(data, what)
+    account = d.get("account")
+    media = d.get("media_attachments")
+    created = d.get("created_at")
+    return Status(
+        id=StatusId(_str(d, "id", what, max_len=MAX_ID_LENGTH)),
+        uri=_opt_str(d, "uri"),
+        url=_opt_str(d, "url"),
+        content=_text(d, "content"),
+        spoiler_text=_text(d, "spoiler_text"),
+        visibility=_opt_str(d, "visibility") or "public",
+        sensitive=d.get("sensitive") is True,
+        created_at=_time(created, f"{what}.created_at") if created is not None else None,
+        account=parse_account(account, f"{what}.account") if account is not None else None,
+        in_reply_to_id=_opt_str(d, "in_reply_to_id"),
+        media_count=len(media) if isinstance(media, list) else 0,
+    )
+
+
+def notification_id(data: object) -> str:
+    """Just the ID of a notification object (for cursors even when the rest is unusable)."""
+    return _str(_obj(data, "notification"), "id", "notification", max_len=MAX_ID_LENGTH)
+
+
+def parse_notification(data: object) -> Notification:
+    d = _obj(data, "notification")
+    status = d.get("status")
+    return Notification(
+        id=NotificationId(notification_id(d)),
+        type=_str(d, "type", "notification", max_len=64),
+        created_at=_time(d.get("created_at"), "notification.created_at"),
+        account=parse_account(d.get("account"), "notification.account"),
+        status=parse_status(status, "notification.status") if status is not None else None,
+        raw=d,
+    )

@@ -1,0 +1,155 @@
+"""InstancePacer with a fake clock and sleep: no real time passes."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from bot.fediverse.ratelimit import InstancePacer, PacerPolicy, PacerRegistry
+
+T0 = 1_800_000_000.0
+
+
+class FakeTime:
+    def __init__(self) -> None:
+        self.now = T0
+        self.sleeps: list[float] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+def iso(t: float) -> str:
+    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+
+
+def headers(limit: int, remaining: int, reset: float) -> dict[str, str]:
+    # GoToSocial's canonical spelling; matching must not depend on case
+    return {
+        "X-Ratelimit-Limit": str(limit),
+        "X-Ratelimit-Remaining": str(remaining),
+        "X-Ratelimit-Reset": iso(reset),
+    }
+
+
+@pytest.fixture
+def time_() -> FakeTime:
+    return FakeTime()
+
+
+def pacer(t: FakeTime, **policy: float) -> InstancePacer:
+    return InstancePacer(clock=t.clock, sleep=t.sleep, policy=PacerPolicy(**policy))  # type: ignore[arg-type]
+
+
+async def test_no_information_means_no_waiting(time_: FakeTime) -> None:
+    p = pacer(time_)
+    for _ in range(50):
+        await p.acquire()
+    assert time_.sleeps == []
+
+
+async def test_plenty_remaining_means_no_waiting(time_: FakeTime) -> None:
+    p = pacer(time_)
+    p.observe(headers(300, 250, T0 + 200))
+    for _ in range(10):
+        await p.acquire()
+    assert time_.sleeps == []
+
+
+async def test_spreads_the_rest_of_the_window_when_running_low(time_: FakeTime) -> None:
+    p = pacer(time_)
+    p.observe(headers(300, 100, T0 + 200))  # below half: spread ~85 usable requests over ~201 s
+    for _ in range(5):
+        await p.acquire()
+    assert len(time_.sleeps) >= 4
+    assert all(1.5 < s < 3.5 for s in time_.sleeps[1:])
+
+
+async def test_waits_for_the_window_end_at_the_reserve(time_: FakeTime) -> None:
+    p = pacer(time_)
+    p.observe(headers(300, 15, T0 + 100))  # reserve is 15 (5% of 300)
+    await p.acquire()
+    assert time_.sleeps == [pytest.approx(101.0)]  # the reset plus the whole-second margin
+    # after the window, the state is unknown again until the next response
+    await p.acquire()
+    assert len(time_.sleeps) == 1
+
+
+async def test_concurrent_acquirers_count_down_the_estimate(time_: FakeTime) -> None:
+    p = pacer(time_, pace_below_fraction=0.0)  # never spread, only stop at the reserve
+    p.observe(headers(100, 7, T0 + 60))  # reserve 5 → 2 requests may go now
+    await p.acquire()
+    await p.acquire()
+    assert time_.sleeps == []
+    await p.acquire()
+    assert time_.sleeps == [pytest.approx(61.0)]
+
+
+def test_out_of_order_responses_keep_the_lowest_count(time_: FakeTime) -> None:
+    p = pacer(time_)
+    p.observe(headers(300, 100, T0 + 100))
+    p.observe(headers(300, 140, T0 + 100))  # an older response arriving late
+    p.observe({"x-ratelimit-remaining": "120"})
+    assert p.remaining == 100
+    p.observe(headers(300, 299, T0 + 400))  # a new window
+    assert p.remaining == 299
+    assert p.delay_for_next() == 0
+
+
+@pytest.mark.parametrize(
+    ("hdrs", "expected"),
+    [
+        ({"Retry-After": "30"}, 30.0),
+        ({"Retry-After": "0"}, 1.0),  # never hammer
+        ({"X-Ratelimit-Remaining": "0", "X-Ratelimit-Reset": iso(T0 + 42)}, 43.0),
+        ({"Retry-After": "Wed, 21 Oct 2026 07:28:00 GMT"}, None),  # an HTTP date
+        ({}, 30.0),
+        ({"Retry-After": "soon"}, 30.0),
+        ({"X-Ratelimit-Reset": "12"}, 13.0),  # seconds from now (some servers)
+    ],
+)
+def test_rate_limited_delay(time_: FakeTime, hdrs: dict[str, str], expected: float | None) -> None:
+    p = pacer(time_)
+    delay = p.rate_limited(hdrs)
+    if expected is None:
+        target = datetime(2026, 10, 21, 7, 28, tzinfo=UTC).timestamp()
+        assert delay == pytest.approx(max(1.0, target - T0))
+    else:
+        assert delay == pytest.approx(expected)
+
+
+async def test_a_429_blocks_everyone_on_the_instance(time_: FakeTime) -> None:
+    registry = PacerRegistry(clock=time_.clock, sleep=time_.sleep)
+    registry.get("https://a.example").rate_limited({"Retry-After": "30"})
+    await registry.get("https://a.example").acquire()
+    assert time_.sleeps == [pytest.approx(30.0)]
+    await registry.get("https://b.example").acquire()  # another instance is not affected
+    assert len(time_.sleeps) == 1
+    assert registry.get("https://a.example") is registry.get("https://a.example")
+
+
+async def test_sleep_is_capped(time_: FakeTime) -> None:
+    p = pacer(time_, max_wait=60.0)
+    p.rate_limited({"Retry-After": "3600"})
+    await p.acquire()
+    assert time_.sleeps == [60.0]
+
+
+@pytest.mark.parametrize(
+    "hdrs",
+    [
+        {"X-Ratelimit-Remaining": "-5", "X-Ratelimit-Reset": "garbage", "X-Ratelimit-Limit": "x"},
+        {"X-Ratelimit-Remaining": "9" * 40},
+        {"X-Ratelimit-Reset": "2026-13-45T99:99:99Z", "X-Ratelimit-Remaining": "0"},
+    ],
+)
+async def test_garbage_headers_do_not_break_it(time_: FakeTime, hdrs: dict[str, str]) -> None:
+    p = pacer(time_)
+    p.observe(hdrs)
+    await p.acquire()
+    assert time_.sleeps == []
