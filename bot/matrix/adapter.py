@@ -1,0 +1,402 @@
+"""The bot's Matrix adapter: matrix-nio wrapped once, typed values and exceptions out.
+
+    adapter = MatrixAdapter(creds, session_store, trust_policy=TrustPolicy.TOFU)
+    await adapter.start()                  # restore or log in, upload keys
+    task = asyncio.create_task(adapter.run(handler))
+    await adapter.send_notice(room_id, "plain", "<b>html</b>")
+    await adapter.stop()                   # ends run(), closes the HTTP session
+
+Sync semantics:
+- first start (no stored sync token): one initial sync records "now"; old history is NOT delivered (only
+  invites still pending, which are current state rather than history);
+- later starts: a full-state sync from the stored token delivers what arrived while the bot was down;
+- the token is stored only after the handler has returned for every event of that sync, so a crash
+  re-delivers rather than loses events (the handler should be idempotent; Invite may repeat after a restart).
+A handler exception is logged and the event skipped: one bad event must not stop the bot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+import nio
+
+from bot.matrix import dm
+from bot.matrix.errors import (
+    MatrixError,
+    MatrixForbidden,
+    MatrixLoginError,
+    MatrixRateLimited,
+    MatrixRequestError,
+    MatrixUnknownToken,
+)
+from bot.matrix.events import events_from_sync
+from bot.matrix.nioglue import FIRST_SYNC_FILTER, SYNC_FILTER, call
+from bot.matrix.sender import (
+    OrderedSender,
+    RateLimitObserver,
+    RateLimitTracker,
+    retry_delay,
+    retry_rate_limited,
+)
+from bot.matrix.session import Credentials, SessionManager
+from bot.matrix.trust import apply_trust
+from bot.matrix.types import (
+    BotEvent,
+    DeviceId,
+    EventHandler,
+    EventId,
+    RoomId,
+    SessionStore,
+    TrustPolicy,
+    UserId,
+)
+
+log = logging.getLogger(__name__)
+
+_MAX_BACKOFF = 60.0
+
+
+class MatrixAdapter:
+    def __init__(
+        self,
+        creds: Credentials,
+        session_store: SessionStore,
+        *,
+        trust_policy: TrustPolicy = TrustPolicy.TOFU,
+        encrypt_new_dms: bool = True,
+        sync_timeout_ms: int = 30_000,
+    ) -> None:
+        self._creds = creds
+        self._sessions = SessionManager(creds, session_store)
+        self._session_store = session_store
+        self._trust = trust_policy
+        self._encrypt_new_dms = encrypt_new_dms
+        self._sync_timeout_ms = sync_timeout_ms
+        self._client: Any = None
+        self._device_id: DeviceId | None = None
+        self._sync_token: str | None = None
+        self._fresh_client = False
+        self._keys_lock = asyncio.Lock()
+        self.rate_limits = RateLimitTracker()
+        self._sender = OrderedSender(self.rate_limits)
+        self._stop_requested = False
+        self._sync_task: asyncio.Task[Any] | None = None
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self.logins = 0
+
+    # ---- identity and state ----
+
+    @property
+    def user_id(self) -> UserId:
+        return self._creds.user_id
+
+    @property
+    def device_id(self) -> DeviceId:
+        if self._device_id is None:
+            raise MatrixError("the adapter is not started")
+        return self._device_id
+
+    @property
+    def sync_token(self) -> str | None:
+        return self._sync_token
+
+    @property
+    def rate_limited(self) -> bool:
+        """True while the homeserver is rate-limiting the bot's sends."""
+        return self.rate_limits.blocked
+
+    @property
+    def rate_limit_hits(self) -> int:
+        """How many 429 answers the adapter has seen (and handled) so far."""
+        return self.rate_limits.hits
+
+    @property
+    def queued_sends(self) -> int:
+        return self._sender.queued
+
+    def on_rate_limit(self, observer: RateLimitObserver) -> None:
+        """Call `observer` when sends become blocked by a 429 and when they flow again."""
+        self.rate_limits.subscribe(observer)
+
+    def _nio(self) -> Any:
+        if self._client is None:
+            raise MatrixError("the adapter is not started")
+        return self._client
+
+    # ---- lifecycle ----
+
+    async def start(self) -> None:
+        """Restore the stored session (or log in once), then upload E2EE keys if needed."""
+        session = await self._sessions.open()
+        self._client, self._device_id, self._sync_token = (
+            session.client,
+            session.device_id,
+            session.sync_token,
+        )
+        self.logins += session.logins
+        await self._maintain_keys()
+
+    async def _relogin(self) -> None:
+        if self._creds.password is None:
+            raise MatrixLoginError("the access token was rejected and no password is configured")
+        old = self._client
+        session = await self._sessions.login()
+        self._client, self._device_id = session.client, session.device_id
+        self.logins += 1
+        self._fresh_client = True
+        if old is not None:
+            await old.close()
+        await self._maintain_keys()
+
+    async def stop(self) -> None:
+        """Stop `run()` after the event being handled (if any), then close the HTTP session."""
+        self._stop_requested = True
+        if self._sync_task is not None and not self._sync_task.done():
+            self._sync_task.cancel()
+        await self._idle.wait()
+        if self._client is not None:
+            await self._client.close()
+
+    # ---- sync ----
+
+    async def run(self, handler: EventHandler) -> None:
+        """Sync until `stop()`, handing each event to `handler` (awaited) before storing the sync token."""
+        self._nio()
+        if not self._idle.is_set():
+            raise MatrixError("run() is already running")
+        self._idle.clear()
+        self._stop_requested = False
+        try:
+            first_start = self._sync_token is None  # record "now", deliver no history
+            catch_up = not first_start  # full state: nio knows no rooms after a restart
+            while not self._stop_requested:
+                await self._maintain_keys_quietly()
+                resp = await self._sync(
+                    self._sync_token,
+                    0 if first_start or catch_up else self._sync_timeout_ms,
+                    FIRST_SYNC_FILTER if first_start else SYNC_FILTER,
+                    full_state=catch_up,
+                )
+                if resp is None:
+                    return
+                events = events_from_sync(resp, self.user_id, self._reason, invites_only=first_start)
+                await self._deliver(handler, events)
+                await self._commit(resp)
+                first_start = catch_up = False
+        finally:
+            self._idle.set()
+
+    async def _sync(
+        self, since: str | None, timeout_ms: int, sync_filter: Mapping[str, Any], *, full_state: bool
+    ) -> Any:
+        """One sync, retried on 429 / server errors / a rejected token. None when stop() interrupted it."""
+        backoff = 1.0
+        while not self._stop_requested:
+            client = self._nio()
+            # After a new login the new client knows no rooms: ask for their full state once.
+            full = full_state or self._fresh_client
+            self._sync_task = asyncio.ensure_future(
+                call(
+                    "sync",
+                    client.sync(
+                        timeout=timeout_ms, sync_filter=dict(sync_filter), since=since, full_state=full
+                    ),
+                )
+            )
+            try:
+                resp = await self._sync_task
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if self._stop_requested and (task is None or task.cancelling() == 0):
+                    return None
+                raise
+            except MatrixRateLimited as e:
+                await asyncio.sleep(retry_delay(e.retry_after_ms))
+            except MatrixUnknownToken:
+                log.warning("the homeserver rejected the bot's access token during sync")
+                await self._relogin()
+            except MatrixRequestError as e:
+                log.warning("sync failed (%s); retrying in %.0f s", e, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, _MAX_BACKOFF)
+            else:
+                self._fresh_client = False
+                return resp
+            finally:
+                self._sync_task = None
+        return None
+
+    async def _deliver(self, handler: EventHandler, events: list[BotEvent]) -> None:
+        for event in events:
+            try:
+                await handler(event)
+            except Exception:
+                log.exception("event handler failed on %s in %s", type(event).__name__, event.room_id)
+
+    async def _commit(self, resp: Any) -> None:
+        token: str = resp.next_batch
+        await self._session_store.save_sync_token(token)
+        self._sync_token = token
+
+    def _reason(self, event: Any) -> str:
+        olm = self._nio().olm
+        if olm is None:
+            return "missing_room_key"
+        session = olm.inbound_group_store.get(event.room_id, event.sender_key, event.session_id)
+        return "missing_room_key" if session is None else "decryption_failed"
+
+    async def _maintain_keys(self) -> None:
+        """Upload our keys, query changed devices, claim one-time keys, flush to-device messages."""
+        async with self._keys_lock:
+            client = self._nio()
+            if client.should_upload_keys:
+                await call("keys upload", client.keys_upload())
+            if client.should_query_keys:
+                await call("keys query", client.keys_query())
+            if client.should_claim_keys:
+                await call("keys claim", client.keys_claim(client.get_users_for_key_claiming()))
+            for resp in await client.send_to_device_messages():
+                if isinstance(resp, nio.ErrorResponse):
+                    log.warning("to-device message failed: %s", resp.status_code)
+
+    async def _maintain_keys_quietly(self) -> None:
+        try:
+            await self._maintain_keys()
+        except MatrixError as e:
+            log.warning("E2EE key maintenance failed, will retry after the next sync: %s", e)
+
+    # ---- sending ----
+
+    async def send_notice(
+        self, room_id: RoomId, body: str, html: str, *, txn_id: str | None = None
+    ) -> EventId:
+        """Send an m.notice (plain body + HTML) in order with every other send; encrypted if the room is.
+
+        `txn_id` makes the send idempotent: the same transaction id from this device yields one event.
+        On 429 the send waits as the server asks and retries; later sends wait behind it.
+        """
+        content = {
+            "msgtype": "m.notice",
+            "body": body,
+            "format": "org.matrix.custom.html",
+            "formatted_body": html,
+        }
+        txn = txn_id or uuid.uuid4().hex
+        return await self._sender.run(lambda: self._send_once(room_id, "m.room.message", content, txn))
+
+    async def _send_once(
+        self, room_id: RoomId, event_type: str, content: dict[str, Any], txn: str
+    ) -> EventId:
+        client = self._nio()
+        room = await self._room_for_send(room_id)
+        if room.encrypted:
+            async with self._keys_lock:
+                if client.should_query_keys:
+                    await call("keys query", client.keys_query())
+                apply_trust(client, list(room.users), self._trust)
+        resp = await call(
+            "send", client.room_send(room_id, event_type, content, tx_id=txn, ignore_unverified_devices=True)
+        )
+        return EventId(str(resp.event_id))
+
+    async def _room_for_send(self, room_id: RoomId) -> Any:
+        """nio's room object with members (joined AND invited) fresh from the server on first use.
+
+        nio alone would ask for joined members only, and a sync can show a new room before its invites
+        exist; either way the room key of a DM's first message would miss the invited user.
+        """
+        client = self._nio()
+        room = client.rooms.get(room_id)
+        if room is not None and room.members_synced:
+            return room
+        state = await self._room_state(room_id)
+        room = client.rooms.get(room_id)  # the sync may have brought it meanwhile
+        if room is None:
+            room = nio.MatrixRoom(room_id, client.user_id)
+            client.rooms[room_id] = room
+        for source in state:
+            event = nio.Event.parse_event(dict(source))
+            if isinstance(event, nio.RoomMemberEvent):
+                room.handle_membership(event)
+            elif not isinstance(event, (nio.BadEvent, nio.UnknownBadEvent)):
+                room.handle_event(event)
+        room.members_synced = True
+        if room.encrypted:
+            client.encrypted_rooms.add(room_id)
+            if client.store is not None:
+                client.store.save_encrypted_rooms({room_id})
+            if client.olm is not None:
+                client.olm.update_tracked_users(room)
+        return room
+
+    async def _room_state(self, room_id: RoomId) -> list[Mapping[str, Any]]:
+        resp = await call("room state", self._nio().room_get_state(room_id))
+        events: list[Mapping[str, Any]] = [e for e in resp.events if isinstance(e, Mapping)]
+        return events
+
+    # ---- rooms ----
+
+    async def join(self, room_id: RoomId) -> RoomId:
+        resp = await retry_rate_limited(lambda: call("join", self._nio().join(room_id)), self.rate_limits)
+        return RoomId(str(resp.room_id))
+
+    async def leave(self, room_id: RoomId) -> None:
+        await retry_rate_limited(lambda: call("leave", self._nio().room_leave(room_id)), self.rate_limits)
+
+    async def create_dm(self, user_id: UserId) -> RoomId:
+        """Create a private direct chat with `user_id` and invite them (encrypted if the adapter says so)."""
+        args = dm.dm_create_args(user_id, encrypted=self._encrypt_new_dms)
+        resp = await retry_rate_limited(
+            lambda: call(
+                "create room",
+                self._nio().room_create(
+                    visibility=nio.RoomVisibility.private, preset=nio.RoomPreset.trusted_private_chat, **args
+                ),
+            ),
+            self.rate_limits,
+        )
+        return RoomId(str(resp.room_id))
+
+    async def is_one_to_one(self, room_id: RoomId, user_id: UserId) -> bool:
+        """True when the joined+invited members are exactly the bot and `user_id` (asked of the server)."""
+        try:
+            state = await self._room_state(room_id)
+        except MatrixForbidden:
+            return False
+        return dm.is_one_to_one(dm.current_members(state), self.user_id, user_id)
+
+    async def can_redact(self, room_id: RoomId) -> bool:
+        """Whether the bot may redact other people's events in the room (power levels from the server)."""
+        try:
+            state = await self._room_state(room_id)
+        except MatrixForbidden:
+            return False
+        power_levels = next(
+            (
+                e.get("content")
+                for e in state
+                if e.get("type") == "m.room.power_levels" and e.get("state_key") == ""
+            ),
+            None,
+        )
+        return dm.can_redact_others(
+            power_levels if isinstance(power_levels, Mapping) else None, self.user_id, dm.room_creators(state)
+        )
+
+    async def redact(self, room_id: RoomId, event_id: EventId, reason: str | None = None) -> bool:
+        """Redact an event; False when the bot lacks the power to (M_FORBIDDEN). Retries on 429."""
+        txn = uuid.uuid4().hex
+        try:
+            await retry_rate_limited(
+                lambda: call("redact", self._nio().room_redact(room_id, event_id, reason, tx_id=txn)),
+                self.rate_limits,
+            )
+        except MatrixForbidden:
+            return False
+        return True

@@ -1,0 +1,97 @@
+"""Direct-chat and power-level rules, as pure functions over room state (lists of event dicts).
+
+The homeserver does not write `m.direct` account data for the bot, so the bot keeps its own record of which
+room is the DM with whom; these functions answer "is this room really 1:1 with that user right now?" from
+state the adapter fetched from the server.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+MEGOLM = "m.megolm.v1.aes-sha2"
+
+
+def dm_create_args(user_id: str, *, encrypted: bool) -> dict[str, Any]:
+    """Keyword arguments for createRoom: a private direct chat with `user_id` (encrypted when asked)."""
+    initial_state: list[dict[str, Any]] = []
+    if encrypted:
+        initial_state.append({"type": "m.room.encryption", "state_key": "", "content": {"algorithm": MEGOLM}})
+    return {"is_direct": True, "invite": [user_id], "initial_state": initial_state}
+
+
+def current_members(state: Iterable[Mapping[str, Any]]) -> set[str]:
+    """Users whose membership in the given room state is join or invite."""
+    members: set[str] = set()
+    for event in state:
+        if event.get("type") != "m.room.member":
+            continue
+        content = event.get("content")
+        state_key = event.get("state_key")
+        if (
+            isinstance(content, Mapping)
+            and isinstance(state_key, str)
+            and content.get("membership") in ("join", "invite")
+        ):
+            members.add(state_key)
+    return members
+
+
+def is_one_to_one(members: set[str], bot: str, user: str) -> bool:
+    """True when the joined+invited members are exactly the bot and the user."""
+    return bot != user and members == {bot, user}
+
+
+def _level(value: object, default: int) -> int:
+    # Power levels may arrive as strings in old room versions.
+    if isinstance(value, bool):
+        return default
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str):
+        try:
+            return int(value)
+        except ValueError:
+            return default
+    return default
+
+
+def can_redact_others(
+    power_levels: Mapping[str, Any] | None, user_id: str, creators: Iterable[str] = ()
+) -> bool:
+    """Whether `user_id` may redact other people's events, per an m.room.power_levels content.
+
+    Needs the `redact` level (default 50) and the level to send m.room.redaction events. Without a
+    power_levels event, the room creator has 100 and everyone else 0. In room version 12 the creators have
+    infinite power and are absent from `users`: pass them as `creators`.
+    """
+    if user_id in set(creators):
+        return True
+    if power_levels is None:
+        return False
+    users = power_levels.get("users")
+    users = users if isinstance(users, Mapping) else {}
+    own = _level(users.get(user_id), _level(power_levels.get("users_default"), 0))
+    redact = _level(power_levels.get("redact"), 50)
+    events = power_levels.get("events")
+    events = events if isinstance(events, Mapping) else {}
+    send_redaction = _level(events.get("m.room.redaction"), _level(power_levels.get("events_default"), 0))
+    return own >= redact and own >= send_redaction
+
+
+def room_creators(state: Iterable[Mapping[str, Any]]) -> set[str]:
+    """Creators with infinite power in room version 12+ (sender of m.room.create + additional_creators)."""
+    for event in state:
+        if event.get("type") == "m.room.create" and event.get("state_key") == "":
+            content = event.get("content")
+            content = content if isinstance(content, Mapping) else {}
+            version = content.get("room_version", "1")
+            if not (isinstance(version, str) and version.isdigit() and int(version) >= 12):
+                return set()
+            creators = {event["sender"]} if isinstance(event.get("sender"), str) else set()
+            extra = content.get("additional_creators")
+            if isinstance(extra, list):
+                creators.update(c for c in extra if isinstance(c, str))
+            return creators
+    return set()

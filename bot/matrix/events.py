@@ -1,0 +1,163 @@
+"""Turning one nio sync response into the adapter's typed events. No I/O.
+
+What is delivered, in order per sync: invites, then per joined room its timeline (messages, undecryptable
+messages, members who left), then rooms the bot itself left. The bot's own events are skipped, and so are
+edits (`m.replace`), redacted messages and malformed content.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import nio
+
+from bot.matrix.types import (
+    BotEvent,
+    EventId,
+    IncomingMessage,
+    Invite,
+    MemberLeft,
+    RoomId,
+    UndecryptableMessage,
+    UserId,
+)
+
+log = logging.getLogger(__name__)
+
+# nio's MegolmEvent that it could not decrypt → a short reason code (see UndecryptableMessage).
+ReasonFor = Callable[[Any], str]
+
+
+def _str(value: object) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _int(value: object) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def message_from_source(
+    room_id: RoomId, source: Mapping[str, Any], *, encrypted: bool
+) -> IncomingMessage | None:
+    """An m.room.message event dict (decrypted if needed) → IncomingMessage; None if not usable."""
+    if source.get("type") != "m.room.message":
+        return None
+    content = source.get("content")
+    event_id, sender = _str(source.get("event_id")), _str(source.get("sender"))
+    if not isinstance(content, Mapping) or event_id is None or sender is None:
+        return None
+    body, msgtype = _str(content.get("body")), _str(content.get("msgtype"))
+    if body is None or msgtype is None:
+        return None  # redacted, or not a message we can read
+    relates = content.get("m.relates_to")
+    if isinstance(relates, Mapping) and relates.get("rel_type") == "m.replace":
+        return None
+    formatted = None
+    if content.get("format") == "org.matrix.custom.html":
+        formatted = _str(content.get("formatted_body"))
+    return IncomingMessage(
+        room_id=room_id,
+        event_id=EventId(event_id),
+        sender=UserId(sender),
+        body=body,
+        formatted_body=formatted,
+        msgtype=msgtype,
+        is_encrypted=encrypted,
+        server_ts=_int(source.get("origin_server_ts")),
+    )
+
+
+def left_member(room_id: RoomId, source: Mapping[str, Any]) -> MemberLeft | None:
+    """A member event whose membership became leave or ban → MemberLeft."""
+    if source.get("type") != "m.room.member":
+        return None
+    content = source.get("content")
+    state_key = _str(source.get("state_key"))
+    if not isinstance(content, Mapping) or state_key is None:
+        return None
+    if content.get("membership") not in ("leave", "ban"):
+        return None
+    return MemberLeft(room_id, UserId(state_key))
+
+
+def invite_from_state(room_id: RoomId, stripped_state: Iterable[Mapping[str, Any]], bot: UserId) -> Invite:
+    """The bot's own invite member event in an invited room's stripped state → Invite."""
+    inviter: UserId | None = None
+    is_direct = False
+    for source in stripped_state:
+        if source.get("type") == "m.room.member" and source.get("state_key") == bot:
+            content = source.get("content")
+            if isinstance(content, Mapping) and content.get("membership") == "invite":
+                sender = _str(source.get("sender"))
+                inviter = UserId(sender) if sender is not None else None
+                is_direct = content.get("is_direct") is True
+    return Invite(room_id, inviter, is_direct)
+
+
+def _source(event: Any) -> Mapping[str, Any]:
+    source = getattr(event, "source", None)
+    return source if isinstance(source, Mapping) else {}
+
+
+def _invite_source(event: Any) -> Mapping[str, Any]:
+    # nio moves "content" out of an invite event's source dict and into an attribute.
+    content = getattr(event, "content", None)
+    source = _source(event)
+    return {**source, "content": content} if isinstance(content, Mapping) else source
+
+
+def events_from_sync(
+    response: Any, bot: UserId, reason_for: ReasonFor, *, invites_only: bool = False
+) -> list[BotEvent]:
+    """Typed events from a nio SyncResponse that nio already processed (so encrypted events are decrypted)."""
+    out: list[BotEvent] = []
+    rooms = response.rooms
+    for room_id, info in rooms.invite.items():
+        stripped = [_invite_source(e) for e in info.invite_state]
+        out.append(invite_from_state(RoomId(room_id), stripped, bot))
+    if invites_only:
+        return out
+
+    for room_id, info in rooms.join.items():
+        rid = RoomId(room_id)
+        if info.timeline.limited:
+            log.info("sync timeline for %s was limited: older events in the gap are not delivered", rid)
+        for event in info.timeline.events:
+            converted = _timeline_event(rid, event, bot, reason_for)
+            if converted is not None:
+                out.append(converted)
+
+    for room_id, info in rooms.leave.items():
+        rid = RoomId(room_id)
+        bot_left = False
+        for event in info.timeline.events:
+            left = left_member(rid, _source(event))
+            if left is not None:
+                bot_left = bot_left or left.user_id == bot
+                out.append(left)
+        if not bot_left:
+            out.append(MemberLeft(rid, bot))
+    return out
+
+
+def _timeline_event(room_id: RoomId, event: Any, bot: UserId, reason_for: ReasonFor) -> BotEvent | None:
+    if isinstance(event, nio.MegolmEvent):
+        sender: str = event.sender
+        if sender == bot:
+            return None
+        return UndecryptableMessage(
+            room_id=room_id,
+            event_id=EventId(str(event.event_id)),
+            sender=UserId(sender),
+            reason=reason_for(event),
+            server_ts=_int(event.server_timestamp),
+        )
+    source = _source(event)
+    if source.get("sender") == bot:
+        return None
+    message = message_from_source(room_id, source, encrypted=getattr(event, "decrypted", False) is True)
+    if message is not None:
+        return message
+    return left_member(room_id, source)

@@ -1,0 +1,189 @@
+"""Pure parts of bot.matrix: DM and power-level rules, event conversion, error mapping, send ordering."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from bot.matrix import dm
+from bot.matrix.errors import (
+    MatrixForbidden,
+    MatrixNotFound,
+    MatrixRateLimited,
+    MatrixRequestError,
+    MatrixUnknownToken,
+    error_from_response,
+)
+from bot.matrix.events import invite_from_state, left_member, message_from_source
+from bot.matrix.sender import OrderedSender, RateLimitTracker, retry_delay
+from bot.matrix.types import MemberLeft, RateLimitState, RoomId, UserId
+
+BOT, ALICE, CAROL = "@bot:example.org", "@alice:example.org", "@carol:example.org"
+ROOM = RoomId("!room:example.org")
+
+
+def member(user: str, membership: str) -> dict[str, Any]:
+    return {"type": "m.room.member", "state_key": user, "sender": user, "content": {"membership": membership}}
+
+
+def test_dm_create_args() -> None:
+    encrypted = dm.dm_create_args(ALICE, encrypted=True)
+    assert encrypted["is_direct"] is True
+    assert encrypted["invite"] == [ALICE]
+    assert encrypted["initial_state"] == [
+        {"type": "m.room.encryption", "state_key": "", "content": {"algorithm": "m.megolm.v1.aes-sha2"}}
+    ]
+    assert dm.dm_create_args(ALICE, encrypted=False)["initial_state"] == []
+
+
+@pytest.mark.parametrize(
+    ("state", "expected"),
+    [
+        ([member(BOT, "join"), member(ALICE, "join")], True),
+        ([member(BOT, "join"), member(ALICE, "invite")], True),
+        ([member(BOT, "join"), member(ALICE, "join"), member(CAROL, "invite")], False),
+        ([member(BOT, "join"), member(ALICE, "join"), member(CAROL, "leave")], True),
+        ([member(BOT, "join"), member(ALICE, "ban")], False),
+        ([member(BOT, "join")], False),
+        ([member(BOT, "join"), member(CAROL, "join")], False),
+    ],
+)
+def test_is_one_to_one(state: list[dict[str, Any]], expected: bool) -> None:
+    assert dm.is_one_to_one(dm.current_members(state), BOT, ALICE) is expected
+
+
+@pytest.mark.parametrize(
+    ("power_levels", "creators", "expected"),
+    [
+        (None, (), False),
+        ({"users": {BOT: 50}}, (), True),
+        ({"users": {BOT: 49}}, (), False),
+        ({"users_default": 50}, (), True),
+        ({"users": {BOT: 50}, "redact": 75}, (), False),
+        ({"users": {BOT: 50}, "events": {"m.room.redaction": 60}}, (), False),
+        ({"users": {BOT: "100"}}, (), True),  # string levels from old room versions
+        ({"users": {}}, (BOT,), True),  # room v12 creator
+    ],
+)
+def test_can_redact_others(
+    power_levels: dict[str, Any] | None, creators: tuple[str, ...], expected: bool
+) -> None:
+    assert dm.can_redact_others(power_levels, BOT, creators) is expected
+
+
+@pytest.mark.parametrize(
+    ("version", "expected"),
+    [("12", {BOT, CAROL}), ("10", set()), ("org.example.custom", set())],
+)
+def test_room_creators(version: str, expected: set[str]) -> None:
+    create = {
+        "type": "m.room.create",
+        "state_key": "",
+        "sender": BOT,
+        "content": {"room_version": version, "additional_creators": [CAROL]},
+    }
+    assert dm.room_creators([member(BOT, "join"), create]) == expected
+
+
+def message(content: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "type": "m.room.message",
+        "event_id": "$e",
+        "sender": ALICE,
+        "origin_server_ts": 1700,
+        "content": content,
+    }
+
+
+def test_message_from_source_keeps_html_only_when_declared() -> None:
+    html = message(
+        {"msgtype": "m.text", "body": "hi", "format": "org.matrix.custom.html", "formatted_body": "<b>hi</b>"}
+    )
+    got = message_from_source(ROOM, html, encrypted=True)
+    assert got is not None
+    assert (got.body, got.formatted_body, got.is_encrypted, got.server_ts) == ("hi", "<b>hi</b>", True, 1700)
+    undeclared = message_from_source(
+        ROOM, message({"msgtype": "m.text", "body": "x", "formatted_body": "<i>"}), encrypted=False
+    )
+    assert undeclared is not None
+    assert undeclared.formatted_body is None
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        message({}),  # redacted
+        message({"msgtype": "m.text", "body": 3}),
+        message({"msgtype": "m.text", "body": "* fixed", "m.relates_to": {"rel_type": "m.replace"}}),
+        {**message({"msgtype": "m.text", "body": "x"}), "type": "m.reaction"},
+        {**message({"msgtype": "m.text", "body": "x"}), "sender": None},
+    ],
+)
+def test_message_from_source_skips(source: dict[str, Any]) -> None:
+    assert message_from_source(ROOM, source, encrypted=False) is None
+
+
+def test_invite_from_state_reads_is_direct_and_inviter() -> None:
+    invite = {"type": "m.room.member", "state_key": BOT, "sender": ALICE, "content": {"membership": "invite"}}
+    direct = {**invite, "content": {"membership": "invite", "is_direct": True}}
+    assert invite_from_state(ROOM, [member(ALICE, "join"), direct], UserId(BOT)).is_direct is True
+    plain = invite_from_state(ROOM, [invite], UserId(BOT))
+    assert (plain.is_direct, plain.inviter) == (False, ALICE)
+
+
+def test_left_member() -> None:
+    assert left_member(ROOM, member(ALICE, "leave")) == MemberLeft(ROOM, UserId(ALICE))
+    assert left_member(ROOM, member(ALICE, "ban")) == MemberLeft(ROOM, UserId(ALICE))
+    assert left_member(ROOM, member(ALICE, "join")) is None
+
+
+@pytest.mark.parametrize(
+    ("errcode", "status", "cls"),
+    [
+        ("M_LIMIT_EXCEEDED", 429, MatrixRateLimited),
+        (None, 429, MatrixRateLimited),
+        ("M_UNKNOWN_TOKEN", 401, MatrixUnknownToken),
+        ("M_FORBIDDEN", 403, MatrixForbidden),
+        ("M_NOT_FOUND", 404, MatrixNotFound),
+        ("M_UNKNOWN", 500, MatrixRequestError),
+    ],
+)
+def test_error_from_response(errcode: str | None, status: int, cls: type[MatrixRequestError]) -> None:
+    error = error_from_response("nope", errcode, status, 1200)
+    assert type(error) is cls
+    assert error.status == status
+    if isinstance(error, MatrixRateLimited):
+        assert error.retry_after_ms == 1200
+
+
+def test_retry_delay() -> None:
+    assert retry_delay(None) == 5.0
+    assert retry_delay(0) == 5.0
+    assert retry_delay(1000) == pytest.approx(1.05)
+    assert retry_delay(10**9) == pytest.approx(300.05)
+
+
+async def test_ordered_sender_keeps_order_across_a_429() -> None:
+    tracker = RateLimitTracker()
+    states: list[RateLimitState] = []
+    tracker.subscribe(states.append)
+    sender = OrderedSender(tracker)
+    done: list[int] = []
+    refused = {2}
+
+    async def send(i: int) -> int:
+        await asyncio.sleep(0)
+        if i in refused:
+            refused.discard(i)
+            raise MatrixRateLimited("slow down", retry_after_ms=1)
+        done.append(i)
+        return i
+
+    results = await asyncio.gather(*(sender.run(lambda i=i: send(i)) for i in range(6)))
+    assert results == list(range(6))
+    assert done == list(range(6))
+    assert tracker.hits == 1
+    assert [s.blocked for s in states] == [True, False]
+    assert states[0].queued == 3  # 3, 4 and 5 were waiting behind the refused send
