@@ -11,32 +11,24 @@ from bot.chat import Reply
 
 
 class CommandContext(Protocol):
-    """What a handler knows about the message that invoked it and how it answers."""
+    """What a handler knows about the message that invoked it and how it answers.
+
+    Commands marked `dm_only` are run with a context whose room is the sender's DM, whatever room the
+    command was typed in; the router tells the original room only that a DM was sent.
+    """
 
     @property
     def sender(self) -> str: ...
 
     @property
-    def room_id(self) -> str: ...
-
-    @property
-    def event_id(self) -> str: ...
-
-    @property
-    def in_dm(self) -> bool:
-        """True when the room is the sender's 1:1 direct chat with the bot."""
+    def room_id(self) -> str:
+        """Where replies go: the sender's DM for `dm_only` commands."""
         ...
 
     @property
     def prefix(self) -> str: ...
 
-    async def reply(self, reply: Reply) -> None:
-        """Answer in the room the command came from."""
-        ...
-
-    async def reply_in_dm(self, reply: Reply) -> str:
-        """Answer in the sender's DM (opened if needed); returns its room id."""
-        ...
+    async def reply(self, reply: Reply) -> None: ...
 
 
 Handler = Callable[[CommandContext, tuple[str, ...]], Awaitable[None]]

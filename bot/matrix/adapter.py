@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import nio
@@ -89,6 +89,7 @@ class MatrixAdapter:
         self._idle = asyncio.Event()
         self._idle.set()
         self.logins = 0
+        self._sync_observers: list[Callable[[], None]] = []
 
     # ---- identity and state ----
 
@@ -165,6 +166,10 @@ class MatrixAdapter:
 
     # ---- sync ----
 
+    def on_sync(self, observer: Callable[[], None]) -> None:
+        """Call `observer` after every sync whose events were handled (health checks use it)."""
+        self._sync_observers.append(observer)
+
     async def run(self, handler: EventHandler) -> None:
         """Sync until `stop()`, handing each event to `handler` (awaited) before storing the sync token."""
         self._nio()
@@ -189,6 +194,8 @@ class MatrixAdapter:
                 await self._deliver(handler, events)
                 await self._commit(resp)
                 first_start = catch_up = False
+                for observer in self._sync_observers:
+                    observer()
         finally:
             self._idle.set()
 

@@ -1,0 +1,233 @@
+"""The chat commands. Each handler gets a context whose replies go to the sender's DM (see registry)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from bot.accounts import AccountsService, RevokeOutcome, parse_types
+from bot.chat import Reply, bold, code, join, link
+from bot.commands.registry import Command, CommandContext, CommandRegistry
+from bot.connect import ConnectFlows
+from bot.errors import CommandError
+from bot.fediverse.oauth import extract_code
+from bot.store.models import AccountState
+from bot.store.records import AccountRecord, Clock
+
+
+def _minutes_left(expires_at: datetime, now: datetime) -> int:
+    return max(1, round((expires_at - now).total_seconds() / 60))
+
+
+def _is_account_selector(word: str) -> bool:
+    return "@" in word or word.isdigit()
+
+
+class BotCommands:
+    """Builds the registry; holds the services the handlers call."""
+
+    def __init__(self, *, flows: ConnectFlows, accounts: AccountsService, clock: Clock) -> None:
+        self._flows = flows
+        self._accounts = accounts
+        self._clock = clock
+        self.registry = CommandRegistry()
+        for command in self._commands():
+            self.registry.add(command)
+
+    def _commands(self) -> list[Command]:
+        return [
+            Command("help", "", "Show this help", self.help, max_args=None),
+            Command(
+                "connect",
+                "<instance> [scopes]",
+                "Connect a fediverse account (the bot sends you a link in a DM)",
+                self.connect,
+                min_args=1,
+                max_args=8,
+                dm_only=True,
+            ),
+            Command(
+                "code",
+                "<code>",
+                "Finish connecting with the code the instance showed you (or just paste the code)",
+                self.code,
+                min_args=1,
+                max_args=1,
+                dm_only=True,
+            ),
+            Command("cancel", "", "Drop a connection that waits for its code", self.cancel, dm_only=True),
+            Command(
+                "status",
+                "",
+                "List your connected accounts and their relay state",
+                self.status,
+                aliases=("list",),
+                dm_only=True,
+            ),
+            Command(
+                "revoke",
+                "[<account>|all]",
+                "Disconnect an account: revoke the bot's access on the server and delete it here",
+                self.revoke,
+                max_args=1,
+                dm_only=True,
+            ),
+            Command(
+                "notify",
+                "[<account>] <types…|all>",
+                "Choose which notification types to relay (mention, follow, favourite, reblog, …)",
+                self.notify,
+                min_args=1,
+                max_args=16,
+                dm_only=True,
+            ),
+            Command("pause", "[<account>]", "Stop relaying for now", self.pause, max_args=1, dm_only=True),
+            Command(
+                "resume",
+                "[<account>]",
+                "Relay again, including what arrived while paused",
+                self.resume,
+                max_args=1,
+                dm_only=True,
+            ),
+            Command(
+                "forget-me",
+                "[confirm]",
+                "Revoke all your accounts and delete everything the bot stores about you",
+                self.forget_me,
+                max_args=1,
+                dm_only=True,
+            ),
+        ]
+
+    async def help(self, ctx: CommandContext, args: tuple[str, ...]) -> None:
+        intro = Reply.text(
+            "I relay notifications from your fediverse account (GoToSocial, Mastodon, …) into this chat.\n"
+            f"Start with: {ctx.prefix} connect your.instance\n"
+        )
+        await ctx.reply(intro + self.registry.help(ctx.prefix))
+
+    async def connect(self, ctx: CommandContext, args: tuple[str, ...]) -> None:
+        started = await self._flows.start(ctx.sender, args[0], args[1:], ctx.room_id)
+        minutes = _minutes_left(started.expires_at, self._clock())
+        software = f" ({started.software})" if started.software else ""
+        await ctx.reply(
+            Reply.lines(
+                [
+                    join("To connect your account on ", bold(started.instance.display), software + ":"),
+                    join("1. Open ", link(started.authorize_url)),
+                    Reply.text("2. Sign in and allow access (scopes: " + " ".join(started.scopes) + ")."),
+                    Reply.text(
+                        "3. Paste the code the page shows you here, as a message on its own. "
+                        "Codes expire after about 5 minutes; this request after "
+                        f"{minutes} minutes."
+                    ),
+                    join("To stop: ", code(f"{ctx.prefix} cancel")),
+                ]
+            )
+        )
+
+    async def code(self, ctx: CommandContext, args: tuple[str, ...]) -> None:
+        await self.submit_code(ctx, args[0])
+
+    async def submit_code(self, ctx: CommandContext, pasted: str) -> None:
+        found = extract_code(pasted)
+        if found is None:
+            raise CommandError(
+                "That does not look like an authorization code. Copy the whole code the instance showed you."
+            )
+        connected = await self._flows.complete(ctx.sender, ctx.room_id, found)
+        lines = [
+            join("Connected as ", bold("@" + connected.account.acct), "."),
+            Reply.text(f"Granted scopes: {connected.account.scopes}. New notifications will appear here."),
+        ]
+        if not connected.streaming_possible:
+            lines.append(
+                Reply.text(
+                    "Without the `read` scope the instance does not allow live streaming, so I check for "
+                    "new notifications every few minutes instead."
+                )
+            )
+        await ctx.reply(Reply.lines(lines))
+
+    async def cancel(self, ctx: CommandContext, args: tuple[str, ...]) -> None:
+        dropped = await self._flows.cancel(ctx.sender)
+        await ctx.reply(
+            Reply.text("Cancelled: the connection request was dropped.")
+            if dropped
+            else Reply.text("Nothing to cancel: no connection is waiting for a code.")
+        )
+
+    async def status(self, ctx: CommandContext, args: tuple[str, ...]) -> None:
+        accounts = await self._accounts.for_user(ctx.sender)
+        pending = await self._flows.has_pending(ctx.sender)
+        if not accounts:
+            text = f"You have no connected accounts. Connect one with: {ctx.prefix} connect your.instance"
+            if pending:
+                text += "\nA connection is waiting for its code."
+            await ctx.reply(Reply.text(text))
+            return
+        lines = [Reply.text("Your accounts:")]
+        lines += [_account_line(i, account) for i, account in enumerate(accounts, 1)]
+        if pending:
+            lines.append(Reply.text("A connection is waiting for its code."))
+        await ctx.reply(Reply.lines(lines))
+
+    async def revoke(self, ctx: CommandContext, args: tuple[str, ...]) -> None:
+        outcomes = await self._accounts.revoke(ctx.sender, args[0] if args else None)
+        await ctx.reply(Reply.lines([_revoke_line(o) for o in outcomes]))
+
+    async def notify(self, ctx: CommandContext, args: tuple[str, ...]) -> None:
+        selector = args[0] if _is_account_selector(args[0]) else "all"
+        type_args = args[1:] if _is_account_selector(args[0]) else args
+        types = parse_types(type_args)
+        changed = await self._accounts.set_types(ctx.sender, selector, types)
+        what = "every notification type" if types is None else ", ".join(types)
+        await ctx.reply(Reply.text(f"Relaying {what} for " + ", ".join("@" + a for a in changed) + "."))
+
+    async def pause(self, ctx: CommandContext, args: tuple[str, ...]) -> None:
+        changed = await self._accounts.set_paused(ctx.sender, args[0] if args else "all", paused=True)
+        await ctx.reply(_changed("Paused", changed, f"Resume with: {ctx.prefix} resume"))
+
+    async def resume(self, ctx: CommandContext, args: tuple[str, ...]) -> None:
+        changed = await self._accounts.set_paused(ctx.sender, args[0] if args else "all", paused=False)
+        await ctx.reply(_changed("Relaying again for", changed, "Anything that arrived meanwhile follows."))
+
+    async def forget_me(self, ctx: CommandContext, args: tuple[str, ...]) -> None:
+        if args != ("confirm",):
+            await ctx.reply(
+                Reply.text(
+                    "This revokes every connected account and deletes all I store about you. "
+                    f"To go ahead, send: {ctx.prefix} forget-me confirm"
+                )
+            )
+            return
+        outcomes = await self._accounts.forget(ctx.sender)
+        lines = [_revoke_line(o) for o in outcomes]
+        lines.append(Reply.text("Everything I stored about you is deleted."))
+        await ctx.reply(Reply.lines(lines))
+
+
+def _account_line(index: int, account: AccountRecord) -> Reply:
+    state = {
+        AccountState.ACTIVE: "relaying",
+        AccountState.PAUSED: "paused",
+        AccountState.BROKEN: "not working: the server rejected the token; connect again",
+    }[account.state]
+    types = "all types" if account.notify_types is None else ", ".join(account.notify_types)
+    return join(f"{index}. ", bold("@" + account.acct), f" — {state}; {types}; scopes {account.scopes}")
+
+
+def _revoke_line(outcome: RevokeOutcome) -> Reply:
+    if outcome.revoked_on_server:
+        return Reply.text(f"Revoked @{outcome.acct}: the token is revoked on the server and deleted here.")
+    return Reply.text(
+        f"Deleted @{outcome.acct} here, but the server did not revoke the token ({outcome.problem}). "
+        + outcome.manual_revoke_hint
+    )
+
+
+def _changed(verb: str, accts: Sequence[str], tail: str) -> Reply:
+    if not accts:
+        return Reply.text("No account changed (accounts that stopped working must be connected again).")
+    return Reply.text(f"{verb} " + ", ".join("@" + a for a in accts) + ". " + tail)

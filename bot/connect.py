@@ -1,0 +1,314 @@
+"""The connect conversation as a persisted state machine.
+
+    (no flow) --start--> PENDING --complete(code)--> CONNECTED (account stored, flow gone)
+                            |--cancel / any failed exchange / expiry--> (no flow)
+
+A pending flow lives in the database (a restart keeps it), expires after `flow_ttl`, and is single use:
+the first code submitted consumes it whatever the outcome, so a flow cannot be used to guess codes.
+The code is accepted only from the flow's Matrix user, in the DM the flow was started for.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from bot.config import FediverseConfig, LimitsConfig
+from bot.errors import CommandError, FediverseError, InvalidClientError, InvalidInstanceError
+from bot.fediverse.client import FediverseClient
+from bot.fediverse.instance import InstanceRef, parse_instance
+from bot.fediverse.models import AppRegistration
+from bot.fediverse.oauth import authorize_url, normalize_scopes, permits, scopes_cover
+from bot.store.crypto import KeyRing
+from bot.store.records import AccountId, AccountRecord, AppId, AppRecord, Clock, utc_now
+from bot.store.repositories import Repositories
+
+log = logging.getLogger(__name__)
+
+_READ_SCOPES = (
+    "accounts",
+    "applications",
+    "blocks",
+    "bookmarks",
+    "custom_emojis",
+    "favourites",
+    "filters",
+    "follows",
+    "lists",
+    "mutes",
+    "notifications",
+    "search",
+    "statuses",
+)
+_WRITE_SCOPES = (
+    "accounts",
+    "applications",
+    "blocks",
+    "bookmarks",
+    "conversations",
+    "favourites",
+    "filters",
+    "follows",
+    "lists",
+    "media",
+    "mutes",
+    "notifications",
+    "reports",
+    "statuses",
+)
+KNOWN_SCOPES = frozenset(
+    ["profile", "push", "read", "write", "follow"]
+    + [f"read:{s}" for s in _READ_SCOPES]
+    + [f"write:{s}" for s in _WRITE_SCOPES]
+)
+
+OnConnected = Callable[[AccountId], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class StartedFlow:
+    authorize_url: str
+    instance: InstanceRef
+    scopes: tuple[str, ...]
+    expires_at: datetime
+    software: str | None
+
+
+@dataclass(frozen=True)
+class Connected:
+    account: AccountRecord
+    instance: InstanceRef
+    streaming_possible: bool
+    """False when the granted scopes lack the top-level `read` the streaming API needs (the bot polls)."""
+
+
+def requested_scopes(args: tuple[str, ...], default: tuple[str, ...]) -> tuple[str, ...]:
+    """The scopes a user asked for (`read`, or `read:notifications,read:accounts`), checked for relaying."""
+    if not args:
+        return normalize_scopes(default)
+    scopes = normalize_scopes(" ".join(args).replace(",", " "))
+    unknown = [s for s in scopes if s not in KNOWN_SCOPES]
+    if unknown:
+        raise CommandError(
+            f"Unknown scope {unknown[0][:40]!r}. Use e.g. `read`, or `read:notifications profile`."
+        )
+    if not scopes_cover(scopes, ["read:notifications"]) or not any(
+        permits(s, "read:accounts") or s == "profile" for s in scopes
+    ):
+        raise CommandError(
+            "Those scopes would not let the bot read your notifications and your account. "
+            "Ask for `read`, or for `read:notifications profile`."
+        )
+    return scopes
+
+
+def instance_permitted(host: str, allowlist: tuple[str, ...], denylist: tuple[str, ...]) -> bool:
+    host = host.lower()
+    if any(fnmatch.fnmatchcase(host, pattern) for pattern in denylist):
+        return False
+    return not allowlist or any(fnmatch.fnmatchcase(host, pattern) for pattern in allowlist)
+
+
+def instance_from_key(key: str, *, allow_http: bool) -> InstanceRef:
+    """Rebuild an InstanceRef from the base URL the store keeps."""
+    return parse_instance(key, allow_http=allow_http or key.startswith("http://"))
+
+
+class ConnectFlows:
+    def __init__(
+        self,
+        *,
+        sessions: async_sessionmaker[AsyncSession],
+        keyring: KeyRing,
+        client: FediverseClient,
+        fediverse: FediverseConfig,
+        limits: LimitsConfig,
+        flow_ttl: timedelta,
+        on_connected: OnConnected,
+        clock: Clock = utc_now,
+    ) -> None:
+        self._sessions = sessions
+        self._keyring = keyring
+        self._client = client
+        self._fediverse = fediverse
+        self._limits = limits
+        self._flow_ttl = flow_ttl
+        self._on_connected = on_connected
+        self._clock = clock
+
+    async def start(
+        self, user_id: str, instance_text: str, scope_args: tuple[str, ...], dm_room_id: str
+    ) -> StartedFlow:
+        instance = parse_instance(instance_text, allow_http=self._fediverse.allow_http)
+        if not instance_permitted(
+            instance.host, self._fediverse.instance_allowlist, self._fediverse.instance_denylist
+        ):
+            raise InvalidInstanceError(f"This bot is not allowed to connect to {instance.display}.")
+        scopes = requested_scopes(scope_args, self._fediverse.default_scopes)
+        async with self._sessions() as session, session.begin():
+            repos = Repositories(session, self._keyring, self._clock)
+            if await repos.accounts.count_for_user(user_id) >= self._limits.max_accounts_per_user:
+                raise CommandError(
+                    f"You already have {self._limits.max_accounts_per_user} connected accounts, the most "
+                    "this bot allows. Revoke one first."
+                )
+            if await repos.flows.count_for_user(user_id) >= self._limits.max_pending_flows_per_user:
+                raise CommandError(
+                    "You have too many connections waiting for a code. Finish one, or `cancel` them."
+                )
+        info = await self._client.probe(instance)
+        app = await self._app_for(instance, scopes)
+        async with self._sessions() as session, session.begin():
+            repos = Repositories(session, self._keyring, self._clock)
+            await repos.flows.delete_expired(self._clock())
+            flow = await repos.flows.add(
+                matrix_user_id=user_id,
+                instance=instance.key,
+                app_id=app.id,
+                scopes=scopes,
+                dm_room_id=dm_room_id,
+                ttl=self._flow_ttl,
+            )
+        url = authorize_url(instance, app.client_id, scopes, flow.oauth_state)
+        return StartedFlow(url, instance, scopes, flow.expires_at, info.software)
+
+    async def _app_for(self, instance: InstanceRef, scopes: tuple[str, ...]) -> AppRecord:
+        """The stored app registration for this instance and scope set, registering one if needed."""
+        async with self._sessions() as session:
+            existing = await Repositories(session, self._keyring, self._clock).apps.get(instance.key, scopes)
+        if existing is not None:
+            return existing
+        registered = await self._client.register_app(
+            instance, scopes, client_name=self._fediverse.app_name, website=self._fediverse.app_website
+        )
+        async with self._sessions() as session, session.begin():
+            apps = Repositories(session, self._keyring, self._clock).apps
+            again = await apps.get(instance.key, scopes)  # another user may have registered meanwhile
+            if again is not None:
+                return again
+            return await apps.add(
+                instance=instance.key,
+                scopes=scopes,
+                client_id=registered.client_id,
+                client_secret=registered.client_secret,
+            )
+
+    async def has_pending(self, user_id: str) -> bool:
+        async with self._sessions() as session:
+            return await Repositories(session, self._keyring, self._clock).flows.count_for_user(user_id) > 0
+
+    async def cancel(self, user_id: str) -> int:
+        async with self._sessions() as session, session.begin():
+            return await Repositories(session, self._keyring, self._clock).flows.delete_for_user(user_id)
+
+    async def complete(self, user_id: str, room_id: str, code: str) -> Connected:
+        """Exchange the pasted code for a token, verify it, and store the account."""
+        async with self._sessions() as session, session.begin():
+            repos = Repositories(session, self._keyring, self._clock)
+            waiting = [f for f in await repos.flows.get_for_user(user_id) if f.dm_room_id == room_id]
+            if not waiting:
+                raise CommandError(
+                    "No connection is waiting for a code here. Start one with `connect <instance>` "
+                    "(a request is valid for "
+                    f"{int(self._flow_ttl.total_seconds() // 60)} minutes)."
+                )
+            flow = await repos.flows.consume(waiting[0].id)
+            app_record = await repos.apps.get_by_id(waiting[0].app_id)
+        if flow is None or app_record is None:
+            raise CommandError("That connection request was already used. Start again with `connect`.")
+        instance = instance_from_key(flow.instance, allow_http=self._fediverse.allow_http)
+        app = _registration(app_record)
+        try:
+            grant = await self._client.exchange_code(instance, app, code)
+        except InvalidClientError:
+            await self._forget_app(app_record)
+            raise
+        try:
+            account = await self._client.verify_credentials(instance, grant.access_token)
+            granted = grant.scope or tuple(flow.scopes.split())
+            if not scopes_cover(granted, flow.scopes):
+                raise CommandError(
+                    f"{instance.display} granted only `{' '.join(granted) or 'nothing'}`, not the "
+                    f"`{flow.scopes}` that was asked for. Nothing was stored; try again."
+                )
+            cursor = await self._newest_notification_id(instance, grant.access_token)
+        except Exception:
+            await self._revoke_quietly(instance, app, grant.access_token)
+            raise
+        async with self._sessions() as session, session.begin():
+            repos = Repositories(session, self._keyring, self._clock)
+            previous = {a.fediverse_account_id: a for a in await repos.accounts.list_for_user(user_id)}.get(
+                account.id
+            )
+            if previous is not None and previous.instance != instance.key:
+                previous = None
+            stored = await repos.accounts.upsert(
+                matrix_user_id=user_id,
+                instance=instance.key,
+                app_id=app_record.id,
+                fediverse_account_id=account.id,
+                acct=account.acct,
+                token=grant.access_token,
+                scopes=granted,
+            )
+            if previous is None:
+                await repos.accounts.set_cursor(stored.id, cursor)
+        if previous is not None and previous.token != grant.access_token:
+            old_app = await self._app_by_id(previous.app_id)
+            if old_app is not None:
+                await self._revoke_quietly(instance, old_app, previous.token)
+        await self._on_connected(stored.id)
+        return Connected(stored, instance, "read" in granted)
+
+    async def _newest_notification_id(self, instance: InstanceRef, token: str) -> str | None:
+        """Where relaying starts: after the newest notification now, so connecting floods nothing."""
+        try:
+            page = await self._client.notifications(instance, token, limit=1)
+        except FediverseError as exc:
+            log.info(
+                "no starting cursor for a new account on %s (%s); the relay sets it",
+                instance.display,
+                type(exc).__name__,
+            )
+            return None
+        return page.items[0].id if page.items else None
+
+    async def _app_by_id(self, app_id: AppId) -> AppRegistration | None:
+        async with self._sessions() as session:
+            record = await Repositories(session, self._keyring, self._clock).apps.get_by_id(app_id)
+        return None if record is None else _registration(record)
+
+    async def _forget_app(self, app: AppRecord) -> None:
+        """The instance no longer knows this registration: drop it so the next connect registers anew."""
+        try:
+            async with self._sessions() as session, session.begin():
+                await Repositories(session, self._keyring, self._clock).apps.delete(app.id)
+        except IntegrityError:
+            log.info("app registration %s is still used by connected accounts; kept", app.id)
+
+    async def _revoke_quietly(self, instance: InstanceRef, app: AppRegistration, token: str) -> None:
+        try:
+            await self._client.revoke(instance, app, token)
+        except FediverseError as exc:
+            log.warning("could not revoke a token on %s: %s", instance.display, type(exc).__name__)
+
+
+def _registration(record: AppRecord) -> AppRegistration:
+    return AppRegistration(record.client_id, record.client_secret, tuple(record.scopes.split()))
+
+
+__all__ = [
+    "KNOWN_SCOPES",
+    "ConnectFlows",
+    "Connected",
+    "StartedFlow",
+    "instance_from_key",
+    "instance_permitted",
+    "requested_scopes",
+]

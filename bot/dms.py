@@ -1,0 +1,64 @@
+"""The bot's own record of each user's DM room.
+
+The homeserver does not write `m.direct` for the bot, so the bot keeps the record itself. A room counts
+as a user's DM only while its joined and invited members are exactly the bot and that user; a DM that
+gained a third member, or that the user left, is replaced by a new one when needed.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Protocol
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from bot.matrix.types import RoomId, UserId
+from bot.store.repositories import DmRoomsRepository
+
+log = logging.getLogger(__name__)
+
+
+class RoomsPort(Protocol):
+    async def is_one_to_one(self, room_id: RoomId, user_id: UserId) -> bool: ...
+
+    async def create_dm(self, user_id: UserId) -> RoomId: ...
+
+
+class DmDirectory:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], rooms: RoomsPort) -> None:
+        self._sessions = sessions
+        self._rooms = rooms
+
+    async def room_for(self, user_id: str) -> str | None:
+        async with self._sessions() as session:
+            return await DmRoomsRepository(session).get(user_id)
+
+    async def record(self, user_id: str, room_id: str) -> None:
+        async with self._sessions() as session, session.begin():
+            await DmRoomsRepository(session).set(user_id, room_id)
+
+    async def is_dm(self, user_id: str, room_id: str) -> bool:
+        """Whether `room_id` is `user_id`'s DM with the bot; a 1:1 room the user writes in becomes it."""
+        if not await self._rooms.is_one_to_one(RoomId(room_id), UserId(user_id)):
+            return False
+        if await self.room_for(user_id) != room_id:
+            await self.record(user_id, room_id)
+        return True
+
+    async def ensure(self, user_id: str) -> str:
+        """The user's DM, opened (created and the user invited) when there is none that is still 1:1."""
+        current = await self.room_for(user_id)
+        if current is not None and await self._rooms.is_one_to_one(RoomId(current), UserId(user_id)):
+            return current
+        room_id = await self._rooms.create_dm(UserId(user_id))
+        log.info("opened a new DM %s with %s", room_id, user_id)
+        await self.record(user_id, room_id)
+        return room_id
+
+    async def forget_room(self, user_id: str, room_id: str) -> bool:
+        """Drop the record when `room_id` was the user's DM (they left it)."""
+        async with self._sessions() as session, session.begin():
+            repo = DmRoomsRepository(session)
+            if await repo.get(user_id) != room_id:
+                return False
+            return await repo.delete(user_id)

@@ -1,0 +1,274 @@
+"""Matrix events → what the bot does: commands, pasted codes, invites, undecryptable messages, leaves.
+
+Security rules live here: only allowed users are answered; secrets (authorize URLs, codes, account
+details) only go to the sender's 1:1 DM; a code pasted anywhere else is redacted and its flow
+cancelled; exception text never reaches a room (the user gets a reference that is in the log).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from bot.chat import Reply
+from bot.commands.handlers import BotCommands
+from bot.commands.parse import parse_command
+from bot.commands.throttle import UserThrottle
+from bot.config import MatrixConfig, is_user_allowed
+from bot.connect import ConnectFlows
+from bot.dms import DmDirectory
+from bot.errors import UserFacingError, new_reference
+from bot.fediverse.oauth import extract_code
+from bot.matrix.types import (
+    BotEvent,
+    EventId,
+    IncomingMessage,
+    Invite,
+    MemberLeft,
+    RoomId,
+    UndecryptableMessage,
+)
+
+log = logging.getLogger(__name__)
+
+MAX_COMMAND_BYTES = 8192
+_UNDECRYPTABLE_REPEAT_SECONDS = 600.0
+_CODE_SHAPE = re.compile(r"^(?=.*[0-9])(?=.*[A-Za-z])[A-Za-z0-9_\-~.]{20,256}$")
+
+
+def looks_like_pasted_code(body: str) -> bool:
+    """A message that is only an authorization code (or the OOB URL carrying one), nothing else.
+
+    Stricter than `extract_code`: one word of letters and digits, so ordinary chat is never taken for
+    a code (which would use up the user's pending flow).
+    """
+    text = body.strip()
+    if not text or any(ch.isspace() for ch in text):
+        return False
+    if "code=" in text:
+        return extract_code(text) is not None
+    return bool(_CODE_SHAPE.match(text.strip("`'\"")))
+
+
+class MatrixPort(Protocol):
+    async def send_notice(
+        self, room_id: RoomId, body: str, html: str, *, txn_id: str | None = None
+    ) -> EventId: ...
+
+    async def join(self, room_id: RoomId) -> RoomId: ...
+
+    async def leave(self, room_id: RoomId) -> None: ...
+
+    async def can_redact(self, room_id: RoomId) -> bool: ...
+
+    async def redact(self, room_id: RoomId, event_id: EventId, reason: str | None = None) -> bool: ...
+
+
+class HandledEvents(Protocol):
+    async def mark_handled(self, event_id: str, room_id: str) -> bool:
+        """False when the event was handled before (a replay after a restart)."""
+        ...
+
+
+@dataclass(frozen=True)
+class _Context:
+    sender: str
+    room_id: str
+    prefix: str
+    matrix: MatrixPort
+
+    async def reply(self, reply: Reply) -> None:
+        await self.matrix.send_notice(RoomId(self.room_id), reply.plain, reply.html)
+
+
+class Router:
+    def __init__(
+        self,
+        *,
+        matrix: MatrixPort,
+        dms: DmDirectory,
+        commands: BotCommands,
+        flows: ConnectFlows,
+        handled: HandledEvents,
+        config: MatrixConfig,
+        throttle: UserThrottle,
+        clock: Callable[[], float],
+    ) -> None:
+        self._matrix = matrix
+        self._dms = dms
+        self._commands = commands
+        self._flows = flows
+        self._handled = handled
+        self._config = config
+        self._throttle = throttle
+        self._clock = clock
+        self._undecryptable_warned: dict[str, float] = {}
+        self._throttle_warned: dict[str, float] = {}
+
+    @property
+    def _prefix(self) -> str:
+        return self._config.command_prefix
+
+    def _allowed(self, user_id: str | None) -> bool:
+        return user_id is not None and is_user_allowed(self._config, user_id)
+
+    async def handle(self, event: BotEvent) -> None:
+        try:
+            if isinstance(event, IncomingMessage):
+                await self._on_message(event)
+            elif isinstance(event, Invite):
+                await self._on_invite(event)
+            elif isinstance(event, UndecryptableMessage):
+                await self._on_undecryptable(event)
+            elif isinstance(event, MemberLeft):
+                await self._on_left(event)
+        except Exception:
+            # One bad event must not stop the sync loop; the full story is in the (redacted) log.
+            log.exception("handling a %s in %s failed", type(event).__name__, event.room_id)
+
+    # ---- messages ----
+
+    async def _on_message(self, msg: IncomingMessage) -> None:
+        if not self._allowed(msg.sender) or msg.msgtype != "m.text":
+            return
+        if not await self._handled.mark_handled(msg.event_id, msg.room_id):
+            return
+        parsed = parse_command(msg.body, self._prefix)
+        in_dm = await self._dms.is_dm(msg.sender, msg.room_id)
+        if not in_dm and await self._is_leaked_code(msg, parsed is not None and parsed.name == "code"):
+            await self._handle_leak(msg)
+            return
+        here = _Context(msg.sender, msg.room_id, self._prefix, self._matrix)
+        if parsed is None:
+            if in_dm and looks_like_pasted_code(msg.body) and await self._flows.has_pending(msg.sender):
+                await self._run(here, lambda: self._commands.submit_code(here, msg.body), "code")
+            elif in_dm:
+                await here.reply(Reply.text(f"I only understand commands. Try: {self._prefix} help"))
+            return
+        if len(msg.body.encode()) > MAX_COMMAND_BYTES:
+            await here.reply(Reply.text("That command is too long."))
+            return
+        if not self._throttle.allow(msg.sender):
+            await self._warn_throttled(here)
+            return
+        command = self._commands.registry.get(parsed.name)
+        if command is None:
+            await here.reply(Reply.text(f"Unknown command {parsed.name[:40]!r}. Try: {self._prefix} help"))
+            return
+        if not command.accepts(parsed.args):
+            await here.reply(Reply.text("Usage: " + command.usage_line(self._prefix)))
+            return
+        ctx = here
+        if command.dm_only and not in_dm:
+            try:
+                dm = await self._dms.ensure(msg.sender)
+            except Exception:
+                ref = new_reference()
+                log.exception("could not open a DM with %s [ref %s]", msg.sender, ref)
+                await here.reply(Reply.text(f"I could not open a direct chat with you (reference {ref})."))
+                return
+            await here.reply(Reply.text("I've sent you a direct message."))
+            ctx = _Context(msg.sender, dm, self._prefix, self._matrix)
+        await self._run(ctx, lambda: command.handler(ctx, parsed.args), parsed.name)
+
+    async def _run(self, ctx: _Context, action: Callable[[], Awaitable[None]], name: str) -> None:
+        try:
+            await action()
+        except UserFacingError as exc:
+            await ctx.reply(Reply.text(str(exc)))
+        except Exception:
+            ref = new_reference()
+            log.exception("command %r from %s failed [ref %s]", name, ctx.sender, ref)
+            await ctx.reply(
+                Reply.text(f"Something went wrong on my side (reference {ref}). Try again later.")
+            )
+
+    async def _warn_throttled(self, ctx: _Context) -> None:
+        now = self._clock()
+        if now - self._throttle_warned.get(ctx.sender, -1e9) > 60.0:
+            self._throttle_warned[ctx.sender] = now
+            await ctx.reply(
+                Reply.text("You are sending commands too quickly; I'll ignore them for a minute.")
+            )
+
+    async def _is_leaked_code(self, msg: IncomingMessage, is_code_command: bool) -> bool:
+        if is_code_command:
+            return True
+        return looks_like_pasted_code(msg.body) and await self._flows.has_pending(msg.sender)
+
+    async def _handle_leak(self, msg: IncomingMessage) -> None:
+        """A code (or `code` command) in a room other than the sender's DM: remove it, cancel, warn."""
+        redacted = False
+        if await self._matrix.can_redact(RoomId(msg.room_id)):
+            redacted = await self._matrix.redact(
+                RoomId(msg.room_id), EventId(msg.event_id), "authorization codes belong in a private chat"
+            )
+        cancelled = await self._flows.cancel(msg.sender)
+        log.warning(
+            "a code was posted by %s in non-DM room %s; redacted=%s, flows cancelled=%d",
+            msg.sender,
+            msg.room_id,
+            redacted,
+            cancelled,
+        )
+        removed = (
+            "I removed that message."
+            if redacted
+            else "I could not remove that message: please delete it yourself."
+        )
+        dm = await self._dms.ensure(msg.sender)
+        await _Context(msg.sender, dm, self._prefix, self._matrix).reply(
+            Reply.text(
+                "You posted what looks like an authorization code in a room other than this private chat. "
+                f"{removed} For safety I cancelled the pending connection"
+                f"{'' if cancelled else ' (there was none)'}. Start again here with: "
+                f"{self._prefix} connect your.instance"
+            )
+        )
+
+    # ---- rooms ----
+
+    async def _on_invite(self, invite: Invite) -> None:
+        if not self._allowed(invite.inviter):
+            log.info("ignored an invite to %s from a user who is not allowed", invite.room_id)
+            return
+        assert invite.inviter is not None
+        await self._matrix.join(invite.room_id)
+        if invite.is_direct and await self._dms.is_dm(invite.inviter, invite.room_id):
+            await _Context(invite.inviter, invite.room_id, self._prefix, self._matrix).reply(
+                Reply.text(
+                    "Hi! I relay notifications from your fediverse account into this chat.\n"
+                    f"Connect one with: {self._prefix} connect your.instance — or see: {self._prefix} help"
+                )
+            )
+
+    async def _on_undecryptable(self, msg: UndecryptableMessage) -> None:
+        if not self._allowed(msg.sender):
+            return
+        key = f"{msg.room_id}|{msg.sender}|{msg.reason}"
+        now = self._clock()
+        if now - self._undecryptable_warned.get(key, -1e9) < _UNDECRYPTABLE_REPEAT_SECONDS:
+            return
+        self._undecryptable_warned[key] = now
+        why = (
+            "your device did not share the message's key with my device"
+            if msg.reason == "missing_room_key"
+            else "decrypting it failed"
+        )
+        await _Context(msg.sender, msg.room_id, self._prefix, self._matrix).reply(
+            Reply.text(
+                f"I could not read your encrypted message: {why}. Your client may be set to send keys only "
+                "to verified devices; allow sending to unverified devices for this chat (or verify my "
+                "device), then send the message again."
+            )
+        )
+
+    async def _on_left(self, event: MemberLeft) -> None:
+        if await self._dms.forget_room(event.user_id, event.room_id):
+            log.info(
+                "%s left their DM %s; relaying to them stops until a new DM", event.user_id, event.room_id
+            )
+            await self._matrix.leave(event.room_id)

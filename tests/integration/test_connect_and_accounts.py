@@ -1,0 +1,269 @@
+"""The connect conversation and account management against the fake GoToSocial and a real database."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import timedelta
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from bot.accounts import AccountsService
+from bot.config import LimitsConfig
+from bot.connect import ConnectFlows, requested_scopes
+from bot.errors import (
+    CommandError,
+    ExpiredCodeError,
+    ForbiddenAddressError,
+    InvalidClientError,
+    InvalidCodeError,
+    InvalidInstanceError,
+)
+from bot.store.crypto import KeyRing
+from bot.store.records import AccountId
+from bot.store.repositories import Repositories
+from tests.fakes.gotosocial import FakeGoToSocial
+from tests.integration.fedi_support import StubResolver, fedi_client, settings
+
+EMAIL, PASSWORD = "alice@example.org", "Long-Strong-Passw0rd!"
+ALICE, BOB = "@alice:matrix.test", "@bob:matrix.test"
+DM, OTHER_ROOM = "!dm:matrix.test", "!group:matrix.test"
+
+
+@dataclass
+class RecordingRelay:
+    restarted: list[AccountId] = field(default_factory=list)
+    removed: list[AccountId] = field(default_factory=list)
+
+    async def restart_account(self, account_id: AccountId) -> None:
+        self.restarted.append(account_id)
+
+    async def remove_account(self, account_id: AccountId) -> None:
+        self.removed.append(account_id)
+
+
+@dataclass
+class World:
+    gts: FakeGoToSocial
+    flows: ConnectFlows
+    accounts: AccountsService
+    relay: RecordingRelay
+    sessions: async_sessionmaker[AsyncSession]
+    keyring: KeyRing
+
+    async def authorize(self, url: str, email: str = EMAIL) -> str:
+        return await self.gts.authorize(url, email, PASSWORD)
+
+
+@pytest.fixture
+async def world(sessions: async_sessionmaker[AsyncSession], keyring: KeyRing) -> AsyncIterator[World]:
+    async with FakeGoToSocial() as gts, fedi_client() as client:
+        gts.add_user("alice", EMAIL, PASSWORD)
+        gts.add_user("bob", "bob@example.org", PASSWORD)
+        relay = RecordingRelay()
+        flows = ConnectFlows(
+            sessions=sessions,
+            keyring=keyring,
+            client=client,
+            fediverse=settings(),
+            limits=LimitsConfig(max_pending_flows_per_user=2, max_accounts_per_user=2),
+            flow_ttl=timedelta(minutes=10),
+            on_connected=relay.restart_account,
+        )
+        accounts = AccountsService(
+            sessions=sessions, keyring=keyring, client=client, relay=relay, allow_http=True
+        )
+        yield World(gts, flows, accounts, relay, sessions, keyring)
+
+
+async def test_connect_stores_the_verified_account_encrypted_and_starts_relaying(world: World) -> None:
+    world.gts.notify("alice", "follow_request", "bob")  # an old notification: not to be relayed
+    started = await world.flows.start(ALICE, world.gts.base_url, (), DM)
+    query = parse_qs(urlsplit(started.authorize_url).query)
+    assert query["scope"] == ["read"]
+    assert query["response_type"] == ["code"]
+    assert query["redirect_uri"] == ["urn:ietf:wg:oauth:2.0:oob"]
+    assert len(query["state"][0]) >= 24
+    assert started.software == "gotosocial"
+
+    code = await world.authorize(started.authorize_url)
+    connected = await world.flows.complete(ALICE, DM, code)
+    assert connected.account.acct == f"alice@{world.gts.host}"
+    assert connected.streaming_possible
+    assert world.relay.restarted == [connected.account.id]
+    [stored] = await world.accounts.for_user(ALICE)
+    assert stored.token == world.gts.active_tokens("alice")[0]
+    assert stored.cursor == world.gts.notifications("alice")[0]["id"]  # no backlog: start after the newest
+    assert await world.accounts.for_user(BOB) == []
+
+
+async def test_app_registration_is_reused_per_instance_and_scope_set(world: World) -> None:
+    await world.flows.start(ALICE, world.gts.base_url, (), DM)
+    await world.flows.start(BOB, world.gts.base_url, ("read",), "!bobdm:matrix.test")
+    assert len(world.gts.apps) == 1
+    await world.flows.start(BOB, world.gts.base_url, ("read:notifications", "profile"), "!bobdm:x")
+    assert len(world.gts.apps) == 2
+
+
+async def test_a_flow_is_single_use_and_bound_to_its_user_and_room(world: World) -> None:
+    started = await world.flows.start(ALICE, world.gts.base_url, (), DM)
+    code = await world.authorize(started.authorize_url)
+    with pytest.raises(CommandError, match="No connection is waiting"):
+        await world.flows.complete(BOB, DM, code)
+    with pytest.raises(CommandError, match="No connection is waiting"):
+        await world.flows.complete(ALICE, OTHER_ROOM, code)
+    await world.flows.complete(ALICE, DM, code)
+    with pytest.raises(CommandError, match="No connection is waiting"):
+        await world.flows.complete(ALICE, DM, code)
+
+
+async def test_wrong_code_consumes_the_flow_and_stores_nothing(world: World) -> None:
+    started = await world.flows.start(ALICE, world.gts.base_url, (), DM)
+    await world.authorize(started.authorize_url)
+    with pytest.raises(InvalidCodeError) as caught:
+        await world.flows.complete(ALICE, DM, "WRONGCODEWRONGCODEWRONGCODE123")
+    assert "WRONGCODE" not in str(caught.value)
+    assert not await world.flows.has_pending(ALICE)
+    assert await world.accounts.for_user(ALICE) == []
+
+
+async def test_expired_code_gets_its_own_message(world: World) -> None:
+    started = await world.flows.start(ALICE, world.gts.base_url, (), DM)
+    code = await world.authorize(started.authorize_url)
+    world.gts.age_codes(400)
+    with pytest.raises(ExpiredCodeError, match="5 minutes"):
+        await world.flows.complete(ALICE, DM, code)
+    assert world.gts.active_tokens("alice") == []
+
+
+async def test_an_app_the_server_forgot_is_registered_again(world: World) -> None:
+    started = await world.flows.start(ALICE, world.gts.base_url, (), DM)
+    code = await world.authorize(started.authorize_url)
+    world.gts.delete_app(next(iter(world.gts.apps)))
+    with pytest.raises(InvalidClientError):
+        await world.flows.complete(ALICE, DM, code)
+    again = await world.flows.start(ALICE, world.gts.base_url, (), DM)
+    connected = await world.flows.complete(ALICE, DM, await world.authorize(again.authorize_url))
+    assert connected.account.acct.startswith("alice@")
+
+
+async def test_narrower_grant_than_requested_is_refused_and_revoked(world: World) -> None:
+    started = await world.flows.start(ALICE, world.gts.base_url, (), DM)
+    narrowed = re.sub(r"scope=read", "scope=read%3Anotifications+read%3Aaccounts", started.authorize_url)
+    code = await world.authorize(narrowed)
+    with pytest.raises(CommandError, match="granted only"):
+        await world.flows.complete(ALICE, DM, code)
+    assert world.gts.active_tokens("alice") == []
+    assert await world.accounts.for_user(ALICE) == []
+
+
+async def test_limits_on_pending_flows_and_accounts(world: World) -> None:
+    await world.flows.start(ALICE, world.gts.base_url, (), DM)
+    await world.flows.start(ALICE, world.gts.base_url, (), DM)
+    with pytest.raises(CommandError, match="too many connections waiting"):
+        await world.flows.start(ALICE, world.gts.base_url, (), DM)
+    assert await world.flows.cancel(ALICE) == 2
+    assert not await world.flows.has_pending(ALICE)
+
+
+async def test_reconnecting_the_same_account_replaces_and_revokes_the_old_token(world: World) -> None:
+    first = await world.flows.start(ALICE, world.gts.base_url, (), DM)
+    await world.flows.complete(ALICE, DM, await world.authorize(first.authorize_url))
+    [old_token] = world.gts.active_tokens("alice")
+    async with world.sessions() as session, session.begin():
+        [account] = await Repositories(session, world.keyring).accounts.list_for_user(ALICE)
+        await Repositories(session, world.keyring).accounts.set_cursor(account.id, "01CURSOR")
+    second = await world.flows.start(ALICE, world.gts.base_url, (), DM)
+    await world.flows.complete(ALICE, DM, await world.authorize(second.authorize_url))
+    [account] = await world.accounts.for_user(ALICE)
+    assert world.gts.active_tokens("alice") == [account.token]
+    assert account.token != old_token
+    assert account.cursor == "01CURSOR"  # relaying continues where it was
+
+
+async def test_revoke_revokes_on_the_server_stops_the_relay_and_deletes_locally(world: World) -> None:
+    started = await world.flows.start(ALICE, world.gts.base_url, (), DM)
+    connected = await world.flows.complete(ALICE, DM, await world.authorize(started.authorize_url))
+    [outcome] = await world.accounts.revoke(ALICE, None)
+    assert outcome.revoked_on_server
+    assert world.relay.removed == [connected.account.id]
+    assert world.gts.active_tokens("alice") == []
+    assert await world.accounts.for_user(ALICE) == []
+
+
+async def test_revoke_without_a_server_endpoint_still_deletes_and_explains(world: World) -> None:
+    started = await world.flows.start(ALICE, world.gts.base_url, (), DM)
+    await world.flows.complete(ALICE, DM, await world.authorize(started.authorize_url))
+    world.gts.faults.revoke_enabled = False
+    [outcome] = await world.accounts.revoke(ALICE, "all")
+    assert not outcome.revoked_on_server
+    assert "/oauth/authorized_applications" in outcome.manual_revoke_hint
+    assert await world.accounts.for_user(ALICE) == []
+
+
+async def test_a_user_sees_and_revokes_only_their_own_accounts(world: World) -> None:
+    started = await world.flows.start(ALICE, world.gts.base_url, (), DM)
+    await world.flows.complete(ALICE, DM, await world.authorize(started.authorize_url))
+    with pytest.raises(CommandError, match="no connected accounts"):
+        await world.accounts.revoke(BOB, "all")
+    with pytest.raises(CommandError, match="no connected accounts"):
+        await world.accounts.revoke(BOB, f"@alice@{world.gts.host}")
+    assert len(await world.accounts.for_user(ALICE)) == 1
+
+
+async def test_forget_me_revokes_and_deletes_everything(world: World) -> None:
+    started = await world.flows.start(ALICE, world.gts.base_url, (), DM)
+    await world.flows.complete(ALICE, DM, await world.authorize(started.authorize_url))
+    await world.flows.start(ALICE, world.gts.base_url, (), DM)
+    outcomes = await world.accounts.forget(ALICE)
+    assert [o.revoked_on_server for o in outcomes] == [True]
+    assert not await world.flows.has_pending(ALICE)
+    assert world.gts.active_tokens("alice") == []
+
+
+@pytest.mark.parametrize(
+    ("args", "ok"),
+    [
+        ((), True),
+        (("read",), True),
+        (("read:notifications,profile",), True),
+        (("write",), False),
+        (("read:notifications",), False),
+        (("bogus",), False),
+        (("admin:read",), False),
+    ],
+)
+def test_requested_scopes(args: tuple[str, ...], ok: bool) -> None:
+    if ok:
+        assert requested_scopes(args, ("read",))
+    else:
+        with pytest.raises(CommandError):
+            requested_scopes(args, ("read",))
+
+
+async def test_denylisted_and_private_instances_are_refused_before_any_request(
+    sessions: async_sessionmaker[AsyncSession], keyring: KeyRing
+) -> None:
+    resolver = StubResolver({"evil.example": ["10.0.0.7"], "metadata.example": ["169.254.169.254"]})
+    cfg = settings(allow_http=False, allow_private_addresses=False, instance_denylist=("*.blocked.example",))
+    async with fedi_client(resolver, allow_http=False, allow_private_addresses=False) as client:
+        flows = ConnectFlows(
+            sessions=sessions,
+            keyring=keyring,
+            client=client,
+            fediverse=cfg,
+            limits=LimitsConfig(),
+            flow_ttl=timedelta(minutes=10),
+            on_connected=RecordingRelay().restart_account,
+        )
+        with pytest.raises(InvalidInstanceError, match="not allowed"):
+            await flows.start(ALICE, "social.blocked.example", (), DM)
+        for host in ("evil.example", "metadata.example"):
+            with pytest.raises(ForbiddenAddressError):
+                await flows.start(ALICE, host, (), DM)
+        with pytest.raises(InvalidInstanceError):
+            await flows.start(ALICE, "http://plain.example", (), DM)
+    assert not await flows.has_pending(ALICE)
