@@ -68,7 +68,8 @@ _PATTERNS: tuple[_Sub, ...] = (
     # Padded standard base64 (keys, ciphertexts); may contain "/" so only when it ends in "=".
     (re.compile(r"(?<![A-Za-z0-9+/])[A-Za-z0-9+/]{40,}={1,2}"), REDACTED),
     # GoToSocial codes and tokens (48 chars, uppercase base64url), other base64url keys, long mixed tokens.
-    (re.compile(r"(?<![A-Za-z0-9+_-])[A-Za-z0-9+_-]{40,}=*"), _long_run),
+    # Not Matrix room and event ids (`!…`, `$…`): they are public and the log needs them.
+    (re.compile(r"(?<![A-Za-z0-9+_!$-])[A-Za-z0-9+_-]{40,}=*"), _long_run),
 )
 
 
