@@ -5,7 +5,7 @@
     │   ├── ConfigError                  bad configuration (a list of problems, each naming its key)
     │   ├── KeyRingError                 key file missing, unreadable, malformed or not the right key
     │   └── DatabaseVersionError         the database has a revision this code does not know
-    ├── DecryptionError                  a stored ciphertext failed to authenticate (tampered, moved, wrong key)
+    ├── DecryptionError                  a stored ciphertext did not authenticate (tampered, moved, wrong key)
     └── UserFacingError                  its str() is safe and meant to be shown to the Matrix user
         ├── CommandError                 bad command usage or a refused request
         └── FediverseError               anything that went wrong talking to a fediverse instance

@@ -90,7 +90,8 @@ def test_redact_masks_token_like_text(text: str, secret: str, kept: str) -> None
         "sha256 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
         "ValueError: invalid literal for int() with base 10: 'abc'",
         "relay_notification_for_account_with_a_rather_long_function_name()",
-        "sent to !y5dvFWKjoT9gbwuSOf2b1Kz0B40oPdxN8xSxh0828pc as $rJgH6K01XgAA-w_dKBkDxs8PAGkSJsa507IAcn6bWz0",
+        "sent to !y5dvFWKjoT9gbwuSOf2b1Kz0B40oPdxN8xSxh0828pc as "
+        "$rJgH6K01XgAA-w_dKBkDxs8PAGkSJsa507IAcn6bWz0",
     ],
 )
 def test_redact_leaves_ordinary_text_alone(text: str) -> None:
