@@ -156,3 +156,23 @@ class HandledEvent(Base):
     event_id: Mapped[str] = mapped_column(String(255), primary_key=True)
     room_id: Mapped[str] = mapped_column(String(255))
     handled_at: Mapped[datetime] = mapped_column(UtcDateTime(), index=True)
+
+
+class OutboxMessage(Base):
+    """A relay message written before it is sent, so a crash between send and commit re-sends it with the
+    same Matrix transaction id (the homeserver then drops the duplicate) instead of losing or doubling it.
+
+    ``cursors`` holds the account cursor updates committed with the send ("<account id>:<notification id>"
+    pairs, space-separated); the row is deleted in the same transaction. No secrets are stored here.
+    """
+
+    __tablename__ = "relay_outbox"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    matrix_user_id: Mapped[str] = mapped_column(String(255), index=True)
+    room_id: Mapped[str] = mapped_column(String(255))
+    txn_id: Mapped[str] = mapped_column(String(128), unique=True)
+    body: Mapped[str] = mapped_column(Text)
+    html: Mapped[str] = mapped_column(Text)
+    cursors: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())

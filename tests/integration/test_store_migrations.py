@@ -28,7 +28,15 @@ from bot.store.migrate import (
 from bot.store.models import Base
 
 ROOT = Path(__file__).resolve().parents[2]
-TABLES = {"accounts", "dm_rooms", "fediverse_apps", "handled_events", "matrix_session", "pending_flows"}
+TABLES = {
+    "accounts",
+    "dm_rooms",
+    "fediverse_apps",
+    "handled_events",
+    "matrix_session",
+    "pending_flows",
+    "relay_outbox",
+}
 
 
 def _diffs(connection: Connection, metadata: MetaData) -> list[object]:

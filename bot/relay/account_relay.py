@@ -1,0 +1,286 @@
+"""The relay loop of one connected account: stream (or poll) its notifications and hand them to delivery.
+
+Streaming: open the stream first and buffer what it sends, catch up over REST from the cursor (`min_id`
+pages, oldest first), then drain the buffer, skipping ids already handed over. Every reconnect repeats
+this, so nothing missed while disconnected is lost. Polling (one catch-up every poll interval, with
+jitter) replaces streaming when it is switched off, when the token lacks the top-level `read` scope the
+stream needs, or for a while after the stream keeps failing while REST works.
+
+Instance failures go through the instance's circuit breaker and this account's backoff (capped, so a
+failing account costs at most ~12 requests an hour). A 401 ends the loop: the caller marks the account
+broken and tells the user (`AccountBroken`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+from bot.config import RelayConfig
+from bot.errors import (
+    BadResponseError,
+    FediverseError,
+    InstanceUnreachableError,
+    InsufficientScopeError,
+    RateLimitedError,
+    TokenRejectedError,
+    UnexpectedRedirectError,
+)
+from bot.fediverse.client import FediverseClient
+from bot.fediverse.instance import InstanceRef
+from bot.fediverse.models import Notification
+from bot.fediverse.streaming import NotificationStream, StreamConnector
+from bot.relay.backoff import Backoff
+from bot.relay.breaker import CircuitBreaker
+from bot.relay.delivery import DeliveryItem, UserDelivery
+from bot.relay.ids import is_newer, max_id, notification_id_key
+from bot.relay.tuning import RelayTuning
+from bot.store.records import AccountRecord
+
+__all__ = ["NO_NOTIFICATIONS_CURSOR", "AccountBroken", "AccountRelay", "RelayDeps"]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+_STREAM_FAILURES = (InstanceUnreachableError, RateLimitedError, BadResponseError, UnexpectedRedirectError)
+
+# Stored as the cursor when an account had no notifications at all: every id is newer than "0".
+NO_NOTIFICATIONS_CURSOR = "0"
+
+
+class AccountBroken(Exception):
+    """The instance rejected the token (or it cannot read notifications): the user must reconnect."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class RelayDeps:
+    client: FediverseClient
+    connector: StreamConnector
+    config: RelayConfig
+    tuning: RelayTuning
+    rng: random.Random
+    clock: Callable[[], float] = time.monotonic
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+    on_stream_change: Callable[[int], None] | None = None  # +1 / -1
+
+
+class AccountRelay:
+    def __init__(
+        self,
+        deps: RelayDeps,
+        account: AccountRecord,
+        instance: InstanceRef,
+        delivery: UserDelivery,
+        breaker: CircuitBreaker,
+        *,
+        cursor: str | None,
+        account_label: str | None,
+        save_cursor: Callable[[str], Awaitable[None]],
+    ) -> None:
+        self._d = deps
+        self.account = account
+        self.instance = instance
+        self._delivery = delivery
+        self._breaker = breaker
+        self._cursor = cursor  # newest id handed to delivery (or committed)
+        self._label = account_label
+        self._save_cursor = save_cursor
+        self._types = None if account.notify_types is None else frozenset(account.notify_types)
+        t = deps.tuning
+        self._backoff = Backoff(base=t.reconnect_base, cap=t.reconnect_cap, rng=deps.rng)
+        self._stream_backoff = Backoff(base=t.reconnect_base, cap=t.reconnect_cap, rng=deps.rng)
+        self._connected = False
+        self._stream: NotificationStream | None = None
+        self.mode = "starting"
+
+    def __repr__(self) -> str:
+        return f"AccountRelay({self.account.id}, {self.instance.display!r}, {self.mode})"
+
+    @property
+    def streaming(self) -> bool:
+        return self._stream is not None
+
+    async def close_stream(self) -> None:
+        stream = self._stream
+        if stream is not None:
+            await stream.aclose()
+
+    # -- the loop --------------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Relay until cancelled; raises AccountBroken when the token stops working."""
+        try:
+            await self._run()
+        except TokenRejectedError:
+            raise AccountBroken("rejected") from None
+        except InsufficientScopeError:
+            raise AccountBroken("scope") from None
+
+    async def _run(self) -> None:
+        if self._cursor is None:
+            await self._start_at_newest()
+        t = self._d.tuning
+        poll_until = 0.0 if self._d.config.streaming else math.inf
+        poll_for = t.stream_retry_after
+        quick_failures = 0
+        while True:
+            if self._d.clock() < poll_until:
+                self.mode = "polling"
+                await self._instance_call(self._catch_up)
+                await self._d.sleep(self._poll_delay())
+                continue
+            self.mode = "streaming"
+            started = self._d.clock()
+            self._connected = False
+            try:
+                await self._stream_session()
+            except InsufficientScopeError:
+                if self._connected:
+                    raise  # REST said it: the token cannot read notifications at all
+                log.info("%s: the token lacks the `read` scope streaming needs; polling instead", self)
+                poll_until = math.inf
+                continue
+            except _STREAM_FAILURES as exc:
+                if self._d.clock() - started >= t.stream_healthy_after:
+                    quick_failures = 0
+                    poll_for = t.stream_retry_after
+                    self._stream_backoff.reset()
+                quick_failures += 1
+                delay = self._stream_backoff.next_delay()
+                if isinstance(exc, RateLimitedError):
+                    delay = max(delay, exc.retry_after)
+                log.info("%s: stream ended (%s); reconnecting in %.1f s", self, exc, delay)
+                await self._d.sleep(delay)
+                if not self._connected:
+                    # Is it the stream or the whole instance? REST answers that (waiting out an outage
+                    # through the breaker) and delivers what came meanwhile.
+                    await self._instance_call(self._catch_up)
+                if quick_failures >= t.stream_failures_before_poll:
+                    log.info("%s: the stream keeps failing; polling for %.0f s", self, poll_for)
+                    poll_until = self._d.clock() + poll_for
+                    poll_for = min(poll_for * 2, 6 * t.stream_retry_after)
+                    quick_failures = t.stream_failures_before_poll - 1  # one more failure: back to polling
+
+    def _poll_delay(self) -> float:
+        c = self._d.config
+        return c.poll_interval * (1.0 + self._d.rng.uniform(0.0, c.poll_jitter))
+
+    async def _instance_call(self, call: Callable[[], Awaitable[T]], *, live: bool = False) -> T:
+        """Run a REST step through the breaker, retrying instance failures with capped backoff."""
+        while True:
+            await self._breaker.acquire()
+            try:
+                result = await call()
+            except RateLimitedError as exc:
+                await self._d.sleep(max(exc.retry_after, self._backoff.next_delay()))
+                continue
+            except (InstanceUnreachableError, BadResponseError) as exc:
+                self._breaker.record_failure()
+                delay = self._backoff.next_delay()
+                log.info("%s: %s; retrying in %.1f s", self, exc, delay)
+                await self._d.sleep(delay)
+                continue
+            self._breaker.record_success()
+            self._backoff.reset()
+            return result
+
+    async def _start_at_newest(self) -> None:
+        """No cursor yet: start at the newest notification, relaying none of the backlog."""
+
+        async def newest() -> str:
+            page = await self._d.client.notifications(self.instance, self.account.token, limit=1)
+            return max_id(page.all_ids) or NO_NOTIFICATIONS_CURSOR
+
+        cursor = await self._instance_call(newest)
+        await self._save_cursor(cursor)
+        self._cursor = cursor
+
+    async def _catch_up(self) -> None:
+        """Hand over everything after the cursor, oldest first, page by page."""
+        limit = self._d.tuning.page_limit
+        while True:
+            page = await self._d.client.notifications(
+                self.instance, self.account.token, min_id=self._cursor, limit=limit
+            )
+            newest = max_id(page.all_ids)
+            if newest is None or not is_newer(newest, self._cursor):
+                return  # nothing (more) after the cursor
+            self._hand_over(sorted(page.items, key=lambda n: notification_id_key(n.id)), live=False)
+            self._cursor = newest  # also past unreadable items (page.skipped_ids), which are not relayed
+            if len(page.all_ids) < limit:
+                return
+
+    def _hand_over(self, notifications: list[Notification], *, live: bool) -> None:
+        out: list[DeliveryItem] = []
+        for n in notifications:
+            if not is_newer(n.id, self._cursor):
+                continue
+            self._cursor = n.id
+            out.append(
+                DeliveryItem(
+                    account_id=self.account.id,
+                    id=n.id,
+                    type=n.type,
+                    notification=n.raw,
+                    instance_display=self.instance.display,
+                    account_label=self._label,
+                    relay=self._types is None or n.type in self._types,
+                    live=live,
+                    created_at=n.created_at,
+                )
+            )
+        self._delivery.submit(out)
+
+    async def _stream_session(self) -> None:
+        """One connection: connect, catch up, then relay live until the stream fails (raises)."""
+        await self._breaker.acquire()
+        stream = self._d.connector.stream(self.instance, self.account.token)
+        try:
+            await stream.connect()
+        except (InstanceUnreachableError, RateLimitedError):
+            self._breaker.record_failure()
+            raise
+        self._breaker.record_success()
+        self._connected = True
+        self._stream = stream
+        self._stream_changed(+1)
+        buffer: asyncio.Queue[Notification | FediverseError] = asyncio.Queue()
+        pump = asyncio.create_task(self._pump(stream, buffer), name=f"stream-pump-{self.account.id}")
+        try:
+            await self._instance_call(self._catch_up)
+            while True:
+                item = await buffer.get()
+                if isinstance(item, FediverseError):
+                    raise item
+                self._hand_over([item], live=True)
+        finally:
+            self._stream = None
+            self._stream_changed(-1)
+            pump.cancel()
+            await asyncio.gather(pump, return_exceptions=True)
+            await stream.aclose()
+
+    @staticmethod
+    async def _pump(stream: NotificationStream, buffer: asyncio.Queue[Notification | FediverseError]) -> None:
+        try:
+            async for notification in stream:
+                buffer.put_nowait(notification)
+        except FediverseError as exc:
+            buffer.put_nowait(exc)
+            return
+        buffer.put_nowait(InstanceUnreachableError("The notification stream was closed."))
+
+    def _stream_changed(self, delta: int) -> None:
+        if self._d.on_stream_change is not None:
+            self._d.on_stream_change(delta)

@@ -1,0 +1,262 @@
+"""Delivery of one Matrix user's notifications into their DM room, in order, exactly once.
+
+Account relays `submit` items; one worker per user sends them. A single waiting notification goes out on
+its own; when several are waiting (a burst, a catch-up, or the homeserver rate-limiting us) they are
+grouped and packed (`grouping`) into as few messages as possible, never dropping one.
+
+Exactly once: a batch's messages are written to the outbox (with the account cursors they complete) in one
+transaction BEFORE sending; each is sent with a transaction id derived from the notifications it covers;
+then, in one transaction, the row is deleted and its cursors are committed. After a crash the manager
+re-sends the outbox rows first, with the same transaction ids, so the homeserver drops any duplicate.
+Send failures are retried with backoff and block later messages (order is kept, nothing is skipped).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import random
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Protocol, cast
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from bot.errors import new_reference
+from bot.observability.metrics import Metrics
+from bot.relay.backoff import Backoff
+from bot.relay.format import Message
+from bot.relay.grouping import Pending, group_notifications, pack_messages
+from bot.relay.ids import is_newer, max_id
+from bot.relay.tuning import RelayTuning
+from bot.store.crypto import KeyRing
+from bot.store.outbox import OutboxRecord, OutboxRepository
+from bot.store.records import AccountId
+from bot.store.repositories import AccountsRepository, DmRoomsRepository
+
+if TYPE_CHECKING:
+    from bot.matrix.types import EventId, RoomId
+
+__all__ = ["DeliveryItem", "MatrixSender", "UserDelivery", "txn_id_for"]
+
+log = logging.getLogger(__name__)
+
+
+class MatrixSender(Protocol):
+    """What the relay needs from the Matrix adapter."""
+
+    @property
+    def rate_limited(self) -> bool: ...
+
+    async def send_notice(
+        self, room_id: RoomId, body: str, html: str, *, txn_id: str | None = None
+    ) -> EventId: ...
+
+
+@dataclass(frozen=True)
+class DeliveryItem:
+    """One notification handed to delivery. `relay` False: filtered out, it only moves the cursor."""
+
+    account_id: AccountId
+    id: str
+    type: str
+    notification: Mapping[str, Any] = field(repr=False)
+    instance_display: str
+    account_label: str | None
+    relay: bool = True
+    live: bool = False  # came from the stream: created→sent latency is meaningful
+    created_at: datetime | None = None
+
+
+@dataclass
+class _Prepared:
+    """An outbox row waiting to be sent (or re-sent after a restart)."""
+
+    record: OutboxRecord
+    items: tuple[DeliveryItem, ...] = ()  # for metrics; empty for rows found at start
+
+
+def txn_id_for(pairs: Sequence[tuple[AccountId, str]]) -> str:
+    """Matrix transaction id for a message covering these (account, notification id) pairs."""
+    if len(pairs) == 1:
+        account_id, notification_id = pairs[0]
+        return f"gts.{account_id}.{notification_id}"[:128]
+    text = "\n".join(f"{a}:{n}" for a, n in sorted(pairs))
+    return "gts.g." + hashlib.sha256(text.encode()).hexdigest()[:40]
+
+
+class UserDelivery:
+    """The ordered delivery queue of one Matrix user (one DM room)."""
+
+    def __init__(
+        self,
+        matrix_user_id: str,
+        *,
+        sessions: async_sessionmaker[AsyncSession],
+        keyring: KeyRing,
+        sender: MatrixSender,
+        tuning: RelayTuning,
+        metrics: Metrics | None,
+        rng: random.Random,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.matrix_user_id = matrix_user_id
+        self._sessions = sessions
+        self._keyring = keyring
+        self._sender = sender
+        self._tuning = tuning
+        self._metrics = metrics
+        self._sleep = sleep
+        self._wall_clock = wall_clock
+        self._pending: list[DeliveryItem] = []
+        self._prepared: deque[_Prepared] = deque()
+        self._wake = asyncio.Event()
+        self._preparing = asyncio.Lock()
+        self._send_backoff = Backoff(base=tuning.send_retry_base, cap=tuning.send_retry_cap, rng=rng)
+
+    # -- producers --------------------------------------------------------------------------------
+
+    def submit(self, items: Sequence[DeliveryItem]) -> None:
+        if items:
+            self._pending.extend(items)
+            self._wake.set()
+
+    def load_outbox(self, records: Sequence[OutboxRecord]) -> None:
+        """Rows left by an earlier run: sent before anything else, in their order."""
+        self._prepared.extend(_Prepared(r) for r in records)
+        if records:
+            self._wake.set()
+
+    async def forget(self, account_id: AccountId) -> None:
+        """Drop the account's items not yet in the outbox (its relay restarts from the stored cursor)."""
+        async with self._preparing:
+            self._pending = [i for i in self._pending if i.account_id != account_id]
+
+    def inflight_cursor(self, account_id: AccountId) -> str | None:
+        """The newest cursor of this account in outbox rows not yet committed."""
+        return max_id(p.record.cursors[account_id] for p in self._prepared if account_id in p.record.cursors)
+
+    @property
+    def backlog(self) -> int:
+        return len(self._pending) + len(self._prepared)
+
+    # -- the worker ------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        while True:
+            if not self._prepared:
+                if not self._pending:
+                    self._wake.clear()
+                    await self._wake.wait()
+                    continue
+                if self._sender.rate_limited and self._tuning.group_window > 0:
+                    await self._sleep(self._tuning.group_window)  # let the burst gather
+                if not await self._guard(self._prepare_batch):
+                    continue
+                if not self._prepared:
+                    continue
+            await self._deliver_head()
+
+    async def _deliver_head(self) -> None:
+        head = self._prepared[0]
+        if not await self._guard(lambda: self._send(head), failed=head):
+            return
+        self._send_backoff.reset()
+        while not await self._guard(lambda: self._commit(head)):
+            pass
+        self._prepared.popleft()
+        self._count_relayed(head)
+
+    async def _guard(
+        self, step: Callable[[], Awaitable[bool | None]], *, failed: _Prepared | None = None
+    ) -> bool:
+        """Run a step; on an error log it, back off, and return False so the step is tried again."""
+        try:
+            return (await step()) is not False
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            ref = new_reference()
+            log.exception("relay delivery for %s failed (ref %s); retrying", self.matrix_user_id, ref)
+            if failed is not None and self._metrics is not None and self._send_backoff.failures == 0:
+                for item in failed.items:
+                    self._metrics.notification_failed(item.type)
+            await self._sleep(self._send_backoff.next_delay())
+            return False
+
+    async def _prepare_batch(self) -> bool:
+        async with self._preparing:
+            batch = self._pending[: self._tuning.max_batch]
+            prepared = await self._write_batch(batch)
+            if prepared is not None:
+                taken = {id(item) for item in batch}
+                self._pending = [i for i in self._pending if id(i) not in taken]
+                self._prepared.extend(prepared)
+                return True
+        log.info("no DM room with %s yet; keeping its notifications queued", self.matrix_user_id)
+        await self._sleep(self._tuning.no_room_retry)
+        return False
+
+    async def _write_batch(self, batch: list[DeliveryItem]) -> list[_Prepared] | None:
+        """Write the batch's messages to the outbox (one transaction); None when there is no DM room."""
+        async with self._sessions() as session, session.begin():
+            room_id = await DmRoomsRepository(session).get(self.matrix_user_id)
+            if room_id is None:
+                return None
+            cursors: dict[AccountId, str] = {}
+            for item in batch:
+                if is_newer(item.id, cursors.get(item.account_id)):
+                    cursors[item.account_id] = item.id
+            relayed = [i for i in batch if i.relay]
+            messages = self._messages(relayed)
+            if not messages:  # only filtered-out items: move the cursors, send nothing
+                accounts = AccountsRepository(session, self._keyring)
+                for account_id, cursor in cursors.items():
+                    await accounts.set_cursor(account_id, cursor)
+            outbox = OutboxRepository(session)
+            prepared: list[_Prepared] = []
+            for index, message in enumerate(messages):
+                covers = set(message.covers)
+                covered = [i for i in relayed if i.id in covers]
+                record = await outbox.add(
+                    matrix_user_id=self.matrix_user_id,
+                    room_id=room_id,
+                    txn_id=txn_id_for([(i.account_id, i.id) for i in covered]),
+                    body=message.plain,
+                    html=message.html,
+                    cursors=cursors if index == len(messages) - 1 else {},
+                )
+                prepared.append(_Prepared(record, tuple(covered)))
+            return prepared
+
+    def _messages(self, items: list[DeliveryItem]) -> list[Message]:
+        if not items:
+            return []
+        pending = [Pending(i.notification, i.instance_display, i.account_label) for i in items]
+        return pack_messages(group_notifications(pending), max_bytes=self._tuning.max_message_bytes)
+
+    async def _send(self, prepared: _Prepared) -> None:
+        r = prepared.record
+        await self._sender.send_notice(cast("RoomId", r.room_id), r.body, r.html, txn_id=r.txn_id)
+
+    async def _commit(self, prepared: _Prepared) -> None:
+        async with self._sessions() as session, session.begin():
+            accounts = AccountsRepository(session, self._keyring)
+            for account_id, cursor in prepared.record.cursors.items():
+                await accounts.set_cursor(account_id, cursor)
+            await OutboxRepository(session).delete(prepared.record.id)
+
+    def _count_relayed(self, prepared: _Prepared) -> None:
+        if self._metrics is None:
+            return
+        now = self._wall_clock()
+        for item in prepared.items:
+            latency = None
+            if item.live and item.created_at is not None:
+                latency = now - item.created_at.astimezone(UTC).timestamp()
+            self._metrics.notification_relayed(item.type, latency)

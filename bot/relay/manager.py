@@ -1,0 +1,281 @@
+"""The relay manager: one task per active account, one delivery worker per Matrix user.
+
+Lifecycle for the composition root and the commands:
+
+- `await start()`: re-send messages left in the outbox by an earlier run (before anything new for the
+  same user), then start relaying every ACTIVE account.
+- `await restart_account(id)`: after the account changed (connected again with a new token, paused,
+  resumed, notification types changed): stops its relay and starts it again if it is ACTIVE. A resumed
+  account catches up from its cursor, so notifications that arrived while paused ARE delivered, grouped.
+- `await remove_account(id)`: the connection was revoked or deleted: the stream is closed before this
+  returns. Messages already in the outbox still go out.
+- `await stop()`: streams closed, workers stopped; a message being sent stays in the outbox and is sent
+  again (same transaction id) on the next start.
+
+A 401 marks the account BROKEN and tells the user once how to reconnect (`notify_user`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from bot.config import RelayConfig
+from bot.errors import FediverseError, new_reference
+from bot.fediverse.client import FediverseClient
+from bot.fediverse.instance import InstanceRef, parse_instance
+from bot.fediverse.streaming import StreamConnector
+from bot.observability.metrics import Metrics
+from bot.relay.account_relay import AccountBroken, AccountRelay, RelayDeps
+from bot.relay.breaker import BreakerRegistry
+from bot.relay.delivery import MatrixSender, UserDelivery
+from bot.relay.ids import max_id
+from bot.relay.tuning import RelayTuning
+from bot.store.crypto import KeyRing
+from bot.store.models import AccountState
+from bot.store.outbox import OutboxRepository
+from bot.store.records import AccountId, AccountRecord
+from bot.store.repositories import AccountsRepository
+
+__all__ = ["NotifyUser", "RelayManager", "broken_message"]
+
+log = logging.getLogger(__name__)
+
+NotifyUser = Callable[[str, str, str], Awaitable[None]]  # (matrix user id, plain, html)
+
+
+def broken_message(acct: str, instance: str, reason: str, prefix: str) -> tuple[str, str]:
+    why = (
+        "the server rejected the token; it may have been revoked"
+        if reason == "rejected"
+        else "the token is not allowed to read notifications"
+    )
+    command = f"{prefix} connect {instance}"
+    plain = f"Your account @{acct} stopped working ({why}). Reconnect with {command}"
+    rich = (
+        f"Your account <b>@{html.escape(acct)}</b> stopped working ({html.escape(why)}). "
+        f"Reconnect with <code>{html.escape(command)}</code>"
+    )
+    return plain, rich
+
+
+@dataclass
+class _Running:
+    relay: AccountRelay
+    task: asyncio.Task[None]
+
+
+class RelayManager:
+    def __init__(
+        self,
+        *,
+        sessions: async_sessionmaker[AsyncSession],
+        keyring: KeyRing,
+        client: FediverseClient,
+        connector: StreamConnector,
+        sender: MatrixSender,
+        relay_config: RelayConfig,
+        allow_http: bool,
+        command_prefix: str,
+        notify_user: NotifyUser,
+        metrics: Metrics | None = None,
+        tuning: RelayTuning | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._sessions = sessions
+        self._keyring = keyring
+        self._sender = sender
+        self._allow_http = allow_http
+        self._prefix = command_prefix
+        self._notify_user = notify_user
+        self._metrics = metrics
+        self._tuning = tuning if tuning is not None else RelayTuning()
+        self._rng = rng if rng is not None else random.Random()  # noqa: S311 - jitter, not security
+        self._deps = RelayDeps(
+            client=client,
+            connector=connector,
+            config=relay_config,
+            tuning=self._tuning,
+            rng=self._rng,
+            clock=clock,
+            on_stream_change=self._stream_changed,
+        )
+        t = self._tuning
+        self._breakers = BreakerRegistry(
+            threshold=t.breaker_threshold,
+            cooldown=t.breaker_cooldown,
+            max_cooldown=t.breaker_max_cooldown,
+            clock=clock,
+            on_change=metrics.set_open_circuit_breakers if metrics is not None else None,
+        )
+        self._running: dict[AccountId, _Running] = {}
+        self._deliveries: dict[str, tuple[UserDelivery, asyncio.Task[None]]] = {}
+        self._locks: dict[AccountId, asyncio.Lock] = {}
+        self._live_streams = 0
+        self._started = False
+
+    # -- public ------------------------------------------------------------------------------------------
+
+    @property
+    def live_streams(self) -> int:
+        """Open streaming connections."""
+        return self._live_streams
+
+    @property
+    def relaying_accounts(self) -> int:
+        return len(self._running)
+
+    @property
+    def open_circuit_breakers(self) -> int:
+        return self._breakers.open_count
+
+    @property
+    def queued_notifications(self) -> int:
+        """Notifications handed over but not yet delivered, plus outbox messages not yet sent."""
+        return sum(delivery.backlog for delivery, _ in self._deliveries.values())
+
+    def account_mode(self, account_id: AccountId) -> str | None:
+        """ "streaming", "polling", "starting", or None when the account is not being relayed."""
+        running = self._running.get(account_id)
+        return None if running is None else running.relay.mode
+
+    async def start(self) -> None:
+        self._started = True
+        async with self._sessions() as session, session.begin():
+            leftovers = await OutboxRepository(session).list_all()
+            accounts = await AccountsRepository(session, self._keyring).list_active()
+        by_user: dict[str, list] = {}  # type: ignore[type-arg]
+        for record in leftovers:
+            by_user.setdefault(record.matrix_user_id, []).append(record)
+        for user, records in by_user.items():
+            log.info("re-sending %d relay message(s) left in the outbox for %s", len(records), user)
+            self._delivery(user).load_outbox(records)
+        for account in accounts:
+            await self._start_account(account)
+
+    async def restart_account(self, account_id: AccountId) -> None:
+        async with self._lock(account_id):
+            await self._stop_account(account_id)
+            if not self._started:
+                return
+            async with self._sessions() as session, session.begin():
+                account = await AccountsRepository(session, self._keyring).get(account_id)
+            if account is not None and account.state is AccountState.ACTIVE:
+                await self._start_account(account)
+
+    async def remove_account(self, account_id: AccountId) -> None:
+        async with self._lock(account_id):
+            await self._stop_account(account_id)
+
+    async def stop(self) -> None:
+        self._started = False
+        for account_id in list(self._running):
+            await self._stop_account(account_id, forget=False)
+        tasks = [task for _, task in self._deliveries.values()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._deliveries.clear()
+
+    # -- internals ------------------------------------------------------------------------------------------
+
+    def _lock(self, account_id: AccountId) -> asyncio.Lock:
+        return self._locks.setdefault(account_id, asyncio.Lock())
+
+    def _delivery(self, matrix_user_id: str) -> UserDelivery:
+        entry = self._deliveries.get(matrix_user_id)
+        if entry is None:
+            delivery = UserDelivery(
+                matrix_user_id,
+                sessions=self._sessions,
+                keyring=self._keyring,
+                sender=self._sender,
+                tuning=self._tuning,
+                metrics=self._metrics,
+                rng=self._rng,
+            )
+            task = asyncio.create_task(delivery.run(), name=f"relay-delivery-{matrix_user_id}")
+            entry = (delivery, task)
+            self._deliveries[matrix_user_id] = entry
+        return entry[0]
+
+    async def _start_account(self, account: AccountRecord) -> None:
+        try:
+            instance = parse_instance(account.instance, allow_http=self._allow_http)
+        except FediverseError:
+            log.warning("account %s: stored instance is not usable any more; not relaying", account.id)
+            return
+        async with self._sessions() as session, session.begin():
+            accounts = AccountsRepository(session, self._keyring)
+            several = await accounts.count_for_user(account.matrix_user_id) > 1
+        delivery = self._delivery(account.matrix_user_id)
+        cursor = account.cursor
+        inflight = delivery.inflight_cursor(account.id)
+        if cursor is not None and inflight is not None:
+            cursor = max_id([cursor, inflight])
+        relay = AccountRelay(
+            self._deps,
+            account,
+            instance,
+            delivery,
+            self._breakers.get(instance.key, instance.display),
+            cursor=cursor,
+            account_label=account.acct if several else None,
+            save_cursor=lambda c: self._save_cursor(account.id, c),
+        )
+        task = asyncio.create_task(self._supervise(relay, instance), name=f"relay-account-{account.id}")
+        self._running[account.id] = _Running(relay, task)
+
+    async def _stop_account(self, account_id: AccountId, *, forget: bool = True) -> None:
+        running = self._running.pop(account_id, None)
+        if running is None:
+            return
+        await running.relay.close_stream()
+        running.task.cancel()
+        await asyncio.gather(running.task, return_exceptions=True)
+        entry = self._deliveries.get(running.relay.account.matrix_user_id)
+        if forget and entry is not None:
+            await entry[0].forget(account_id)
+
+    async def _save_cursor(self, account_id: AccountId, cursor: str) -> None:
+        async with self._sessions() as session, session.begin():
+            await AccountsRepository(session, self._keyring).set_cursor(account_id, cursor)
+
+    async def _supervise(self, relay: AccountRelay, instance: InstanceRef) -> None:
+        account = relay.account
+        while True:
+            try:
+                await relay.run()
+            except AccountBroken as broken:
+                await self._mark_broken(account, instance, broken.reason)
+                return
+            except Exception:
+                ref = new_reference()
+                log.exception("relay for account %s failed (ref %s); restarting it", account.id, ref)
+                await asyncio.sleep(self._tuning.reconnect_cap)
+            else:
+                return
+
+    async def _mark_broken(self, account: AccountRecord, instance: InstanceRef, reason: str) -> None:
+        log.warning("account %s on %s: token no longer works (%s); now broken", account.id, instance, reason)
+        self._running.pop(account.id, None)
+        async with self._sessions() as session, session.begin():
+            await AccountsRepository(session, self._keyring).set_state(account.id, AccountState.BROKEN)
+        plain, rich = broken_message(account.acct, instance.display, reason, self._prefix)
+        try:
+            await self._notify_user(account.matrix_user_id, plain, rich)
+        except Exception:
+            log.exception("could not tell %s that an account stopped working", account.matrix_user_id)
+
+    def _stream_changed(self, delta: int) -> None:
+        self._live_streams += delta
+        if self._metrics is not None:
+            self._metrics.set_live_streams(self._live_streams)

@@ -1,0 +1,98 @@
+"""The relay outbox: messages stored before they are sent (see `models.OutboxMessage`). Never commits."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import delete, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bot.store.models import OutboxMessage
+from bot.store.records import AccountId, Clock, utc_now
+
+__all__ = ["OutboxId", "OutboxRecord", "OutboxRepository", "format_cursors", "parse_cursors"]
+
+OutboxId = int
+
+
+def format_cursors(cursors: Mapping[AccountId, str]) -> str:
+    return " ".join(f"{account_id}:{cursor}" for account_id, cursor in sorted(cursors.items()))
+
+
+def parse_cursors(text: str) -> dict[AccountId, str]:
+    out: dict[AccountId, str] = {}
+    for pair in text.split():
+        account_id, _, cursor = pair.partition(":")
+        if account_id.isdigit() and cursor:
+            out[AccountId(int(account_id))] = cursor
+    return out
+
+
+@dataclass(frozen=True)
+class OutboxRecord:
+    id: OutboxId
+    matrix_user_id: str
+    room_id: str
+    txn_id: str
+    body: str
+    html: str
+    cursors: Mapping[AccountId, str]  # committed with the send; may be empty
+    created_at: datetime
+
+
+class OutboxRepository:
+    def __init__(self, session: AsyncSession, clock: Clock = utc_now) -> None:
+        self._session, self._clock = session, clock
+
+    @staticmethod
+    def _record(row: OutboxMessage) -> OutboxRecord:
+        return OutboxRecord(
+            id=row.id,
+            matrix_user_id=row.matrix_user_id,
+            room_id=row.room_id,
+            txn_id=row.txn_id,
+            body=row.body,
+            html=row.html,
+            cursors=parse_cursors(row.cursors),
+            created_at=row.created_at,
+        )
+
+    async def add(
+        self,
+        *,
+        matrix_user_id: str,
+        room_id: str,
+        txn_id: str,
+        body: str,
+        html: str,
+        cursors: Mapping[AccountId, str],
+    ) -> OutboxRecord:
+        row = OutboxMessage(
+            matrix_user_id=matrix_user_id,
+            room_id=room_id,
+            txn_id=txn_id,
+            body=body,
+            html=html,
+            cursors=format_cursors(cursors),
+            created_at=self._clock(),
+        )
+        self._session.add(row)
+        await self._session.flush()
+        return self._record(row)
+
+    async def get_by_txn(self, txn_id: str) -> OutboxRecord | None:
+        stmt = select(OutboxMessage).where(OutboxMessage.txn_id == txn_id)
+        row = (await self._session.execute(stmt)).scalar_one_or_none()
+        return None if row is None else self._record(row)
+
+    async def list_all(self) -> list[OutboxRecord]:
+        """Every stored message, oldest first (the order they must be sent in)."""
+        stmt = select(OutboxMessage).order_by(OutboxMessage.id)
+        return [self._record(row) for row in (await self._session.execute(stmt)).scalars()]
+
+    async def delete(self, outbox_id: OutboxId) -> bool:
+        result = await self._session.execute(delete(OutboxMessage).where(OutboxMessage.id == outbox_id))
+        count = getattr(result, "rowcount", 0)
+        return isinstance(count, int) and count > 0
