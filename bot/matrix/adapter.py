@@ -208,14 +208,16 @@ class MatrixAdapter:
             client = self._nio()
             # After a new login the new client knows no rooms: ask for their full state once.
             full = full_state or self._fresh_client
-            self._sync_task = asyncio.ensure_future(
-                call(
-                    "sync",
-                    client.sync(
-                        timeout=timeout_ms, sync_filter=dict(sync_filter), since=since, full_state=full
-                    ),
+
+            async def one_sync(client: Any = client, full: bool = full) -> Any:
+                # The nio coroutine is made inside the task: a task cancelled before it starts then
+                # leaves no never-awaited coroutine behind.
+                request = client.sync(
+                    timeout=timeout_ms, sync_filter=dict(sync_filter), since=since, full_state=full
                 )
-            )
+                return await call("sync", request)
+
+            self._sync_task = asyncio.ensure_future(one_sync())
             try:
                 resp = await self._sync_task
             except asyncio.CancelledError:

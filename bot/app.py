@@ -1,0 +1,216 @@
+"""The composition root: builds config-driven pieces once, wires them, owns start and stop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+from datetime import timedelta
+from importlib.metadata import PackageNotFoundError, version
+
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from bot.accounts import AccountsService
+from bot.chat import Reply
+from bot.commands.handlers import BotCommands
+from bot.commands.throttle import UserThrottle
+from bot.config import Config
+from bot.connect import ConnectFlows
+from bot.dms import DmDirectory
+from bot.fediverse.client import FediverseClient
+from bot.fediverse.guard import Resolver, build_http_client
+from bot.fediverse.ratelimit import PacerRegistry
+from bot.fediverse.streaming import build_stream_connector
+from bot.log import installed_redactor
+from bot.matrix.adapter import MatrixAdapter
+from bot.matrix.session import Credentials
+from bot.matrix.types import RoomId, TrustPolicy, UserId
+from bot.observability import DatabaseCheck, HealthServer, Metrics, SyncFreshnessCheck, sqlalchemy_ping
+from bot.relay.manager import RelayManager
+from bot.router import Router
+from bot.store.crypto import KeyRing
+from bot.store.db import create_engine, session_factory
+from bot.store.keys import open_keyring
+from bot.store.migrate import upgrade
+from bot.store.records import utc_now
+from bot.store.repositories import FlowsRepository, HandledEventsRepository
+from bot.store.session_store import DatabaseHandledEvents, DatabaseSessionStore
+
+log = logging.getLogger(__name__)
+
+HOUSEKEEPING_SECONDS = 300.0
+HANDLED_EVENTS_KEPT = timedelta(days=7)
+
+
+def _version() -> str:
+    try:
+        return version("gts-bot")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
+@dataclass
+class Bot:
+    """The running pieces, exposed for tests and the demo."""
+
+    engine: AsyncEngine
+    sessions: async_sessionmaker[AsyncSession]
+    keyring: KeyRing
+    matrix: MatrixAdapter
+    relay: RelayManager
+    router: Router
+    metrics: Metrics
+    dms: DmDirectory
+
+
+@asynccontextmanager
+async def running_bot(config: Config, *, resolver: Resolver | None = None) -> AsyncIterator[Bot]:
+    """Start everything; on exit stop it in reverse order (relay, Matrix, HTTP, database)."""
+    async with AsyncExitStack() as stack:
+        engine = create_engine(config.database.url)
+        stack.push_async_callback(engine.dispose)
+        await upgrade(engine)
+        sessions = session_factory(engine)
+        keyring = await open_keyring(config.encryption.key_file, sessions)
+        redactor = installed_redactor()
+        if redactor is not None:
+            redactor.add_secret(keyring.e2ee_store_key())
+
+        http = build_http_client(config.fediverse, resolver)
+        stack.push_async_callback(http.aclose)
+        pacers = PacerRegistry()
+        client = FediverseClient.from_settings(http, config.fediverse, pacers=pacers)
+        connector = build_stream_connector(config.fediverse, resolver)
+        metrics = Metrics(_version())
+
+        matrix = MatrixAdapter(
+            Credentials(
+                homeserver=config.matrix.homeserver,
+                user_id=UserId(config.matrix.user_id),
+                store_dir=config.data_dir / "nio-store",
+                pickle_key=keyring.e2ee_store_key(),
+                password=config.matrix.password,
+                access_token=config.matrix.access_token,
+                device_name=config.matrix.device_name,
+            ),
+            DatabaseSessionStore(sessions, keyring),
+            trust_policy=TrustPolicy(config.matrix.trust_policy),
+        )
+        await matrix.start()
+        stack.push_async_callback(matrix.stop)
+        dms = DmDirectory(sessions, matrix)
+
+        async def notify_user(user_id: str, plain: str, html: str) -> None:
+            room = await dms.ensure(user_id)
+            await matrix.send_notice(RoomId(room), plain, html)
+
+        relay = RelayManager(
+            sessions=sessions,
+            keyring=keyring,
+            client=client,
+            connector=connector,
+            sender=matrix,
+            relay_config=config.relay,
+            allow_http=config.fediverse.allow_http,
+            command_prefix=config.matrix.command_prefix,
+            notify_user=notify_user,
+            metrics=metrics,
+        )
+        flows = ConnectFlows(
+            sessions=sessions,
+            keyring=keyring,
+            client=client,
+            fediverse=config.fediverse,
+            limits=config.limits,
+            flow_ttl=timedelta(seconds=config.relay.flow_ttl_seconds),
+            on_connected=relay.restart_account,
+        )
+        accounts = AccountsService(
+            sessions=sessions,
+            keyring=keyring,
+            client=client,
+            relay=relay,
+            allow_http=config.fediverse.allow_http,
+        )
+        router = Router(
+            matrix=matrix,
+            dms=dms,
+            commands=BotCommands(flows=flows, accounts=accounts, clock=utc_now),
+            flows=flows,
+            handled=DatabaseHandledEvents(sessions),
+            config=config.matrix,
+            throttle=UserThrottle(config.limits.commands_per_minute, time.monotonic),
+            clock=time.monotonic,
+        )
+        await relay.start()
+        stack.push_async_callback(relay.stop)
+
+        sync_check = SyncFreshnessCheck()
+        matrix.on_sync(sync_check.mark_synced)
+        if config.observability.enabled:
+            server = HealthServer(
+                config.observability.host,
+                config.observability.port,
+                metrics,
+                [sync_check, DatabaseCheck(sqlalchemy_ping(engine))],
+            )
+            await server.start()
+            stack.push_async_callback(server.stop)
+
+        housekeeping = asyncio.create_task(_housekeeping(sessions, metrics, relay), name="housekeeping")
+        stack.callback(housekeeping.cancel)
+        yield Bot(engine, sessions, keyring, matrix, relay, router, metrics, dms)
+
+
+async def _housekeeping(
+    sessions: async_sessionmaker[AsyncSession], metrics: Metrics, relay: RelayManager
+) -> None:
+    while True:
+        try:
+            async with sessions() as session, session.begin():
+                now = utc_now()
+                await FlowsRepository(session).delete_expired(now)
+                await HandledEventsRepository(session).prune(now - HANDLED_EVENTS_KEPT)
+        except Exception:
+            log.exception("housekeeping failed; trying again later")
+        metrics.set_live_streams(relay.live_streams)
+        await asyncio.sleep(HOUSEKEEPING_SECONDS)
+
+
+async def serve(config: Config, stop: asyncio.Event, *, resolver: Resolver | None = None) -> None:
+    """Run the bot until `stop` is set or the sync loop fails."""
+    async with running_bot(config, resolver=resolver) as bot:
+        sync = asyncio.create_task(bot.matrix.run(bot.router.handle), name="matrix-sync")
+        stopper = asyncio.create_task(stop.wait(), name="stop")
+        log.info("gts-bot is running as %s", config.matrix.user_id)
+        done, _ = await asyncio.wait({sync, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        stopper.cancel()
+        if sync in done:
+            sync.result()  # re-raise why syncing stopped
+        else:
+            await bot.matrix.stop()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sync
+    log.info("gts-bot stopped")
+
+
+async def _main(config: Config) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await serve(config, stop)
+    return 0
+
+
+def run(config: Config) -> int:
+    """`gts-bot run`: the process exits with the returned code."""
+    return asyncio.run(_main(config))
+
+
+__all__ = ["Bot", "Reply", "run", "running_bot", "serve"]
