@@ -1,7 +1,9 @@
 """The `gts-bot` command line: a table of subcommands, their help, and the process exit codes.
 
-Exit codes: 0 success; 1 unexpected error; 2 bad command line; a `StartupError`'s own `exit_code`
-(78 configuration, 77 key file, 75 database newer than this code); 130 interrupted.
+Exit codes: 0 success; 1 unexpected error; 2 bad command line (also: `accounts revoke` names no
+account); 65 an operator command refused the data (`migrate-db` into a non-empty database); a
+`StartupError`'s own `exit_code` (78 configuration, 77 key file, 75 database newer than this code);
+130 interrupted. The operator commands' handlers live in `bot.admin.commands`.
 
 To add a command, write a handler `(Invocation) -> int` and add a `Subcommand` to `SUBCOMMANDS`; a
 command under a new group (e.g. `accounts list`) also needs the group's help in `GROUPS`.
@@ -19,6 +21,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bot.admin import commands as admin
 from bot.config import CONFIG_PATH_ENV, DEFAULT_CONFIG_PATH, Config, config_path, load_config
 from bot.errors import StartupError, new_reference
 from bot.log import installed_redactor, redact, setup_logging
@@ -134,10 +137,23 @@ def _keys_rotate(inv: Invocation) -> int:
     return EXIT_OK
 
 
+def _demo(inv: Invocation) -> int:
+    from bot.demo import run_demo
+
+    return run_demo(keep=inv.args.keep)
+
+
+def _add_demo_arguments(parser: argparse.ArgumentParser) -> None:
+    from bot.demo import add_arguments
+
+    add_arguments(parser)
+
+
 # -- the table --------------------------------------------------------------------------------------
 
 GROUPS: Mapping[tuple[str, ...], str] = {
     ("keys",): "Manage the key file that encrypts the tokens and secrets stored in the database.",
+    ("accounts",): "See and revoke the fediverse accounts users have connected (for operators).",
 }
 
 SUBCOMMANDS: tuple[Subcommand, ...] = (
@@ -176,6 +192,51 @@ SUBCOMMANDS: tuple[Subcommand, ...] = (
         "Add a new current key to the key file and re-encrypt every stored secret with it. The old "
         "keys stay in the file, so older backups remain readable.",
         _keys_rotate,
+    ),
+    Subcommand(
+        ("keys", "retire"),
+        "Remove the old keys once no stored secret needs them.",
+        "Remove every key but the current one from the key file, after checking that every stored secret "
+        "decrypts with the current key alone (run `keys rotate` first). Database backups from before the "
+        "rotation then need a copy of the previous key file. Run it with the bot stopped.",
+        admin.keys_retire,
+    ),
+    Subcommand(
+        ("accounts", "list"),
+        "List connected accounts, without any secret.",
+        "List the connected fediverse accounts (all, or one user's with --user): Matrix user, account, "
+        "instance, state, notification types, relay cursor, created and updated times. Tokens are never "
+        "read.",
+        admin.accounts_list,
+        admin.accounts_list_arguments,
+    ),
+    Subcommand(
+        ("accounts", "revoke"),
+        "Revoke a user's accounts on their instances and delete them here.",
+        "Revoke a user's connected accounts on their instances (best effort) and delete their tokens and "
+        "cursors here, as the user's own revoke command does. Run it with the bot stopped: a running bot "
+        "keeps the token it loaded until the instance rejects it or the bot restarts.",
+        admin.accounts_revoke,
+        admin.accounts_revoke_arguments,
+    ),
+    Subcommand(
+        ("migrate-db",),
+        "Copy all data into another, empty database (e.g. SQLite to PostgreSQL).",
+        "Copy every row from the --from database into the empty --to database (e.g. SQLite to "
+        "PostgreSQL), secrets still encrypted, in one transaction, then check the row counts. The target "
+        "is migrated first; a target that already holds data is refused (exit code 65). Stop the bot "
+        "first.",
+        admin.migrate_db,
+        admin.migrate_db_arguments,
+    ),
+    Subcommand(
+        ("demo",),
+        "Try the bot without any account (needs a checkout with the test extra).",
+        "Try the bot without any account: starts a throwaway Synapse and a fake GoToSocial on loopback "
+        "and plays a user through connect, notifications and revoke (needs the test extra: "
+        "pip install -e '.[test]').",
+        _demo,
+        _add_demo_arguments,
     ),
 )
 

@@ -1,0 +1,60 @@
+"""`gts-bot demo` as a newcomer runs it: a real process, its own Synapse and fake GoToSocial."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bot.demo import CHECKOUT_HINT, DemoUnavailable, load_helpers
+
+pytestmark = pytest.mark.e2e
+
+# The fake GoToSocial's codes and tokens: 48 characters of uppercase unpadded base64url.
+CODE_OR_TOKEN = re.compile(r"[A-Z0-9_-]{48}")
+
+
+def test_demo_plays_the_whole_conversation_without_printing_secrets(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GTS_BOT_")}
+    env["TMPDIR"] = str(tmp_path)
+    result = subprocess.run(
+        [sys.executable, "-m", "bot", "demo"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    out = result.stdout
+    assert result.returncode == 0, f"{out}\n--- stderr ---\n{result.stderr}"
+    for line in (
+        "alice → bot:  !gts connect http://127.0.0.1:",
+        "/oauth/authorize?client_id=",
+        "alice → bot:  [the 48-character code from that page]",
+        "bot → alice:  Connected as @alice@127.0.0.1:",
+        "mentioned you:",
+        "carol (@carol@social.example) favourited your post",
+        "asked to follow you",
+        "Relaying mention for @alice@",
+        "Relaying again for @alice@",
+        "bot → alice:  Revoked @alice@127.0.0.1:",
+        "alice has no active token left",
+    ):
+        assert line in out
+    assert "dave" not in out.split("(bob mentions alice again)")[1]  # the favourite after `notify mention`
+    assert CODE_OR_TOKEN.search(out) is None
+    assert CODE_OR_TOKEN.search(result.stderr) is None
+    assert "Traceback" not in result.stderr
+    assert list(tmp_path.glob("gts-bot-demo-*")) == []  # the temporary directory is gone without --keep
+
+
+def test_a_tree_without_the_test_helpers_gets_the_checkout_hint(tmp_path: Path) -> None:
+    with pytest.raises(DemoUnavailable) as raised:
+        load_helpers(tmp_path)
+    assert str(tmp_path) in str(raised.value)
+    assert CHECKOUT_HINT in str(raised.value)
