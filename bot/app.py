@@ -16,14 +16,12 @@ from importlib.metadata import PackageNotFoundError, version
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from bot.accounts import AccountsService
-from bot.chat import Reply
 from bot.commands.handlers import BotCommands
 from bot.commands.throttle import UserThrottle
 from bot.config import Config
 from bot.connect import ConnectFlows
 from bot.dms import DmDirectory
-from bot.fediverse.client import FediverseClient
-from bot.fediverse.guard import Resolver, build_http_client
+from bot.fediverse.guard import Resolver
 from bot.fediverse.ratelimit import PacerRegistry
 from bot.fediverse.streaming import build_stream_connector
 from bot.log import installed_redactor
@@ -33,17 +31,17 @@ from bot.matrix.types import RoomId, TrustPolicy, UserId
 from bot.observability import DatabaseCheck, HealthServer, Metrics, SyncFreshnessCheck, sqlalchemy_ping
 from bot.relay.manager import RelayManager
 from bot.router import Router
+from bot.runtime import open_database, open_fediverse_client
 from bot.store.crypto import KeyRing
-from bot.store.db import create_engine, session_factory
 from bot.store.keys import open_keyring
-from bot.store.migrate import upgrade
 from bot.store.records import utc_now
 from bot.store.repositories import FlowsRepository, HandledEventsRepository
 from bot.store.session_store import DatabaseHandledEvents, DatabaseSessionStore
+from bot.store.stats import store_counts
 
 log = logging.getLogger(__name__)
 
-HOUSEKEEPING_SECONDS = 300.0
+HOUSEKEEPING_SECONDS = 60.0
 HANDLED_EVENTS_KEPT = timedelta(days=7)
 
 
@@ -66,27 +64,27 @@ class Bot:
     router: Router
     metrics: Metrics
     dms: DmDirectory
+    health: HealthServer | None
 
 
 @asynccontextmanager
 async def running_bot(config: Config, *, resolver: Resolver | None = None) -> AsyncIterator[Bot]:
     """Start everything; on exit stop it in reverse order (relay, Matrix, HTTP, database)."""
     async with AsyncExitStack() as stack:
-        engine = create_engine(config.database.url)
-        stack.push_async_callback(engine.dispose)
-        await upgrade(engine)
-        sessions = session_factory(engine)
+        metrics = Metrics(_version())
+        database = await stack.enter_async_context(open_database(config.database.url))
+        engine, sessions = database.engine, database.sessions
         keyring = await open_keyring(config.encryption.key_file, sessions)
         redactor = installed_redactor()
         if redactor is not None:
             redactor.add_secret(keyring.e2ee_store_key())
 
-        http = build_http_client(config.fediverse, resolver)
-        stack.push_async_callback(http.aclose)
-        pacers = PacerRegistry()
-        client = FediverseClient.from_settings(http, config.fediverse, pacers=pacers)
+        client = await stack.enter_async_context(
+            open_fediverse_client(
+                config.fediverse, resolver, pacers=PacerRegistry(), on_response=metrics.instance_request
+            )
+        )
         connector = build_stream_connector(config.fediverse, resolver)
-        metrics = Metrics(_version())
 
         matrix = MatrixAdapter(
             Credentials(
@@ -101,6 +99,8 @@ async def running_bot(config: Config, *, resolver: Resolver | None = None) -> As
             DatabaseSessionStore(sessions, keyring),
             trust_policy=TrustPolicy(config.matrix.trust_policy),
         )
+        matrix.on_sent(metrics.matrix_send)
+        matrix.on_rate_limit(lambda state: metrics.matrix_send(rate_limited=True) if state.blocked else None)
         await matrix.start()
         stack.push_async_callback(matrix.stop)
         dms = DmDirectory(sessions, matrix)
@@ -121,6 +121,7 @@ async def running_bot(config: Config, *, resolver: Resolver | None = None) -> As
             notify_user=notify_user,
             metrics=metrics,
         )
+        dms.on_recorded(relay.dm_room_changed)
         flows = ConnectFlows(
             sessions=sessions,
             keyring=keyring,
@@ -152,19 +153,20 @@ async def running_bot(config: Config, *, resolver: Resolver | None = None) -> As
 
         sync_check = SyncFreshnessCheck()
         matrix.on_sync(sync_check.mark_synced)
+        health: HealthServer | None = None
         if config.observability.enabled:
-            server = HealthServer(
+            health = HealthServer(
                 config.observability.host,
                 config.observability.port,
                 metrics,
                 [sync_check, DatabaseCheck(sqlalchemy_ping(engine))],
             )
-            await server.start()
-            stack.push_async_callback(server.stop)
+            await health.start()
+            stack.push_async_callback(health.stop)
 
         housekeeping = asyncio.create_task(_housekeeping(sessions, metrics, relay), name="housekeeping")
         stack.callback(housekeeping.cancel)
-        yield Bot(engine, sessions, keyring, matrix, relay, router, metrics, dms)
+        yield Bot(engine, sessions, keyring, matrix, relay, router, metrics, dms, health)
 
 
 async def _housekeeping(
@@ -176,9 +178,11 @@ async def _housekeeping(
                 now = utc_now()
                 await FlowsRepository(session).delete_expired(now)
                 await HandledEventsRepository(session).prune(now - HANDLED_EVENTS_KEPT)
+                counts = await store_counts(session)
+            metrics.set_connected_accounts(counts.accounts)
+            metrics.set_pending_flows(counts.pending_flows)
         except Exception:
             log.exception("housekeeping failed; trying again later")
-        metrics.set_live_streams(relay.live_streams)
         await asyncio.sleep(HOUSEKEEPING_SECONDS)
 
 
@@ -213,4 +217,4 @@ def run(config: Config) -> int:
     return asyncio.run(_main(config))
 
 
-__all__ = ["Bot", "Reply", "run", "running_bot", "serve"]
+__all__ = ["Bot", "run", "running_bot", "serve"]

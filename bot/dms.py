@@ -8,6 +8,7 @@ gained a third member, or that the user left, is replaced by a new one when need
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -28,6 +29,11 @@ class DmDirectory:
     def __init__(self, sessions: async_sessionmaker[AsyncSession], rooms: RoomsPort) -> None:
         self._sessions = sessions
         self._rooms = rooms
+        self._observers: list[Callable[[str], None]] = []
+
+    def on_recorded(self, observer: Callable[[str], None]) -> None:
+        """Call `observer(user_id)` whenever a user's DM room is recorded or changed."""
+        self._observers.append(observer)
 
     async def room_for(self, user_id: str) -> str | None:
         async with self._sessions() as session:
@@ -36,6 +42,8 @@ class DmDirectory:
     async def record(self, user_id: str, room_id: str) -> None:
         async with self._sessions() as session, session.begin():
             await DmRoomsRepository(session).set(user_id, room_id)
+        for observer in self._observers:
+            observer(user_id)
 
     async def is_dm(self, user_id: str, room_id: str) -> bool:
         """Whether `room_id` is `user_id`'s DM with the bot; a 1:1 room the user writes in becomes it."""

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from bot.config import FediverseConfig
+from bot.fediverse._http import ResponseObserver
 from bot.fediverse.client import FediverseClient
 from bot.fediverse.guard import Resolver, build_http_client
 from bot.fediverse.ratelimit import PacerRegistry
@@ -45,11 +46,15 @@ async def open_database(url: str) -> AsyncIterator[Database]:
 
 @asynccontextmanager
 async def open_fediverse_client(
-    settings: FediverseConfig, resolver: Resolver | None = None, *, pacers: PacerRegistry | None = None
+    settings: FediverseConfig,
+    resolver: Resolver | None = None,
+    *,
+    pacers: PacerRegistry | None = None,
+    on_response: ResponseObserver | None = None,
 ) -> AsyncIterator[FediverseClient]:
     """A FediverseClient over the guarded HTTP stack; its connections are closed on exit."""
     http = build_http_client(settings, resolver)
     try:
-        yield FediverseClient.from_settings(http, settings, pacers=pacers)
+        yield FediverseClient.from_settings(http, settings, pacers=pacers, on_response=on_response)
     finally:
         await http.aclose()

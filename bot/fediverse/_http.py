@@ -9,7 +9,7 @@ import re
 import socket
 import ssl
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import httpx
@@ -96,6 +96,10 @@ def parse_link_header(value: str | None) -> dict[str, httpx.URL]:
     return links
 
 
+ResponseObserver = Callable[[str, int], None]
+"""Told (instance display name, HTTP status) of every response an instance gives; metrics use it."""
+
+
 class InstanceHttp:
     def __init__(
         self,
@@ -105,7 +109,9 @@ class InstanceHttp:
         request_timeout: float,
         max_response_bytes: int,
         pacers: PacerRegistry,
+        on_response: ResponseObserver | None = None,
     ) -> None:
+        self._on_response = on_response
         self._http = http
         self._connect_timeout = connect_timeout
         self._request_timeout = request_timeout
@@ -131,6 +137,8 @@ class InstanceHttp:
         while True:
             await pacer.acquire()
             response = await self._fetch(instance, method, path, params, data, headers)
+            if self._on_response is not None:
+                self._on_response(instance.display, response.status)
             if response.status != 429:
                 pacer.observe(response.headers)
                 return response

@@ -31,6 +31,7 @@ from bot.fediverse._http import (
     InstanceHttp,
     QueryParams,
     RawResponse,
+    ResponseObserver,
     decode_json,
     error_fields,
     parse_link_header,
@@ -91,6 +92,7 @@ class FediverseClient:
         request_timeout: float = 15.0,
         max_response_bytes: int = 1_048_576,
         pacers: PacerRegistry | None = None,
+        on_response: ResponseObserver | None = None,
     ) -> None:
         self._http = InstanceHttp(
             http,
@@ -98,6 +100,7 @@ class FediverseClient:
             request_timeout=request_timeout,
             max_response_bytes=max_response_bytes,
             pacers=pacers if pacers is not None else PacerRegistry(),
+            on_response=on_response,
         )
 
     @classmethod
@@ -107,6 +110,7 @@ class FediverseClient:
         settings: HttpSettings,
         *,
         pacers: PacerRegistry | None = None,
+        on_response: ResponseObserver | None = None,
     ) -> FediverseClient:
         return cls(
             http,
@@ -114,6 +118,7 @@ class FediverseClient:
             request_timeout=settings.request_timeout,
             max_response_bytes=settings.max_response_bytes,
             pacers=pacers,
+            on_response=on_response,
         )
 
     # -- discovery -------------------------------------------------------------------------------------

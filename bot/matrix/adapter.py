@@ -90,6 +90,7 @@ class MatrixAdapter:
         self._idle.set()
         self.logins = 0
         self._sync_observers: list[Callable[[], None]] = []
+        self._sent_observers: list[Callable[[], None]] = []
 
     # ---- identity and state ----
 
@@ -165,6 +166,10 @@ class MatrixAdapter:
             await self._client.close()
 
     # ---- sync ----
+
+    def on_sent(self, observer: Callable[[], None]) -> None:
+        """Call `observer` after every message the homeserver accepted (metrics use it)."""
+        self._sent_observers.append(observer)
 
     def on_sync(self, observer: Callable[[], None]) -> None:
         """Call `observer` after every sync whose events were handled (health checks use it)."""
@@ -297,7 +302,10 @@ class MatrixAdapter:
             "formatted_body": html,
         }
         txn = txn_id or uuid.uuid4().hex
-        return await self._sender.run(lambda: self._send_once(room_id, "m.room.message", content, txn))
+        event_id = await self._sender.run(lambda: self._send_once(room_id, "m.room.message", content, txn))
+        for observer in self._sent_observers:
+            observer()
+        return event_id
 
     async def _send_once(
         self, room_id: RoomId, event_type: str, content: dict[str, Any], txn: str

@@ -116,6 +116,7 @@ class UserDelivery:
         self._pending: list[DeliveryItem] = []
         self._prepared: deque[_Prepared] = deque()
         self._wake = asyncio.Event()
+        self._room_changed = asyncio.Event()
         self._preparing = asyncio.Lock()
         self._send_backoff = Backoff(base=tuning.send_retry_base, cap=tuning.send_retry_cap, rng=rng)
 
@@ -136,6 +137,10 @@ class UserDelivery:
         """Drop the account's items not yet in the outbox (its relay restarts from the stored cursor)."""
         async with self._preparing:
             self._pending = [i for i in self._pending if i.account_id != account_id]
+
+    def room_changed(self) -> None:
+        """The user's DM room was (re)recorded: stop waiting for one."""
+        self._room_changed.set()
 
     def inflight_cursor(self, account_id: AccountId) -> str | None:
         """The newest cursor of this account in outbox rows not yet committed."""
@@ -190,6 +195,7 @@ class UserDelivery:
             return False
 
     async def _prepare_batch(self) -> bool:
+        self._room_changed.clear()
         async with self._preparing:
             batch = self._pending[: self._tuning.max_batch]
             prepared = await self._write_batch(batch)
@@ -199,8 +205,17 @@ class UserDelivery:
                 self._prepared.extend(prepared)
                 return True
         log.info("no DM room with %s yet; keeping its notifications queued", self.matrix_user_id)
-        await self._sleep(self._tuning.no_room_retry)
+        await self._wait_for_room()
         return False
+
+    async def _wait_for_room(self) -> None:
+        nap = asyncio.ensure_future(self._sleep(self._tuning.no_room_retry))
+        room = asyncio.ensure_future(self._room_changed.wait())
+        try:
+            await asyncio.wait({nap, room}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            nap.cancel()
+            room.cancel()
 
     async def _write_batch(self, batch: list[DeliveryItem]) -> list[_Prepared] | None:
         """Write the batch's messages to the outbox (one transaction); None when there is no DM room."""

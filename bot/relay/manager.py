@@ -185,6 +185,12 @@ class RelayManager:
         await asyncio.gather(*tasks, return_exceptions=True)
         self._deliveries.clear()
 
+    def dm_room_changed(self, matrix_user_id: str) -> None:
+        """A new DM room was recorded for the user: deliver what waits for it now."""
+        entry = self._deliveries.get(matrix_user_id)
+        if entry is not None:
+            entry[0].room_changed()
+
     # -- internals ------------------------------------------------------------------------------------------
 
     def _lock(self, account_id: AccountId) -> asyncio.Lock:

@@ -170,3 +170,46 @@ async def _is_redacted(synapse: Synapse, token: str, room_id: str, event_id: str
             return True
         await asyncio.sleep(0.25)
     return False
+
+
+async def test_undecryptable_message_gets_an_explanation(
+    synapse: Synapse, make_human: MakeHuman, tmp_path: Path
+) -> None:
+    bot_user, bot_password = await new_bot_account(synapse)
+    config = bot_config(synapse, bot_user, bot_password, tmp_path / "data")
+    alice = await make_human("alice")
+    async with run_bot(config):
+        room = await open_dm(alice, bot_user)
+        await alice.send_undecryptable(room, "!gts status")
+        answer = await next_text(alice, room, bot_user)
+        assert "could not read your encrypted message" in answer
+        assert "did not share the message's key" in answer
+
+
+async def test_leaving_the_dm_stops_relaying_until_a_new_dm(
+    synapse: Synapse, make_human: MakeHuman, gts: FakeGoToSocial, tmp_path: Path
+) -> None:
+    bot_user, bot_password = await new_bot_account(synapse)
+    config = bot_config(synapse, bot_user, bot_password, tmp_path / "data")
+    alice = await make_human("alice")
+    async with run_bot(config):
+        room = await open_dm(alice, bot_user)
+        reply, _ = await connect_account(alice, room, bot_user, gts, EMAIL, PASSWORD)
+        assert "Connected as" in reply
+        await alice.client.room_leave(room)
+        await _until_left(synapse, room, bot_user)  # the bot saw the leave and left too
+        gts.notify("alice", "mention", "bob", status_text="while you were away")
+        # a new DM: the waiting notification is delivered there, not lost
+        new_room = await alice.create_dm(bot_user)
+        texts = [await next_text(alice, new_room, bot_user) for _ in range(2)]  # greeting + notification
+        assert any("while you were away" in t for t in texts), texts
+        assert await alice.no_more_messages(room, bot_user, wait=1.0)
+
+
+async def _until_left(synapse: Synapse, room_id: str, user_id: str) -> None:
+    for _ in range(120):
+        members = await synapse.admin_request("GET", f"/_synapse/admin/v1/rooms/{quote(room_id)}/members")
+        if user_id not in members["members"]:
+            return
+        await asyncio.sleep(0.25)
+    raise AssertionError(f"{user_id} did not leave {room_id}")
