@@ -6,6 +6,12 @@ this, so nothing missed while disconnected is lost. Polling (one catch-up every 
 jitter) replaces streaming when it is switched off, when the token lacks the top-level `read` scope the
 stream needs, or for a while after the stream keeps failing while REST works.
 
+Memory stays bounded whatever the instance sends: the stream buffer has a fixed size (a full buffer stops
+reading the stream), nothing is handed over while the user's delivery queue is full, and a catch-up takes
+at most `catch_up_pages` pages per round, then waits for delivery to drain and pauses before the next
+round. Nothing is dropped: the cursor only moves past what was handed over, so whatever was not read yet
+is fetched again by a later catch-up.
+
 Instance failures go through the instance's circuit breaker and this account's backoff (capped, so a
 failing account costs at most ~12 requests an hour). A 401 ends the loop: the caller marks the account
 broken and tells the user (`AccountBroken`).
@@ -20,7 +26,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 from bot.config import RelayConfig
 from bot.errors import (
@@ -50,6 +56,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 _STREAM_FAILURES = (InstanceUnreachableError, RateLimitedError, BadResponseError, UnexpectedRedirectError)
+
+_Round = Literal["done", "more", "full"]
 
 # Stored as the cursor when an account had no notifications at all: every id is newer than "0".
 NO_NOTIFICATIONS_CURSOR = "0"
@@ -102,6 +110,7 @@ class AccountRelay:
         self._stream_backoff = Backoff(base=t.reconnect_base, cap=t.reconnect_cap, rng=deps.rng)
         self._connected = False
         self._stream: NotificationStream | None = None
+        self._buffer: asyncio.Queue[Notification | FediverseError] | None = None
         self.mode = "starting"
 
     def __repr__(self) -> str:
@@ -110,6 +119,11 @@ class AccountRelay:
     @property
     def streaming(self) -> bool:
         return self._stream is not None
+
+    @property
+    def buffered(self) -> int:
+        """Stream notifications received but not handed over yet."""
+        return 0 if self._buffer is None else self._buffer.qsize()
 
     async def close_stream(self) -> None:
         stream = self._stream
@@ -137,7 +151,7 @@ class AccountRelay:
         while True:
             if self._d.clock() < poll_until:
                 self.mode = "polling"
-                await self._instance_call(self._catch_up)
+                await self._catch_up()
                 await self._d.sleep(self._poll_delay())
                 continue
             self.mode = "streaming"
@@ -165,7 +179,7 @@ class AccountRelay:
                 if not self._connected:
                     # Is it the stream or the whole instance? REST answers that (waiting out an outage
                     # through the breaker) and delivers what came meanwhile.
-                    await self._instance_call(self._catch_up)
+                    await self._catch_up()
                 if quick_failures >= t.stream_failures_before_poll:
                     log.info("%s: the stream keeps failing; polling for %.0f s", self, poll_for)
                     poll_until = self._d.clock() + poll_for
@@ -207,19 +221,34 @@ class AccountRelay:
         self._cursor = cursor
 
     async def _catch_up(self) -> None:
-        """Hand over everything after the cursor, oldest first, page by page."""
-        limit = self._d.tuning.page_limit
+        """Hand over everything after the cursor, oldest first, in rounds of `catch_up_pages` pages."""
+        t = self._d.tuning
         while True:
+            await self._delivery.wait_for_capacity()
+            outcome = await self._instance_call(self._catch_up_round)
+            if outcome == "done":
+                return
+            if outcome == "more":  # a long backlog (or an instance that never stops): pace it
+                log.info("%s: %d catch-up pages in a row; continuing after a pause", self, t.catch_up_pages)
+                await self._delivery.wait_drained()
+                await self._d.sleep(t.catch_up_pause)
+
+    async def _catch_up_round(self) -> _Round:
+        limit = self._d.tuning.page_limit
+        for index in range(self._d.tuning.catch_up_pages):
+            if index > 0 and self._delivery.full:  # (the caller waited for room before the first page)
+                return "full"
             page = await self._d.client.notifications(
                 self.instance, self.account.token, min_id=self._cursor, limit=limit
             )
             newest = max_id(page.all_ids)
             if newest is None or not is_newer(newest, self._cursor):
-                return  # nothing (more) after the cursor
+                return "done"  # nothing (more) after the cursor
             self._hand_over(sorted(page.items, key=lambda n: notification_id_key(n.id)), live=False)
             self._cursor = newest  # also past unreadable items (page.skipped_ids), which are not relayed
             if len(page.all_ids) < limit:
-                return
+                return "done"
+        return "more"
 
     def _hand_over(self, notifications: list[Notification], *, live: bool) -> None:
         out: list[DeliveryItem] = []
@@ -255,17 +284,20 @@ class AccountRelay:
         self._connected = True
         self._stream = stream
         self._stream_changed(+1)
-        buffer: asyncio.Queue[Notification | FediverseError] = asyncio.Queue()
+        buffer: asyncio.Queue[Notification | FediverseError] = asyncio.Queue(self._d.tuning.stream_buffer)
+        self._buffer = buffer
         pump = asyncio.create_task(self._pump(stream, buffer), name=f"stream-pump-{self.account.id}")
         try:
-            await self._instance_call(self._catch_up)
+            await self._catch_up()
             while True:
+                await self._delivery.wait_for_capacity()
                 item = await buffer.get()
                 if isinstance(item, FediverseError):
                     raise item
                 self._hand_over([item], live=True)
         finally:
             self._stream = None
+            self._buffer = None
             self._stream_changed(-1)
             pump.cancel()
             await asyncio.gather(pump, return_exceptions=True)
@@ -273,13 +305,14 @@ class AccountRelay:
 
     @staticmethod
     async def _pump(stream: NotificationStream, buffer: asyncio.Queue[Notification | FediverseError]) -> None:
+        """Move stream notifications into the bounded buffer; while it is full, the stream is not read."""
         try:
             async for notification in stream:
-                buffer.put_nowait(notification)
+                await buffer.put(notification)
         except FediverseError as exc:
-            buffer.put_nowait(exc)
+            await buffer.put(exc)
             return
-        buffer.put_nowait(InstanceUnreachableError("The notification stream was closed."))
+        await buffer.put(InstanceUnreachableError("The notification stream was closed."))
 
     def _stream_changed(self, delta: int) -> None:
         if self._d.on_stream_change is not None:

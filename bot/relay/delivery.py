@@ -8,7 +8,14 @@ Exactly once: a batch's messages are written to the outbox (with the account cur
 transaction BEFORE sending; each is sent with a transaction id derived from the notifications it covers;
 then, in one transaction, the row is deleted and its cursors are committed. After a crash the manager
 re-sends the outbox rows first, with the same transaction ids, so the homeserver drops any duplicate.
-Send failures are retried with backoff and block later messages (order is kept, nothing is skipped).
+Send failures are retried with backoff and block later messages (order is kept, nothing is skipped),
+except permanent ones (`send_failures`): a message always goes to the user's current DM room (re-targeted,
+same transaction id, when the DM changed; held while there is none), and one the current room keeps
+refusing (too large; or forbidden after `forbidden_retries` looks) is logged, counted and dropped so the
+queue moves on.
+
+The queue is bounded: relays wait for `wait_for_capacity` before handing over more (at most one page per
+account beyond `max_pending`), so a flood stays on the instance, not in memory.
 """
 
 from __future__ import annotations
@@ -29,9 +36,11 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from bot.errors import new_reference
 from bot.observability.metrics import Metrics
 from bot.relay.backoff import Backoff
+from bot.relay.delivery_store import DeliveryStore, advance_cursors
 from bot.relay.format import Message
 from bot.relay.grouping import Pending, group_notifications, pack_messages
 from bot.relay.ids import is_newer, max_id
+from bot.relay.send_failures import is_permanent_send_failure, is_room_refusal
 from bot.relay.tuning import RelayTuning
 from bot.store.crypto import KeyRing
 from bot.store.outbox import OutboxRecord, OutboxRepository
@@ -78,6 +87,7 @@ class _Prepared:
 
     record: OutboxRecord
     items: tuple[DeliveryItem, ...] = ()  # for metrics; empty for rows found at start
+    refusals: int = 0  # 403/404 from the room that is still the user's DM
 
 
 def txn_id_for(pairs: Sequence[tuple[AccountId, str]]) -> str:
@@ -113,9 +123,12 @@ class UserDelivery:
         self._metrics = metrics
         self._sleep = sleep
         self._wall_clock = wall_clock
+        self._store = DeliveryStore(sessions, keyring, matrix_user_id)
         self._pending: list[DeliveryItem] = []
         self._prepared: deque[_Prepared] = deque()
         self._wake = asyncio.Event()
+        self._space = asyncio.Event()  # set when the pending queue shrank below max_pending
+        self._drained = asyncio.Event()  # set when nothing is pending or prepared
         self._room_changed = asyncio.Event()
         self._preparing = asyncio.Lock()
         self._send_backoff = Backoff(base=tuning.send_retry_base, cap=tuning.send_retry_cap, rng=rng)
@@ -137,9 +150,38 @@ class UserDelivery:
         """Drop the account's items not yet in the outbox (its relay restarts from the stored cursor)."""
         async with self._preparing:
             self._pending = [i for i in self._pending if i.account_id != account_id]
+            self._shrunk()
+
+    async def drop_pending(self) -> None:
+        """Drop every item not yet in the outbox (the user's relays are stopped; cursors stay behind)."""
+        async with self._preparing:
+            self._pending = []
+            self._shrunk()
+
+    @property
+    def full(self) -> bool:
+        return len(self._pending) >= self._tuning.max_pending
+
+    async def wait_for_capacity(self) -> None:
+        """Back-pressure: return once fewer than `max_pending` items wait to be prepared."""
+        while self.full:
+            self._space.clear()
+            await self._space.wait()
+
+    async def wait_drained(self) -> None:
+        """Return once everything handed over has been delivered (or dropped)."""
+        while self._pending or self._prepared:
+            self._drained.clear()
+            await self._drained.wait()
+
+    def _shrunk(self) -> None:
+        if not self.full:
+            self._space.set()
+        if not self._pending and not self._prepared:
+            self._drained.set()
 
     def room_changed(self) -> None:
-        """The user's DM room was (re)recorded: stop waiting for one."""
+        """The user's DM room was (re)recorded or dropped: look at it again now."""
         self._room_changed.set()
 
     def inflight_cursor(self, account_id: AccountId) -> str | None:
@@ -169,17 +211,75 @@ class UserDelivery:
 
     async def _deliver_head(self) -> None:
         head = self._prepared[0]
-        if not await self._guard(lambda: self._send(head), failed=head):
+        if not await self._guard(lambda: self._aim(head)):
+            return
+        failure: Exception | None = None
+        try:
+            await self._send(head)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            if not is_permanent_send_failure(exc):
+                await self._transient_failure(head)
+                return
+            failure = exc
+        if failure is not None:
+            refused = failure
+            await self._guard(lambda: self._permanent_failure(head, refused))
             return
         self._send_backoff.reset()
         while not await self._guard(lambda: self._commit(head)):
             pass
-        self._prepared.popleft()
+        self._pop_head()
         self._count_relayed(head)
 
-    async def _guard(
-        self, step: Callable[[], Awaitable[bool | None]], *, failed: _Prepared | None = None
-    ) -> bool:
+    async def _aim(self, head: _Prepared) -> bool:
+        """Point the message at the user's current DM room; False (after a wait) when there is none."""
+        self._room_changed.clear()
+        room = await self._store.current_room()
+        if room is None:
+            log.info("no DM room with %s now; holding its relay messages", self.matrix_user_id)
+            await self._wait_for_room()
+            return False
+        if room != head.record.room_id:
+            log.info("the DM room of %s changed; sending its relay messages there", self.matrix_user_id)
+            head.record = await self._store.retarget(head.record, room)
+            head.refusals = 0
+        return True
+
+    async def _transient_failure(self, head: _Prepared) -> None:
+        ref = new_reference()
+        log.exception("relay delivery for %s failed (ref %s); retrying", self.matrix_user_id, ref)
+        if self._send_backoff.failures == 0:
+            self._count_failed(head)
+        await self._sleep(self._send_backoff.next_delay())
+
+    async def _permanent_failure(self, head: _Prepared, exc: Exception) -> None:
+        """Sending this message to its room cannot work. Another (or a future) DM room may: the next
+        `_aim` re-targets or waits. The same room refusing it: look again a few times (the bot may just
+        have been kicked and the DM record not updated yet), then give the message up."""
+        self._room_changed.clear()
+        room = await self._store.current_room()
+        if room != head.record.room_id:
+            return
+        if is_room_refusal(exc) and head.refusals < self._tuning.forbidden_retries:
+            head.refusals += 1
+            log.info("the DM of %s refused a relay message (%s); looking again", self.matrix_user_id, exc)
+            await self._wait_for_room()
+            return
+        ref = new_reference()
+        log.error(
+            "a relay message for %s cannot be delivered (%s, ref %s); dropped", self.matrix_user_id, exc, ref
+        )
+        self._count_failed(head)
+        await self._commit(head)
+        self._pop_head()
+
+    def _pop_head(self) -> None:
+        self._prepared.popleft()
+        self._shrunk()
+
+    async def _guard(self, step: Callable[[], Awaitable[bool | None]]) -> bool:
         """Run a step; on an error log it, back off, and return False so the step is tried again."""
         try:
             return (await step()) is not False
@@ -188,9 +288,6 @@ class UserDelivery:
         except Exception:
             ref = new_reference()
             log.exception("relay delivery for %s failed (ref %s); retrying", self.matrix_user_id, ref)
-            if failed is not None and self._metrics is not None and self._send_backoff.failures == 0:
-                for item in failed.items:
-                    self._metrics.notification_failed(item.type)
             await self._sleep(self._send_backoff.next_delay())
             return False
 
@@ -203,6 +300,7 @@ class UserDelivery:
                 taken = {id(item) for item in batch}
                 self._pending = [i for i in self._pending if id(i) not in taken]
                 self._prepared.extend(prepared)
+                self._shrunk()
                 return True
         log.info("no DM room with %s yet; keeping its notifications queued", self.matrix_user_id)
         await self._wait_for_room()
@@ -230,9 +328,7 @@ class UserDelivery:
             relayed = [i for i in batch if i.relay]
             messages = self._messages(relayed)
             if not messages:  # only filtered-out items: move the cursors, send nothing
-                accounts = AccountsRepository(session, self._keyring)
-                for account_id, cursor in cursors.items():
-                    await accounts.set_cursor(account_id, cursor)
+                await advance_cursors(AccountsRepository(session, self._keyring), cursors)
             outbox = OutboxRepository(session)
             prepared: list[_Prepared] = []
             for index, message in enumerate(messages):
@@ -260,11 +356,12 @@ class UserDelivery:
         await self._sender.send_notice(cast("RoomId", r.room_id), r.body, r.html, txn_id=r.txn_id)
 
     async def _commit(self, prepared: _Prepared) -> None:
-        async with self._sessions() as session, session.begin():
-            accounts = AccountsRepository(session, self._keyring)
-            for account_id, cursor in prepared.record.cursors.items():
-                await accounts.set_cursor(account_id, cursor)
-            await OutboxRepository(session).delete(prepared.record.id)
+        await self._store.commit(prepared.record)
+
+    def _count_failed(self, prepared: _Prepared) -> None:
+        if self._metrics is not None:
+            for item in prepared.items:
+                self._metrics.notification_failed(item.type)
 
     def _count_relayed(self, prepared: _Prepared) -> None:
         if self._metrics is None:

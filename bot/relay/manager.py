@@ -9,10 +9,16 @@ Lifecycle for the composition root and the commands:
   account catches up from its cursor, so notifications that arrived while paused ARE delivered, grouped.
 - `await remove_account(id)`: the connection was revoked or deleted: the stream is closed before this
   returns. Messages already in the outbox still go out.
+- `await suspend_user(user)`: the user left their DM (or the bot was removed from it): their relays stop
+  and their queued, not-yet-outboxed items are dropped (cursors stay behind them, accounts stay ACTIVE).
+  Outbox messages wait for a DM room. `dm_room_changed(user)` (a DM was recorded) lifts the suspension
+  and starts the user's ACTIVE accounts that are not running.
+- `await forget_user(user)`: forget-me: relays stopped, queue and outbox messages dropped.
 - `await stop()`: streams closed, workers stopped; a message being sent stays in the outbox and is sent
   again (same transaction id) on the next start.
 
-A 401 marks the account BROKEN and tells the user once how to reconnect (`notify_user`).
+A 401 marks the account BROKEN (unless a reconnect stored another token meanwhile) and tells the user once
+how to reconnect (`notify_user`).
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ from bot.observability.metrics import Metrics
 from bot.relay.account_relay import AccountBroken, AccountRelay, RelayDeps
 from bot.relay.breaker import BreakerRegistry
 from bot.relay.delivery import MatrixSender, UserDelivery
+from bot.relay.delivery_store import advance_cursors
 from bot.relay.ids import max_id
 from bot.relay.tuning import RelayTuning
 from bot.store.crypto import KeyRing
@@ -119,6 +126,8 @@ class RelayManager:
         self._running: dict[AccountId, _Running] = {}
         self._deliveries: dict[str, tuple[UserDelivery, asyncio.Task[None]]] = {}
         self._locks: dict[AccountId, asyncio.Lock] = {}
+        self._suspended: set[str] = set()
+        self._resuming: set[asyncio.Task[None]] = set()
         self._live_streams = 0
         self._started = False
 
@@ -139,8 +148,10 @@ class RelayManager:
 
     @property
     def queued_notifications(self) -> int:
-        """Notifications handed over but not yet delivered, plus outbox messages not yet sent."""
-        return sum(delivery.backlog for delivery, _ in self._deliveries.values())
+        """Notifications received (stream buffers) or handed over but not yet delivered, plus outbox
+        messages not yet sent."""
+        buffered = sum(running.relay.buffered for running in self._running.values())
+        return buffered + sum(delivery.backlog for delivery, _ in self._deliveries.values())
 
     def account_mode(self, account_id: AccountId) -> str | None:
         """ "streaming", "polling", "starting", or None when the account is not being relayed."""
@@ -159,7 +170,8 @@ class RelayManager:
             log.info("re-sending %d relay message(s) left in the outbox for %s", len(records), user)
             self._delivery(user).load_outbox(records)
         for account in accounts:
-            await self._start_account(account)
+            async with self._lock(account.id):
+                await self._start_account(account)
 
     async def restart_account(self, account_id: AccountId) -> None:
         async with self._lock(account_id):
@@ -177,6 +189,10 @@ class RelayManager:
 
     async def stop(self) -> None:
         self._started = False
+        resuming = list(self._resuming)
+        for task in resuming:
+            task.cancel()
+        await asyncio.gather(*resuming, return_exceptions=True)
         for account_id in list(self._running):
             await self._stop_account(account_id, forget=False)
         tasks = [task for _, task in self._deliveries.values()]
@@ -186,12 +202,59 @@ class RelayManager:
         self._deliveries.clear()
 
     def dm_room_changed(self, matrix_user_id: str) -> None:
-        """A new DM room was recorded for the user: deliver what waits for it now."""
+        """A DM room was recorded for the user: deliver what waits for it now, and relay their ACTIVE
+        accounts again if they were suspended (that happens in the background; see `resume_user`)."""
+        self._suspended.discard(matrix_user_id)
         entry = self._deliveries.get(matrix_user_id)
         if entry is not None:
             entry[0].room_changed()
+        if self._started:
+            task = asyncio.create_task(
+                self.resume_user(matrix_user_id), name=f"relay-resume-{matrix_user_id}"
+            )
+            self._resuming.add(task)
+            task.add_done_callback(self._resuming.discard)
+
+    async def resume_user(self, matrix_user_id: str) -> None:
+        """Start the user's ACTIVE accounts that are not running (unless the user is suspended)."""
+        async with self._sessions() as session, session.begin():
+            accounts = await AccountsRepository(session, self._keyring).list_for_user(matrix_user_id)
+        for account in accounts:
+            if account.state is not AccountState.ACTIVE:
+                continue
+            async with self._lock(account.id):
+                if self._started and account.id not in self._running:
+                    await self._start_account(account)
+
+    async def suspend_user(self, matrix_user_id: str) -> None:
+        """Stop relaying to a user who has no usable DM any more; nothing is lost (see the module doc)."""
+        self._suspended.add(matrix_user_id)
+        await self._stop_user(matrix_user_id)
+        entry = self._deliveries.get(matrix_user_id)
+        if entry is not None:
+            await entry[0].drop_pending()
+            entry[0].room_changed()  # outbox messages: look at the DM record again before sending
+        log.info("relaying to %s suspended until they have a DM with the bot again", matrix_user_id)
+
+    async def forget_user(self, matrix_user_id: str) -> None:
+        """Forget-me: stop the user's relays and drop everything queued for them, outbox included."""
+        self._suspended.discard(matrix_user_id)
+        await self._stop_user(matrix_user_id)
+        entry = self._deliveries.pop(matrix_user_id, None)
+        if entry is not None:
+            entry[1].cancel()
+            await asyncio.gather(entry[1], return_exceptions=True)
+        async with self._sessions() as session, session.begin():
+            await OutboxRepository(session).delete_for_user(matrix_user_id)
 
     # -- internals ------------------------------------------------------------------------------------------
+
+    async def _stop_user(self, matrix_user_id: str) -> None:
+        for account_id in [
+            a for a, r in self._running.items() if r.relay.account.matrix_user_id == matrix_user_id
+        ]:
+            async with self._lock(account_id):
+                await self._stop_account(account_id)
 
     def _lock(self, account_id: AccountId) -> asyncio.Lock:
         return self._locks.setdefault(account_id, asyncio.Lock())
@@ -214,6 +277,8 @@ class RelayManager:
         return entry[0]
 
     async def _start_account(self, account: AccountRecord) -> None:
+        if account.matrix_user_id in self._suspended or account.id in self._running:
+            return
         try:
             instance = parse_instance(account.instance, allow_http=self._allow_http)
         except FediverseError:
@@ -222,6 +287,8 @@ class RelayManager:
         async with self._sessions() as session, session.begin():
             accounts = AccountsRepository(session, self._keyring)
             several = await accounts.count_for_user(account.matrix_user_id) > 1
+        if account.matrix_user_id in self._suspended or not self._started:
+            return  # suspended (or stopped) while the count was read
         delivery = self._delivery(account.matrix_user_id)
         cursor = account.cursor
         inflight = delivery.inflight_cursor(account.id)
@@ -253,7 +320,7 @@ class RelayManager:
 
     async def _save_cursor(self, account_id: AccountId, cursor: str) -> None:
         async with self._sessions() as session, session.begin():
-            await AccountsRepository(session, self._keyring).set_cursor(account_id, cursor)
+            await advance_cursors(AccountsRepository(session, self._keyring), {account_id: cursor})
 
     async def _supervise(self, relay: AccountRelay, instance: InstanceRef) -> None:
         account = relay.account
@@ -261,7 +328,7 @@ class RelayManager:
             try:
                 await relay.run()
             except AccountBroken as broken:
-                await self._mark_broken(account, instance, broken.reason)
+                await self._mark_broken(relay, instance, broken.reason)
                 return
             except Exception:
                 ref = new_reference()
@@ -270,11 +337,20 @@ class RelayManager:
             else:
                 return
 
-    async def _mark_broken(self, account: AccountRecord, instance: InstanceRef, reason: str) -> None:
-        log.warning("account %s on %s: token no longer works (%s); now broken", account.id, instance, reason)
-        self._running.pop(account.id, None)
+    async def _mark_broken(self, relay: AccountRelay, instance: InstanceRef, reason: str) -> None:
+        account = relay.account
+        running = self._running.get(account.id)
+        if running is not None and running.relay is relay:
+            del self._running[account.id]
         async with self._sessions() as session, session.begin():
-            await AccountsRepository(session, self._keyring).set_state(account.id, AccountState.BROKEN)
+            accounts = AccountsRepository(session, self._keyring)
+            marked = await accounts.mark_broken_if_token(account.id, account.token)
+        if not marked:
+            log.info(
+                "account %s: an old token was rejected, but a newer one is stored; not broken", account.id
+            )
+            return
+        log.warning("account %s on %s: token no longer works (%s); now broken", account.id, instance, reason)
         plain, rich = broken_message(account.acct, instance.display, reason, self._prefix)
         try:
             await self._notify_user(account.matrix_user_id, plain, rich)

@@ -10,6 +10,10 @@ __all__ = ["RelayTuning"]
 @dataclass(frozen=True)
 class RelayTuning:
     page_limit: int = 80  # notifications per catch-up page (the server clamps to 80)
+    catch_up_pages: int = 10  # pages per catch-up round; then wait for delivery to drain and pause
+    catch_up_pause: float = 5.0  # the pause between catch-up rounds (an endless backlog is paced)
+    stream_buffer: int = 500  # stream notifications buffered per account; a full buffer stops reading
+    max_pending: int = 1_000  # notifications queued per Matrix user before relays stop taking more
     reconnect_base: float = 1.0  # first reconnect / retry delay after an instance failure
     reconnect_cap: float = 300.0  # never more than 12 attempts an hour per account at steady state
     stream_healthy_after: float = 60.0  # a stream that lived this long resets the failure count
@@ -21,6 +25,7 @@ class RelayTuning:
     send_retry_base: float = 1.0  # homeserver send failures: first retry delay
     send_retry_cap: float = 60.0
     no_room_retry: float = 30.0  # no DM room recorded for the user yet: look again after this long
+    forbidden_retries: int = 3  # 403/404 from the user's current DM: look again this often, then drop
     group_window: float = 1.0  # while the homeserver rate-limits us, gather this long before sending
     max_batch: int = 500  # notifications taken from a user's queue at once
     max_message_bytes: int = 24_000  # packed message size (plain + HTML)

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.store.models import OutboxMessage
@@ -96,3 +96,15 @@ class OutboxRepository:
         result = await self._session.execute(delete(OutboxMessage).where(OutboxMessage.id == outbox_id))
         count = getattr(result, "rowcount", 0)
         return isinstance(count, int) and count > 0
+
+    async def set_room(self, outbox_id: OutboxId, room_id: str) -> bool:
+        """Point a waiting message at another room (the user's DM changed); its txn id stays."""
+        stmt = update(OutboxMessage).where(OutboxMessage.id == outbox_id).values(room_id=room_id)
+        count = getattr(await self._session.execute(stmt), "rowcount", 0)
+        return isinstance(count, int) and count > 0
+
+    async def delete_for_user(self, matrix_user_id: str) -> int:
+        """Delete every waiting message of a user (forget-me); returns how many."""
+        stmt = delete(OutboxMessage).where(OutboxMessage.matrix_user_id == matrix_user_id)
+        count = getattr(await self._session.execute(stmt), "rowcount", 0)
+        return count if isinstance(count, int) else 0

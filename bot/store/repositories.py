@@ -6,6 +6,7 @@ dataclasses whose secret fields are left out of ``repr``. Timestamps come from a
 
 from __future__ import annotations
 
+import hmac
 import secrets
 from collections.abc import Iterable
 from datetime import datetime, timedelta
@@ -203,6 +204,15 @@ class AccountsRepository:
     async def set_state(self, account_id: AccountId, state: AccountState) -> bool:
         return await self._update(account_id, state=AccountState(state).value)
 
+    async def mark_broken_if_token(self, account_id: AccountId, token: str) -> bool:
+        """Set BROKEN only while the stored token is still `token` (compare-and-set: a reconnect that
+        stored a new token since must not be undone by a late 401 for the old one)."""
+        stmt = select(Account).where(Account.id == account_id).with_for_update()
+        row = (await self._session.execute(stmt)).scalar_one_or_none()
+        if row is None or not hmac.compare_digest(self._record(row).token.encode(), token.encode()):
+            return False
+        return await self.set_state(account_id, AccountState.BROKEN)
+
     async def set_notify_types(self, account_id: AccountId, types: Iterable[str] | None) -> bool:
         """Relay only these notification types; None relays every type."""
         value = None if types is None else " ".join(sorted(set(types)))
@@ -329,6 +339,10 @@ class DmRoomsRepository:
             row.room_id = room_id
             row.created_at = self._clock()
         await self._session.flush()
+
+    async def user_for_room(self, room_id: str) -> str | None:
+        stmt = select(DmRoom.matrix_user_id).where(DmRoom.room_id == room_id).limit(1)
+        return (await self._session.execute(stmt)).scalar_one_or_none()
 
     async def delete(self, matrix_user_id: str) -> bool:
         result = await self._session.execute(delete(DmRoom).where(DmRoom.matrix_user_id == matrix_user_id))

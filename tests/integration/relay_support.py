@@ -16,6 +16,7 @@ from bot.config import RelayConfig
 from bot.fediverse.client import FediverseClient
 from bot.fediverse.instance import parse_instance
 from bot.fediverse.streaming import StreamConnector, build_stream_connector
+from bot.observability.metrics import Metrics
 from bot.relay.manager import RelayManager
 from bot.relay.tuning import RelayTuning
 from bot.store.crypto import KeyRing
@@ -55,8 +56,10 @@ class Sent:
 @dataclass
 class RecordingSender:
     """A fake homeserver seam. `events` is what the room shows (a txn id seen before is dropped, as Synapse
-    does); `attempts` every call. `fail` makes sends raise; `gate` holds sends until set; `hang_after_record`
-    records the event and then never returns (the process "dies" before it learns the send worked)."""
+    does); `attempts` every call. `fail` makes sends raise; `refuse(room, body)` returns the homeserver's
+    error for a send (e.g. MatrixForbidden for a room the bot was kicked from) or None; `gate` holds sends
+    until set; `hang_after_record` records the event and then never returns (the process "dies" before it
+    learns the send worked)."""
 
     events: list[Sent] = field(default_factory=list)
     attempts: list[Sent] = field(default_factory=list)
@@ -64,6 +67,7 @@ class RecordingSender:
     rate_limited: bool = False
     gate: asyncio.Event | None = None
     hang_after_record: bool = False
+    refuse: Callable[[str, str], Exception | None] | None = None
     _seen: set[str] = field(default_factory=set)
 
     async def send_notice(self, room_id: str, body: str, html: str, *, txn_id: str | None = None) -> str:
@@ -73,6 +77,9 @@ class RecordingSender:
             await self.gate.wait()
         if self.fail:
             raise SendFailed("homeserver unavailable")
+        refused = None if self.refuse is None else self.refuse(room_id, body)
+        if refused is not None:
+            raise refused
         if txn_id is None or txn_id not in self._seen:
             self.events.append(sent)
             if txn_id is not None:
@@ -127,6 +134,7 @@ class Harness:
         config: RelayConfig = FAST_POLL,
         tuning: RelayTuning = FAST,
         sender: RecordingSender | None = None,
+        metrics: Metrics | None = None,
     ) -> RelayManager:
         manager = RelayManager(
             sessions=self.sessions,
@@ -138,6 +146,7 @@ class Harness:
             allow_http=True,
             command_prefix="!gts",
             notify_user=self.notified,
+            metrics=metrics,
             tuning=tuning,
             rng=random.Random(7),
         )
@@ -187,6 +196,15 @@ class Harness:
             record = await Repositories(s, self.keyring).accounts.get(account_id)
         assert record is not None
         return record
+
+    async def set_dm(self, matrix_user_id: str, room_id: str | None) -> None:
+        """Record (or, with None, forget) the user's DM room, as bot.dms does."""
+        async with self.sessions() as s, s.begin():
+            rooms = Repositories(s, self.keyring).dm_rooms
+            if room_id is None:
+                await rooms.delete(matrix_user_id)
+            else:
+                await rooms.set(matrix_user_id, room_id)
 
     async def outbox(self) -> list[OutboxRecord]:
         async with self.sessions() as s, s.begin():

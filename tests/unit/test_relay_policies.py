@@ -7,10 +7,13 @@ import random
 
 import pytest
 
+from bot.matrix.errors import MatrixForbidden, MatrixNotFound, MatrixRateLimited, MatrixRequestError
 from bot.relay.backoff import Backoff
 from bot.relay.breaker import BreakerRegistry, BreakerState, CircuitBreaker
 from bot.relay.delivery import txn_id_for
 from bot.relay.manager import broken_message
+from bot.relay.send_failures import is_permanent_send_failure, is_room_refusal
+from bot.relay.tuning import RelayTuning
 from bot.store.outbox import format_cursors, parse_cursors
 from bot.store.records import AccountId
 
@@ -140,3 +143,29 @@ def test_the_broken_account_message_says_how_to_reconnect() -> None:
     plain, html = broken_message("<x>@b", "b", "scope", "!gts")
     assert "not allowed to read notifications" in plain
     assert "&lt;x&gt;" in html
+
+
+@pytest.mark.parametrize(
+    ("error", "permanent", "room"),
+    [
+        (MatrixForbidden("not in room", "M_FORBIDDEN", 403), True, True),
+        (MatrixNotFound("unknown room", "M_NOT_FOUND", 404), True, True),
+        (MatrixRequestError("event too large", "M_TOO_LARGE", 413), True, False),
+        (MatrixRequestError("too large", None, 413), True, False),
+        (MatrixRequestError("forbidden", None, 403), True, True),
+        (MatrixRateLimited("slow down", 1000), False, False),
+        (MatrixRequestError("server error", "M_UNKNOWN", 500), False, False),
+        (MatrixRequestError("bad gateway", None, 502), False, False),
+        (OSError("connection reset"), False, False),
+    ],
+)
+def test_send_failures_that_repeating_cannot_fix_are_permanent(
+    error: Exception, permanent: bool, room: bool
+) -> None:
+    assert is_permanent_send_failure(error) is permanent
+    assert is_room_refusal(error) is room
+
+
+def test_the_relay_bounds_have_their_documented_defaults() -> None:
+    tuning = RelayTuning()
+    assert (tuning.stream_buffer, tuning.max_pending, tuning.catch_up_pages) == (500, 1_000, 10)

@@ -1,0 +1,53 @@
+"""The database steps of delivery that are not about writing new messages, each one transaction.
+
+Cursor writes are monotonic: a cursor only ever moves to a newer id (`ids` ordering), read and compared
+in the same transaction, so a stale outbox row committed late can never move an account backwards.
+The DM room is only read here; `bot.dms` owns that record.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from bot.relay.ids import is_newer
+from bot.store.crypto import KeyRing
+from bot.store.outbox import OutboxRecord, OutboxRepository
+from bot.store.records import AccountId
+from bot.store.repositories import AccountsRepository, DmRoomsRepository
+
+__all__ = ["DeliveryStore", "advance_cursors"]
+
+
+async def advance_cursors(accounts: AccountsRepository, cursors: Mapping[AccountId, str]) -> None:
+    """Move each account's cursor forward to the given id; an older (or equal) id changes nothing."""
+    for account_id, cursor in sorted(cursors.items()):
+        account = await accounts.get(account_id)
+        if account is not None and is_newer(cursor, account.cursor):
+            await accounts.set_cursor(account_id, cursor)
+
+
+class DeliveryStore:
+    def __init__(
+        self, sessions: async_sessionmaker[AsyncSession], keyring: KeyRing, matrix_user_id: str
+    ) -> None:
+        self._sessions = sessions
+        self._keyring = keyring
+        self._user = matrix_user_id
+
+    async def current_room(self) -> str | None:
+        async with self._sessions() as session, session.begin():
+            return await DmRoomsRepository(session).get(self._user)
+
+    async def retarget(self, record: OutboxRecord, room_id: str) -> OutboxRecord:
+        async with self._sessions() as session, session.begin():
+            await OutboxRepository(session).set_room(record.id, room_id)
+        return dataclasses.replace(record, room_id=room_id)
+
+    async def commit(self, record: OutboxRecord) -> None:
+        """The message is done (sent, or given up): commit its cursors and delete it."""
+        async with self._sessions() as session, session.begin():
+            await advance_cursors(AccountsRepository(session, self._keyring), record.cursors)
+            await OutboxRepository(session).delete(record.id)
