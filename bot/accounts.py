@@ -43,6 +43,8 @@ class RelayControl(Protocol):
 
     async def remove_account(self, account_id: AccountId) -> None: ...
 
+    async def forget_user(self, matrix_user_id: str) -> None: ...
+
 
 @dataclass(frozen=True)
 class RevokeOutcome:
@@ -194,6 +196,7 @@ class AccountsService:
         """Revoke every account and delete all the bot stores about this user."""
         accounts = await self.for_user(user_id)
         outcomes = [await self._revoke_one(account) for account in accounts]
+        await self._relay.forget_user(user_id)  # queued notifications and outbox rows go too
         async with self._sessions() as session, session.begin():
             repos = self._repos(session)
             await repos.flows.delete_for_user(user_id)

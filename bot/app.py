@@ -78,6 +78,7 @@ async def running_bot(config: Config, *, resolver: Resolver | None = None) -> As
         redactor = installed_redactor()
         if redactor is not None:
             redactor.add_secret(keyring.e2ee_store_key())
+            keyring.on_secret(redactor.add_secret)  # every token and client secret, as it passes
 
         client = await stack.enter_async_context(
             open_fediverse_client(
@@ -146,10 +147,13 @@ async def running_bot(config: Config, *, resolver: Resolver | None = None) -> As
             handled=DatabaseHandledEvents(sessions),
             config=config.matrix,
             throttle=UserThrottle(config.limits.commands_per_minute, time.monotonic),
+            relay=relay,
+            bot_user_id=config.matrix.user_id,
             clock=time.monotonic,
         )
         await relay.start()
         stack.push_async_callback(relay.stop)
+        stack.push_async_callback(router.aclose)  # commands in flight finish before the relay stops
 
         sync_check = SyncFreshnessCheck()
         matrix.on_sync(sync_check.mark_synced)

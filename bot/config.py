@@ -201,7 +201,6 @@ class RelayConfig:
 
 @dataclass(frozen=True)
 class LimitsConfig:
-    max_pending_flows_per_user: int = setting(3, check=_at_least(1))
     commands_per_minute: int = setting(20, check=_at_least(1))
     max_accounts_per_user: int = setting(10, check=_at_least(1))
     max_message_bytes: int = setting(4096, check=_at_least(256))

@@ -78,6 +78,8 @@ class StartedFlow:
     scopes: tuple[str, ...]
     expires_at: datetime
     software: str | None
+    replaced_earlier: bool
+    """An earlier request that still waited for its code was cancelled by this one."""
 
 
 @dataclass(frozen=True)
@@ -116,8 +118,12 @@ def instance_permitted(host: str, allowlist: tuple[str, ...], denylist: tuple[st
 
 
 def instance_from_key(key: str, *, allow_http: bool) -> InstanceRef:
-    """Rebuild an InstanceRef from the base URL the store keeps."""
-    return parse_instance(key, allow_http=allow_http or key.startswith("http://"))
+    """Rebuild an InstanceRef from the base URL the store keeps.
+
+    An http:// instance stored while `allow_http` was on is refused once it is off: its token and the
+    app's client secret must not travel in plaintext.
+    """
+    return parse_instance(key, allow_http=allow_http)
 
 
 class ConnectFlows:
@@ -151,22 +157,13 @@ class ConnectFlows:
         ):
             raise InvalidInstanceError(f"This bot is not allowed to connect to {instance.display}.")
         scopes = requested_scopes(scope_args, self._fediverse.default_scopes)
-        async with self._sessions() as session, session.begin():
-            repos = Repositories(session, self._keyring, self._clock)
-            if await repos.accounts.count_for_user(user_id) >= self._limits.max_accounts_per_user:
-                raise CommandError(
-                    f"You already have {self._limits.max_accounts_per_user} connected accounts, the most "
-                    "this bot allows. Revoke one first."
-                )
-            if await repos.flows.count_for_user(user_id) >= self._limits.max_pending_flows_per_user:
-                raise CommandError(
-                    "You have too many connections waiting for a code. Finish one, or `cancel` them."
-                )
         info = await self._client.probe(instance)
         app = await self._app_for(instance, scopes)
         async with self._sessions() as session, session.begin():
             repos = Repositories(session, self._keyring, self._clock)
             await repos.flows.delete_expired(self._clock())
+            # One request at a time: a pasted code cannot say which instance it is for.
+            replaced = await repos.flows.delete_for_user(user_id)
             flow = await repos.flows.add(
                 matrix_user_id=user_id,
                 instance=instance.key,
@@ -176,7 +173,7 @@ class ConnectFlows:
                 ttl=self._flow_ttl,
             )
         url = authorize_url(instance, app.client_id, scopes, flow.oauth_state)
-        return StartedFlow(url, instance, scopes, flow.expires_at, info.software)
+        return StartedFlow(url, instance, scopes, flow.expires_at, info.software, replaced > 0)
 
     async def _app_for(self, instance: InstanceRef, scopes: tuple[str, ...]) -> AppRecord:
         """The stored app registration for this instance and scope set, registering one if needed."""
@@ -243,11 +240,17 @@ class ConnectFlows:
             raise
         async with self._sessions() as session, session.begin():
             repos = Repositories(session, self._keyring, self._clock)
-            previous = {a.fediverse_account_id: a for a in await repos.accounts.list_for_user(user_id)}.get(
-                account.id
+            existing = await repos.accounts.list_for_user(user_id)
+            previous = next(
+                (a for a in existing if a.fediverse_account_id == account.id and a.instance == instance.key),
+                None,
             )
-            if previous is not None and previous.instance != instance.key:
-                previous = None
+            if previous is None and len(existing) >= self._limits.max_accounts_per_user:
+                await self._revoke_quietly(instance, app, grant.access_token)
+                raise CommandError(
+                    f"You already have {len(existing)} connected accounts, the most this bot allows. "
+                    "Revoke one first; nothing was stored."
+                )
             stored = await repos.accounts.upsert(
                 matrix_user_id=user_id,
                 instance=instance.key,
@@ -259,11 +262,13 @@ class ConnectFlows:
             )
             if previous is None:
                 await repos.accounts.set_cursor(stored.id, cursor)
+        # The relay switches to the new token before the old one is revoked, so it never sees a 401
+        # for a connection that was just renewed.
+        await self._on_connected(stored.id)
         if previous is not None and previous.token != grant.access_token:
             old_app = await self._app_by_id(previous.app_id)
             if old_app is not None:
                 await self._revoke_quietly(instance, old_app, previous.token)
-        await self._on_connected(stored.id)
         return Connected(stored, instance, "read" in granted)
 
     async def _newest_notification_id(self, instance: InstanceRef, token: str) -> str | None:

@@ -63,6 +63,15 @@ class DmDirectory:
         await self.record(user_id, room_id)
         return room_id
 
+    async def forget_room_of_any_user(self, room_id: str) -> str | None:
+        """Drop the record of whichever user had `room_id` as their DM (the bot was removed from it)."""
+        async with self._sessions() as session, session.begin():
+            repo = DmRoomsRepository(session)
+            user = await repo.user_for_room(room_id)
+            if user is not None:
+                await repo.delete(user)
+            return user
+
     async def forget_room(self, user_id: str, room_id: str) -> bool:
         """Drop the record when `room_id` was the user's DM (they left it)."""
         async with self._sessions() as session, session.begin():

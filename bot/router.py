@@ -7,6 +7,7 @@ cancelled; exception text never reaches a room (the user gets a reference that i
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from collections.abc import Awaitable, Callable
@@ -15,7 +16,7 @@ from typing import Protocol
 
 from bot.chat import Reply
 from bot.commands.handlers import BotCommands
-from bot.commands.parse import parse_command
+from bot.commands.parse import ParsedCommand, parse_command
 from bot.commands.throttle import UserThrottle
 from bot.config import MatrixConfig, is_user_allowed
 from bot.connect import ConnectFlows
@@ -35,6 +36,8 @@ from bot.matrix.types import (
 log = logging.getLogger(__name__)
 
 MAX_COMMAND_BYTES = 8192
+MAX_CONCURRENT_COMMANDS = 8
+COMMAND_DEADLINE_SECONDS = 120
 _UNDECRYPTABLE_REPEAT_SECONDS = 600.0
 _CODE_SHAPE = re.compile(r"^(?=.*[0-9])(?=.*[A-Za-z])[A-Za-z0-9_\-~.]{20,256}$")
 
@@ -53,6 +56,15 @@ def looks_like_pasted_code(body: str) -> bool:
     return bool(_CODE_SHAPE.match(text.strip("`'\"")))
 
 
+def _remember(seen: dict[str, float], key: str, now: float, *, keep_for: float) -> None:
+    """Note when `key` was last warned about; entries older than `keep_for` are dropped as it grows."""
+    seen[key] = now
+    if len(seen) > 10_000:
+        for old, when in list(seen.items()):
+            if now - when > keep_for:
+                del seen[old]
+
+
 class MatrixPort(Protocol):
     async def send_notice(
         self, room_id: RoomId, body: str, html: str, *, txn_id: str | None = None
@@ -65,6 +77,12 @@ class MatrixPort(Protocol):
     async def can_redact(self, room_id: RoomId) -> bool: ...
 
     async def redact(self, room_id: RoomId, event_id: EventId, reason: str | None = None) -> bool: ...
+
+
+class RelayUsers(Protocol):
+    async def suspend_user(self, matrix_user_id: str) -> None:
+        """Stop relaying to the user until a new DM is recorded (nothing is lost meanwhile)."""
+        ...
 
 
 class HandledEvents(Protocol):
@@ -95,8 +113,12 @@ class Router:
         handled: HandledEvents,
         config: MatrixConfig,
         throttle: UserThrottle,
+        relay: RelayUsers,
+        bot_user_id: str,
         clock: Callable[[], float],
     ) -> None:
+        self._relay = relay
+        self._bot_user_id = bot_user_id
         self._matrix = matrix
         self._dms = dms
         self._commands = commands
@@ -107,6 +129,8 @@ class Router:
         self._clock = clock
         self._undecryptable_warned: dict[str, float] = {}
         self._throttle_warned: dict[str, float] = {}
+        self._user_tasks: dict[str, asyncio.Task[None]] = {}
+        self._slots = asyncio.Semaphore(MAX_CONCURRENT_COMMANDS)
 
     @property
     def _prefix(self) -> str:
@@ -132,27 +156,38 @@ class Router:
     # ---- messages ----
 
     async def _on_message(self, msg: IncomingMessage) -> None:
+        """Cheap checks inline; the command itself runs in the sender's own task (see `_spawn`)."""
         if not self._allowed(msg.sender) or msg.msgtype != "m.text":
+            return
+        parsed = parse_command(msg.body, self._prefix)
+        if parsed is None and not looks_like_pasted_code(msg.body):
+            # Ordinary chat: no database write and no room-state fetch for it.
+            if await self._dms.room_for(msg.sender) == msg.room_id:
+                await self._reply(
+                    msg.sender, msg.room_id, f"I only understand commands. Try: {self._prefix} help"
+                )
+            return
+        if not self._throttle.allow(msg.sender):
+            await self._warn_throttled(_Context(msg.sender, msg.room_id, self._prefix, self._matrix))
             return
         if not await self._handled.mark_handled(msg.event_id, msg.room_id):
             return
-        parsed = parse_command(msg.body, self._prefix)
+        self._spawn(msg.sender, lambda: self._on_addressed(msg, parsed))
+
+    async def _on_addressed(self, msg: IncomingMessage, parsed: ParsedCommand | None) -> None:
         in_dm = await self._dms.is_dm(msg.sender, msg.room_id)
         if not in_dm and await self._is_leaked_code(msg, parsed is not None and parsed.name == "code"):
             await self._handle_leak(msg)
             return
         here = _Context(msg.sender, msg.room_id, self._prefix, self._matrix)
         if parsed is None:
-            if in_dm and looks_like_pasted_code(msg.body) and await self._flows.has_pending(msg.sender):
+            if in_dm and await self._flows.has_pending(msg.sender):
                 await self._run(here, lambda: self._commands.submit_code(here, msg.body), "code")
             elif in_dm:
                 await here.reply(Reply.text(f"I only understand commands. Try: {self._prefix} help"))
             return
         if len(msg.body.encode()) > MAX_COMMAND_BYTES:
             await here.reply(Reply.text("That command is too long."))
-            return
-        if not self._throttle.allow(msg.sender):
-            await self._warn_throttled(here)
             return
         command = self._commands.registry.get(parsed.name)
         if command is None:
@@ -174,11 +209,57 @@ class Router:
             ctx = _Context(msg.sender, dm, self._prefix, self._matrix)
         await self._run(ctx, lambda: command.handler(ctx, parsed.args), parsed.name)
 
+    def _spawn(self, user_id: str, work: Callable[[], Awaitable[None]]) -> None:
+        """Run `work` after the user's earlier commands, without holding up the sync loop.
+
+        A slow or hostile instance then delays only that user's commands; `MAX_CONCURRENT_COMMANDS`
+        bounds how many run at once.
+        """
+        previous = self._user_tasks.get(user_id)
+
+        async def chained() -> None:
+            if previous is not None:
+                await asyncio.wait({previous})
+            async with self._slots:
+                try:
+                    await work()
+                except Exception:
+                    log.exception("a command of %s failed outside its handler", user_id)
+
+        task = asyncio.create_task(chained(), name=f"command-{user_id}")
+        self._user_tasks[user_id] = task
+        task.add_done_callback(lambda t: self._forget_task(user_id, t))
+
+    def _forget_task(self, user_id: str, task: asyncio.Task[None]) -> None:
+        if self._user_tasks.get(user_id) is task:
+            del self._user_tasks[user_id]
+
+    async def aclose(self, grace: float = 10.0) -> None:
+        """Let running commands finish (up to `grace` seconds), then cancel the rest."""
+        tasks = set(self._user_tasks.values())
+        if not tasks:
+            return
+        _, pending = await asyncio.wait(tasks, timeout=grace)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+
+    async def _reply(self, user_id: str, room_id: str, text: str) -> None:
+        await _Context(user_id, room_id, self._prefix, self._matrix).reply(Reply.text(text))
+
     async def _run(self, ctx: _Context, action: Callable[[], Awaitable[None]], name: str) -> None:
         try:
-            await action()
+            async with asyncio.timeout(COMMAND_DEADLINE_SECONDS):
+                await action()
         except UserFacingError as exc:
             await ctx.reply(Reply.text(str(exc)))
+        except TimeoutError:
+            log.warning(
+                "command %r from %s took longer than %d s", name, ctx.sender, COMMAND_DEADLINE_SECONDS
+            )
+            await ctx.reply(
+                Reply.text("That took too long (the instance answered too slowly). Try again later.")
+            )
         except Exception:
             ref = new_reference()
             log.exception("command %r from %s failed [ref %s]", name, ctx.sender, ref)
@@ -189,7 +270,7 @@ class Router:
     async def _warn_throttled(self, ctx: _Context) -> None:
         now = self._clock()
         if now - self._throttle_warned.get(ctx.sender, -1e9) > 60.0:
-            self._throttle_warned[ctx.sender] = now
+            _remember(self._throttle_warned, ctx.sender, now, keep_for=60.0)
             await ctx.reply(
                 Reply.text("You are sending commands too quickly; I'll ignore them for a minute.")
             )
@@ -252,7 +333,7 @@ class Router:
         now = self._clock()
         if now - self._undecryptable_warned.get(key, -1e9) < _UNDECRYPTABLE_REPEAT_SECONDS:
             return
-        self._undecryptable_warned[key] = now
+        _remember(self._undecryptable_warned, key, now, keep_for=_UNDECRYPTABLE_REPEAT_SECONDS)
         why = (
             "your device did not share the message's key with my device"
             if msg.reason == "missing_room_key"
@@ -267,8 +348,16 @@ class Router:
         )
 
     async def _on_left(self, event: MemberLeft) -> None:
-        if await self._dms.forget_room(event.user_id, event.room_id):
-            log.info(
-                "%s left their DM %s; relaying to them stops until a new DM", event.user_id, event.room_id
-            )
+        """The user left their DM, or the bot was removed from it: relaying to them waits for a new DM."""
+        if event.user_id == self._bot_user_id:
+            user = await self._dms.forget_room_of_any_user(event.room_id)
+        elif await self._dms.forget_room(event.user_id, event.room_id):
+            user = event.user_id
             await self._matrix.leave(event.room_id)
+        else:
+            return
+        if user is not None:
+            log.info(
+                "%s no longer has a DM with the bot (%s); relaying waits for a new one", user, event.room_id
+            )
+            await self._relay.suspend_user(user)

@@ -162,6 +162,9 @@ class _NotRelaying:
     async def remove_account(self, account_id: AccountId) -> None:
         return None
 
+    async def forget_user(self, matrix_user_id: str) -> None:
+        return None
+
 
 async def revoke_accounts(
     config: Config, user: str, selector: str | None, *, resolver: Resolver | None = None

@@ -124,6 +124,11 @@ class BotCommands:
                     ),
                     join("To stop: ", code(f"{ctx.prefix} cancel")),
                 ]
+                + (
+                    [Reply.text("(This replaces your earlier request, which waited for its code.)")]
+                    if started.replaced_earlier
+                    else []
+                )
             )
         )
 

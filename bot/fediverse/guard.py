@@ -121,7 +121,7 @@ def address_problem(ip: IPAddress) -> str | None:
         return "a loopback address"
     if ip.is_unspecified:
         return "an unspecified address"
-    if ip.is_link_local:
+    if ip.is_link_local or (isinstance(ip, ipaddress.IPv6Address) and ip.is_site_local):
         return "a link-local address"
     if ip.is_multicast:
         return "a multicast address"

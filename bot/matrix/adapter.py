@@ -381,12 +381,12 @@ class MatrixAdapter:
         return RoomId(str(resp.room_id))
 
     async def is_one_to_one(self, room_id: RoomId, user_id: UserId) -> bool:
-        """True when the joined+invited members are exactly the bot and `user_id` (asked of the server)."""
+        """True when the room is a private 1:1 chat with `user_id` (`dm.is_private_dm`; asks the server)."""
         try:
             state = await self._room_state(room_id)
         except MatrixForbidden:
             return False
-        return dm.is_one_to_one(dm.current_members(state), self.user_id, user_id)
+        return dm.is_private_dm(state, self.user_id, user_id)
 
     async def can_redact(self, room_id: RoomId) -> bool:
         """Whether the bot may redact other people's events in the room (power levels from the server)."""

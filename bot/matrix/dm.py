@@ -43,6 +43,37 @@ def is_one_to_one(members: set[str], bot: str, user: str) -> bool:
     return bot != user and members == {bot, user}
 
 
+def _state_content(
+    state: Iterable[Mapping[str, Any]], event_type: str
+) -> tuple[Mapping[str, Any], str | None]:
+    for event in state:
+        if event.get("type") == event_type and event.get("state_key") == "":
+            content = event.get("content")
+            sender = event.get("sender")
+            return (content if isinstance(content, Mapping) else {}), (
+                sender if isinstance(sender, str) else None
+            )
+    return {}, None
+
+
+def is_private_dm(state: Iterable[Mapping[str, Any]], bot: str, user: str) -> bool:
+    """Whether a room (by its full state) is a private direct chat between the bot and `user`.
+
+    Exactly the two as joined or invited members is not enough: a third person could have made a public
+    or world-readable room, invited both, and left, and would read everything sent there. So the room
+    must also have been created by the bot or the user, be invite-only, and not be world-readable.
+    """
+    events = list(state)
+    if not is_one_to_one(current_members(events), bot, user):
+        return False
+    _, creator = _state_content(events, "m.room.create")
+    if creator not in (bot, user) or not room_creators(events) <= {bot, user}:
+        return False
+    join_rules, _ = _state_content(events, "m.room.join_rules")
+    history, _ = _state_content(events, "m.room.history_visibility")
+    return join_rules.get("join_rule") == "invite" and history.get("history_visibility") != "world_readable"
+
+
 def _level(value: object, default: int) -> int:
     # Power levels may arrive as strings in old room versions.
     if isinstance(value, bool):

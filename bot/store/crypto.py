@@ -27,7 +27,7 @@ import logging
 import os
 import secrets
 import stat
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -89,7 +89,7 @@ def _full_aad(key_id: str, aad: bytes) -> bytes:
 class KeyRing:
     """One current key that encrypts, older keys that still decrypt, and the e2ee store passphrase."""
 
-    __slots__ = ("_current", "_e2ee_store_key", "_keys")
+    __slots__ = ("_current", "_e2ee_store_key", "_keys", "_secret_observers")
 
     def __init__(self, current: str, keys: Mapping[str, bytes], e2ee_store_key: bytes) -> None:
         if current not in keys:
@@ -104,6 +104,15 @@ class KeyRing:
         self._current = current
         self._keys: Mapping[str, bytes] = MappingProxyType(dict(keys))
         self._e2ee_store_key = e2ee_store_key
+        self._secret_observers: list[Callable[[str], None]] = []
+
+    def on_secret(self, observer: Callable[[str], None]) -> None:
+        """Tell `observer` every secret this ring encrypts or decrypts (the log redactor registers them)."""
+        self._secret_observers.append(observer)
+
+    def _seen(self, secret: str) -> None:
+        for observer in self._secret_observers:
+            observer(secret)
 
     def __repr__(self) -> str:
         return f"KeyRing(current={self._current!r}, key_ids={sorted(self._keys)!r})"
@@ -245,6 +254,7 @@ class KeyRing:
     # -- encryption -------------------------------------------------------------------------------
 
     def encrypt(self, plaintext: str, aad: bytes) -> str:
+        self._seen(plaintext)
         nonce = secrets.token_bytes(_NONCE_BYTES)
         sealed = AESGCM(self._keys[self._current]).encrypt(
             nonce, plaintext.encode("utf-8"), _full_aad(self._current, aad)
@@ -276,9 +286,11 @@ class KeyRing:
                 "the stored secret did not authenticate (tampered, copied from another row, or wrong key)"
             ) from None
         try:
-            return plain.decode("utf-8")
+            secret = plain.decode("utf-8")
         except UnicodeDecodeError:
             raise DecryptionError("the stored secret is not UTF-8") from None
+        self._seen(secret)
+        return secret
 
 
 def _split(ciphertext: str) -> tuple[str, str]:

@@ -37,12 +37,16 @@ DM, OTHER_ROOM = "!dm:matrix.test", "!group:matrix.test"
 class RecordingRelay:
     restarted: list[AccountId] = field(default_factory=list)
     removed: list[AccountId] = field(default_factory=list)
+    forgotten: list[str] = field(default_factory=list)
 
     async def restart_account(self, account_id: AccountId) -> None:
         self.restarted.append(account_id)
 
     async def remove_account(self, account_id: AccountId) -> None:
         self.removed.append(account_id)
+
+    async def forget_user(self, matrix_user_id: str) -> None:
+        self.forgotten.append(matrix_user_id)
 
 
 @dataclass
@@ -69,7 +73,7 @@ async def world(sessions: async_sessionmaker[AsyncSession], keyring: KeyRing) ->
             keyring=keyring,
             client=client,
             fediverse=settings(),
-            limits=LimitsConfig(max_pending_flows_per_user=2, max_accounts_per_user=2),
+            limits=LimitsConfig(max_accounts_per_user=1),
             flow_ttl=timedelta(minutes=10),
             on_connected=relay.restart_account,
         )
@@ -160,13 +164,32 @@ async def test_narrower_grant_than_requested_is_refused_and_revoked(world: World
     assert await world.accounts.for_user(ALICE) == []
 
 
-async def test_limits_on_pending_flows_and_accounts(world: World) -> None:
-    await world.flows.start(ALICE, world.gts.base_url, (), DM)
-    await world.flows.start(ALICE, world.gts.base_url, (), DM)
-    with pytest.raises(CommandError, match="too many connections waiting"):
-        await world.flows.start(ALICE, world.gts.base_url, (), DM)
-    assert await world.flows.cancel(ALICE) == 2
-    assert not await world.flows.has_pending(ALICE)
+async def test_one_request_at_a_time_so_a_code_cannot_reach_the_wrong_instance(world: World) -> None:
+    async with FakeGoToSocial() as other:
+        other.add_user("alice", EMAIL, PASSWORD)
+        first = await world.flows.start(ALICE, world.gts.base_url, (), DM)
+        assert not first.replaced_earlier
+        second = await world.flows.start(ALICE, other.base_url, (), DM)
+        assert second.replaced_earlier
+        stale_code = await world.authorize(first.authorize_url)
+        with pytest.raises(InvalidCodeError):
+            await world.flows.complete(ALICE, DM, stale_code)  # goes to `other`, never to the first
+        assert world.gts.requests_to("/oauth/token") == 0
+    assert await world.flows.cancel(ALICE) == 0
+
+
+async def test_account_limit_counts_new_accounts_not_reconnections(world: World) -> None:
+    started = await world.flows.start(ALICE, world.gts.base_url, (), DM)
+    await world.flows.complete(ALICE, DM, await world.authorize(started.authorize_url))
+    again = await world.flows.start(ALICE, world.gts.base_url, (), DM)  # the same account: allowed
+    await world.flows.complete(ALICE, DM, await world.authorize(again.authorize_url))
+    bobs = await world.flows.start(ALICE, world.gts.base_url, (), DM)
+    with pytest.raises(CommandError, match="already have 1 connected accounts"):
+        await world.flows.complete(
+            ALICE, DM, await world.gts.authorize(bobs.authorize_url, "bob@example.org", PASSWORD)
+        )
+    assert world.gts.active_tokens("bob") == []  # the refused account's token was revoked
+    assert [a.acct.split("@")[0] for a in await world.accounts.for_user(ALICE)] == ["alice"]
 
 
 async def test_reconnecting_the_same_account_replaces_and_revokes_the_old_token(world: World) -> None:
@@ -220,6 +243,7 @@ async def test_forget_me_revokes_and_deletes_everything(world: World) -> None:
     await world.flows.start(ALICE, world.gts.base_url, (), DM)
     outcomes = await world.accounts.forget(ALICE)
     assert [o.revoked_on_server for o in outcomes] == [True]
+    assert world.relay.forgotten == [ALICE]
     assert not await world.flows.has_pending(ALICE)
     assert world.gts.active_tokens("alice") == []
 

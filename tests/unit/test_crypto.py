@@ -261,3 +261,13 @@ def test_generate_file_where_the_directory_cannot_be_made(tmp_path: Path) -> Non
     (tmp_path / "a-file").write_text("")
     with pytest.raises(KeyRingError, match="cannot create the directory"):
         KeyRing.generate_file(tmp_path / "a-file" / "keyring.json")
+
+
+def test_secrets_passing_through_the_ring_are_reported_for_redaction() -> None:
+    ring = KeyRing.generate()
+    seen: list[str] = []
+    ring.on_secret(seen.append)
+    sealed = ring.encrypt("token-one", b"aad")
+    assert seen == ["token-one"]
+    assert ring.decrypt(sealed, b"aad") == "token-one"
+    assert seen == ["token-one", "token-one"]

@@ -54,6 +54,47 @@ def test_is_one_to_one(state: list[dict[str, Any]], expected: bool) -> None:
     assert dm.is_one_to_one(dm.current_members(state), BOT, ALICE) is expected
 
 
+def room_state(
+    creator: str, *, join_rule: str = "invite", history: str = "shared", version: str = "12"
+) -> list[dict[str, Any]]:
+    return [
+        {"type": "m.room.create", "state_key": "", "sender": creator, "content": {"room_version": version}},
+        {
+            "type": "m.room.join_rules",
+            "state_key": "",
+            "sender": creator,
+            "content": {"join_rule": join_rule},
+        },
+        {
+            "type": "m.room.history_visibility",
+            "state_key": "",
+            "sender": creator,
+            "content": {"history_visibility": history},
+        },
+        member(BOT, "join"),
+        member(ALICE, "join"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("state", "expected"),
+    [
+        (room_state(ALICE), True),
+        (room_state(BOT), True),
+        (room_state(ALICE, version="10"), True),
+        # a third person made the room, invited both and left: they could rejoin or read it
+        ([*room_state(CAROL), member(CAROL, "leave")], False),
+        (room_state(ALICE, join_rule="public"), False),
+        (room_state(ALICE, join_rule="knock"), False),
+        (room_state(ALICE, history="world_readable"), False),
+        ([*room_state(ALICE), member(CAROL, "invite")], False),
+        ([s for s in room_state(ALICE) if s["type"] != "m.room.create"], False),
+    ],
+)
+def test_is_private_dm(state: list[dict[str, Any]], expected: bool) -> None:
+    assert dm.is_private_dm(state, BOT, ALICE) is expected
+
+
 @pytest.mark.parametrize(
     ("power_levels", "creators", "expected"),
     [
