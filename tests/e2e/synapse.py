@@ -252,16 +252,7 @@ class SynapseProcess:
             port = free_port()
             config = write_config(self.workdir, port, shared_secret)
             started = time.monotonic()
-            stdout = (self.workdir / "stdout.log").open("ab")
-            env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "synapse.app.homeserver", "-c", str(config)],
-                cwd=self.workdir,
-                stdout=stdout,
-                stderr=subprocess.STDOUT,
-                env=env,
-            )
-            stdout.close()
+            self._spawn(config)
             base_url = f"http://127.0.0.1:{port}"
             error = self._wait_ready(base_url)
             if error is None:
@@ -273,6 +264,32 @@ class SynapseProcess:
             if "Address already in use" not in self.log_tail():
                 break
         raise RuntimeError(f"Synapse did not start: {last_error}\n--- log tail ---\n{self.log_tail()}")
+
+    def restart(self) -> Synapse:
+        """Start again after `stop()`: same port, configuration, secrets and database (a server restart)."""
+        if self.synapse is None:
+            raise RuntimeError("restart() needs an earlier successful start()")
+        self.stop()
+        started = time.monotonic()
+        self._spawn(self.workdir / "homeserver.yaml")
+        error = self._wait_ready(self.synapse.base_url)
+        if error is not None:
+            self.stop()
+            raise RuntimeError(f"Synapse did not restart: {error}\n--- log tail ---\n{self.log_tail()}")
+        self.startup_seconds = time.monotonic() - started
+        return self.synapse
+
+    def _spawn(self, config: Path) -> None:
+        stdout = (self.workdir / "stdout.log").open("ab")
+        env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "synapse.app.homeserver", "-c", str(config)],
+            cwd=self.workdir,
+            stdout=stdout,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+        stdout.close()
 
     def _wait_ready(self, base_url: str) -> str | None:
         opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
