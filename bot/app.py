@@ -71,6 +71,8 @@ class Bot:
 async def running_bot(config: Config, *, resolver: Resolver | None = None) -> AsyncIterator[Bot]:
     """Start everything; on exit stop it in reverse order (relay, Matrix, HTTP, database)."""
     async with AsyncExitStack() as stack:
+        # Only the bot's user may look inside: the database, key file and E2EE store live here.
+        await asyncio.to_thread(config.data_dir.mkdir, mode=0o700, parents=True, exist_ok=True)
         metrics = Metrics(_version())
         database = await stack.enter_async_context(open_database(config.database.url))
         engine, sessions = database.engine, database.sessions

@@ -31,6 +31,7 @@ NOISY_LOGGERS = (
     "peewee",
     "aiohttp.access",
     "alembic.runtime.plugins",
+    "alembic.runtime.migration",
 )
 """Third-party loggers held at WARNING unless the level is DEBUG."""
 

@@ -68,6 +68,7 @@ async def test_connect_relay_status_revoke_without_leaking_secrets(
     assert "connect" in logs  # the capture really saw the run
     for secret in (token, code, client_secret, bot_password):
         assert secret not in logs
+    assert (tmp_path / "data").stat().st_mode & 0o777 == 0o700
     sqlite_bytes = b"".join(p.read_bytes() for p in (tmp_path / "data").glob("gts-bot.sqlite3*"))
     for secret in (token, client_secret):
         assert secret.encode() not in sqlite_bytes
