@@ -39,7 +39,7 @@ MAX_COMMAND_BYTES = 8192
 MAX_CONCURRENT_COMMANDS = 8
 COMMAND_DEADLINE_SECONDS = 120
 _UNDECRYPTABLE_REPEAT_SECONDS = 600.0
-_CODE_SHAPE = re.compile(r"^(?=.*[0-9])(?=.*[A-Za-z])[A-Za-z0-9_\-~.]{20,256}$")
+_CODE_SHAPE = re.compile(r"^(?=.*[A-Za-z])[A-Za-z0-9_\-~.]{20,256}$")
 
 
 def looks_like_pasted_code(body: str) -> bool:
@@ -53,7 +53,9 @@ def looks_like_pasted_code(body: str) -> bool:
         return False
     if "code=" in text:
         return extract_code(text) is not None
-    return bool(_CODE_SHAPE.match(text.strip("`'\"")))
+    word = text.strip("`'\"")
+    # Codes are random: a digit, or a length no chat word has (a 48-character code may lack digits).
+    return bool(_CODE_SHAPE.match(word)) and (any(c.isdigit() for c in word) or len(word) >= 32)
 
 
 def _remember(seen: dict[str, float], key: str, now: float, *, keep_for: float) -> None:

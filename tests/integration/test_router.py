@@ -17,7 +17,7 @@ from bot.commands.throttle import UserThrottle
 from bot.config import MatrixConfig
 from bot.dms import DmDirectory
 from bot.matrix.types import EventId, IncomingMessage, MemberLeft, RoomId, UserId
-from bot.router import Router
+from bot.router import Router, looks_like_pasted_code
 from bot.store.models import HandledEvent
 from bot.store.session_store import DatabaseHandledEvents
 
@@ -199,3 +199,22 @@ async def test_a_slow_command_does_not_hold_up_others(world: SimpleNamespace) ->
     assert world.matrix.sent == [(DM, "pong ")]
     gate.set()
     await settle(world.router)
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        ("ZGM2OGI4NDYTY2FJZS0ZMTM5LWI0YWYTZDMWNDCZZTC3NZJK", True),  # GoToSocial's shape
+        ("ZGMXOGIXNDYTYXFJZSXZMTMXLWIXYWYTZDMWNDCZZTCXNZJK", True),  # …even without a digit
+        ("`ZGM2OGI4NDYTY2FJZS0ZMTM5LWI0YWYTZDMWNDCZZTC3NZJK`", True),
+        ("https://social.example/oauth/oob?code=ZGM2OGI4NDYTY2FJZS0ZMTM5LWI0YWYTZDMWNDCZZTC3NZJK", True),
+        ("Xq3_2Jd8sK1l0pQmNvB7cZ4tR6yW9eUaHoIfGgLkMn0", True),  # Mastodon's shape
+        ("internationalization", False),
+        ("hello there, how are you doing today?", False),
+        ("see https://example.org/some/page", False),
+        ("short1", False),
+        ("", False),
+    ],
+)
+def test_what_counts_as_a_pasted_code(body: str, expected: bool) -> None:
+    assert looks_like_pasted_code(body) is expected
