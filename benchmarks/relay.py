@@ -1,6 +1,7 @@
 """Relay benchmark (prints figures; not a test).
 
     .venv/bin/python -m benchmarks.relay [--accounts 1000] [--rate 50] [--seconds 20] [--idle 30]
+    .venv/bin/python -m benchmarks.relay --synapse [--accounts 20] [--rate 5] [--seconds 20] [--idle 10]
 
 The fake GoToSocial runs in a child process (`--serve-fake`, JSON lines over stdin/stdout) so the bot's CPU
 and memory are measured alone. The bot side is the real RelayManager with a real SQLite database and a
@@ -13,6 +14,10 @@ recording Matrix sender. Figures:
 - CPU seconds per 1,000 notifications and peak RSS of the bot process (resource.getrusage);
 - messages per notification under a homeserver rate limit (a sender allowing 0.2 sends/s, burst 10,
   that waits out the limit itself like the Matrix adapter does).
+
+`--synapse` delivers instead through the real Matrix adapter to a throwaway real Synapse (unencrypted DM
+rooms, the bot's rate limit lifted) and measures latency up to the event as each user reads it back; see
+benchmarks/relay_synapse.py.
 """
 
 from __future__ import annotations
@@ -173,21 +178,27 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
 
 
-async def bench(args: argparse.Namespace) -> None:
+async def start_fake(accounts: int) -> tuple[FakeProcess, dict[str, Any]]:
+    """The fake GoToSocial in a child process, with `accounts` users and a token each."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "benchmarks.relay",
         "--serve-fake",
         "--accounts",
-        str(args.accounts),
+        str(accounts),
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
         limit=64 * 1024 * 1024,
     )
-    fake = FakeProcess(proc)
     assert proc.stdout is not None
-    info = json.loads(await proc.stdout.readline())
+    info: dict[str, Any] = json.loads(await proc.stdout.readline())
+    return FakeProcess(proc), info
+
+
+async def bench(args: argparse.Namespace) -> None:
+    fake, info = await start_fake(args.accounts)
+    proc = fake.proc
     settings = FediverseConfig(allow_http=True, allow_private_addresses=True, request_timeout=30.0)
     keyring = KeyRing.generate()
     tmp = tempfile.TemporaryDirectory()
@@ -259,24 +270,27 @@ async def bench(args: argparse.Namespace) -> None:
             await engine.dispose()
 
             # -- phase 2: a homeserver rate limit (0.2/s, burst 10): messages per notification
-            k = min(args.rl_accounts, n)
-            newest = (await fake.call(cmd="newest"))["id"]
-            engine, sessions = await setup_db(Path(tmp.name) / "b.sqlite3", keyring, info, range(k), newest)
-            limited = TimedSender(rate=0.2, burst=10)
-            relay = manager(sessions, limited)
-            await relay.start()
-            await wait_for(lambda: _true(relay.live_streams == k), 60)
-            rl_count = args.rl_notifications
-            await fake.call(cmd="burst", users=list(range(k)), rate=args.rl_rate, count=rl_count)
-            await asyncio.sleep(0.5)
-            done = await wait_for(lambda: _true(relay.queued_notifications == 0), 600)
-            print(
-                f"rate-limited homeserver (0.2/s, burst 10): {rl_count} notifications for {k} users at "
-                f"{args.rl_rate:g}/s → {len(limited.sends)} messages = "
-                f"{len(limited.sends) / rl_count:.2f} messages per notification (all delivered: {done})"
-            )
-            await relay.stop()
-            await engine.dispose()
+            if args.rl_notifications > 0:
+                k = min(args.rl_accounts, n)
+                newest = (await fake.call(cmd="newest"))["id"]
+                engine, sessions = await setup_db(
+                    Path(tmp.name) / "b.sqlite3", keyring, info, range(k), newest
+                )
+                limited = TimedSender(rate=0.2, burst=10)
+                relay = manager(sessions, limited)
+                await relay.start()
+                await wait_for(lambda: _true(relay.live_streams == k), 60)
+                rl_count = args.rl_notifications
+                await fake.call(cmd="burst", users=list(range(k)), rate=args.rl_rate, count=rl_count)
+                await asyncio.sleep(0.5)
+                done = await wait_for(lambda: _true(relay.queued_notifications == 0), 600)
+                print(
+                    f"rate-limited homeserver (0.2/s, burst 10): {rl_count} notifications for {k} users at "
+                    f"{args.rl_rate:g}/s → {len(limited.sends)} messages = "
+                    f"{len(limited.sends) / rl_count:.2f} messages per notification (all delivered: {done})"
+                )
+                await relay.stop()
+                await engine.dispose()
         rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print(f"peak RSS of the bot process: {rss_mb:.0f} MB")
     finally:
@@ -299,17 +313,30 @@ def main() -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--accounts", type=int, default=1000)
-    p.add_argument("--rate", type=float, default=50.0, help="notifications per second")
+    p.add_argument(
+        "--synapse",
+        action="store_true",
+        help="deliver to a throwaway real Synapse, not the recording sender (benchmarks/relay_synapse.py)",
+    )
+    p.add_argument("--accounts", type=int, help="default 1000 (--synapse: 20)")
+    p.add_argument("--rate", type=float, help="notifications per second; default 50 (--synapse: 5)")
     p.add_argument("--seconds", type=float, default=20.0, help="length of the load phase")
-    p.add_argument("--idle", type=float, default=30.0, help="length of the idle phase, seconds")
+    p.add_argument("--idle", type=float, help="length of the idle phase, seconds; default 30 (--synapse: 10)")
     p.add_argument("--rl-accounts", type=int, default=5)
-    p.add_argument("--rl-notifications", type=int, default=100)
+    p.add_argument("--rl-notifications", type=int, default=100, help="0 skips the rate-limited phase")
     p.add_argument("--rl-rate", type=float, default=10.0)
     p.add_argument("--serve-fake", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
+    defaults = (20, 5.0, 10.0) if args.synapse else (1000, 50.0, 30.0)
+    for name, default in zip(("accounts", "rate", "idle"), defaults, strict=True):
+        if getattr(args, name) is None:
+            setattr(args, name, default)
     if args.serve_fake:
         asyncio.run(serve_fake(args.accounts))
+    elif args.synapse:
+        from benchmarks.relay_synapse import bench_synapse
+
+        asyncio.run(bench_synapse(args))
     else:
         asyncio.run(bench(args))
 
