@@ -35,7 +35,7 @@ from bot.runtime import open_database, open_fediverse_client
 from bot.store.crypto import KeyRing
 from bot.store.keys import open_keyring
 from bot.store.records import utc_now
-from bot.store.repositories import FlowsRepository, HandledEventsRepository
+from bot.store.repositories import AppsRepository, FlowsRepository, HandledEventsRepository
 from bot.store.session_store import DatabaseHandledEvents, DatabaseSessionStore
 from bot.store.stats import store_counts
 
@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 
 HOUSEKEEPING_SECONDS = 60.0
 HANDLED_EVENTS_KEPT = timedelta(days=7)
+UNUSED_APPS_KEPT = timedelta(days=1)
 
 
 def _version() -> str:
@@ -170,19 +171,20 @@ async def running_bot(config: Config, *, resolver: Resolver | None = None) -> As
             await health.start()
             stack.push_async_callback(health.stop)
 
-        housekeeping = asyncio.create_task(_housekeeping(sessions, metrics, relay), name="housekeeping")
+        housekeeping = asyncio.create_task(_housekeeping(sessions, keyring, metrics), name="housekeeping")
         stack.callback(housekeeping.cancel)
         yield Bot(engine, sessions, keyring, matrix, relay, router, metrics, dms, health)
 
 
 async def _housekeeping(
-    sessions: async_sessionmaker[AsyncSession], metrics: Metrics, relay: RelayManager
+    sessions: async_sessionmaker[AsyncSession], keyring: KeyRing, metrics: Metrics
 ) -> None:
     while True:
         try:
             async with sessions() as session, session.begin():
                 now = utc_now()
                 await FlowsRepository(session).delete_expired(now)
+                await AppsRepository(session, keyring).delete_unused(now - UNUSED_APPS_KEPT)
                 await HandledEventsRepository(session).prune(now - HANDLED_EVENTS_KEPT)
                 counts = await store_counts(session)
             metrics.set_connected_accounts(counts.accounts)

@@ -100,6 +100,18 @@ class AppsRepository:
         await self._session.flush()
         return self._record(row)
 
+    async def delete_unused(self, created_before: datetime) -> int:
+        """Forget registrations no account and no pending flow uses (made before `created_before`).
+
+        Every instance and scope set anyone tried gets a row; unused ones would otherwise pile up.
+        The next `connect` to such an instance simply registers again.
+        """
+        in_use = select(Account.app_id).union(select(PendingFlow.app_id))
+        stmt = delete(FediverseApp).where(
+            FediverseApp.created_at < created_before, FediverseApp.id.not_in(in_use)
+        )
+        return _rowcount(await self._session.execute(stmt))
+
     async def delete(self, app_id: AppId) -> bool:
         """Delete an app (its pending flows go with it). Fails while accounts still use it."""
         result = await self._session.execute(delete(FediverseApp).where(FediverseApp.id == app_id))

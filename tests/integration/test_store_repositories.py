@@ -11,7 +11,7 @@ from sqlalchemy.exc import IntegrityError, StatementError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.store.crypto import KeyRing
-from bot.store.records import AccountId, AccountState, AppId, normalize_scopes
+from bot.store.records import AccountId, AccountState, AppId, normalize_scopes, utc_now
 from bot.store.repositories import Repositories
 
 ALICE, BOB = "@alice:example.org", "@bob:example.org"
@@ -213,6 +213,39 @@ async def test_app_in_use_cannot_be_deleted_but_flows_go_with_it(
         assert await repos.apps.delete(unused)
         assert await repos.flows.get(flow.id) is None
         assert await repos.apps.get_by_id(used) is not None
+
+
+async def test_unused_app_registrations_are_pruned(
+    sessions: async_sessionmaker[AsyncSession], keyring: KeyRing
+) -> None:
+    async with sessions() as s, s.begin():
+        repos = Repositories(s, keyring)
+        with_account, with_flow = await _app(repos), await _app(repos, "https://flow.example")
+        unused = await _app(repos, "https://unused.example")
+        await repos.accounts.upsert(
+            matrix_user_id=ALICE,
+            instance=INSTANCE,
+            app_id=with_account,
+            fediverse_account_id="1",
+            acct="a@example.org",
+            token="t",
+            scopes="read",
+        )
+        await repos.flows.add(
+            matrix_user_id=BOB,
+            instance="https://flow.example",
+            app_id=with_flow,
+            scopes="read",
+            dm_room_id="!dm:example.org",
+            ttl=timedelta(minutes=10),
+        )
+    async with sessions() as s, s.begin():
+        apps = Repositories(s, keyring).apps
+        assert await apps.delete_unused(created_before=utc_now() - timedelta(days=1)) == 0  # too recent
+        assert await apps.delete_unused(created_before=utc_now() + timedelta(seconds=1)) == 1
+        assert await apps.get_by_id(unused) is None
+        assert await apps.get_by_id(with_account) is not None
+        assert await apps.get_by_id(with_flow) is not None
 
 
 async def test_flows_single_use_and_expiry(
