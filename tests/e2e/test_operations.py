@@ -58,7 +58,12 @@ async def test_metrics_and_health_follow_a_real_run(
             base = f"http://127.0.0.1:{bot.health.port}"
             async with httpx.AsyncClient() as http:
                 health = await http.get(base + "/healthz")
-                metrics = _samples((await http.get(base + "/metrics")).text)
+                # The counter moves when the cursor is committed, just after the message was accepted.
+                for _ in range(100):
+                    metrics = _samples((await http.get(base + "/metrics")).text)
+                    if metrics["gtsbot_notifications_relayed_total{type=favourite}"] >= 1:
+                        break
+                    await asyncio.sleep(0.05)
         finally:
             await bot.matrix.stop()
             with contextlib.suppress(asyncio.CancelledError):
