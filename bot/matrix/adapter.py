@@ -9,7 +9,8 @@
 Sync semantics:
 - first start (no stored sync token): one initial sync records "now"; old history is NOT delivered (only
   invites still pending, which are current state rather than history);
-- later starts: a full-state sync from the stored token delivers what arrived while the bot was down;
+- later starts: a full-state sync from the stored token delivers what arrived while the bot was down,
+  including, oldest first, what a limited timeline left out (up to gaps.MAX_GAP_EVENTS per room);
 - the token is stored only after the handler has returned for every event of that sync, so a crash
   re-delivers rather than loses events (the handler should be idempotent; Invite may repeat after a restart).
 A handler exception is logged and the event skipped: one bad event must not stop the bot.
@@ -25,7 +26,7 @@ from typing import Any
 
 import nio
 
-from bot.matrix import dm
+from bot.matrix import dm, roomstate
 from bot.matrix.errors import (
     MatrixError,
     MatrixForbidden,
@@ -35,6 +36,7 @@ from bot.matrix.errors import (
     MatrixUnknownToken,
 )
 from bot.matrix.events import events_from_sync
+from bot.matrix.gaps import Gaps, fetch_gaps
 from bot.matrix.nioglue import FIRST_SYNC_FILTER, SYNC_FILTER, call
 from bot.matrix.sender import (
     OrderedSender,
@@ -85,7 +87,7 @@ class MatrixAdapter:
         self.rate_limits = RateLimitTracker()
         self._sender = OrderedSender(self.rate_limits)
         self._stop_requested = False
-        self._sync_task: asyncio.Task[Any] | None = None
+        self._sync_task: asyncio.Task[tuple[Any, Gaps]] | None = None
         self._idle = asyncio.Event()
         self._idle.set()
         self.logins = 0
@@ -187,15 +189,18 @@ class MatrixAdapter:
             catch_up = not first_start  # full state: nio knows no rooms after a restart
             while not self._stop_requested:
                 await self._maintain_keys_quietly()
-                resp = await self._sync(
+                synced = await self._sync(
                     self._sync_token,
                     0 if first_start or catch_up else self._sync_timeout_ms,
                     FIRST_SYNC_FILTER if first_start else SYNC_FILTER,
                     full_state=catch_up,
                 )
-                if resp is None:
+                if synced is None:
                     return
-                events = events_from_sync(resp, self.user_id, self._reason, invites_only=first_start)
+                resp, gaps = synced
+                events = events_from_sync(
+                    resp, self.user_id, self._reason, invites_only=first_start, gaps=gaps
+                )
                 await self._deliver(handler, events)
                 await self._commit(resp)
                 first_start = catch_up = False
@@ -206,25 +211,30 @@ class MatrixAdapter:
 
     async def _sync(
         self, since: str | None, timeout_ms: int, sync_filter: Mapping[str, Any], *, full_state: bool
-    ) -> Any:
-        """One sync, retried on 429 / server errors / a rejected token. None when stop() interrupted it."""
+    ) -> tuple[Any, Gaps] | None:
+        """One sync and its timelines' gaps, retried on 429 / server errors / a rejected token.
+
+        None when stop() interrupted it.
+        """
         backoff = 1.0
         while not self._stop_requested:
             client = self._nio()
             # After a new login the new client knows no rooms: ask for their full state once.
             full = full_state or self._fresh_client
 
-            async def one_sync(client: Any = client, full: bool = full) -> Any:
+            async def one_sync(client: Any = client, full: bool = full) -> tuple[Any, Gaps]:
                 # The nio coroutine is made inside the task: a task cancelled before it starts then
-                # leaves no never-awaited coroutine behind.
+                # leaves no never-awaited coroutine behind. The gaps are fetched inside it too, so
+                # stop() interrupts them as well.
                 request = client.sync(
                     timeout=timeout_ms, sync_filter=dict(sync_filter), since=since, full_state=full
                 )
-                return await call("sync", request)
+                resp = await call("sync", request)
+                return resp, {} if since is None else await fetch_gaps(client, resp, since)
 
             self._sync_task = asyncio.ensure_future(one_sync())
             try:
-                resp = await self._sync_task
+                synced = await self._sync_task
             except asyncio.CancelledError:
                 task = asyncio.current_task()
                 if self._stop_requested and (task is None or task.cancelling() == 0):
@@ -241,7 +251,7 @@ class MatrixAdapter:
                 backoff = min(backoff * 2, _MAX_BACKOFF)
             else:
                 self._fresh_client = False
-                return resp
+                return synced
             finally:
                 self._sync_task = None
         return None
@@ -311,7 +321,7 @@ class MatrixAdapter:
         self, room_id: RoomId, event_type: str, content: dict[str, Any], txn: str
     ) -> EventId:
         client = self._nio()
-        room = await self._room_for_send(room_id)
+        room = await roomstate.room_for_send(client, room_id)
         if room.encrypted:
             async with self._keys_lock:
                 if client.should_query_keys:
@@ -322,40 +332,8 @@ class MatrixAdapter:
         )
         return EventId(str(resp.event_id))
 
-    async def _room_for_send(self, room_id: RoomId) -> Any:
-        """nio's room object with members (joined AND invited) fresh from the server on first use.
-
-        nio alone would ask for joined members only, and a sync can show a new room before its invites
-        exist; either way the room key of a DM's first message would miss the invited user.
-        """
-        client = self._nio()
-        room = client.rooms.get(room_id)
-        if room is not None and room.members_synced:
-            return room
-        state = await self._room_state(room_id)
-        room = client.rooms.get(room_id)  # the sync may have brought it meanwhile
-        if room is None:
-            room = nio.MatrixRoom(room_id, client.user_id)
-            client.rooms[room_id] = room
-        for source in state:
-            event = nio.Event.parse_event(dict(source))
-            if isinstance(event, nio.RoomMemberEvent):
-                room.handle_membership(event)
-            elif not isinstance(event, (nio.BadEvent, nio.UnknownBadEvent)):
-                room.handle_event(event)
-        room.members_synced = True
-        if room.encrypted:
-            client.encrypted_rooms.add(room_id)
-            if client.store is not None:
-                client.store.save_encrypted_rooms({room_id})
-            if client.olm is not None:
-                client.olm.update_tracked_users(room)
-        return room
-
     async def _room_state(self, room_id: RoomId) -> list[Mapping[str, Any]]:
-        resp = await call("room state", self._nio().room_get_state(room_id))
-        events: list[Mapping[str, Any]] = [e for e in resp.events if isinstance(e, Mapping)]
-        return events
+        return await roomstate.room_state(self._nio(), room_id)
 
     # ---- rooms ----
 

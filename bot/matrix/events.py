@@ -1,14 +1,15 @@
 """Turning one nio sync response into the adapter's typed events. No I/O.
 
-What is delivered, in order per sync: invites, then per joined room its timeline (messages, undecryptable
-messages, members who left), then rooms the bot itself left. The bot's own events are skipped, and so are
+What is delivered, in order per sync: invites, then per joined room the gap a limited timeline left out
+(fetched by the adapter, see gaps.py) and its timeline (messages, undecryptable messages, members who left),
+then rooms the bot itself left. The bot's own events are skipped, and so are
 edits (`m.replace`), redacted messages and malformed content.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import nio
@@ -109,9 +110,18 @@ def _invite_source(event: Any) -> Mapping[str, Any]:
 
 
 def events_from_sync(
-    response: Any, bot: UserId, reason_for: ReasonFor, *, invites_only: bool = False
+    response: Any,
+    bot: UserId,
+    reason_for: ReasonFor,
+    *,
+    invites_only: bool = False,
+    gaps: Mapping[RoomId, Sequence[Any]] | None = None,
 ) -> list[BotEvent]:
-    """Typed events from a nio SyncResponse that nio already processed (so encrypted events are decrypted)."""
+    """Typed events from a nio SyncResponse that nio already processed (so encrypted events are decrypted).
+
+    `gaps`: per room, nio events (oldest first) that its limited timeline left out; delivered before it.
+    """
+    gaps = gaps or {}
     out: list[BotEvent] = []
     rooms = response.rooms
     for room_id, info in rooms.invite.items():
@@ -122,9 +132,9 @@ def events_from_sync(
 
     for room_id, info in rooms.join.items():
         rid = RoomId(room_id)
-        if info.timeline.limited:
+        if info.timeline.limited and rid not in gaps:
             log.info("sync timeline for %s was limited: older events in the gap are not delivered", rid)
-        for event in info.timeline.events:
+        for event in (*gaps.get(rid, ()), *info.timeline.events):
             converted = _timeline_event(rid, event, bot, reason_for)
             if converted is not None:
                 out.append(converted)

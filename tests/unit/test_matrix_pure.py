@@ -1,10 +1,12 @@
-"""Pure parts of bot.matrix: DM and power-level rules, event conversion, error mapping, send ordering."""
+"""Pure parts of bot.matrix: DM and power-level rules, event conversion, errors, send ordering, gaps."""
 
 from __future__ import annotations
 
 import asyncio
+from types import SimpleNamespace
 from typing import Any
 
+import nio
 import pytest
 
 from bot.matrix import dm
@@ -16,9 +18,10 @@ from bot.matrix.errors import (
     MatrixUnknownToken,
     error_from_response,
 )
-from bot.matrix.events import invite_from_state, left_member, message_from_source
+from bot.matrix.events import events_from_sync, invite_from_state, left_member, message_from_source
+from bot.matrix.gaps import Gap, Page, collect_gap, without_duplicates
 from bot.matrix.sender import OrderedSender, RateLimitTracker, retry_delay
-from bot.matrix.types import MemberLeft, RateLimitState, RoomId, UserId
+from bot.matrix.types import IncomingMessage, MemberLeft, RateLimitState, RoomId, UserId
 
 BOT, ALICE, CAROL = "@bot:example.org", "@alice:example.org", "@carol:example.org"
 ROOM = RoomId("!room:example.org")
@@ -228,3 +231,102 @@ async def test_ordered_sender_keeps_order_across_a_429() -> None:
     assert tracker.hits == 1
     assert [s.blocked for s in states] == [True, False]
     assert states[0].queued == 3  # 3, 4 and 5 were waiting behind the refused send
+
+
+class FakeHistory:
+    """/messages?dir=b over a list of event ids (oldest first); tokens are positions, "0" is the stop."""
+
+    def __init__(self, count: int, *, extra_empty_page: bool = True) -> None:
+        self.ids = [f"$e{i}" for i in range(count)]
+        self.calls: list[tuple[str, int]] = []
+        self.extra_empty_page = extra_empty_page
+
+    async def __call__(self, token: str, limit: int) -> Page:
+        self.calls.append((token, limit))
+        pos = int(token)
+        chunk = list(reversed(self.ids[max(0, pos - limit) : pos]))
+        if not chunk:
+            return Page([], None)
+        end = max(0, pos - limit)
+        return Page(chunk, str(end) if end or self.extra_empty_page else None)
+
+
+async def test_collect_gap_pages_backwards_until_the_stop_token_oldest_first() -> None:
+    history = FakeHistory(250)
+    gap = await collect_gap(history, "250", "0", page_size=100)
+    assert list(gap.events) == history.ids
+    assert not gap.truncated
+    assert history.calls == [("250", 100), ("150", 100), ("50", 100)]  # "0" is the stop token: no 4th call
+
+
+async def test_collect_gap_ends_on_an_empty_page_or_a_missing_end() -> None:
+    history = FakeHistory(30)
+    gap = await collect_gap(history, "30", "elsewhere", page_size=10)
+    assert list(gap.events) == history.ids
+    assert not gap.truncated
+    assert history.calls[-1] == ("0", 10)  # the server's empty page ends it
+
+    no_end = FakeHistory(30, extra_empty_page=False)
+    gap = await collect_gap(no_end, "30", "elsewhere", page_size=100)
+    assert list(gap.events) == no_end.ids
+    assert no_end.calls == [("30", 100)]
+
+    empty = FakeHistory(0)
+    gap = await collect_gap(empty, "0", "stop")
+    assert gap == Gap((), truncated=False)
+
+
+async def test_collect_gap_is_bounded_to_the_newest_events() -> None:
+    history = FakeHistory(2500)
+    gap = await collect_gap(history, "2500", "0", max_events=1000, page_size=100)
+    assert list(gap.events) == history.ids[1500:]  # the newest 1000, oldest first
+    assert gap.truncated
+    assert len(history.calls) == 10
+    assert all(limit == 100 for _, limit in history.calls)
+
+    odd = FakeHistory(300)
+    gap = await collect_gap(odd, "300", "0", max_events=250, page_size=100)
+    assert list(gap.events) == odd.ids[50:]
+    assert gap.truncated
+    assert odd.calls[-1] == ("100", 50)  # the last page asks only for what still fits
+
+    exact = FakeHistory(200)
+    gap = await collect_gap(exact, "200", "0", max_events=200, page_size=100)
+    assert list(gap.events) == exact.ids
+    assert not gap.truncated
+
+
+def test_gap_without_duplicates_of_the_timeline() -> None:
+    def ev(event_id: str) -> SimpleNamespace:
+        return SimpleNamespace(event_id=event_id)
+
+    gap = [ev("$a"), ev("$b"), ev("$a"), ev("$c")]
+    timeline = [ev("$c"), ev("$d")]
+    assert [e.event_id for e in without_duplicates(gap, timeline)] == ["$a", "$b"]
+
+
+def test_gap_events_go_through_the_timeline_conversion_before_the_timeline() -> None:
+    def message(event_id: str, sender: str, body: str, **content: Any) -> nio.Event:
+        source = {
+            "type": "m.room.message",
+            "event_id": event_id,
+            "sender": sender,
+            "origin_server_ts": 1,
+            "content": {"msgtype": "m.text", "body": body, **content},
+        }
+        return nio.Event.parse_event(source)
+
+    edit = {"m.relates_to": {"rel_type": "m.replace", "event_id": "$g1"}}
+    gap = [
+        message("$g1", ALICE, "!gts one"),
+        message("$g2", BOT, "mine"),
+        message("$g3", ALICE, "* x", **edit),
+    ]
+    timeline = SimpleNamespace(limited=True, prev_batch="p", events=[message("$t1", ALICE, "!gts two")])
+    rooms = SimpleNamespace(invite={}, join={ROOM: SimpleNamespace(timeline=timeline)}, leave={})
+    events = events_from_sync(SimpleNamespace(rooms=rooms), UserId(BOT), lambda e: "x", gaps={ROOM: gap})
+    assert [(e.event_id, e.body) for e in events if isinstance(e, IncomingMessage)] == [
+        ("$g1", "!gts one"),
+        ("$t1", "!gts two"),
+    ]
+    assert len(events) == 2
