@@ -222,3 +222,7 @@ async def harness(sessions: async_sessionmaker[AsyncSession], keyring: KeyRing) 
         finally:
             for manager in h.managers:
                 await manager.stop()
+
+
+async def cursor_is(h: Harness, account_id: AccountId, expected: str) -> bool:
+    return (await h.account(account_id)).cursor == expected

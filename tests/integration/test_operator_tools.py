@@ -81,12 +81,6 @@ async def pg_url(postgres_server: PostgresServer) -> AsyncIterator[str]:
         await admin.close()
 
 
-@pytest.fixture
-async def gts() -> AsyncIterator[FakeGoToSocial]:
-    async with FakeGoToSocial() as server:
-        yield server
-
-
 # -- accounts list --------------------------------------------------------------------------------------
 
 

@@ -3,34 +3,12 @@ real database (SQLite and PostgreSQL through the `sessions` fixture)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
-import pytest
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-
 from bot.relay.delivery import txn_id_for
-from bot.store.crypto import KeyRing
 from bot.store.models import AccountState
 from bot.store.records import AccountId
 from bot.store.repositories import Repositories
 from tests.fakes.gotosocial import FakeGoToSocial
-from tests.integration.relay_support import Harness, harness, wait_for_async, wait_until
-
-
-@pytest.fixture
-async def gts() -> AsyncIterator[FakeGoToSocial]:
-    async with FakeGoToSocial() as server:
-        yield server
-
-
-@pytest.fixture
-async def h(sessions: async_sessionmaker[AsyncSession], keyring: KeyRing) -> AsyncIterator[Harness]:
-    async with harness(sessions, keyring) as value:
-        yield value
-
-
-async def cursor_is(h: Harness, account_id: AccountId, expected: str) -> bool:
-    return (await h.account(account_id)).cursor == expected
+from tests.integration.relay_support import Harness, cursor_is, wait_for_async, wait_until
 
 
 async def test_a_live_notification_arrives_over_the_stream_and_commits_the_cursor(

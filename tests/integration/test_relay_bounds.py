@@ -6,37 +6,15 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import re
-from collections.abc import AsyncIterator
-
-import pytest
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.config import RelayConfig
 from bot.relay.tuning import RelayTuning
-from bot.store.crypto import KeyRing
 from bot.store.outbox import OutboxRepository
-from bot.store.records import AccountId
 from tests.fakes.gotosocial import FakeGoToSocial
-from tests.integration.relay_support import FAST, Harness, harness, wait_for_async, wait_until
+from tests.integration.relay_support import FAST, Harness, cursor_is, wait_for_async, wait_until
 
 NOTIFICATIONS = "/api/v1/notifications"
 SETTLE = 0.5  # how long a relay gets to (wrongly) keep reading before a bound is checked
-
-
-@pytest.fixture
-async def gts() -> AsyncIterator[FakeGoToSocial]:
-    async with FakeGoToSocial() as server:
-        yield server
-
-
-@pytest.fixture
-async def h(sessions: async_sessionmaker[AsyncSession], keyring: KeyRing) -> AsyncIterator[Harness]:
-    async with harness(sessions, keyring) as value:
-        yield value
-
-
-async def cursor_is(h: Harness, account_id: AccountId, expected: str) -> bool:
-    return (await h.account(account_id)).cursor == expected
 
 
 def assert_each_once_in_order(h: Harness, count: int) -> None:

@@ -7,39 +7,20 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 
 import pytest
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.matrix.errors import MatrixForbidden, MatrixRequestError
 from bot.observability.metrics import Metrics
 from bot.relay.delivery import txn_id_for
-from bot.store.crypto import KeyRing
 from bot.store.models import AccountState
 from bot.store.outbox import OutboxRepository
-from bot.store.records import AccountId
 from tests.fakes.gotosocial import FakeGoToSocial
-from tests.integration.relay_support import FAST, Harness, harness, wait_for_async, wait_until
+from tests.integration.relay_support import FAST, Harness, cursor_is, wait_for_async, wait_until
 
 DM = "!dm:example.org"
 NEW_DM = "!new:example.org"
-
-
-@pytest.fixture
-async def gts() -> AsyncIterator[FakeGoToSocial]:
-    async with FakeGoToSocial() as server:
-        yield server
-
-
-@pytest.fixture
-async def h(sessions: async_sessionmaker[AsyncSession], keyring: KeyRing) -> AsyncIterator[Harness]:
-    async with harness(sessions, keyring) as value:
-        yield value
-
-
-async def cursor_is(h: Harness, account_id: AccountId, expected: str) -> bool:
-    return (await h.account(account_id)).cursor == expected
 
 
 def forbidden_in(room: str) -> Callable[[str, str], Exception | None]:
