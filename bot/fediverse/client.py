@@ -1,8 +1,9 @@
 """The typed fediverse client: the handful of Mastodon-client-API calls the bot makes.
 
 Thin on purpose: each method is one call (or a short, fixed sequence), returns frozen dataclasses from
-`models`, and raises the `FediverseError` subclasses from `bot.errors`. Remote OAuth error codes are mapped to
-exception classes in one place, `_oauth_error`. The httpx client is injected (see `guard.build_http_client`).
+`models`, and raises the `FediverseError` subclasses from `bot.errors`. Remote OAuth error codes map to
+exception classes in one place, `oauth_errors.oauth_error`. The httpx client is injected (see
+`guard.build_http_client`).
 """
 
 from __future__ import annotations
@@ -15,13 +16,9 @@ import httpx
 
 from bot.errors import (
     BadResponseError,
-    ExpiredCodeError,
     FediverseError,
     ForbiddenAddressError,
     InstanceUnreachableError,
-    InvalidClientError,
-    InvalidCodeError,
-    InvalidRedirectError,
     NotAFediverseServerError,
     OAuthError,
     RateLimitedError,
@@ -55,6 +52,7 @@ from bot.fediverse.models import (
     parse_token,
 )
 from bot.fediverse.oauth import OOB_REDIRECT_URI, normalize_scopes
+from bot.fediverse.oauth_errors import NO_ROWS, oauth_error
 from bot.fediverse.ratelimit import PacerRegistry
 
 __all__ = ["MAX_PAGE_LIMIT", "FediverseClient"]
@@ -62,7 +60,6 @@ __all__ = ["MAX_PAGE_LIMIT", "FediverseClient"]
 MAX_PAGE_LIMIT = 80
 _NODEINFO_PATH = re.compile(r"^/[A-Za-z0-9/._-]{1,100}$")
 _CURSOR = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
-_NO_ROWS = "sql: no rows in result set"
 
 
 def _bad_shape(instance: InstanceRef, what: str, exc: ShapeError) -> BadResponseError:
@@ -241,9 +238,9 @@ class FediverseClient:
             except ShapeError as exc:
                 raise _bad_shape(instance, "a token response", exc) from None
         error, description = error_fields(response)
-        if error == _NO_ROWS and not await self._app_known(instance, app):
+        if error == NO_ROWS and not await self._app_known(instance, app):
             error = "invalid_client"  # GoToSocial says "no rows" for an unknown client_id as for a bad code
-        raise self._oauth_error(instance, response, error, description, redact=(code, app.client_secret))
+        raise oauth_error(instance, response, error, description, redact=(code, app.client_secret))
 
     async def _app_known(self, instance: InstanceRef, app: AppRegistration) -> bool:
         """Whether the instance still knows our app, probed with a client_credentials request."""
@@ -264,51 +261,7 @@ class FediverseClient:
             except FediverseError:
                 pass  # an app-only token that expires on its own; nothing more to do
             return True
-        return error != _NO_ROWS
-
-    @staticmethod
-    def _oauth_error(
-        instance: InstanceRef, response: RawResponse, error: str, description: str, *, redact: Sequence[str]
-    ) -> FediverseError:
-        """Map an OAuth error response to an exception (the one place these codes are interpreted)."""
-        name = instance.display
-        if error == "invalid_client":
-            return InvalidClientError(
-                f"{name} no longer recognises the bot's app registration; "
-                "start again so the bot registers anew."
-            )
-        if error == _NO_ROWS:
-            return InvalidCodeError(
-                f"{name} did not recognise that code: it may have been used already, mistyped, or belong to "
-                "another request. Each code works once; start again to get a new one."
-            )
-        if error == "invalid_grant":
-            is_gts = "gotosocial" in response.headers.get("server", "").lower() or description.startswith(
-                "Bad Request: could not get access token"
-            )
-            if is_gts:
-                # GoToSocial says invalid_grant for an expired code and for one issued to another request;
-                # a used or unknown code is "no rows" there. Elsewhere (Mastodon) it covers all of these.
-                return ExpiredCodeError(
-                    f"{name} says the code has expired or does not belong to this request; codes are only "
-                    "valid for about 5 minutes. Start again to get a new one."
-                )
-            return InvalidCodeError(
-                f"{name} did not accept that code: it may be wrong, used already, or expired. "
-                "Start again to get a new one."
-            )
-        if response.status == 403 and error == "invalid redirect uri":
-            return InvalidRedirectError(
-                f"{name} says the bot's redirect address does not match its app registration; "
-                "start again so the bot registers anew."
-            )
-        if response.status in (502, 503, 504):
-            return status_error(instance, response)
-        detail = server_text(error or description, redact=redact)
-        return OAuthError(
-            f"{name} refused the token request (HTTP {response.status}"
-            + (f": {detail})." if detail else ").")
-        )
+        return error != NO_ROWS
 
     async def revoke(self, instance: InstanceRef, app: AppRegistration, token: str) -> None:
         """Revoke an access token. An already revoked or unknown token counts as revoked."""
@@ -326,7 +279,7 @@ class FediverseClient:
                 f"{instance.display} refused to revoke the token: it says the token belongs to another app."
             )
         error, description = error_fields(response)
-        raise self._oauth_error(instance, response, error, description, redact=(token, app.client_secret))
+        raise oauth_error(instance, response, error, description, redact=(token, app.client_secret))
 
     # -- account and notifications ---------------------------------------------------------------------
 
