@@ -9,11 +9,10 @@ from typing import Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bot.connect import instance_from_key
+from bot.connect import instance_from_key, registration_of
 from bot.errors import CommandError, FediverseError, RevokeUnsupportedError
 from bot.fediverse.client import FediverseClient
 from bot.fediverse.instance import InstanceRef
-from bot.fediverse.models import AppRegistration
 from bot.store.crypto import KeyRing
 from bot.store.models import AccountState
 from bot.store.records import AccountId, AccountRecord, Clock, utc_now
@@ -154,7 +153,7 @@ class AccountsService:
         if app is None:
             problem = "the bot no longer has this app's registration"
         else:
-            registration = AppRegistration(app.client_id, app.client_secret, tuple(app.scopes.split()))
+            registration = registration_of(app)
             try:
                 await self._client.revoke(instance, registration, account.token)
             except RevokeUnsupportedError:

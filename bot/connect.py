@@ -220,7 +220,7 @@ class ConnectFlows:
         if flow is None or app_record is None:
             raise CommandError("That connection request was already used. Start again with `connect`.")
         instance = instance_from_key(flow.instance, allow_http=self._fediverse.allow_http)
-        app = _registration(app_record)
+        app = registration_of(app_record)
         try:
             grant = await self._client.exchange_code(instance, app, code)
         except InvalidClientError:
@@ -287,7 +287,7 @@ class ConnectFlows:
     async def _app_by_id(self, app_id: AppId) -> AppRegistration | None:
         async with self._sessions() as session:
             record = await Repositories(session, self._keyring, self._clock).apps.get_by_id(app_id)
-        return None if record is None else _registration(record)
+        return None if record is None else registration_of(record)
 
     async def _forget_app(self, app: AppRecord) -> None:
         """The instance no longer knows this registration: drop it so the next connect registers anew."""
@@ -304,7 +304,8 @@ class ConnectFlows:
             log.warning("could not revoke a token on %s: %s", instance.display, type(exc).__name__)
 
 
-def _registration(record: AppRecord) -> AppRegistration:
+def registration_of(record: AppRecord) -> AppRegistration:
+    """The stored app registration in the form the fediverse client takes."""
     return AppRegistration(record.client_id, record.client_secret, tuple(record.scopes.split()))
 
 
@@ -315,5 +316,6 @@ __all__ = [
     "StartedFlow",
     "instance_from_key",
     "instance_permitted",
+    "registration_of",
     "requested_scopes",
 ]
