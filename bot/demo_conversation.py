@@ -1,6 +1,6 @@
 """The scripted conversation `gts-bot demo` plays: a person talks to the bot while "the fediverse" acts.
 
-Everything here speaks to objects from the test helpers (`tests/e2e/human.py`, `tests/fakes/gotosocial.py`),
+Everything here speaks to objects from the test helpers (`tests/e2e/human.py`, `tests/fakes/gotosocial/`),
 which are not part of the installed package; `bot.demo` imports them and passes them in, typed `Any`.
 """
 

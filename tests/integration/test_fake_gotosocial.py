@@ -13,8 +13,8 @@ import httpx
 import pytest
 
 from tests.fakes.gotosocial import AuthorizeError, FakeGoToSocial
-from tests.fakes.gts_core import HELPFUL_ADVICE
-from tests.fakes.gts_testkit import (
+from tests.fakes.gotosocial.core import HELPFUL_ADVICE
+from tests.fakes.gotosocial.testkit import (
     NO_TOKEN,
     OOB,
     PW,

@@ -13,8 +13,8 @@ import httpx
 import pytest
 
 from tests.fakes.gotosocial import FakeGoToSocial
-from tests.fakes.gts_core import UlidFactory
-from tests.fakes.gts_testkit import (
+from tests.fakes.gotosocial.core import UlidFactory
+from tests.fakes.gotosocial.testkit import (
     NO_TOKEN,
     PW,
     SCOPE_403,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import html
 from typing import Any
 
-from tests.fakes.gts_state import FakeApp, FakeState, FakeUser
+from tests.fakes.gotosocial.state import FakeApp, FakeState, FakeUser
 
 SOURCE_URL = "https://codeberg.org/superseriousbusiness/gotosocial"
 

@@ -9,9 +9,22 @@ from typing import Any
 
 from aiohttp import web
 
-from tests.fakes.gts_core import NOTIFICATION_TYPES, OWN_STATUS_TYPES, STATUS_TYPES, go_json, iso_seconds
-from tests.fakes.gts_http import JSON_TYPE, ApiError, json_response, require_accept, state_of, token_auth
-from tests.fakes.gts_render import (
+from tests.fakes.gotosocial.core import (
+    NOTIFICATION_TYPES,
+    OWN_STATUS_TYPES,
+    STATUS_TYPES,
+    go_json,
+    iso_seconds,
+)
+from tests.fakes.gotosocial.httputil import (
+    JSON_TYPE,
+    ApiError,
+    json_response,
+    require_accept,
+    state_of,
+    token_auth,
+)
+from tests.fakes.gotosocial.render import (
     account_json,
     instance_v1,
     instance_v2,
@@ -19,7 +32,7 @@ from tests.fakes.gts_render import (
     nodeinfo_links,
     status_json,
 )
-from tests.fakes.gts_state import FakeState, StoredNotification
+from tests.fakes.gotosocial.state import FakeState, StoredNotification
 
 _KNOWN_TYPES = frozenset(NOTIFICATION_TYPES)
 

@@ -8,8 +8,8 @@ import json
 
 from aiohttp import WSMsgType, web
 
-from tests.fakes.gts_http import EXTRA_HEADERS, ApiError, bearer, lookup_auth, state_of
-from tests.fakes.gts_state import StreamConn
+from tests.fakes.gotosocial.httputil import EXTRA_HEADERS, ApiError, bearer, lookup_auth, state_of
+from tests.fakes.gotosocial.state import StreamConn
 
 # Streams a client may add with a subscribe message; `user:notification` is silently ignored there.
 _SUBSCRIBABLE = frozenset({"public:local", "public", "user", "direct", "list"})

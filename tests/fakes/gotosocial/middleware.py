@@ -8,8 +8,8 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from tests.fakes.gts_core import iso_seconds, status_text
-from tests.fakes.gts_http import (
+from tests.fakes.gotosocial.core import iso_seconds, status_text
+from tests.fakes.gotosocial.httputil import (
     EXTRA_HEADERS,
     ApiError,
     OAuthError,
@@ -19,7 +19,7 @@ from tests.fakes.gts_http import (
     oauth_error_response,
     state_of,
 )
-from tests.fakes.gts_state import FakeState
+from tests.fakes.gotosocial.state import FakeState
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 

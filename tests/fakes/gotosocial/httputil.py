@@ -9,9 +9,9 @@ from typing import Any
 
 from aiohttp import web
 
-from tests.fakes.gts_core import go_json, negotiate, safe_text, token_permits
-from tests.fakes.gts_render import error_page
-from tests.fakes.gts_state import FakeApp, FakeState, FakeToken, FakeUser
+from tests.fakes.gotosocial.core import go_json, negotiate, safe_text, token_permits
+from tests.fakes.gotosocial.render import error_page
+from tests.fakes.gotosocial.state import FakeApp, FakeState, FakeToken, FakeUser
 
 STATE: web.AppKey[FakeState] = web.AppKey("gts_state", FakeState)
 EXTRA_HEADERS: web.RequestKey[dict[str, str]] = web.RequestKey("gts_extra_headers", dict)

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from tests.fakes.gts_core import SnowflakeFactory, UlidFactory, go_json, iso_ms
+from tests.fakes.gotosocial.core import SnowflakeFactory, UlidFactory, go_json, iso_ms
 
 
 @dataclass

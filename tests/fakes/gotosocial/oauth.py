@@ -8,7 +8,7 @@ import uuid
 
 from aiohttp import web
 
-from tests.fakes.gts_core import (
+from tests.fakes.gotosocial.core import (
     HELPFUL_ADVICE,
     OOB_URI,
     oauth_secret,
@@ -16,7 +16,7 @@ from tests.fakes.gts_core import (
     scopes_covered,
     token_permits,
 )
-from tests.fakes.gts_http import (
+from tests.fakes.gotosocial.httputil import (
     HTML_TYPE,
     JSON_TYPE,
     ApiError,
@@ -30,8 +30,8 @@ from tests.fakes.gts_http import (
     state_of,
     token_auth,
 )
-from tests.fakes.gts_render import app_json, authorize_page, oob_page, sign_in_page
-from tests.fakes.gts_state import FakeApp, FakeCode, FakeState, FakeUser, Session
+from tests.fakes.gotosocial.render import app_json, authorize_page, oob_page, sign_in_page
+from tests.fakes.gotosocial.state import FakeApp, FakeCode, FakeState, FakeUser, Session
 
 _INVALID_SCOPE = "The requested scope is invalid, unknown, or malformed"
 _SERVER_ERROR = ("The authorization server encountered an unexpected condition that prevented it from "

@@ -19,11 +19,14 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from tests.fakes import gts_api, gts_oauth, gts_stream, gts_token
-from tests.fakes.gts_core import OOB_URI, oauth_secret
-from tests.fakes.gts_http import STATE
-from tests.fakes.gts_middleware import gts_middleware, server_header
-from tests.fakes.gts_state import (
+from tests.fakes.gotosocial import api as gts_api
+from tests.fakes.gotosocial import oauth as gts_oauth
+from tests.fakes.gotosocial import stream as gts_stream
+from tests.fakes.gotosocial import tokens as gts_token
+from tests.fakes.gotosocial.core import OOB_URI, oauth_secret
+from tests.fakes.gotosocial.httputil import STATE
+from tests.fakes.gotosocial.middleware import gts_middleware, server_header
+from tests.fakes.gotosocial.state import (
     FakeApp,
     FakeCode,
     FakeState,

@@ -6,8 +6,8 @@ import time
 
 from aiohttp import web
 
-from tests.fakes.gts_core import HELPFUL_ADVICE, HELPFUL_ADVICE_GRANT, oauth_secret, scopes_covered
-from tests.fakes.gts_http import (
+from tests.fakes.gotosocial.core import HELPFUL_ADVICE, HELPFUL_ADVICE_GRANT, oauth_secret, scopes_covered
+from tests.fakes.gotosocial.httputil import (
     JSON_TYPE,
     ApiError,
     Bound,
@@ -18,7 +18,7 @@ from tests.fakes.gts_http import (
     require_accept,
     state_of,
 )
-from tests.fakes.gts_state import FakeApp, FakeState, FakeToken
+from tests.fakes.gotosocial.state import FakeApp, FakeState, FakeToken
 
 _NO_ROWS = "sql: no rows in result set"
 _FIELDS = ("grant_type", "code", "redirect_uri", "client_id", "client_secret", "scope")

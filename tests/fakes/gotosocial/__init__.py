@@ -1,0 +1,11 @@
+"""A fake GoToSocial (and Mastodon-family) server on loopback for the tests; see ``server.py``.
+
+Modules: ``core`` (pure facts: ids, errors, scopes), ``state`` (users, apps, tokens, notifications),
+``httputil`` and ``middleware`` (the HTTP conventions), ``oauth``, ``tokens``, ``api``, ``stream``
+(the endpoints), ``render`` (HTML and JSON shapes), ``testkit`` (helpers for tests), ``server``
+(the aiohttp app and its public handle, ``FakeGoToSocial``).
+"""
+
+from tests.fakes.gotosocial.server import AuthorizeError, FakeGoToSocial, main
+
+__all__ = ["AuthorizeError", "FakeGoToSocial", "main"]
