@@ -13,6 +13,7 @@ from bot.matrix.errors import (
     MatrixRateLimited,
     MatrixRequestError,
     MatrixStoreError,
+    MatrixTooLarge,
     MatrixUnknownToken,
 )
 from bot.matrix.session import Credentials
@@ -49,6 +50,7 @@ __all__ = [
     "MatrixRateLimited",
     "MatrixRequestError",
     "MatrixStoreError",
+    "MatrixTooLarge",
     "MatrixUnknownToken",
     "MemberLeft",
     "RateLimitState",

@@ -8,10 +8,13 @@
             ├── MatrixRateLimited          429 M_LIMIT_EXCEEDED (retry_after_ms)
             ├── MatrixUnknownToken         401 M_UNKNOWN_TOKEN: the access token is no longer valid
             ├── MatrixForbidden            403 M_FORBIDDEN
-            └── MatrixNotFound             404 M_NOT_FOUND
+            ├── MatrixNotFound             404 M_NOT_FOUND
+            └── MatrixTooLarge             413 M_TOO_LARGE
 
-`error_from_response` is the one place where Matrix error codes map to classes. Messages never contain the
-access token (nio's error messages come from the server, which does not echo tokens).
+`error_from_response` is the one place where Matrix error codes (or, without one, HTTP statuses) map to
+classes; `is_permanent_send_failure` and `is_room_refusal` read meaning off those classes only.
+Messages never contain the access token (nio's error messages come from the server, which does not
+echo tokens).
 """
 
 from __future__ import annotations
@@ -58,11 +61,22 @@ class MatrixNotFound(MatrixRequestError):
     pass
 
 
+class MatrixTooLarge(MatrixRequestError):
+    pass
+
+
 _BY_ERRCODE: dict[str, type[MatrixRequestError]] = {
     "M_UNKNOWN_TOKEN": MatrixUnknownToken,
     "M_MISSING_TOKEN": MatrixUnknownToken,
     "M_FORBIDDEN": MatrixForbidden,
     "M_NOT_FOUND": MatrixNotFound,
+    "M_TOO_LARGE": MatrixTooLarge,
+}
+_BY_STATUS: dict[int, type[MatrixRequestError]] = {
+    401: MatrixUnknownToken,
+    403: MatrixForbidden,
+    404: MatrixNotFound,
+    413: MatrixTooLarge,
 }
 
 
@@ -72,5 +86,18 @@ def error_from_response(
     """Map an error answer (errcode, HTTP status) to its exception class."""
     if errcode == "M_LIMIT_EXCEEDED" or status == 429:
         return MatrixRateLimited(message, retry_after_ms, status)
-    cls = _BY_ERRCODE.get(errcode or "", MatrixRequestError)
+    if errcode:
+        cls = _BY_ERRCODE.get(errcode, MatrixRequestError)
+    else:
+        cls = _BY_STATUS.get(status or 0, MatrixRequestError)
     return cls(message, errcode, status)
+
+
+def is_room_refusal(exc: BaseException) -> bool:
+    """The room refused the bot (kicked, left, or gone): another room may work, the same one will not."""
+    return isinstance(exc, MatrixForbidden | MatrixNotFound)
+
+
+def is_permanent_send_failure(exc: BaseException) -> bool:
+    """Forbidden, unknown room, or message too large: sending the same thing again fails again."""
+    return is_room_refusal(exc) or isinstance(exc, MatrixTooLarge)

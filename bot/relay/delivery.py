@@ -9,10 +9,10 @@ transaction BEFORE sending; each is sent with a transaction id derived from the 
 then, in one transaction, the row is deleted and its cursors are committed. After a crash the manager
 re-sends the outbox rows first, with the same transaction ids, so the homeserver drops any duplicate.
 Send failures are retried with backoff and block later messages (order is kept, nothing is skipped),
-except permanent ones (`send_failures`): a message always goes to the user's current DM room (re-targeted,
-same transaction id, when the DM changed; held while there is none), and one the current room keeps
-refusing (too large; or forbidden after `forbidden_retries` looks) is logged, counted and dropped so the
-queue moves on.
+except permanent ones (`is_permanent_send_failure`): a message always goes to the user's current DM
+room (re-targeted, same transaction id, when the DM changed; held while there is none), and one the
+current room keeps refusing (too large; or forbidden after `forbidden_retries` looks) is logged,
+counted and dropped so the queue moves on.
 
 The queue is bounded: relays wait for `wait_for_capacity` before handing over more (at most one page per
 account beyond `max_pending`), so a flood stays on the instance, not in memory.
@@ -34,13 +34,13 @@ from typing import TYPE_CHECKING, Any, Protocol, cast
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.errors import new_reference
+from bot.matrix.errors import is_permanent_send_failure, is_room_refusal
 from bot.observability.metrics import Metrics
 from bot.relay.backoff import Backoff
 from bot.relay.delivery_store import DeliveryStore, advance_cursors
 from bot.relay.format import Message
 from bot.relay.grouping import Pending, group_notifications, pack_messages
 from bot.relay.ids import is_newer, max_id
-from bot.relay.send_failures import is_permanent_send_failure, is_room_refusal
 from bot.relay.tuning import RelayTuning
 from bot.store.crypto import KeyRing
 from bot.store.outbox import OutboxRecord, OutboxRepository

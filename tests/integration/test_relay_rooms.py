@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import pytest
 
-from bot.matrix.errors import MatrixForbidden, MatrixRequestError
+from bot.matrix.errors import MatrixForbidden, error_from_response
 from bot.observability.metrics import Metrics
 from bot.relay.delivery import txn_id_for
 from bot.store.models import AccountState
@@ -66,7 +66,7 @@ async def test_a_message_too_large_for_the_room_is_dropped_with_a_reference_and_
     account = await h.add_account(gts, "alice", cursor=start["id"])
 
     def too_large(room_id: str, body: str) -> Exception | None:
-        return MatrixRequestError("event too large", "M_TOO_LARGE", 413) if "HUGE" in body else None
+        return error_from_response("event too large", "M_TOO_LARGE", 413) if "HUGE" in body else None
 
     h.sender.refuse = too_large
     metrics = Metrics(version="0")

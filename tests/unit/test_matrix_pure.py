@@ -15,6 +15,7 @@ from bot.matrix.errors import (
     MatrixNotFound,
     MatrixRateLimited,
     MatrixRequestError,
+    MatrixTooLarge,
     MatrixUnknownToken,
     error_from_response,
 )
@@ -191,7 +192,11 @@ def test_left_member() -> None:
         ("M_UNKNOWN_TOKEN", 401, MatrixUnknownToken),
         ("M_FORBIDDEN", 403, MatrixForbidden),
         ("M_NOT_FOUND", 404, MatrixNotFound),
+        ("M_TOO_LARGE", 413, MatrixTooLarge),
+        (None, 403, MatrixForbidden),
+        (None, 413, MatrixTooLarge),
         ("M_UNKNOWN", 500, MatrixRequestError),
+        (None, 502, MatrixRequestError),
     ],
 )
 def test_error_from_response(errcode: str | None, status: int, cls: type[MatrixRequestError]) -> None:

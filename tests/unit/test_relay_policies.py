@@ -7,12 +7,11 @@ import random
 
 import pytest
 
-from bot.matrix.errors import MatrixForbidden, MatrixNotFound, MatrixRateLimited, MatrixRequestError
+from bot.matrix.errors import error_from_response, is_permanent_send_failure, is_room_refusal
 from bot.relay.backoff import Backoff
 from bot.relay.breaker import BreakerRegistry, BreakerState, CircuitBreaker
 from bot.relay.delivery import txn_id_for
 from bot.relay.manager import broken_message
-from bot.relay.send_failures import is_permanent_send_failure, is_room_refusal
 from bot.relay.tuning import RelayTuning
 from bot.store.outbox import format_cursors, parse_cursors
 from bot.store.records import AccountId
@@ -148,14 +147,14 @@ def test_the_broken_account_message_says_how_to_reconnect() -> None:
 @pytest.mark.parametrize(
     ("error", "permanent", "room"),
     [
-        (MatrixForbidden("not in room", "M_FORBIDDEN", 403), True, True),
-        (MatrixNotFound("unknown room", "M_NOT_FOUND", 404), True, True),
-        (MatrixRequestError("event too large", "M_TOO_LARGE", 413), True, False),
-        (MatrixRequestError("too large", None, 413), True, False),
-        (MatrixRequestError("forbidden", None, 403), True, True),
-        (MatrixRateLimited("slow down", 1000), False, False),
-        (MatrixRequestError("server error", "M_UNKNOWN", 500), False, False),
-        (MatrixRequestError("bad gateway", None, 502), False, False),
+        (error_from_response("not in room", "M_FORBIDDEN", 403), True, True),
+        (error_from_response("unknown room", "M_NOT_FOUND", 404), True, True),
+        (error_from_response("event too large", "M_TOO_LARGE", 413), True, False),
+        (error_from_response("too large", None, 413), True, False),
+        (error_from_response("forbidden", None, 403), True, True),
+        (error_from_response("slow down", "M_LIMIT_EXCEEDED", 429, 1000), False, False),
+        (error_from_response("server error", "M_UNKNOWN", 500), False, False),
+        (error_from_response("bad gateway", None, 502), False, False),
         (OSError("connection reset"), False, False),
     ],
 )
