@@ -12,13 +12,13 @@ from datetime import datetime
 from typing import Any, NewType
 
 __all__ = [
-    "AccountId",
     "AppRegistration",
     "FediverseAccount",
     "InstanceInfo",
     "Notification",
     "NotificationId",
     "Page",
+    "RemoteAccountId",
     "ShapeError",
     "Status",
     "StatusId",
@@ -30,7 +30,7 @@ __all__ = [
     "parse_token",
 ]
 
-AccountId = NewType("AccountId", str)
+RemoteAccountId = NewType("RemoteAccountId", str)  # the id on its own server
 StatusId = NewType("StatusId", str)
 NotificationId = NewType("NotificationId", str)
 
@@ -71,7 +71,7 @@ class TokenGrant:
 
 @dataclass(frozen=True)
 class FediverseAccount:
-    id: AccountId
+    id: RemoteAccountId
     username: str
     acct: str  # as the server gives it: "bob" for a local account, "bob@other.example" for a remote one
     url: str | None
@@ -188,7 +188,7 @@ def parse_account(data: object, what: str = "account") -> FediverseAccount:
     d = _obj(data, what)
     username = _str(d, "username", what, max_len=2048)
     return FediverseAccount(
-        id=AccountId(_str(d, "id", what, max_len=MAX_ID_LENGTH)),
+        id=RemoteAccountId(_str(d, "id", what, max_len=MAX_ID_LENGTH)),
         username=username,
         acct=_str(d, "acct", what, max_len=2048),
         url=_opt_str(d, "url"),
