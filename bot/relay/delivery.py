@@ -31,21 +31,17 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-
 from bot.errors import new_reference
 from bot.matrix.errors import is_permanent_send_failure, is_room_refusal
 from bot.observability.metrics import Metrics
 from bot.relay.backoff import Backoff
-from bot.relay.delivery_store import DeliveryStore, advance_cursors
+from bot.relay.delivery_store import DeliveryStorage, OutboxDraft
 from bot.relay.format import Message
 from bot.relay.grouping import Pending, group_notifications, pack_messages
 from bot.relay.ids import is_newer, max_id
 from bot.relay.tuning import RelayTuning
-from bot.store.crypto import KeyRing
-from bot.store.outbox import OutboxRecord, OutboxRepository
+from bot.store.outbox import OutboxRecord
 from bot.store.records import AccountId
-from bot.store.repositories import AccountsRepository, DmRoomsRepository
 
 if TYPE_CHECKING:
     from bot.matrix.types import EventId, RoomId
@@ -106,8 +102,7 @@ class UserDelivery:
         self,
         matrix_user_id: str,
         *,
-        sessions: async_sessionmaker[AsyncSession],
-        keyring: KeyRing,
+        store: DeliveryStorage,
         sender: MatrixSender,
         tuning: RelayTuning,
         metrics: Metrics | None,
@@ -116,14 +111,12 @@ class UserDelivery:
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.matrix_user_id = matrix_user_id
-        self._sessions = sessions
-        self._keyring = keyring
+        self._store = store
         self._sender = sender
         self._tuning = tuning
         self._metrics = metrics
         self._sleep = sleep
         self._wall_clock = wall_clock
-        self._store = DeliveryStore(sessions, keyring, matrix_user_id)
         self._pending: list[DeliveryItem] = []
         self._prepared: deque[_Prepared] = deque()
         self._wake = asyncio.Event()
@@ -317,33 +310,23 @@ class UserDelivery:
 
     async def _write_batch(self, batch: list[DeliveryItem]) -> list[_Prepared] | None:
         """Write the batch's messages to the outbox (one transaction); None when there is no DM room."""
-        async with self._sessions() as session, session.begin():
-            room_id = await DmRoomsRepository(session).get(self.matrix_user_id)
-            if room_id is None:
-                return None
-            cursors: dict[AccountId, str] = {}
-            for item in batch:
-                if is_newer(item.id, cursors.get(item.account_id)):
-                    cursors[item.account_id] = item.id
-            relayed = [i for i in batch if i.relay]
-            messages = self._messages(relayed)
-            if not messages:  # only filtered-out items: move the cursors, send nothing
-                await advance_cursors(AccountsRepository(session, self._keyring), cursors)
-            outbox = OutboxRepository(session)
-            prepared: list[_Prepared] = []
-            for index, message in enumerate(messages):
-                covers = set(message.covers)
-                covered = [i for i in relayed if i.id in covers]
-                record = await outbox.add(
-                    matrix_user_id=self.matrix_user_id,
-                    room_id=room_id,
-                    txn_id=txn_id_for([(i.account_id, i.id) for i in covered]),
-                    body=message.plain,
-                    html=message.html,
-                    cursors=cursors if index == len(messages) - 1 else {},
-                )
-                prepared.append(_Prepared(record, tuple(covered)))
-            return prepared
+        cursors: dict[AccountId, str] = {}
+        for item in batch:
+            if is_newer(item.id, cursors.get(item.account_id)):
+                cursors[item.account_id] = item.id
+        relayed = [i for i in batch if i.relay]
+        drafts: list[OutboxDraft] = []
+        covered_by_draft: list[tuple[DeliveryItem, ...]] = []
+        for message in self._messages(relayed):
+            covers = set(message.covers)
+            covered = tuple(i for i in relayed if i.id in covers)
+            txn_id = txn_id_for([(i.account_id, i.id) for i in covered])
+            drafts.append(OutboxDraft(txn_id=txn_id, body=message.plain, html=message.html))
+            covered_by_draft.append(covered)
+        records = await self._store.write_batch(drafts, cursors)
+        if records is None:
+            return None
+        return [_Prepared(record, covered) for record, covered in zip(records, covered_by_draft, strict=True)]
 
     def _messages(self, items: list[DeliveryItem]) -> list[Message]:
         if not items:

@@ -1,4 +1,4 @@
-"""The database steps of delivery that are not about writing new messages, each one transaction.
+"""The database steps of delivery, each one transaction; `UserDelivery` sees only `DeliveryStorage`.
 
 Cursor writes are monotonic: a cursor only ever moves to a newer id (`ids` ordering), read and compared
 in the same transaction, so a stale outbox row committed late can never move an account backwards.
@@ -8,7 +8,8 @@ The DM room is only read here; `bot.dms` owns that record.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from typing import Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -18,7 +19,30 @@ from bot.store.outbox import OutboxRecord, OutboxRepository
 from bot.store.records import AccountId
 from bot.store.repositories import AccountsRepository, DmRoomsRepository
 
-__all__ = ["DeliveryStore", "advance_cursors"]
+__all__ = ["DeliveryStorage", "DeliveryStore", "OutboxDraft", "advance_cursors"]
+
+
+@dataclasses.dataclass(frozen=True)
+class OutboxDraft:
+    """A message about to be written to the outbox."""
+
+    txn_id: str
+    body: str
+    html: str
+
+
+class DeliveryStorage(Protocol):
+    """What one user's delivery needs from the database."""
+
+    async def current_room(self) -> str | None: ...
+
+    async def write_batch(
+        self, drafts: Sequence[OutboxDraft], cursors: Mapping[AccountId, str]
+    ) -> list[OutboxRecord] | None: ...
+
+    async def retarget(self, record: OutboxRecord, room_id: str) -> OutboxRecord: ...
+
+    async def commit(self, record: OutboxRecord) -> None: ...
 
 
 async def advance_cursors(accounts: AccountsRepository, cursors: Mapping[AccountId, str]) -> None:
@@ -40,6 +64,31 @@ class DeliveryStore:
     async def current_room(self) -> str | None:
         async with self._sessions() as session, session.begin():
             return await DmRoomsRepository(session).get(self._user)
+
+    async def write_batch(
+        self, drafts: Sequence[OutboxDraft], cursors: Mapping[AccountId, str]
+    ) -> list[OutboxRecord] | None:
+        """Write the drafts to the outbox in one transaction, the cursors riding on the last one (moved at
+        once when there is no draft). None, and nothing written, when the user has no DM room."""
+        async with self._sessions() as session, session.begin():
+            room_id = await DmRoomsRepository(session).get(self._user)
+            if room_id is None:
+                return None
+            if not drafts:
+                await advance_cursors(AccountsRepository(session, self._keyring), cursors)
+                return []
+            outbox = OutboxRepository(session)
+            return [
+                await outbox.add(
+                    matrix_user_id=self._user,
+                    room_id=room_id,
+                    txn_id=draft.txn_id,
+                    body=draft.body,
+                    html=draft.html,
+                    cursors=cursors if index == len(drafts) - 1 else {},
+                )
+                for index, draft in enumerate(drafts)
+            ]
 
     async def retarget(self, record: OutboxRecord, room_id: str) -> OutboxRecord:
         async with self._sessions() as session, session.begin():

@@ -42,7 +42,7 @@ from bot.observability.metrics import Metrics
 from bot.relay.account_relay import AccountBroken, AccountRelay, RelayDeps
 from bot.relay.breaker import BreakerRegistry
 from bot.relay.delivery import MatrixSender, UserDelivery
-from bot.relay.delivery_store import advance_cursors
+from bot.relay.delivery_store import DeliveryStore, advance_cursors
 from bot.relay.ids import max_id
 from bot.relay.tuning import RelayTuning
 from bot.store.crypto import KeyRing
@@ -264,8 +264,7 @@ class RelayManager:
         if entry is None:
             delivery = UserDelivery(
                 matrix_user_id,
-                sessions=self._sessions,
-                keyring=self._keyring,
+                store=DeliveryStore(self._sessions, self._keyring, matrix_user_id),
                 sender=self._sender,
                 tuning=self._tuning,
                 metrics=self._metrics,
