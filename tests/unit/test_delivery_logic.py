@@ -1,0 +1,127 @@
+"""Delivery logic against an in-memory `DeliveryStorage`: no SQLAlchemy, no database."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import random
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+
+from bot.matrix.errors import error_from_response
+from bot.matrix.types import EventId, RoomId
+from bot.relay.delivery import DeliveryItem, UserDelivery, txn_id_for
+from bot.relay.delivery_store import OutboxDraft
+from bot.relay.tuning import RelayTuning
+from bot.store.outbox import OutboxId, OutboxRecord
+from bot.store.records import AccountId
+
+ACCOUNT = AccountId(7)
+ROOM = "!dm:example.net"
+
+
+@dataclass
+class MemoryStore:
+    room: str | None = ROOM
+    outbox: list[OutboxRecord] = field(default_factory=list)
+    cursors: dict[AccountId, str] = field(default_factory=dict)
+    ids: itertools.count[int] = field(default_factory=itertools.count)
+
+    async def current_room(self) -> str | None:
+        return self.room
+
+    async def write_batch(
+        self, drafts: Sequence[OutboxDraft], cursors: Mapping[AccountId, str]
+    ) -> list[OutboxRecord] | None:
+        if self.room is None:
+            return None
+        if not drafts:
+            self.cursors.update(cursors)
+            return []
+        records = [
+            OutboxRecord(
+                id=OutboxId(next(self.ids)), matrix_user_id="@alice:example.net", room_id=self.room,
+                txn_id=d.txn_id, body=d.body, html=d.html,
+                cursors=dict(cursors) if index == len(drafts) - 1 else {}, created_at=datetime.now(UTC),
+            )
+            for index, d in enumerate(drafts)
+        ]
+        self.outbox.extend(records)
+        return records
+
+    async def retarget(self, record: OutboxRecord, room_id: str) -> OutboxRecord:
+        return replace(record, room_id=room_id)
+
+    async def commit(self, record: OutboxRecord) -> None:
+        self.cursors.update(record.cursors)
+        self.outbox.remove(record)
+
+
+@dataclass
+class RecordingSender:
+    sent: list[tuple[str, str, str | None]] = field(default_factory=list)
+    refuse_bodies_with: str | None = None
+    rate_limited: bool = False
+
+    async def send_notice(
+        self, room_id: RoomId, body: str, html: str, *, txn_id: str | None = None
+    ) -> EventId:
+        if self.refuse_bodies_with is not None and self.refuse_bodies_with in body:
+            raise error_from_response("too large", "M_TOO_LARGE", 413)
+        self.sent.append((room_id, body, txn_id))
+        return EventId(f"$e{len(self.sent)}")
+
+
+def mention(nid: str, text: str, *, relay: bool = True) -> DeliveryItem:
+    notification = {
+        "id": nid, "type": "mention", "created_at": "2026-12-01T10:00:00.000Z",
+        "account": {
+            "id": "1", "acct": "bob@remote.example", "display_name": "Bob", "url": "https://remote.example/@bob",
+        },
+        "status": {"id": f"s{nid}", "content": f"<p>{text}</p>", "url": f"https://remote.example/s/{nid}",
+                   "visibility": "public", "spoiler_text": "", "sensitive": False},
+    }
+    return DeliveryItem(ACCOUNT, nid, "mention", notification, "gts.example", None, relay=relay)
+
+
+async def deliver(store: MemoryStore, sender: RecordingSender, items: list[DeliveryItem]) -> None:
+    delivery = UserDelivery(
+        "@alice:example.net", store=store, sender=sender, tuning=RelayTuning(), metrics=None,
+        rng=random.Random(1),
+    )
+    worker = asyncio.create_task(delivery.run())
+    try:
+        delivery.submit(items)
+        await asyncio.wait_for(delivery.wait_drained(), timeout=60)
+    finally:
+        worker.cancel()
+
+
+async def test_each_message_carries_its_transaction_id_and_the_last_one_moves_the_cursor() -> None:
+    store, sender = MemoryStore(), RecordingSender()
+    await deliver(store, sender, [mention("01A", "first")])
+    await deliver(store, sender, [mention("01B", "second")])
+    assert ["first" in body for _room, body, _txn in sender.sent] == [True, False]
+    assert ["second" in body for _room, body, _txn in sender.sent] == [False, True]
+    assert [txn for _room, _body, txn in sender.sent] == [
+        txn_id_for([(ACCOUNT, "01A")]), txn_id_for([(ACCOUNT, "01B")])
+    ]
+    assert store.cursors == {ACCOUNT: "01B"}
+    assert store.outbox == []
+
+
+async def test_filtered_out_notifications_move_the_cursor_and_send_nothing() -> None:
+    store, sender = MemoryStore(), RecordingSender()
+    await deliver(store, sender, [mention("01A", "muted", relay=False)])
+    assert sender.sent == []
+    assert store.cursors == {ACCOUNT: "01A"}
+
+
+async def test_a_message_the_room_refuses_for_size_is_dropped_and_the_cursor_moves_past_it() -> None:
+    store, sender = MemoryStore(), RecordingSender(refuse_bodies_with="HUGE")
+    await deliver(store, sender, [mention("01A", "HUGE")])
+    await deliver(store, sender, [mention("01B", "fits")])
+    assert [body for _room, body, _txn in sender.sent if "HUGE" in body] == []
+    assert any("fits" in body for _room, body, _txn in sender.sent)
+    assert store.cursors == {ACCOUNT: "01B"}
