@@ -137,18 +137,6 @@ def _keys_rotate(inv: Invocation) -> int:
     return EXIT_OK
 
 
-def _demo(inv: Invocation) -> int:
-    from bot.demo import run_demo
-
-    return run_demo(keep=inv.args.keep)
-
-
-def _add_demo_arguments(parser: argparse.ArgumentParser) -> None:
-    from bot.demo import add_arguments
-
-    add_arguments(parser)
-
-
 # -- the table --------------------------------------------------------------------------------------
 
 GROUPS: Mapping[tuple[str, ...], str] = {
@@ -228,15 +216,6 @@ SUBCOMMANDS: tuple[Subcommand, ...] = (
         "first.",
         admin.migrate_db,
         admin.migrate_db_arguments,
-    ),
-    Subcommand(
-        ("demo",),
-        "Try the bot without any account (needs a checkout with the test extra).",
-        "Try the bot without any account: starts a throwaway Synapse and a fake GoToSocial on loopback "
-        "and plays a user through connect, notifications and revoke (needs the test extra: "
-        "pip install -e '.[test]').",
-        _demo,
-        _add_demo_arguments,
     ),
 )
 
