@@ -33,7 +33,6 @@ if TYPE_CHECKING:
 
 __all__ = ["GROUPS", "SUBCOMMANDS", "Invocation", "Lazy", "Subcommand", "build_parser", "main"]
 
-EXIT_OK = 0
 EXIT_UNEXPECTED = 1
 EXIT_INTERRUPTED = 130
 

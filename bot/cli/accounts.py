@@ -7,15 +7,13 @@ import json
 from typing import TYPE_CHECKING
 
 from bot.admin import OperatorError
-from bot.cli.common import refused, start_logging
+from bot.cli.common import EXIT_OK, refused, start_logging
 
 if TYPE_CHECKING:
     from bot.admin.accounts import AccountSummary
     from bot.cli import Invocation
 
 __all__ = ["list_accounts", "revoke_accounts"]
-
-EXIT_OK = 0
 
 
 def list_accounts(invocation: Invocation) -> int:

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from bot.cli.common import describe_database
+from bot.cli.common import EXIT_OK, describe_database
 
 if TYPE_CHECKING:
     from bot.cli import Invocation
     from bot.config import Config
 
 __all__ = ["check_config", "describe_config"]
-
-EXIT_OK = 0
 
 
 def check_config(invocation: Invocation) -> int:

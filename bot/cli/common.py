@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import re
 import sys
 from typing import TYPE_CHECKING
@@ -12,7 +11,9 @@ if TYPE_CHECKING:
     from bot.cli import Invocation
     from bot.config import Config
 
-__all__ = ["describe_database", "refused", "start_logging"]
+__all__ = ["EXIT_OK", "describe_database", "refused", "start_logging"]
+
+EXIT_OK = 0
 
 
 def start_logging(config: Config | None, *database_urls: str, narrate_migrations: bool = False) -> None:
@@ -21,6 +22,8 @@ def start_logging(config: Config | None, *database_urls: str, narrate_migrations
     alembic narrates each migration step at INFO; only `run` keeps that (`narrate_migrations`), the other
     commands print their own summary.
     """
+    import logging
+
     from sqlalchemy.engine import make_url
 
     from bot.config import LoggingConfig

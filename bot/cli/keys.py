@@ -6,14 +6,12 @@ import asyncio
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bot.cli.common import start_logging
+from bot.cli.common import EXIT_OK, start_logging
 
 if TYPE_CHECKING:
     from bot.cli import Invocation
 
 __all__ = ["generate", "retire", "rotate"]
-
-EXIT_OK = 0
 
 
 def generate(invocation: Invocation) -> int:

@@ -6,14 +6,12 @@ import asyncio
 from typing import TYPE_CHECKING
 
 from bot.admin import OperatorError
-from bot.cli.common import describe_database, refused, start_logging
+from bot.cli.common import EXIT_OK, describe_database, refused, start_logging
 
 if TYPE_CHECKING:
     from bot.cli import Invocation
 
 __all__ = ["migrate", "migrate_db"]
-
-EXIT_OK = 0
 
 
 def migrate(invocation: Invocation) -> int:
