@@ -24,6 +24,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from bot import config_loader
+from bot.config_file import CONFIG_PATH_ENV, DEFAULT_CONFIG_PATH, config_path
 from bot.config_loader import Invalid, Key, Validator, setting
 
 __all__ = [
@@ -34,8 +35,6 @@ __all__ = [
 ]  # fmt: skip
 
 ENV_PREFIX = "GTS_BOT_"
-CONFIG_PATH_ENV = "GTS_BOT_CONFIG"
-DEFAULT_CONFIG_PATH = Path("config.yaml")
 DEFAULT_DATA_DIR = Path("data")
 
 
@@ -238,14 +237,6 @@ class Config:
 def is_user_allowed(matrix: MatrixConfig, user_id: str) -> bool:
     """Whether `user_id` may use the bot: it matches one `allowed_users` glob, or the list is empty."""
     return not matrix.allowed_users or any(fnmatch.fnmatchcase(user_id, p) for p in matrix.allowed_users)
-
-
-def config_path(explicit: str | Path | None, environ: Mapping[str, str]) -> Path | None:
-    """The file to load: an explicit path or $GTS_BOT_CONFIG (must exist), else ./config.yaml if present."""
-    chosen = explicit if explicit is not None else environ.get(CONFIG_PATH_ENV) or None
-    if chosen is not None:
-        return Path(chosen)
-    return DEFAULT_CONFIG_PATH if DEFAULT_CONFIG_PATH.exists() else None
 
 
 # -- loading ----------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Operator tools behind the `gts-bot accounts …`, `migrate-db` and `keys retire` commands."""
+"""Operator tools behind the `gts-bot accounts …` and `migrate-db` commands (their CLI is in `bot.cli`)."""
 
 from __future__ import annotations
 

@@ -4,15 +4,20 @@ Every outgoing connection (HTTP and websocket) resolves the host with an injecta
 *every* address with `address_problem`, and then connects to the checked IP literal itself, so a DNS answer
 that changes between check and connect cannot matter. TLS still verifies the certificate against the host
 name, because httpcore passes the origin's host as `server_hostname` to `start_tls`.
+
+The HTTP stack is built from public parts only: `GuardedBackend` is an `httpcore.AsyncNetworkBackend`,
+an `httpcore.AsyncConnectionPool` uses it, and `GuardedTransport` (an `httpx.AsyncBaseTransport`) hands
+httpx's requests to that pool and httpcore's errors back as httpx's.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import socket
 import ssl
-from collections.abc import Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
 from http.cookiejar import CookieJar, DefaultCookiePolicy
 from pathlib import Path
 from typing import Protocol
@@ -26,6 +31,7 @@ from bot.errors import DnsError, ForbiddenAddressError, InstanceTimeoutError, In
 __all__ = [
     "AddressGuard",
     "GuardedBackend",
+    "GuardedTransport",
     "HttpSettings",
     "IPAddress",
     "Resolver",
@@ -241,6 +247,102 @@ def make_ssl_context(ca_bundle: Path | None) -> ssl.SSLContext:
     return context
 
 
+# httpcore's errors and the httpx errors they become, most specific first (the same pairs httpx uses).
+_HTTPX_ERRORS: tuple[tuple[type[Exception], type[httpx.TransportError]], ...] = (
+    (httpcore.ConnectTimeout, httpx.ConnectTimeout),
+    (httpcore.ReadTimeout, httpx.ReadTimeout),
+    (httpcore.WriteTimeout, httpx.WriteTimeout),
+    (httpcore.PoolTimeout, httpx.PoolTimeout),
+    (httpcore.TimeoutException, httpx.TimeoutException),
+    (httpcore.ConnectError, httpx.ConnectError),
+    (httpcore.ReadError, httpx.ReadError),
+    (httpcore.WriteError, httpx.WriteError),
+    (httpcore.NetworkError, httpx.NetworkError),
+    (httpcore.ProxyError, httpx.ProxyError),
+    (httpcore.UnsupportedProtocol, httpx.UnsupportedProtocol),
+    (httpcore.LocalProtocolError, httpx.LocalProtocolError),
+    (httpcore.RemoteProtocolError, httpx.RemoteProtocolError),
+    (httpcore.ProtocolError, httpx.ProtocolError),
+)
+
+
+@contextlib.contextmanager
+def _as_httpx_errors() -> Iterator[None]:
+    """Re-raise an httpcore error as its httpx counterpart; anything else (the guard's own errors) as is."""
+    try:
+        yield
+    except Exception as exc:
+        for core_error, httpx_error in _HTTPX_ERRORS:
+            if isinstance(exc, core_error):
+                raise httpx_error(str(exc)) from exc
+        raise
+
+
+class _ResponseStream(httpx.AsyncByteStream):
+    def __init__(self, stream: AsyncIterable[bytes]) -> None:
+        self._stream = stream
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        with _as_httpx_errors():
+            async for chunk in self._stream:
+                yield chunk
+
+    async def aclose(self) -> None:
+        close = getattr(self._stream, "aclose", None)
+        if close is not None:
+            await close()
+
+
+class GuardedTransport(httpx.AsyncBaseTransport):
+    """An httpx transport over an httpcore connection pool whose every connection goes through the guard.
+
+    HTTP/1.1 only, no proxies, no Unix sockets; TLS with `ssl_context` (verified against the URL's host name).
+    """
+
+    def __init__(
+        self,
+        guard: AddressGuard,
+        ssl_context: ssl.SSLContext,
+        limits: httpx.Limits,
+        *,
+        inner_backend: httpcore.AsyncNetworkBackend | None = None,
+    ) -> None:
+        self._pool = httpcore.AsyncConnectionPool(
+            ssl_context=ssl_context,
+            max_connections=limits.max_connections,
+            max_keepalive_connections=limits.max_keepalive_connections,
+            keepalive_expiry=limits.keepalive_expiry,
+            http1=True,
+            http2=False,
+            network_backend=GuardedBackend(guard, inner_backend),
+        )
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if not isinstance(request.stream, httpx.AsyncByteStream):
+            raise TypeError("GuardedTransport serves httpx.AsyncClient only")
+        url = request.url
+        core_request = httpcore.Request(
+            method=request.method,
+            url=httpcore.URL(scheme=url.raw_scheme, host=url.raw_host, port=url.port, target=url.raw_path),
+            headers=request.headers.raw,
+            content=request.stream,
+            extensions=request.extensions,
+        )
+        with _as_httpx_errors():
+            core_response = await self._pool.handle_async_request(core_request)
+        if not isinstance(core_response.stream, AsyncIterable):  # pragma: no cover (an async pool's is)
+            raise TypeError("httpcore returned a synchronous body from an async pool")
+        return httpx.Response(
+            status_code=core_response.status,
+            headers=core_response.headers,
+            stream=_ResponseStream(core_response.stream),
+            extensions=core_response.extensions,
+        )
+
+    async def aclose(self) -> None:
+        await self._pool.aclose()
+
+
 def build_http_client(
     settings: HttpSettings,
     resolver: Resolver | None = None,
@@ -252,22 +354,9 @@ def build_http_client(
     `inner_backend` is for tests that must prove where a connection would have gone.
     """
     guard = AddressGuard(resolver, allow_private_addresses=settings.allow_private_addresses)
-    ssl_context = make_ssl_context(settings.ca_bundle)
     limits = httpx.Limits(max_connections=100, max_keepalive_connections=20, keepalive_expiry=30.0)
-    transport = httpx.AsyncHTTPTransport(verify=ssl_context, trust_env=False, limits=limits)
-    # httpx has no public way to give its transport an httpcore network backend; swap the pool it built
-    # for an identical one that connects through the guard. Checked so an httpx change fails loudly.
-    if not isinstance(getattr(transport, "_pool", None), httpcore.AsyncConnectionPool):
-        raise RuntimeError("httpx.AsyncHTTPTransport changed; the address guard cannot be installed")
-    transport._pool = httpcore.AsyncConnectionPool(
-        ssl_context=ssl_context,
-        max_connections=limits.max_connections,
-        max_keepalive_connections=limits.max_keepalive_connections,
-        keepalive_expiry=limits.keepalive_expiry,
-        http1=True,
-        http2=False,
-        network_backend=GuardedBackend(guard, inner_backend),
-    )
+    ssl_context = make_ssl_context(settings.ca_bundle)
+    transport = GuardedTransport(guard, ssl_context, limits, inner_backend=inner_backend)
     timeout = httpx.Timeout(
         connect=settings.connect_timeout,
         read=settings.request_timeout,

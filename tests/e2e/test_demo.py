@@ -1,4 +1,4 @@
-"""`gts-bot demo` as a newcomer runs it: a real process, its own Synapse and fake GoToSocial."""
+"""The demo as a newcomer runs it from a checkout: a real process, its own Synapse and fake GoToSocial."""
 
 from __future__ import annotations
 
@@ -10,9 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from bot.demo import CHECKOUT_HINT, DemoUnavailable, load_helpers
+from tests.demo.runner import CHECKOUT_HINT, missing_requirement
 
 pytestmark = pytest.mark.e2e
+
+CHECKOUT = Path(__file__).resolve().parents[2]
 
 # The fake GoToSocial's codes and tokens: 48 characters of uppercase unpadded base64url.
 CODE_OR_TOKEN = re.compile(r"[A-Z0-9_-]{48}")
@@ -22,8 +24,8 @@ def test_demo_plays_the_whole_conversation_without_printing_secrets(tmp_path: Pa
     env = {k: v for k, v in os.environ.items() if not k.startswith("GTS_BOT_")}
     env["TMPDIR"] = str(tmp_path)
     result = subprocess.run(
-        [sys.executable, "-m", "bot", "demo"],
-        cwd=tmp_path,
+        [sys.executable, "-m", "tests.demo"],
+        cwd=CHECKOUT,
         env=env,
         capture_output=True,
         text=True,
@@ -53,8 +55,9 @@ def test_demo_plays_the_whole_conversation_without_printing_secrets(tmp_path: Pa
     assert list(tmp_path.glob("gts-bot-demo-*")) == []  # the temporary directory is gone without --keep
 
 
-def test_a_tree_without_the_test_helpers_gets_the_checkout_hint(tmp_path: Path) -> None:
-    with pytest.raises(DemoUnavailable) as raised:
-        load_helpers(tmp_path)
-    assert str(tmp_path) in str(raised.value)
-    assert CHECKOUT_HINT in str(raised.value)
+def test_without_synapse_the_demo_says_how_to_get_it() -> None:
+    assert missing_requirement() is None  # this suite runs with the test extra
+    problem = missing_requirement(lambda name: None)
+    assert problem is not None
+    assert "matrix-synapse is not installed" in problem
+    assert problem.endswith(CHECKOUT_HINT)

@@ -1,14 +1,16 @@
 from __future__ import annotations
 
+import json
 import os
 import stat
 import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
 
-from bot.cli import SUBCOMMANDS, Invocation, Subcommand, build_parser, main
+from bot.cli import SUBCOMMANDS, Invocation, Lazy, Subcommand, build_parser, main
 
 PASSWORD = "pw-never-printed-4711"
 
@@ -45,6 +47,68 @@ def test_python_m_bot_check_config_exit_code_in_a_real_process(tmp_path: Path) -
     assert result.returncode == 78
     assert "matrix.homeserver: required" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+# -- what the command line imports ------------------------------------------------------------------
+
+HEAVY_MODULES = (
+    "nio", "sqlalchemy", "aiohttp", "httpx", "httpcore", "alembic", "cryptography", "websockets",
+    "bot.app", "bot.store", "bot.runtime",
+)  # fmt: skip
+
+
+def modules_loaded_after(
+    code: str, cwd: Path, environ: Mapping[str, str] | None = None
+) -> tuple[int, set[str]]:
+    """Run `code` (which sets `code`, an exit status) in a fresh interpreter; which modules did it load?"""
+    trailer = "\nimport json, sys\nprint(json.dumps([code, sorted(sys.modules)]))\n"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GTS_BOT_")}
+    result = subprocess.run(
+        [sys.executable, "-c", code + trailer], cwd=cwd, env={**env, **(environ or {})}, capture_output=True,
+        text=True, timeout=60, check=True,
+    )  # fmt: skip
+    status, modules = json.loads(result.stdout.splitlines()[-1])
+    return status, set(modules)
+
+
+def heavy(modules: set[str]) -> list[str]:
+    return sorted(m for m in modules if any(m == h or m.startswith(f"{h}.") for h in HEAVY_MODULES))
+
+
+@pytest.mark.parametrize(
+    ("argv", "status"),
+    [
+        (["--help"], 0),
+        (["keys", "--help"], 0),
+        (["accounts", "revoke", "--help"], 0),
+        (["migrate-db", "--help"], 0),
+        (["check-config"], 0),
+        (["check-config", "-c", "missing.yaml"], 78),
+    ],
+)
+def test_help_and_check_config_import_nothing_heavy(
+    argv: list[str], status: int, tmp_path: Path, env: dict[str, str]
+) -> None:
+    code = f"from bot.cli import main\ncode = main({argv!r})\n"
+    exit_status, modules = modules_loaded_after(code, tmp_path, env)
+    assert exit_status == status
+    assert "bot.cli" in modules
+    assert heavy(modules) == []
+
+
+def test_a_command_that_needs_the_store_imports_it(tmp_path: Path, env: dict[str, str]) -> None:
+    # The control for the test above: the probe does see the heavy imports when a command needs them.
+    code = "from bot.cli import main\ncode = main(['migrate'])\n"
+    exit_status, modules = modules_loaded_after(code, tmp_path, env)
+    assert exit_status == 0
+    assert {"sqlalchemy", "alembic"} <= set(heavy(modules))
+
+
+@pytest.mark.parametrize("command", SUBCOMMANDS, ids=lambda c: " ".join(c.path))
+def test_every_handler_is_lazy_and_exists(command: Subcommand) -> None:
+    assert isinstance(command.handler, Lazy)
+    assert command.handler.module.startswith("bot.cli.")
+    assert callable(command.handler.resolve())
 
 
 @pytest.mark.parametrize("command", SUBCOMMANDS, ids=lambda c: " ".join(c.path))

@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import httpcore
+import httpx
 import pytest
 from aiohttp import web
 
@@ -157,6 +158,31 @@ async def test_tries_each_checked_address_in_turn() -> None:
     with pytest.raises(httpcore.ConnectError):
         await backend.connect_tcp("multi.example", 8443)
     assert recorder.connects == [("2606:4700::1111", 8443), ("1.1.1.1", 8443)]
+
+
+async def test_the_transport_connects_to_the_checked_ip_and_raises_httpx_errors() -> None:
+    resolver = StubResolver({"pub.example": ["93.184.216.34"]})
+    recorder = RecordingBackend()
+    async with build_http_client(settings(), resolver, inner_backend=recorder) as http:
+        with pytest.raises(httpx.ConnectError) as raised:
+            await http.get("https://pub.example/api/v1/instance")
+    assert recorder.connects == [("93.184.216.34", 443)]
+    assert isinstance(raised.value.__cause__, httpcore.ConnectError)
+    assert raised.value.request.url.host == "pub.example"
+
+
+async def test_a_body_cut_short_is_an_httpx_protocol_error() -> None:
+    async def cut_short(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly part of it")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(cut_short, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    async with server, build_http_client(settings(), StubResolver({})) as http:
+        with pytest.raises(httpx.RemoteProtocolError):
+            await http.get(f"http://127.0.0.1:{port}/")
 
 
 async def test_unix_sockets_are_refused() -> None:

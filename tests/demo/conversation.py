@@ -1,7 +1,7 @@
-"""The scripted conversation `gts-bot demo` plays: a person talks to the bot while "the fediverse" acts.
+"""The scripted conversation the demo plays: a person talks to the bot while "the fediverse" acts.
 
-Everything here speaks to objects from the test helpers (`tests/e2e/human.py`, `tests/fakes/gotosocial/`),
-which are not part of the installed package; `bot.demo` imports them and passes them in, typed `Any`.
+The person is a real Matrix client (`tests/e2e/human.py`), the fediverse the fake GoToSocial
+(`tests/fakes/gotosocial/`).
 """
 
 from __future__ import annotations
@@ -9,7 +9,10 @@ from __future__ import annotations
 import re
 import time
 from dataclasses import dataclass, field
-from typing import Any, TextIO
+from typing import TextIO
+
+from tests.e2e.human import Human
+from tests.fakes.gotosocial import FakeGoToSocial
 
 __all__ = ["DemoFailed", "Stage", "Transcript", "play"]
 
@@ -53,10 +56,10 @@ class Transcript:
 class Stage:
     """The cast: the person (a Matrix client) in a DM with the bot, and the fake fediverse server."""
 
-    human: Any
+    human: Human
     room: str
     bot_user: str
-    gts: Any
+    gts: FakeGoToSocial
     transcript: Transcript
     heard: list[str] = field(default_factory=list)
 

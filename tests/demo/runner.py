@@ -1,11 +1,11 @@
-"""`gts-bot demo`: the bot at work without any account.
+"""The demo: the bot at work without any account, run from a checkout with `python -m tests.demo`.
 
 It starts a throwaway Synapse and the fake GoToSocial on 127.0.0.1, runs the bot against them in this
-process, and plays a person through connect → notifications → revoke (`bot.demo_conversation`), printing
-the conversation. Everything lives in a temporary directory, deleted afterwards unless `--keep`.
+process, and plays a person through connect → notifications → revoke (`tests.demo.conversation`),
+printing the conversation. Everything lives in a temporary directory, deleted afterwards unless `--keep`.
 
-The Synapse runner, the Matrix client playing the person and the fake GoToSocial are test helpers under
-`tests/`, which is not installed: the demo needs a checkout (editable install) and the test extra.
+It lives under `tests/` because it is made of test helpers (the Synapse runner, the Matrix client playing
+the person, the fake GoToSocial) and needs the test extra; the installed package never imports it.
 """
 
 from __future__ import annotations
@@ -13,36 +13,37 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import importlib
 import importlib.util
 import logging
 import secrets
 import shutil
 import sys
 import tempfile
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from importlib.machinery import ModuleSpec
 from pathlib import Path
-from types import ModuleType
-from typing import Any, TextIO
+from typing import TextIO
 
 from bot.app import serve
 from bot.config import Config, LoggingConfig, load_config
-from bot.demo_conversation import EMAIL, PASSWORD, DemoFailed, Stage, Transcript, play
 from bot.log import RedactingFilter, redact, setup_logging
+from tests.demo.conversation import EMAIL, PASSWORD, DemoFailed, Stage, Transcript, play
+from tests.e2e.human import Human
+from tests.e2e.synapse import Synapse, SynapseProcess
+from tests.fakes.gotosocial import FakeGoToSocial
 
-__all__ = ["add_arguments", "run_demo"]
+__all__ = ["CHECKOUT_HINT", "main", "missing_requirement", "run_demo"]
 
 EXIT_OK = 0
 EXIT_FAILED = 1
-EXIT_UNAVAILABLE = 69  # EX_UNAVAILABLE: the checkout or the test extra is missing
+EXIT_UNAVAILABLE = 69  # EX_UNAVAILABLE: the test extra is missing
 SHUTDOWN_SECONDS = 30.0
 
 CHECKOUT_HINT = (
-    "gts-bot demo runs from a checkout with the test extra:\n"
+    "The demo runs from a checkout with the test extra:\n"
     "  git clone https://github.com/gts-bot/gts-bot && cd gts-bot\n"
-    "  pip install -e '.[test]'\n"
-    "  gts-bot demo"
+    "  python3 -m venv .venv && .venv/bin/pip install -e '.[test]'\n"
+    "  .venv/bin/python -m tests.demo"
 )
 
 
@@ -53,57 +54,27 @@ DEMO_ONLY = (
 )
 
 
-class DemoUnavailable(Exception):
-    """The demo cannot run here (no checkout, or the test extra is not installed)."""
+def missing_requirement(
+    find_spec: Callable[[str], ModuleSpec | None] = importlib.util.find_spec,
+) -> str | None:
+    """Why the demo cannot run here (with the hint how to fix it), or None when it can."""
+    if find_spec("synapse") is None:
+        return f"matrix-synapse is not installed (it comes with the test extra).\n{CHECKOUT_HINT}"
+    return None
 
 
-@dataclass(frozen=True)
-class Helpers:
-    """The test helper modules the demo drives (typed `Any`: they live outside the strict package)."""
-
-    synapse: Any
-    human: Any
-    gotosocial: Any
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
+def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.demo",
+        description="Try gts-bot without any account: a throwaway Synapse and a fake GoToSocial on "
+        "loopback, and a person played through connect, notifications and revoke.",
+    )
     parser.add_argument(
         "--keep",
         action="store_true",
         help="Keep the temporary directory (bot log, bot database, Synapse log) and print where it is.",
     )
-
-
-def repository_root() -> Path:
-    return Path(__file__).resolve().parents[1]
-
-
-def load_helpers(root: Path | None = None) -> Helpers:
-    root = repository_root() if root is None else root
-    if not (root / "tests" / "fakes" / "gotosocial.py").is_file():
-        raise DemoUnavailable(
-            f"the test helpers are not next to this installation ({root}).\n{CHECKOUT_HINT}"
-        )
-    if importlib.util.find_spec("synapse") is None:
-        raise DemoUnavailable(
-            f"matrix-synapse is not installed (it comes with the test extra).\n{CHECKOUT_HINT}"
-        )
-    if str(root) not in sys.path:
-        sys.path.insert(0, str(root))
-    return Helpers(
-        synapse=_import_from(root, "tests.e2e.synapse"),
-        human=_import_from(root, "tests.e2e.human"),
-        gotosocial=_import_from(root, "tests.fakes.gotosocial"),
-    )
-
-
-def _import_from(root: Path, name: str) -> ModuleType:
-    module = importlib.import_module(name)
-    if not Path(str(module.__file__)).resolve().is_relative_to(root):
-        raise DemoUnavailable(
-            f"{name} was imported from {module.__file__}, not from {root}.\n{CHECKOUT_HINT}"
-        )
-    return module
+    return parser.parse_args(argv)
 
 
 def demo_config(homeserver: str, bot_user: str, bot_password: str, data_dir: Path) -> Config:
@@ -136,7 +107,7 @@ def bot_log(path: Path) -> Iterator[RedactingFilter]:
             root.setLevel(level)
 
 
-async def _new_bot_account(synapse: Any) -> tuple[str, str]:
+async def _new_bot_account(synapse: Synapse) -> tuple[str, str]:
     password = secrets.token_hex(12)
     user_id: str = await synapse.create_account(f"gtsbot-{secrets.token_hex(4)}", password)
     await synapse.override_ratelimit(user_id, messages_per_second=0, burst_count=0)
@@ -162,17 +133,15 @@ async def _play_with_bot(stage: Stage, config: Config) -> float:
             await asyncio.wait_for(bot_task, SHUTDOWN_SECONDS)
 
 
-async def _demo(
-    helpers: Helpers, synapse: Any, workdir: Path, t: Transcript, redactor: RedactingFilter
-) -> float:
+async def _demo(synapse: Synapse, workdir: Path, t: Transcript, redactor: RedactingFilter) -> float:
     bot_user, bot_password = await _new_bot_account(synapse)
     redactor.add_secret(bot_password)
     redactor.add_secret(PASSWORD)
-    human = await helpers.human.Human.create(synapse, workdir / "alice-matrix-store", "alice")
+    human = await Human.create(synapse, workdir / "alice-matrix-store", "alice")
     redactor.add_secret(human.password)
     redactor.add_secret(human.access_token)
     try:
-        async with helpers.gotosocial.FakeGoToSocial() as gts:
+        async with FakeGoToSocial() as gts:
             gts.add_user("alice", EMAIL, PASSWORD)
             gts.add_user("bob", "bob@example.org", secrets.token_hex(12))
             t.line(f"Fake GoToSocial is up at {gts.base_url} with the accounts alice and bob.")
@@ -189,10 +158,9 @@ async def _demo(
 def run_demo(*, keep: bool = False, out: TextIO | None = None) -> int:
     """Run the whole demo; returns the process exit code."""
     out = sys.stdout if out is None else out
-    try:
-        helpers = load_helpers()
-    except DemoUnavailable as exc:
-        print(f"gts-bot demo: {exc}", file=sys.stderr)
+    problem = missing_requirement()
+    if problem is not None:
+        print(f"demo: {problem}", file=sys.stderr)
         return EXIT_UNAVAILABLE
     t = Transcript(out)
     workdir = Path(tempfile.mkdtemp(prefix="gts-bot-demo-"))
@@ -200,12 +168,12 @@ def run_demo(*, keep: bool = False, out: TextIO | None = None) -> int:
     keep_logs = True  # a failure keeps the directory for its logs; success and Ctrl-C do not
     try:
         t.line("Starting a throwaway Synapse homeserver on 127.0.0.1 (this takes a few seconds)…")
-        process = helpers.synapse.SynapseProcess(_mkdir(workdir / "synapse"))
+        process = SynapseProcess(_mkdir(workdir / "synapse"))
         try:
             synapse = process.start()
             t.line(f"Synapse is up at {synapse.base_url} after {process.startup_seconds:.1f} s.")
             with bot_log(log_path) as redactor:
-                seconds = asyncio.run(_demo(helpers, synapse, workdir, t, redactor))
+                seconds = asyncio.run(_demo(synapse, workdir, t, redactor))
         finally:
             process.stop()
         keep_logs = False
@@ -214,11 +182,11 @@ def run_demo(*, keep: bool = False, out: TextIO | None = None) -> int:
         t.line("paused, resumed and revoked the bot's access. To run the bot for real, see the README.")
         return EXIT_OK
     except DemoFailed as exc:
-        print(f"gts-bot demo failed: {exc}", file=sys.stderr)
+        print(f"demo failed: {exc}", file=sys.stderr)
         return EXIT_FAILED
     except Exception as exc:
         summary = redact(str(exc).strip().partition("\n")[0])
-        print(f"gts-bot demo failed unexpectedly: {type(exc).__name__}: {summary}", file=sys.stderr)
+        print(f"demo failed unexpectedly: {type(exc).__name__}: {summary}", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:
         keep_logs = False
@@ -240,3 +208,12 @@ def _clean_up(workdir: Path, log_path: Path, *, keep: bool, out: TextIO) -> None
     print(f"  bot log:     {log_path}", file=out)
     print(f"  Synapse log: {workdir / 'synapse' / 'homeserver.log'}", file=out)
     print(f"  bot data:    {workdir / 'bot-data'}", file=out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_arguments(argv)
+    try:
+        return run_demo(keep=args.keep)
+    except KeyboardInterrupt:
+        print("demo: interrupted", file=sys.stderr)
+        return 130

@@ -3,34 +3,36 @@
 Exit codes: 0 success; 1 unexpected error; 2 bad command line (also: `accounts revoke` names no
 account); 65 an operator command refused the data (`migrate-db` into a non-empty database); a
 `StartupError`'s own `exit_code` (78 configuration, 77 key file, 75 database newer than this code);
-130 interrupted. The operator commands' handlers live in `bot.admin.commands`.
+130 interrupted.
 
-To add a command, write a handler `(Invocation) -> int` and add a `Subcommand` to `SUBCOMMANDS`; a
-command under a new group (e.g. `accounts list`) also needs the group's help in `GROUPS`.
+This module only builds the parser and dispatches, so `--help` and `check-config` start fast: it imports
+nothing heavy (no store, HTTP stack, matrix-nio). Each command's code lives in one module beside it
+(`bot.cli.run`, `.migrate`, `.check_config`, `.keys`, `.accounts`), named in the table by `Lazy` and
+imported only when that command runs.
+
+To add a command, write a handler `(Invocation) -> int` in one of those modules and add a `Subcommand`
+to `SUBCOMMANDS` whose handler is `Lazy("bot.cli.module", "function")`; a command under a new group
+(e.g. `accounts list`) also needs the group's help in `GROUPS`.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import logging
+import importlib
 import os
-import re
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from bot.admin import commands as admin
-from bot.config import CONFIG_PATH_ENV, DEFAULT_CONFIG_PATH, Config, config_path, load_config
-from bot.errors import StartupError, new_reference
-from bot.log import installed_redactor, redact, setup_logging
+from bot.config_file import CONFIG_PATH_ENV, DEFAULT_CONFIG_PATH, config_path
 
-__all__ = ["GROUPS", "SUBCOMMANDS", "Invocation", "Subcommand", "build_parser", "main"]
+if TYPE_CHECKING:
+    from bot.config import Config
 
-log = logging.getLogger(__name__)
+__all__ = ["GROUPS", "SUBCOMMANDS", "Invocation", "Lazy", "Subcommand", "build_parser", "main"]
 
-EXIT_OK = 0
 EXIT_UNEXPECTED = 1
 EXIT_INTERRUPTED = 130
 
@@ -47,10 +49,27 @@ class Invocation:
         return config_path(getattr(self.args, "config", None), self.environ)
 
     def load_config(self) -> Config:
+        from bot.config import load_config
+
         return load_config(self.config_file, self.environ)
 
 
 Handler = Callable[[Invocation], int]
+
+
+@dataclass(frozen=True)
+class Lazy:
+    """A handler that imports its module only when its command runs, so building the parser stays cheap."""
+
+    module: str
+    name: str
+
+    def resolve(self) -> Handler:
+        handler: Handler = getattr(importlib.import_module(self.module), self.name)
+        return handler
+
+    def __call__(self, invocation: Invocation) -> int:
+        return self.resolve()(invocation)
 
 
 @dataclass(frozen=True)
@@ -65,43 +84,10 @@ class Subcommand:
     add_arguments: Callable[[argparse.ArgumentParser], None] | None = field(default=None, repr=False)
 
 
-# -- handlers ---------------------------------------------------------------------------------------
+# -- arguments (part of the parser, so they live here) -----------------------------------------------
 
 
-def _start_logging(config: Config) -> None:
-    redactor = setup_logging(config.logging)
-    for secret in (config.matrix.password, config.matrix.access_token, config.database.url):
-        redactor.add_secret(secret)
-
-
-def _run(inv: Invocation) -> int:
-    config = inv.load_config()
-    _start_logging(config)
-    from bot.app import run
-
-    return run(config)
-
-
-def _migrate(inv: Invocation) -> int:
-    config = inv.load_config()
-    _start_logging(config)
-    from bot.store.migrate import upgrade_url
-
-    head = asyncio.run(upgrade_url(config.database.url))
-    print(f"database {_describe_database(config.database.url)} is at revision {head}")
-    return EXIT_OK
-
-
-def _check_config(inv: Invocation) -> int:
-    # A ConfigError propagates to main, which prints every problem and exits 78.
-    config = inv.load_config()
-    print(f"configuration OK ({inv.config_file or 'environment only'})")
-    for line in describe_config(config):
-        print(f"  {line}")
-    return EXIT_OK
-
-
-def _add_key_file_argument(parser: argparse.ArgumentParser) -> None:
+def _key_file_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--key-file",
         type=Path,
@@ -110,43 +96,30 @@ def _add_key_file_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _keys_generate(inv: Invocation) -> int:
-    path: Path = inv.args.key_file or inv.load_config().encryption.key_file
-    from bot.store.crypto import KeyRing
+def _accounts_list_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--user", metavar="@USER:SERVER", help="Only this Matrix user's accounts.")
+    parser.add_argument("--json", action="store_true", help="One JSON object per line instead of a table.")
 
-    KeyRing.generate_file(path)
-    print(f"wrote a new key file to {path} (readable only by its owner)")
-    print(
-        "Back it up now, somewhere other than the database backups: without it the stored tokens "
-        "cannot be decrypted, and anyone who has both can read them."
+
+def _accounts_revoke_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--user", required=True, metavar="@USER:SERVER", help="The Matrix user.")
+    parser.add_argument(
+        "--account",
+        metavar="ACCT|all",
+        help="Which of the user's accounts, as user@instance (see `accounts list`), or all; "
+        "may be left out when the user has only one.",
     )
-    return EXIT_OK
 
 
-def _keys_rotate(inv: Invocation) -> int:
-    config = inv.load_config()
-    _start_logging(config)
-    from bot.store.keys import rotate_keys
-
-    count = asyncio.run(rotate_keys(config))
-    print(f"re-encrypted {count} stored secrets with a new key in {config.encryption.key_file}")
-    print(
-        "The old keys remain in the key file, so older database backups stay readable; remove them "
-        "by hand once no backup needs them."
-    )
-    return EXIT_OK
-
-
-def _demo(inv: Invocation) -> int:
-    from bot.demo import run_demo
-
-    return run_demo(keep=inv.args.keep)
-
-
-def _add_demo_arguments(parser: argparse.ArgumentParser) -> None:
-    from bot.demo import add_arguments
-
-    add_arguments(parser)
+def _migrate_db_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--from", dest="source", required=True, metavar="URL",
+        help="The database to copy, e.g. sqlite+aiosqlite:///data/gts-bot.sqlite3 (only read).",
+    )  # fmt: skip
+    parser.add_argument(
+        "--to", dest="target", required=True, metavar="URL",
+        help="The empty database to fill, e.g. postgresql+asyncpg://gts:PASSWORD@db/gts.",
+    )  # fmt: skip
 
 
 # -- the table --------------------------------------------------------------------------------------
@@ -162,36 +135,36 @@ SUBCOMMANDS: tuple[Subcommand, ...] = (
         "Run the bot (the default when no command is given).",
         "Run the bot: log in to Matrix, apply database migrations, answer commands and relay "
         "notifications until stopped with Ctrl-C or SIGTERM.",
-        _run,
+        Lazy("bot.cli.run", "run"),
     ),
     Subcommand(
         ("migrate",),
         "Upgrade the database schema to this version and exit.",
         "Upgrade the database schema to the newest revision this version knows, then exit. "
         "Refuses to touch a database written by a newer gts-bot.",
-        _migrate,
+        Lazy("bot.cli.migrate", "migrate"),
     ),
     Subcommand(
         ("check-config",),
         "Check the configuration and list every problem.",
         "Load the configuration file and GTS_BOT_* environment variables, list every problem at once "
         "(exit code 78), or print a short summary without secrets when all is well.",
-        _check_config,
+        Lazy("bot.cli.check_config", "check_config"),
     ),
     Subcommand(
         ("keys", "generate"),
         "Create a new key file; never overwrites one.",
         "Create a new key file (mode 0600) at encryption.key_file or --key-file. It refuses to overwrite "
         "an existing file, since that would make every stored token unreadable.",
-        _keys_generate,
-        _add_key_file_argument,
+        Lazy("bot.cli.keys", "generate"),
+        _key_file_arguments,
     ),
     Subcommand(
         ("keys", "rotate"),
         "Add a new key and re-encrypt every stored secret with it.",
         "Add a new current key to the key file and re-encrypt every stored secret with it. The old "
         "keys stay in the file, so older backups remain readable.",
-        _keys_rotate,
+        Lazy("bot.cli.keys", "rotate"),
     ),
     Subcommand(
         ("keys", "retire"),
@@ -199,7 +172,7 @@ SUBCOMMANDS: tuple[Subcommand, ...] = (
         "Remove every key but the current one from the key file, after checking that every stored secret "
         "decrypts with the current key alone (run `keys rotate` first). Database backups from before the "
         "rotation then need a copy of the previous key file. Run it with the bot stopped.",
-        admin.keys_retire,
+        Lazy("bot.cli.keys", "retire"),
     ),
     Subcommand(
         ("accounts", "list"),
@@ -207,8 +180,8 @@ SUBCOMMANDS: tuple[Subcommand, ...] = (
         "List the connected fediverse accounts (all, or one user's with --user): Matrix user, account, "
         "instance, state, notification types, relay cursor, created and updated times. Tokens are never "
         "read.",
-        admin.accounts_list,
-        admin.accounts_list_arguments,
+        Lazy("bot.cli.accounts", "list_accounts"),
+        _accounts_list_arguments,
     ),
     Subcommand(
         ("accounts", "revoke"),
@@ -216,8 +189,8 @@ SUBCOMMANDS: tuple[Subcommand, ...] = (
         "Revoke a user's connected accounts on their instances (best effort) and delete their tokens and "
         "cursors here, as the user's own revoke command does. Run it with the bot stopped: a running bot "
         "keeps the token it loaded until the instance rejects it or the bot restarts.",
-        admin.accounts_revoke,
-        admin.accounts_revoke_arguments,
+        Lazy("bot.cli.accounts", "revoke_accounts"),
+        _accounts_revoke_arguments,
     ),
     Subcommand(
         ("migrate-db",),
@@ -226,17 +199,8 @@ SUBCOMMANDS: tuple[Subcommand, ...] = (
         "PostgreSQL), secrets still encrypted, in one transaction, then check the row counts. The target "
         "is migrated first; a target that already holds data is refused (exit code 65). Stop the bot "
         "first.",
-        admin.migrate_db,
-        admin.migrate_db_arguments,
-    ),
-    Subcommand(
-        ("demo",),
-        "Try the bot without any account (needs a checkout with the test extra).",
-        "Try the bot without any account: starts a throwaway Synapse and a fake GoToSocial on loopback "
-        "and plays a user through connect, notifications and revoke (needs the test extra: "
-        "pip install -e '.[test]').",
-        _demo,
-        _add_demo_arguments,
+        Lazy("bot.cli.migrate", "migrate_db"),
+        _migrate_db_arguments,
     ),
 )
 
@@ -284,35 +248,6 @@ def build_parser(commands: tuple[Subcommand, ...] = SUBCOMMANDS) -> argparse.Arg
     return parser
 
 
-# -- presentation -----------------------------------------------------------------------------------
-
-
-def _describe_database(url: str) -> str:
-    if url.startswith("sqlite"):
-        return f"SQLite {url.partition(':///')[2]}"
-    return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
-
-
-def describe_config(config: Config) -> list[str]:
-    """A short summary of `config` for people: never a secret."""
-    m, f, r, o = config.matrix, config.fediverse, config.relay, config.observability
-    login = "access token" if m.access_token else "password"
-    key_state = "exists" if config.encryption.key_file.exists() else "missing: run `gts-bot keys generate`"
-    return [
-        f"matrix: {m.user_id} on {m.homeserver} ({login} login), commands start with {m.command_prefix!r}",
-        "allowed users: " + (", ".join(m.allowed_users) or "everyone"),
-        f"data directory: {config.data_dir}",
-        f"database: {_describe_database(config.database.url)}",
-        f"key file: {config.encryption.key_file} ({key_state})",
-        f"fediverse: {'http allowed' if f.allow_http else 'https only'}, "
-        f"{'private addresses allowed' if f.allow_private_addresses else 'public addresses only'}, "
-        f"scopes {' '.join(f.default_scopes)}",
-        f"relay: {'streaming, ' if r.streaming else ''}polling every {r.poll_interval:g}s",
-        "metrics: " + (f"http://{o.host}:{o.port}/metrics" if o.enabled else "off"),
-        f"logging: {config.logging.level} as {config.logging.format}",
-    ]
-
-
 # -- entry point ------------------------------------------------------------------------------------
 
 
@@ -322,6 +257,8 @@ def main(argv: list[str] | None = None, *, environ: Mapping[str, str] | None = N
         args = build_parser().parse_args(argv)
     except SystemExit as exc:  # --help, or a usage error argparse already printed
         return exc.code if isinstance(exc.code, int) else 2
+    from bot.errors import StartupError  # after parsing: `--help` imports nothing it does not need
+
     invocation = Invocation(args, os.environ if environ is None else environ)
     command: Subcommand = args.command
     try:
@@ -337,6 +274,11 @@ def main(argv: list[str] | None = None, *, environ: Mapping[str, str] | None = N
 
 
 def _unexpected(command: Subcommand, exc: Exception) -> int:
+    import logging
+
+    from bot.errors import new_reference
+    from bot.log import installed_redactor, redact
+
     summary = redact(str(exc).strip().partition("\n")[0])
     what = f"{type(exc).__name__}" + (f": {summary}" if summary else "")
     redactor = installed_redactor()
@@ -345,7 +287,7 @@ def _unexpected(command: Subcommand, exc: Exception) -> int:
     else:
         # The traceback goes to the (redacting) log; the terminal gets one line and the reference.
         reference = new_reference()
-        log.error("unexpected error (reference %s)", reference, exc_info=exc)
+        logging.getLogger(__name__).error("unexpected error (reference %s)", reference, exc_info=exc)
         print(
             f"gts-bot {' '.join(command.path)}: unexpected error ({redactor.redact(what)}); "
             f"see the log, reference {reference}",

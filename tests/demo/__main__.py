@@ -1,0 +1,3 @@
+from tests.demo.runner import main
+
+raise SystemExit(main())
