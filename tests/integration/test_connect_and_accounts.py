@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.accounts import AccountsService
-from bot.config import LimitsConfig
+from bot.config import LimitsConfig, load_config
 from bot.connect import ConnectFlows, requested_scopes
 from bot.errors import (
     CommandError,
@@ -291,3 +291,29 @@ async def test_denylisted_and_private_instances_are_refused_before_any_request(
         with pytest.raises(InvalidInstanceError):
             await flows.start(ALICE, "http://plain.example", (), DM)
     assert not await flows.has_pending(ALICE)
+
+
+async def test_a_unicode_denylist_entry_blocks_both_spellings_of_the_host(
+    sessions: async_sessionmaker[AsyncSession], keyring: KeyRing
+) -> None:
+    required = {
+        "GTS_BOT_MATRIX__HOMESERVER": "https://matrix.test.org",
+        "GTS_BOT_MATRIX__USER_ID": "@bot:test.org",
+        "GTS_BOT_MATRIX__PASSWORD": "s3cret-pass",
+    }
+    config = load_config(None, {**required, "GTS_BOT_FEDIVERSE__INSTANCE_DENYLIST": "bücher.example"})
+    resolver = StubResolver({})  # nothing may be looked up: the refusal comes first
+    async with fedi_client(resolver, allow_http=False) as client:
+        flows = ConnectFlows(
+            sessions=sessions,
+            keyring=keyring,
+            client=client,
+            fediverse=config.fediverse,
+            limits=LimitsConfig(),
+            flow_ttl=timedelta(minutes=10),
+            on_connected=RecordingRelay().restart_account,
+        )
+        for spelling in ("bücher.example", "BÜCHER.example", "xn--bcher-kva.example", "@me@bücher.example"):
+            with pytest.raises(InvalidInstanceError, match="not allowed"):
+                await flows.start(ALICE, spelling, (), DM)
+    assert resolver.calls == []
