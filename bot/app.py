@@ -34,6 +34,7 @@ from bot.router import Router
 from bot.runtime import open_database, open_fediverse_client
 from bot.store.crypto import KeyRing
 from bot.store.keys import open_keyring
+from bot.store.private_files import ensure_private_dir
 from bot.store.records import utc_now
 from bot.store.repositories import AppsRepository, FlowsRepository, HandledEventsRepository
 from bot.store.session_store import DatabaseHandledEvents, DatabaseSessionStore
@@ -73,7 +74,7 @@ async def running_bot(config: Config, *, resolver: Resolver | None = None) -> As
     """Start everything; on exit stop it in reverse order (relay, Matrix, HTTP, database)."""
     async with AsyncExitStack() as stack:
         # Only the bot's user may look inside: the database, key file and E2EE store live here.
-        await asyncio.to_thread(config.data_dir.mkdir, mode=0o700, parents=True, exist_ok=True)
+        await asyncio.to_thread(ensure_private_dir, config.data_dir)
         metrics = Metrics(_version())
         database = await stack.enter_async_context(open_database(config.database.url))
         engine, sessions = database.engine, database.sessions

@@ -2,7 +2,8 @@
 
 Exit codes: 0 success; 1 unexpected error; 2 bad command line (also: `accounts revoke` names no
 account); 65 an operator command refused the data (`migrate-db` into a non-empty database); a
-`StartupError`'s own `exit_code` (78 configuration, 77 key file, 75 database newer than this code);
+`StartupError`'s own `exit_code` (78 configuration, 77 key file, 72 key file readable by others, 75
+database newer than this code);
 130 interrupted. The operator commands' handlers live in `bot.admin.commands`.
 
 To add a command, write a handler `(Invocation) -> int` and add a `Subcommand` to `SUBCOMMANDS`; a
