@@ -23,8 +23,9 @@ from bot.config import FediverseConfig, LimitsConfig
 from bot.errors import CommandError, FediverseError, InvalidClientError, InvalidInstanceError
 from bot.fediverse.client import FediverseClient
 from bot.fediverse.instance import InstanceRef, parse_instance
-from bot.fediverse.models import AppRegistration
+from bot.fediverse.models import AppRegistration, FediverseAccount, TokenGrant
 from bot.fediverse.oauth import authorize_url, normalize_scopes, permits, scopes_cover
+from bot.must_finish import MustFinish
 from bot.store.crypto import KeyRing
 from bot.store.records import AccountId, AccountRecord, AppId, AppRecord, Clock, utc_now
 from bot.store.repositories import Repositories
@@ -147,6 +148,7 @@ class ConnectFlows:
         self._flow_ttl = flow_ttl
         self._on_connected = on_connected
         self._clock = clock
+        self._finishing = MustFinish("connect-finish")
 
     async def start(
         self, user_id: str, instance_text: str, scope_args: tuple[str, ...], dm_room_id: str
@@ -226,18 +228,43 @@ class ConnectFlows:
         except InvalidClientError:
             await self._forget_app(app_record)
             raise
+        # From here on a live token exists: it must end up stored or revoked, whatever happens to the
+        # command (its deadline cancels it at any await).
         try:
-            account = await self._client.verify_credentials(instance, grant.access_token)
-            granted = grant.scope or tuple(flow.scopes.split())
-            if not scopes_cover(granted, flow.scopes):
-                raise CommandError(
-                    f"{instance.display} granted only `{' '.join(granted) or 'nothing'}`, not the "
-                    f"`{flow.scopes}` that was asked for. Nothing was stored; try again."
-                )
-            cursor = await self._newest_notification_id(instance, grant.access_token)
-        except Exception:
-            await self._revoke_quietly(instance, app, grant.access_token)
+            account, granted, cursor = await self._check_grant(instance, flow.scopes, grant)
+        except BaseException:
+            await self._finishing.run(self._revoke_quietly(instance, app, grant.access_token))
             raise
+        return await self._finishing.run(
+            self._store(user_id, instance, app_record, account, granted, cursor, grant.access_token)
+        )
+
+    async def _check_grant(
+        self, instance: InstanceRef, asked: str, grant: TokenGrant
+    ) -> tuple[FediverseAccount, tuple[str, ...], str | None]:
+        """Whose token it is, whether it has the scopes asked for, and where relaying starts."""
+        account = await self._client.verify_credentials(instance, grant.access_token)
+        granted = grant.scope or tuple(asked.split())
+        if not scopes_cover(granted, asked):
+            raise CommandError(
+                f"{instance.display} granted only `{' '.join(granted) or 'nothing'}`, not the "
+                f"`{asked}` that was asked for. Nothing was stored; try again."
+            )
+        cursor = await self._newest_notification_id(instance, grant.access_token)
+        return account, granted, cursor
+
+    async def _store(
+        self,
+        user_id: str,
+        instance: InstanceRef,
+        app_record: AppRecord,
+        account: FediverseAccount,
+        granted: tuple[str, ...],
+        cursor: str | None,
+        token: str,
+    ) -> Connected:
+        """Store the verified account (or revoke its token when the user has too many), run to its end."""
+        app = registration_of(app_record)
         async with self._sessions() as session, session.begin():
             repos = Repositories(session, self._keyring, self._clock)
             existing = await repos.accounts.list_for_user(user_id)
@@ -246,7 +273,7 @@ class ConnectFlows:
                 None,
             )
             if previous is None and len(existing) >= self._limits.max_accounts_per_user:
-                await self._revoke_quietly(instance, app, grant.access_token)
+                await self._revoke_quietly(instance, app, token)
                 raise CommandError(
                     f"You already have {len(existing)} connected accounts, the most this bot allows. "
                     "Revoke one first; nothing was stored."
@@ -257,7 +284,7 @@ class ConnectFlows:
                 app_id=app_record.id,
                 fediverse_account_id=account.id,
                 acct=account.acct,
-                token=grant.access_token,
+                token=token,
                 scopes=granted,
             )
             if previous is None:
@@ -265,11 +292,15 @@ class ConnectFlows:
         # The relay switches to the new token before the old one is revoked, so it never sees a 401
         # for a connection that was just renewed.
         await self._on_connected(stored.id)
-        if previous is not None and previous.token != grant.access_token:
+        if previous is not None and previous.token != token:
             old_app = await self._app_by_id(previous.app_id)
             if old_app is not None:
                 await self._revoke_quietly(instance, old_app, previous.token)
         return Connected(stored, instance, "read" in granted)
+
+    async def settle(self) -> None:
+        """Wait for exchanges whose command gave up (deadline) to be stored or revoked."""
+        await self._finishing.wait()
 
     async def _newest_notification_id(self, instance: InstanceRef, token: str) -> str | None:
         """Where relaying starts: after the newest notification now, so connecting floods nothing."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from bot.errors import (
     InvalidCodeError,
     InvalidInstanceError,
 )
+from bot.fediverse.client import FediverseClient
 from bot.store.crypto import KeyRing
 from bot.store.records import AccountId
 from bot.store.repositories import Repositories
@@ -57,6 +59,7 @@ class World:
     relay: RecordingRelay
     sessions: async_sessionmaker[AsyncSession]
     keyring: KeyRing
+    client: FediverseClient
 
     async def authorize(self, url: str, email: str = EMAIL) -> str:
         return await self.gts.authorize(url, email, PASSWORD)
@@ -80,7 +83,7 @@ async def world(sessions: async_sessionmaker[AsyncSession], keyring: KeyRing) ->
         accounts = AccountsService(
             sessions=sessions, keyring=keyring, client=client, relay=relay, allow_http=True
         )
-        yield World(gts, flows, accounts, relay, sessions, keyring)
+        yield World(gts, flows, accounts, relay, sessions, keyring, client)
 
 
 async def test_connect_stores_the_verified_account_encrypted_and_starts_relaying(world: World) -> None:
@@ -317,3 +320,48 @@ async def test_a_unicode_denylist_entry_blocks_both_spellings_of_the_host(
             with pytest.raises(InvalidInstanceError, match="not allowed"):
                 await flows.start(ALICE, spelling, (), DM)
     assert resolver.calls == []
+
+
+async def test_a_deadline_after_the_code_exchange_revokes_the_token_instead_of_stranding_it(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    started = await world.flows.start(ALICE, world.gts.base_url, (), DM)
+    code = await world.authorize(started.authorize_url)
+    stalled = asyncio.Event()
+
+    async def verify_that_never_answers(*args: object, **kwargs: object) -> None:
+        stalled.set()  # the token exists now; the instance stops answering
+        await asyncio.Event().wait()
+
+    # The one fault injected by hand: a cancel (the command deadline) at an exact point of the flow.
+    monkeypatch.setattr(world.client, "verify_credentials", verify_that_never_answers)
+    command = asyncio.create_task(world.flows.complete(ALICE, DM, code))
+    await stalled.wait()
+    assert len(world.gts.active_tokens("alice")) == 1
+    command.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await command
+    await world.flows.settle()
+    assert world.gts.active_tokens("alice") == []
+    assert await world.accounts.for_user(ALICE) == []
+
+
+async def test_a_deadline_while_storing_still_stores_the_account(world: World) -> None:
+    started = await world.flows.start(ALICE, world.gts.base_url, (), DM)
+    code = await world.authorize(started.authorize_url)
+    storing, release = asyncio.Event(), asyncio.Event()
+
+    async def slow_relay_start(account_id: AccountId) -> None:
+        storing.set()
+        await release.wait()
+
+    world.flows._on_connected = slow_relay_start
+    command = asyncio.create_task(world.flows.complete(ALICE, DM, code))
+    await storing.wait()
+    command.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await command
+    release.set()
+    await world.flows.settle()
+    [account] = await world.accounts.for_user(ALICE)
+    assert world.gts.active_tokens("alice") == [account.token]
