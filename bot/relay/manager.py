@@ -7,8 +7,10 @@ Lifecycle for the composition root and the commands:
 - `await restart_account(id)`: after the account changed (connected again with a new token, paused,
   resumed, notification types changed): stops its relay and starts it again if it is ACTIVE. A resumed
   account catches up from its cursor, so notifications that arrived while paused ARE delivered, grouped.
-- `await remove_account(id)`: the connection was revoked or deleted: the stream is closed before this
-  returns. Messages already in the outbox still go out.
+- `await remove_account(id)`: the connection is being revoked or deleted (or paused): the stream is
+  closed before this returns, and the account stays stopped until `restart_account(id)`: resuming a
+  user (a new DM) never restarts it, so a slow revoke cannot race a restart. Messages already in the
+  outbox still go out.
 - `await suspend_user(user)`: the user left their DM (or the bot was removed from it): their relays stop
   and their queued, not-yet-outboxed items are dropped (cursors stay behind them, accounts stay ACTIVE).
   Outbox messages wait for a DM room. `dm_room_changed(user)` (a DM was recorded) lifts the suspension
@@ -126,6 +128,7 @@ class RelayManager:
         self._running: dict[AccountId, _Running] = {}
         self._deliveries: dict[str, tuple[UserDelivery, asyncio.Task[None]]] = {}
         self._locks: dict[AccountId, asyncio.Lock] = {}
+        self._removed: set[AccountId] = set()  # stopped on purpose; only restart_account starts them
         self._suspended: set[str] = set()
         self._resuming: set[asyncio.Task[None]] = set()
         self._live_streams = 0
@@ -175,6 +178,7 @@ class RelayManager:
 
     async def restart_account(self, account_id: AccountId) -> None:
         async with self._lock(account_id):
+            self._removed.discard(account_id)
             await self._stop_account(account_id)
             if not self._started:
                 return
@@ -185,6 +189,7 @@ class RelayManager:
 
     async def remove_account(self, account_id: AccountId) -> None:
         async with self._lock(account_id):
+            self._removed.add(account_id)
             await self._stop_account(account_id)
 
     async def stop(self) -> None:
@@ -218,12 +223,15 @@ class RelayManager:
     async def resume_user(self, matrix_user_id: str) -> None:
         """Start the user's ACTIVE accounts that are not running (unless the user is suspended)."""
         async with self._sessions() as session, session.begin():
-            accounts = await AccountsRepository(session, self._keyring).list_for_user(matrix_user_id)
-        for account in accounts:
-            if account.state is not AccountState.ACTIVE:
-                continue
-            async with self._lock(account.id):
-                if self._started and account.id not in self._running:
+            listed = await AccountsRepository(session, self._keyring).list_for_user(matrix_user_id)
+        for account_id in [a.id for a in listed]:
+            async with self._lock(account_id):
+                if not self._started or account_id in self._running or account_id in self._removed:
+                    continue
+                # Read again under the lock: a revoke or pause may have finished since the list was read.
+                async with self._sessions() as session, session.begin():
+                    account = await AccountsRepository(session, self._keyring).get(account_id)
+                if account is not None and account.state is AccountState.ACTIVE:
                     await self._start_account(account)
 
     async def suspend_user(self, matrix_user_id: str) -> None:
@@ -277,7 +285,11 @@ class RelayManager:
         return entry[0]
 
     async def _start_account(self, account: AccountRecord) -> None:
-        if account.matrix_user_id in self._suspended or account.id in self._running:
+        if (
+            account.matrix_user_id in self._suspended
+            or account.id in self._running
+            or account.id in self._removed
+        ):
             return
         try:
             instance = parse_instance(account.instance, allow_http=self._allow_http)

@@ -8,9 +8,11 @@ import asyncio
 import dataclasses
 import logging
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
+from bot.accounts import AccountsService
 from bot.matrix.errors import MatrixForbidden, MatrixRequestError
 from bot.observability.metrics import Metrics
 from bot.relay.delivery import txn_id_for
@@ -238,3 +240,38 @@ async def test_outbox_delete_for_user_deletes_only_that_users_messages(h: Harnes
 
 async def _outbox_empty(h: Harness) -> bool:
     return await h.outbox() == []
+
+
+async def test_a_new_dm_during_a_slow_revoke_does_not_restart_the_account(
+    gts: FakeGoToSocial, h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gts.add_user("alice")
+    start = gts.notify("alice", "follow", "zed")
+    account = await h.add_account(gts, "alice", cursor=start["id"])
+    manager = h.manager()
+    await manager.start()
+    await wait_until(lambda: gts.open_streams("alice") == 1)
+    accounts = AccountsService(
+        sessions=h.sessions, keyring=h.keyring, client=h.client, relay=manager, allow_http=True
+    )
+    revoking, release = asyncio.Event(), asyncio.Event()
+    real_revoke = h.client.revoke
+
+    async def slow_revoke(*args: Any, **kwargs: Any) -> None:
+        revoking.set()
+        await release.wait()
+        await real_revoke(*args, **kwargs)
+
+    monkeypatch.setattr(h.client, "revoke", slow_revoke)  # the instance is slow to answer the revoke
+    revoke = asyncio.create_task(accounts.revoke(account.matrix_user_id, None))
+    await revoking.wait()
+    assert manager.account_mode(account.id) is None
+    await h.set_dm(account.matrix_user_id, NEW_DM)  # an invite records a new DM meanwhile
+    await manager.resume_user(account.matrix_user_id)  # what dm_room_changed starts
+    assert manager.account_mode(account.id) is None
+    release.set()
+    await revoke
+    await manager.resume_user(account.matrix_user_id)  # and once the account is gone, nothing either
+    assert manager.account_mode(account.id) is None
+    assert manager.live_streams == 0
+    await wait_until(lambda: gts.open_streams("alice") == 0, what="the stream closed")
