@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from bot.accounts import AccountsService
 from bot.commands.handlers import BotCommands
-from bot.commands.throttle import UserThrottle
+from bot.commands.throttle import InstanceShare, UserThrottle
 from bot.config import Config
 from bot.connect import ConnectFlows
 from bot.dms import DmDirectory
@@ -135,6 +135,7 @@ async def running_bot(config: Config, *, resolver: Resolver | None = None) -> As
             limits=config.limits,
             flow_ttl=timedelta(seconds=config.relay.flow_ttl_seconds),
             on_connected=relay.restart_account,
+            share=InstanceShare(time.monotonic),
         )
         accounts = AccountsService(
             sessions=sessions,

@@ -19,6 +19,7 @@ from datetime import datetime, timedelta
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from bot.commands.throttle import InstanceShare
 from bot.config import FediverseConfig, LimitsConfig
 from bot.errors import CommandError, FediverseError, InvalidClientError, InvalidInstanceError
 from bot.fediverse.client import FediverseClient
@@ -70,6 +71,12 @@ KNOWN_SCOPES = frozenset(
 )
 
 OnConnected = Callable[[AccountId], Awaitable[None]]
+
+# Requests a user's command costs the instance, at most: the probe (instance v1 and v2, nodeinfo link and
+# document) and an app registration; then the code exchange, the account check, the starting cursor
+# and the revoke of a replaced token.
+START_REQUESTS = 5
+COMPLETE_REQUESTS = 4
 
 
 @dataclass(frozen=True)
@@ -138,6 +145,7 @@ class ConnectFlows:
         limits: LimitsConfig,
         flow_ttl: timedelta,
         on_connected: OnConnected,
+        share: InstanceShare,
         clock: Clock = utc_now,
     ) -> None:
         self._sessions = sessions
@@ -149,6 +157,7 @@ class ConnectFlows:
         self._on_connected = on_connected
         self._clock = clock
         self._finishing = MustFinish("connect-finish")
+        self._share = share
 
     async def start(
         self, user_id: str, instance_text: str, scope_args: tuple[str, ...], dm_room_id: str
@@ -159,6 +168,7 @@ class ConnectFlows:
         ):
             raise InvalidInstanceError(f"This bot is not allowed to connect to {instance.display}.")
         scopes = requested_scopes(scope_args, self._fediverse.default_scopes)
+        self._spend(user_id, instance, START_REQUESTS)
         info = await self._client.probe(instance)
         app = await self._app_for(instance, scopes)
         async with self._sessions() as session, session.begin():
@@ -198,6 +208,14 @@ class ConnectFlows:
                 client_secret=registered.client_secret,
             )
 
+    def _spend(self, user_id: str, instance: InstanceRef, requests: int) -> None:
+        wait = self._share.spend(user_id, instance.key, requests)
+        if wait is not None:
+            raise CommandError(
+                f"You have used your share of requests to {instance.display} for now (every user of an "
+                f"instance shares its limit). Try again in {max(1, round(wait / 60))} minute(s)."
+            )
+
     async def has_pending(self, user_id: str) -> bool:
         async with self._sessions() as session:
             return await Repositories(session, self._keyring, self._clock).flows.count_for_user(user_id) > 0
@@ -217,6 +235,8 @@ class ConnectFlows:
                     "(a request is valid for "
                     f"{int(self._flow_ttl.total_seconds() // 60)} minutes)."
                 )
+            # Checked before the flow is used up, so a refused code can be sent again later.
+            self._spend(user_id, instance_from_key(waiting[0].instance, allow_http=True), COMPLETE_REQUESTS)
             flow = await repos.flows.consume(waiting[0].id)
             app_record = await repos.apps.get_by_id(waiting[0].app_id)
         if flow is None or app_record is None:

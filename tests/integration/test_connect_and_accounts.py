@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -13,6 +14,7 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.accounts import AccountsService
+from bot.commands.throttle import InstanceShare
 from bot.config import LimitsConfig, load_config
 from bot.connect import ConnectFlows, requested_scopes
 from bot.errors import (
@@ -79,6 +81,7 @@ async def world(sessions: async_sessionmaker[AsyncSession], keyring: KeyRing) ->
             limits=LimitsConfig(max_accounts_per_user=1),
             flow_ttl=timedelta(minutes=10),
             on_connected=relay.restart_account,
+            share=InstanceShare(time.monotonic),
         )
         accounts = AccountsService(
             sessions=sessions, keyring=keyring, client=client, relay=relay, allow_http=True
@@ -285,6 +288,7 @@ async def test_denylisted_and_private_instances_are_refused_before_any_request(
             limits=LimitsConfig(),
             flow_ttl=timedelta(minutes=10),
             on_connected=RecordingRelay().restart_account,
+            share=InstanceShare(time.monotonic),
         )
         with pytest.raises(InvalidInstanceError, match="not allowed"):
             await flows.start(ALICE, "social.blocked.example", (), DM)
@@ -315,6 +319,7 @@ async def test_a_unicode_denylist_entry_blocks_both_spellings_of_the_host(
             limits=LimitsConfig(),
             flow_ttl=timedelta(minutes=10),
             on_connected=RecordingRelay().restart_account,
+            share=InstanceShare(time.monotonic),
         )
         for spelling in ("bücher.example", "BÜCHER.example", "xn--bcher-kva.example", "@me@bücher.example"):
             with pytest.raises(InvalidInstanceError, match="not allowed"):
@@ -365,3 +370,41 @@ async def test_a_deadline_while_storing_still_stores_the_account(world: World) -
     await world.flows.settle()
     [account] = await world.accounts.for_user(ALICE)
     assert world.gts.active_tokens("alice") == [account.token]
+
+
+async def test_one_users_connect_loop_cannot_spend_an_instances_budget_for_others(
+    sessions: async_sessionmaker[AsyncSession], keyring: KeyRing
+) -> None:
+    now = [0.0]
+    async with FakeGoToSocial() as gts, fedi_client() as client:
+        gts.add_user("bob", "bob@example.org", PASSWORD)
+        flows = ConnectFlows(
+            sessions=sessions,
+            keyring=keyring,
+            client=client,
+            fediverse=settings(),
+            limits=LimitsConfig(),
+            flow_ttl=timedelta(minutes=10),
+            on_connected=RecordingRelay().restart_account,
+            share=InstanceShare(lambda: now[0]),
+        )
+        refusals: list[str] = []
+        for _ in range(20):  # alice loops `connect` at the same instance
+            try:
+                await flows.start(ALICE, gts.base_url, (), DM)
+            except CommandError as exc:
+                refusals.append(str(exc))
+        assert 14 <= len(refusals) <= 19  # her share is a few connects, not the instance's 300 requests
+        assert all("your share of requests" in r and "minute" in r for r in refusals)
+        spent = len(gts.request_log)
+        with pytest.raises(CommandError, match="your share of requests"):
+            await flows.start(ALICE, gts.base_url, (), DM)
+        assert len(gts.request_log) == spent  # refused before anything reached the instance
+
+        bobs = await flows.start(BOB, gts.base_url, (), "!bobdm:matrix.test")  # bob is unaffected
+        code = await gts.authorize(bobs.authorize_url, "bob@example.org", PASSWORD)
+        connected = await flows.complete(BOB, "!bobdm:matrix.test", code)
+        assert connected.account.acct.startswith("bob@")
+
+        now[0] += 300.0  # alice's share refills with time
+        await flows.start(ALICE, gts.base_url, (), DM)
