@@ -39,7 +39,7 @@ from bot.matrix.events import events_from_sync
 from bot.matrix.gaps import Gaps, fetch_gaps
 from bot.matrix.nioglue import FIRST_SYNC_FILTER, SYNC_FILTER, call
 from bot.matrix.sender import (
-    OrderedSender,
+    FairSender,
     RateLimitObserver,
     RateLimitTracker,
     retry_delay,
@@ -85,7 +85,7 @@ class MatrixAdapter:
         self._fresh_client = False
         self._keys_lock = asyncio.Lock()
         self.rate_limits = RateLimitTracker()
-        self._sender = OrderedSender(self.rate_limits)
+        self._sender = FairSender(self.rate_limits)
         self._stop_requested = False
         self._sync_task: asyncio.Task[tuple[Any, Gaps]] | None = None
         self._idle = asyncio.Event()
@@ -300,10 +300,11 @@ class MatrixAdapter:
     async def send_notice(
         self, room_id: RoomId, body: str, html: str, *, txn_id: str | None = None
     ) -> EventId:
-        """Send an m.notice (plain body + HTML) in order with every other send; encrypted if the room is.
+        """Send an m.notice (plain body + HTML) after earlier sends to its room; encrypted if the room is.
 
+        Rooms take turns (see `sender.FairSender`), so one room's backlog does not hold up another's.
         `txn_id` makes the send idempotent: the same transaction id from this device yields one event.
-        On 429 the send waits as the server asks and retries; later sends wait behind it.
+        On 429 the send waits as the server asks and retries; other sends wait meanwhile.
         """
         content = {
             "msgtype": "m.notice",
@@ -312,7 +313,9 @@ class MatrixAdapter:
             "formatted_body": html,
         }
         txn = txn_id or uuid.uuid4().hex
-        event_id = await self._sender.run(lambda: self._send_once(room_id, "m.room.message", content, txn))
+        event_id = await self._sender.run(
+            room_id, lambda: self._send_once(room_id, "m.room.message", content, txn)
+        )
         for observer in self._sent_observers:
             observer()
         return event_id

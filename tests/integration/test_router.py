@@ -16,10 +16,20 @@ from bot.commands.registry import Command, CommandContext, CommandRegistry
 from bot.commands.throttle import UserThrottle
 from bot.config import MatrixConfig
 from bot.dms import DmDirectory
-from bot.matrix.types import EventId, IncomingMessage, MemberLeft, RoomId, UserId
+from bot.matrix.sender import FairSender, RateLimitTracker
+from bot.matrix.types import (
+    EventId,
+    IncomingMessage,
+    Invite,
+    MemberLeft,
+    RoomId,
+    UndecryptableMessage,
+    UserId,
+)
 from bot.router import Router, looks_like_pasted_code
 from bot.store.models import HandledEvent
 from bot.store.session_store import DatabaseHandledEvents
+from tests.integration.relay_support import wait_until
 
 BOT, ALICE, EVE = "@bot:hs.test", "@alice:hs.test", "@eve:elsewhere.test"
 DM, GROUP = "!dm:hs.test", "!group:hs.test"
@@ -177,8 +187,10 @@ async def test_leaving_the_dm_suspends_relaying(world: SimpleNamespace) -> None:
     await world.router.handle(message(ALICE, DM, "!gts ping", event="$p"))
     await settle(world.router)  # the DM is now recorded
     await world.router.handle(MemberLeft(RoomId(DM), UserId(ALICE)))
+    await settle(world.router)
     assert world.relay.suspended == [ALICE]
     await world.router.handle(MemberLeft(RoomId(GROUP), UserId(ALICE)))
+    await settle(world.router)
     assert world.relay.suspended == [ALICE]
 
 
@@ -218,3 +230,75 @@ async def test_a_slow_command_does_not_hold_up_others(world: SimpleNamespace) ->
 )
 def test_what_counts_as_a_pasted_code(body: str, expected: bool) -> None:
     assert looks_like_pasted_code(body) is expected
+
+
+class RateLimitedMatrix(RecordingMatrix):
+    """Sends go through the adapter's FairSender; the homeserver accepts nothing until `open` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sender = FairSender(RateLimitTracker())
+        self.open = asyncio.Event()
+        self.joins: list[str] = []
+
+    async def send_notice(
+        self, room_id: RoomId, body: str, html: str, *, txn_id: str | None = None
+    ) -> EventId:
+        async def once() -> EventId:
+            await self.open.wait()
+            return await RecordingMatrix.send_notice(self, room_id, body, html)
+
+        return await self.sender.run(room_id, once)
+
+    async def join(self, room_id: RoomId) -> RoomId:
+        await self.open.wait()
+        self.joins.append(room_id)
+        return room_id
+
+
+async def _help(ctx: CommandContext, args: tuple[str, ...]) -> None:
+    from bot.chat import Reply
+
+    await ctx.reply(Reply.text("the help text"))
+
+
+FLOODER, BOB = "@flooder:hs.test", "@bob:hs.test"
+FLOOD_DM, BOB_DM = "!flooddm:hs.test", "!bobdm:hs.test"
+
+
+async def test_a_flooder_does_not_stall_the_sync_loop_or_sit_ahead_of_another_users_reply(
+    world: SimpleNamespace,
+) -> None:
+    matrix = RateLimitedMatrix()
+    world.router._matrix = matrix
+    world.router._commands.registry.add(Command("help", "", "helps", _help, max_args=None))
+    world.rooms.one_to_one |= {(FLOOD_DM, FLOODER), (BOB_DM, BOB)}
+    await world.router._dms.record(FLOODER, FLOOD_DM)
+    # The flooder's DM already has a backlog of relayed notifications waiting for the homeserver.
+    backlog = [asyncio.create_task(matrix.send_notice(RoomId(FLOOD_DM), f"relay {i}", "")) for i in range(50)]
+
+    async def sync_loop() -> None:  # as the adapter does: each event's handler awaited in turn
+        for i in range(200):
+            await world.router.handle(message(FLOODER, FLOOD_DM, f"spam line {i}", event=f"$spam{i}"))
+        await world.router.handle(
+            UndecryptableMessage(RoomId(FLOOD_DM), EventId("$u"), UserId(FLOODER), "missing_room_key", 0)
+        )
+        await world.router.handle(Invite(RoomId("!elsewhere:hs.test"), UserId(FLOODER), False))
+        await world.router.handle(message(BOB, BOB_DM, "!gts help", event="$help"))
+
+    # The homeserver accepts nothing yet, and still the sync loop gets through every event.
+    await asyncio.wait_for(sync_loop(), timeout=30)
+    assert matrix.sent == []
+
+    # Wait until the replies are queued behind the backlog (one relay in flight, 49 waiting): the
+    # flooder's hint (their key notice waits behind it in their own lane) and bob's help.
+    await wait_until(lambda: matrix.sender.queued == 49 + 2, what="replies queued")
+    matrix.open.set()
+    await settle(world.router)
+    await asyncio.gather(*backlog)
+    bodies = [body for _, body in matrix.sent]
+    assert bodies.index("the help text") <= 2  # bob's turn comes after at most one flooder send
+    flooder_replies = [b for room, b in matrix.sent if room == FLOOD_DM and not b.startswith("relay")]
+    assert len(flooder_replies) == 2  # one "I only understand commands" hint and one key notice
+    assert [b for b in bodies if b.startswith("relay")] == [f"relay {i}" for i in range(50)]
+    assert matrix.joins == ["!elsewhere:hs.test"]

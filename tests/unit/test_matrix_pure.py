@@ -20,7 +20,7 @@ from bot.matrix.errors import (
 )
 from bot.matrix.events import events_from_sync, invite_from_state, left_member, message_from_source
 from bot.matrix.gaps import Gap, Page, collect_gap, without_duplicates
-from bot.matrix.sender import OrderedSender, RateLimitTracker, retry_delay
+from bot.matrix.sender import FairSender, RateLimitTracker, retry_delay
 from bot.matrix.types import IncomingMessage, MemberLeft, RateLimitState, RoomId, UserId
 
 BOT, ALICE, CAROL = "@bot:example.org", "@alice:example.org", "@carol:example.org"
@@ -209,11 +209,11 @@ def test_retry_delay() -> None:
     assert retry_delay(10**9) == pytest.approx(300.05)
 
 
-async def test_ordered_sender_keeps_order_across_a_429() -> None:
+async def test_fair_sender_keeps_a_rooms_order_across_a_429() -> None:
     tracker = RateLimitTracker()
     states: list[RateLimitState] = []
     tracker.subscribe(states.append)
-    sender = OrderedSender(tracker)
+    sender = FairSender(tracker)
     done: list[int] = []
     refused = {2}
 
@@ -225,12 +225,61 @@ async def test_ordered_sender_keeps_order_across_a_429() -> None:
         done.append(i)
         return i
 
-    results = await asyncio.gather(*(sender.run(lambda i=i: send(i)) for i in range(6)))
+    results = await asyncio.gather(*(sender.run("!room", lambda i=i: send(i)) for i in range(6)))
     assert results == list(range(6))
     assert done == list(range(6))
     assert tracker.hits == 1
     assert [s.blocked for s in states] == [True, False]
     assert states[0].queued == 3  # 3, 4 and 5 were waiting behind the refused send
+
+
+async def test_fair_sender_serves_rooms_in_turn_so_a_backlog_does_not_sit_ahead_of_a_reply() -> None:
+    sender = FairSender(RateLimitTracker())
+    done: list[str] = []
+    homeserver = asyncio.Event()  # each send waits for the homeserver, as under its rate limit
+
+    async def send(what: str) -> str:
+        await homeserver.wait()
+        homeserver.clear()
+        done.append(what)
+        return what
+
+    flood = [asyncio.create_task(sender.run("!flooder", lambda i=i: send(f"flood {i}"))) for i in range(200)]
+    await asyncio.sleep(0)  # the flooder's 200 sends are queued (one in flight)
+    assert sender.queued == 199
+    reply = asyncio.create_task(sender.run("!bob", lambda: send("bob's help")))
+    later = asyncio.create_task(sender.run("!carol", lambda: send("carol's help")))
+    while not (reply.done() and later.done()):
+        homeserver.set()
+        await asyncio.sleep(0)
+    assert done.index("bob's help") <= 2
+    assert done.index("carol's help") <= 4
+    while not all(t.done() for t in flood):
+        homeserver.set()
+        await asyncio.sleep(0)
+    assert [d for d in done if d.startswith("flood")] == [f"flood {i}" for i in range(200)]
+    assert sender.queued == 0
+
+
+async def test_a_cancelled_send_gives_up_its_place_and_its_turn() -> None:
+    sender = FairSender(RateLimitTracker())
+    gate = asyncio.Event()
+    done: list[str] = []
+
+    async def send(what: str) -> None:
+        await gate.wait()
+        done.append(what)
+
+    first = asyncio.create_task(sender.run("!a", lambda: send("first")))
+    waiting = asyncio.create_task(sender.run("!b", lambda: send("cancelled")))
+    last = asyncio.create_task(sender.run("!c", lambda: send("last")))
+    await asyncio.sleep(0)
+    waiting.cancel()
+    gate.set()
+    await asyncio.gather(first, last)
+    assert waiting.cancelled()
+    assert done == ["first", "last"]
+    assert sender.queued == 0
 
 
 class FakeHistory:
