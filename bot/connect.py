@@ -224,6 +224,36 @@ class ConnectFlows:
         async with self._sessions() as session, session.begin():
             return await Repositories(session, self._keyring, self._clock).flows.delete_for_user(user_id)
 
+    async def burn(self, user_id: str, code: str) -> bool:
+        """A code of `user_id`'s was seen outside their DM: redeem it at once and revoke what it gives.
+
+        Redacting the message is not enough: every member's client already has it, the code stays valid
+        for minutes, and the app is shared per instance and scopes, so another member's own flow could
+        redeem it. Redeemed here first (through the same guarded, paced client), it is worth nothing.
+        The user's pending flow is used up either way. True when a token was obtained and revoked; False
+        when there was no flow to say which instance the code is for, or the instance refused the code.
+        """
+        async with self._sessions() as session, session.begin():
+            repos = Repositories(session, self._keyring, self._clock)
+            flows = await repos.flows.get_for_user(user_id)
+            await repos.flows.delete_for_user(user_id)
+            apps = [await repos.apps.get_by_id(flow.app_id) for flow in flows]
+        for flow, app_record in zip(flows, apps, strict=True):
+            if app_record is None:
+                continue
+            try:
+                instance = instance_from_key(flow.instance, allow_http=self._fediverse.allow_http)
+                grant = await self._client.exchange_code(instance, registration_of(app_record), code)
+            except FediverseError as exc:
+                log.info("a leaked code of %s could not be redeemed (%s)", user_id, type(exc).__name__)
+                continue
+            await self._finishing.run(
+                self._revoke_quietly(instance, registration_of(app_record), grant.access_token)
+            )
+            log.warning("a leaked code of %s was redeemed by the bot and its token revoked", user_id)
+            return True
+        return False
+
     async def complete(self, user_id: str, room_id: str, code: str) -> Connected:
         """Exchange the pasted code for a token, verify it, and store the account."""
         async with self._sessions() as session, session.begin():

@@ -266,7 +266,8 @@ class Router:
     async def _on_addressed(self, msg: IncomingMessage, parsed: ParsedCommand | None) -> None:
         in_dm = await self._dms.is_dm(msg.sender, msg.room_id)
         if not in_dm and await self._is_leaked_code(msg, parsed is not None and parsed.name == "code"):
-            await self._handle_leak(msg)
+            pasted = parsed.args[0] if parsed is not None and parsed.args else msg.body
+            await self._handle_leak(msg, extract_code(pasted))
             return
         here = _Context(msg.sender, msg.room_id, self._prefix, self._matrix)
         if parsed is None:
@@ -326,32 +327,42 @@ class Router:
             return True
         return looks_like_pasted_code(msg.body) and await self._flows.has_pending(msg.sender)
 
-    async def _handle_leak(self, msg: IncomingMessage) -> None:
-        """A code (or `code` command) in a room other than the sender's DM: remove it, cancel, warn."""
+    async def _handle_leak(self, msg: IncomingMessage, code: str | None) -> None:
+        """A code (or `code` command) in a room other than the sender's DM: burn it, remove it, warn.
+
+        Burning (redeeming the code and revoking the token) comes first: it is what makes the code
+        useless to everyone who saw it; the redaction only tidies up.
+        """
+        burned = code is not None and await self._flows.burn(msg.sender, code)
+        if not burned:
+            await self._flows.cancel(msg.sender)
         redacted = False
         if await self._matrix.can_redact(RoomId(msg.room_id)):
             redacted = await self._matrix.redact(
                 RoomId(msg.room_id), EventId(msg.event_id), "authorization codes belong in a private chat"
             )
-        cancelled = await self._flows.cancel(msg.sender)
         log.warning(
-            "a code was posted by %s in non-DM room %s; redacted=%s, flows cancelled=%d",
+            "a code was posted by %s in non-DM room %s; burned=%s, redacted=%s",
             msg.sender,
             msg.room_id,
+            burned,
             redacted,
-            cancelled,
         )
         removed = (
             "I removed that message."
             if redacted
             else "I could not remove that message: please delete it yourself."
         )
+        used_up = (
+            "I used that code up myself and revoked the access it gave, so nobody who saw it can use it."
+            if burned
+            else "If it was a valid code, deny or revoke the access on your instance to be safe."
+        )
         dm = await self._dms.ensure(msg.sender)
         await _Context(msg.sender, dm, self._prefix, self._matrix).reply(
             Reply.text(
                 "You posted what looks like an authorization code in a room other than this private chat. "
-                f"{removed} For safety I cancelled the pending connection"
-                f"{'' if cancelled else ' (there was none)'}. Start again here with: "
+                f"{used_up} {removed} Your pending connection is cancelled. Start again here with: "
                 f"{self._prefix} connect your.instance"
             )
         )

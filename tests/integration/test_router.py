@@ -6,15 +6,19 @@ import asyncio
 import logging
 import re
 from dataclasses import dataclass, field
+from datetime import timedelta
 from types import SimpleNamespace
 
 import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from bot.accounts import AccountsService
+from bot.commands.handlers import BotCommands
 from bot.commands.registry import Command, CommandContext, CommandRegistry
-from bot.commands.throttle import UserThrottle
-from bot.config import MatrixConfig
+from bot.commands.throttle import InstanceShare, UserThrottle
+from bot.config import LimitsConfig, MatrixConfig
+from bot.connect import ConnectFlows
 from bot.dms import DmDirectory
 from bot.matrix.sender import FairSender, RateLimitTracker
 from bot.matrix.types import (
@@ -27,8 +31,12 @@ from bot.matrix.types import (
     UserId,
 )
 from bot.router import Router, looks_like_pasted_code
+from bot.store.crypto import KeyRing
 from bot.store.models import HandledEvent
+from bot.store.records import utc_now
 from bot.store.session_store import DatabaseHandledEvents
+from tests.fakes.gotosocial import FakeGoToSocial
+from tests.integration.fedi_support import fedi_client, settings
 from tests.integration.relay_support import wait_until
 
 BOT, ALICE, EVE = "@bot:hs.test", "@alice:hs.test", "@eve:elsewhere.test"
@@ -95,7 +103,7 @@ def world(sessions: async_sessionmaker[AsyncSession]) -> SimpleNamespace:
     registry.add(Command("boom", "", "fails", _boom, dm_only=True))
     registry.add(Command("ping", "[x]", "answers", _echo, max_args=1, dm_only=True))
     matrix, rooms, relay = RecordingMatrix(), Rooms({(DM, ALICE)}), Relay()
-    flows = SimpleNamespace(has_pending=_false, cancel=_zero)
+    flows = SimpleNamespace(has_pending=_false, cancel=_zero, burn=_false)
     router = Router(
         matrix=matrix,
         dms=DmDirectory(sessions, rooms),
@@ -111,7 +119,7 @@ def world(sessions: async_sessionmaker[AsyncSession]) -> SimpleNamespace:
     return SimpleNamespace(router=router, matrix=matrix, rooms=rooms, relay=relay, sessions=sessions)
 
 
-async def _false(user: str) -> bool:
+async def _false(user: str, *args: object) -> bool:
     return False
 
 
@@ -302,3 +310,91 @@ async def test_a_flooder_does_not_stall_the_sync_loop_or_sit_ahead_of_another_us
     assert len(flooder_replies) == 2  # one "I only understand commands" hint and one key notice
     assert [b for b in bodies if b.startswith("relay")] == [f"relay {i}" for i in range(50)]
     assert matrix.joins == ["!elsewhere:hs.test"]
+
+
+class RedactingMatrix(RecordingMatrix):
+    def __init__(self) -> None:
+        super().__init__()
+        self.redacted: list[str] = []
+
+    async def can_redact(self, room_id: RoomId) -> bool:
+        return True
+
+    async def redact(self, room_id: RoomId, event_id: EventId, reason: str | None = None) -> bool:
+        self.redacted.append(event_id)
+        return True
+
+
+async def test_a_code_leaked_in_a_group_room_is_burned_before_another_member_can_redeem_it(
+    sessions: async_sessionmaker[AsyncSession], keyring: KeyRing, caplog: pytest.LogCaptureFixture
+) -> None:
+    victim, other = "@victim:hs.test", "@other:hs.test"
+    victim_dm, other_dm = "!victimdm:hs.test", "!otherdm:hs.test"
+    async with FakeGoToSocial() as gts, fedi_client() as client:
+        gts.add_user("victim", "victim@example.org", "Long-Strong-Passw0rd!")
+        flows = ConnectFlows(
+            sessions=sessions,
+            keyring=keyring,
+            client=client,
+            fediverse=settings(),
+            limits=LimitsConfig(),
+            flow_ttl=timedelta(minutes=10),
+            on_connected=_ignore,
+            share=InstanceShare(lambda: 0.0),
+        )
+        accounts = AccountsService(
+            sessions=sessions, keyring=keyring, client=client, relay=_NoRelay(), allow_http=True
+        )
+        matrix = RedactingMatrix()
+        rooms = Rooms({(victim_dm, victim), (other_dm, other)})
+        router = Router(
+            matrix=matrix,
+            dms=DmDirectory(sessions, rooms),
+            commands=BotCommands(flows=flows, accounts=accounts, clock=utc_now),
+            flows=flows,
+            handled=DatabaseHandledEvents(sessions),
+            config=MatrixConfig(homeserver="https://hs.test", user_id=BOT, allowed_users=("@*:hs.test",)),
+            throttle=UserThrottle(20, clock=lambda: 0.0),
+            relay=Relay(),
+            bot_user_id=BOT,
+            clock=lambda: 0.0,
+        )
+        await DmDirectory(sessions, rooms).record(victim, victim_dm)
+        started = await flows.start(victim, gts.base_url, (), victim_dm)
+        code = await gts.authorize(started.authorize_url, "victim@example.org", "Long-Strong-Passw0rd!")
+
+        with caplog.at_level(logging.DEBUG):
+            await router.handle(message(victim, GROUP, code, event="$leak"))  # pasted in the wrong room
+            await settle(router)
+        assert matrix.redacted == ["$leak"]
+        assert gts.active_tokens("victim") == []  # the bot redeemed the code and revoked the token
+        assert gts.requests_to("/oauth/revoke") == 1
+        assert not await flows.has_pending(victim)
+        [(room, warning)] = matrix.sent
+        assert room == victim_dm
+        assert "used that code up myself" in warning
+        assert code not in caplog.text
+        assert code not in warning
+
+        # Another member who saw it starts their own connect to the same instance and pastes it.
+        await router.handle(message(other, other_dm, f"!gts connect {gts.base_url}", event="$c"))
+        await router.handle(message(other, other_dm, code, event="$steal"))
+        await settle(router)
+        assert "Connected as" not in matrix.sent[-1][1]
+        assert gts.active_tokens("victim") == []
+        assert await accounts.for_user(other) == []
+
+
+async def _ignore(account_id: object) -> None:
+    return None
+
+
+class _NoRelay:
+    async def restart_account(self, account_id: object) -> None:
+        return None
+
+    async def remove_account(self, account_id: object) -> None:
+        return None
+
+    async def forget_user(self, matrix_user_id: str) -> None:
+        return None
