@@ -125,6 +125,7 @@ async def running_bot(config: Config, *, resolver: Resolver | None = None) -> As
             command_prefix=config.matrix.command_prefix,
             notify_user=notify_user,
             metrics=metrics,
+            room_check=dms.still_private,
         )
         dms.on_recorded(relay.dm_room_changed)
         flows = ConnectFlows(
@@ -156,6 +157,7 @@ async def running_bot(config: Config, *, resolver: Resolver | None = None) -> As
             bot_user_id=config.matrix.user_id,
             clock=time.monotonic,
         )
+        dms.on_lost(router.dm_lost)
         await relay.start()
         stack.push_async_callback(relay.stop)
         stack.push_async_callback(flows.settle)  # a token a cancelled command got is stored or revoked

@@ -15,6 +15,7 @@ undecryptable-message notice one per room and reason per 10 minutes.
 from __future__ import annotations
 
 import asyncio
+import html
 import logging
 import re
 from collections import deque
@@ -37,6 +38,7 @@ from bot.matrix.types import (
     IncomingMessage,
     Invite,
     MemberLeft,
+    RoomChanged,
     RoomId,
     UndecryptableMessage,
 )
@@ -70,6 +72,10 @@ def looks_like_pasted_code(body: str) -> bool:
 
 
 _THROTTLED = "You are sending commands too quickly; I'll ignore them for a minute."
+_NOT_PRIVATE = (
+    "This chat is no longer private between you and me, so I stopped relaying notifications here. "
+    "Send me any command and I'll open a new private chat for them."
+)
 
 
 @dataclass
@@ -182,6 +188,9 @@ class Router:
             elif isinstance(event, MemberLeft):
                 # The bot's own removal is nobody's lane in particular: it gets the bot's.
                 self._enqueue(event.user_id, lambda: self._on_left(event))
+            elif isinstance(event, RoomChanged):
+                # The room's own lane: whoever changed it may not be a user of the bot at all.
+                self._enqueue(event.room_id, lambda: self._dms.recheck(event.room_id))
         except Exception:
             # One bad event must not stop the sync loop; the full story is in the (redacted) log.
             log.exception("handling a %s in %s failed", type(event).__name__, event.room_id)
@@ -406,6 +415,18 @@ class Router:
                 "device), then send the message again."
             )
         )
+
+    async def dm_lost(self, user_id: str, room_id: str) -> None:
+        """A user's DM is no longer private (`DmDirectory.on_lost`): stop relaying there and say so.
+
+        The room only gets a generic line: whoever else is in it must learn nothing about the user's
+        notifications. Relaying resumes in a new DM, opened by the user's next command.
+        """
+        await self._relay.suspend_user(user_id)
+        try:
+            await self._matrix.send_notice(RoomId(room_id), _NOT_PRIVATE, html.escape(_NOT_PRIVATE))
+        except Exception:
+            log.warning("could not tell %s that its DM stopped being private", room_id, exc_info=True)
 
     async def _on_left(self, event: MemberLeft) -> None:
         """The user left their DM, or the bot was removed from it: relaying to them waits for a new DM."""

@@ -15,6 +15,8 @@ Lifecycle for the composition root and the commands:
   and their queued, not-yet-outboxed items are dropped (cursors stay behind them, accounts stay ACTIVE).
   Outbox messages wait for a DM room. `dm_room_changed(user)` (a DM was recorded) lifts the suspension
   and starts the user's ACTIVE accounts that are not running.
+- `room_check(user, room)` (optional) is asked before each send whether the DM is still private; when
+  it is not, the messages wait for a new DM (the check's owner drops the record and suspends the user).
 - `await forget_user(user)`: forget-me: relays stopped, queue and outbox messages dropped.
 - `await stop()`: streams closed, workers stopped; a message being sent stays in the outbox and is sent
   again (same transaction id) on the next start.
@@ -43,7 +45,7 @@ from bot.fediverse.streaming import StreamConnector
 from bot.observability.metrics import Metrics
 from bot.relay.account_relay import AccountBroken, AccountRelay, RelayDeps
 from bot.relay.breaker import BreakerRegistry
-from bot.relay.delivery import MatrixSender, UserDelivery
+from bot.relay.delivery import MatrixSender, RoomCheck, UserDelivery
 from bot.relay.delivery_store import advance_cursors
 from bot.relay.ids import max_id
 from bot.relay.tuning import RelayTuning
@@ -98,8 +100,10 @@ class RelayManager:
         tuning: RelayTuning | None = None,
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
+        room_check: RoomCheck | None = None,
     ) -> None:
         self._sessions = sessions
+        self._room_check = room_check
         self._keyring = keyring
         self._sender = sender
         self._allow_http = allow_http
@@ -278,6 +282,7 @@ class RelayManager:
                 tuning=self._tuning,
                 metrics=self._metrics,
                 rng=self._rng,
+                room_check=self._room_check,
             )
             task = asyncio.create_task(delivery.run(), name=f"relay-delivery-{matrix_user_id}")
             entry = (delivery, task)

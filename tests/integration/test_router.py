@@ -26,6 +26,7 @@ from bot.matrix.types import (
     IncomingMessage,
     Invite,
     MemberLeft,
+    RoomChanged,
     RoomId,
     UndecryptableMessage,
     UserId,
@@ -398,3 +399,25 @@ class _NoRelay:
 
     async def forget_user(self, matrix_user_id: str) -> None:
         return None
+
+
+async def test_a_dm_that_stops_being_private_loses_its_relay_and_gets_only_a_generic_line(
+    world: SimpleNamespace,
+) -> None:
+    dms: DmDirectory = world.router._dms
+    dms.on_lost(world.router.dm_lost)
+    await dms.record(ALICE, DM)
+    await world.router.handle(RoomChanged(RoomId(DM), UserId(ALICE)))  # e.g. the topic… still 1:1
+    await settle(world.router)
+    assert world.relay.suspended == []
+    assert await dms.room_for(ALICE) == DM
+
+    world.rooms.one_to_one.discard((DM, ALICE))  # eve was invited (or the room made public)
+    await world.router.handle(RoomChanged(RoomId(DM), UserId(EVE)))
+    await world.router.handle(RoomChanged(RoomId(DM), UserId(EVE)))  # told once, not per change
+    await settle(world.router)
+    assert world.relay.suspended == [ALICE]
+    assert await dms.room_for(ALICE) is None
+    [(room, line)] = world.matrix.sent
+    assert room == DM
+    assert "no longer private" in line

@@ -21,7 +21,7 @@ from bot.matrix.errors import (
 from bot.matrix.events import events_from_sync, invite_from_state, left_member, message_from_source
 from bot.matrix.gaps import Gap, Page, collect_gap, without_duplicates
 from bot.matrix.sender import FairSender, RateLimitTracker, retry_delay
-from bot.matrix.types import IncomingMessage, MemberLeft, RateLimitState, RoomId, UserId
+from bot.matrix.types import IncomingMessage, MemberLeft, RateLimitState, RoomChanged, RoomId, UserId
 
 BOT, ALICE, CAROL = "@bot:example.org", "@alice:example.org", "@carol:example.org"
 ROOM = RoomId("!room:example.org")
@@ -372,10 +372,52 @@ def test_gap_events_go_through_the_timeline_conversion_before_the_timeline() -> 
         message("$g3", ALICE, "* x", **edit),
     ]
     timeline = SimpleNamespace(limited=True, prev_batch="p", events=[message("$t1", ALICE, "!gts two")])
-    rooms = SimpleNamespace(invite={}, join={ROOM: SimpleNamespace(timeline=timeline)}, leave={})
+    rooms = SimpleNamespace(invite={}, join={ROOM: SimpleNamespace(timeline=timeline, state=[])}, leave={})
     events = events_from_sync(SimpleNamespace(rooms=rooms), UserId(BOT), lambda e: "x", gaps={ROOM: gap})
     assert [(e.event_id, e.body) for e in events if isinstance(e, IncomingMessage)] == [
         ("$g1", "!gts one"),
         ("$t1", "!gts two"),
     ]
     assert len(events) == 2
+
+
+def _state_event(kind: str, sender: str, state_key: str, content: dict[str, Any]) -> nio.Event:
+    source = {
+        "type": kind,
+        "event_id": f"${kind}{state_key}{len(str(content))}",
+        "sender": sender,
+        "state_key": state_key,
+        "origin_server_ts": 1,
+        "content": content,
+    }
+    parsed = nio.Event.parse_event(source)
+    return parsed if not isinstance(parsed, nio.UnknownEvent) else nio.UnknownEvent.from_dict(source)
+
+
+def test_changes_that_can_make_a_dm_less_private_become_room_changed_events() -> None:
+    eve = "@eve:hs.test"
+    timeline_events = [
+        _state_event("m.room.member", ALICE, eve, {"membership": "invite"}),  # a third person invited
+        _state_event("m.room.member", eve, eve, {"membership": "join"}),
+        _state_event("m.room.join_rules", ALICE, "", {"join_rule": "public"}),
+        _state_event("m.room.history_visibility", ALICE, "", {"history_visibility": "world_readable"}),
+        _state_event("m.room.member", BOT, BOT, {"membership": "join"}),  # the bot itself: no change
+        _state_event("m.room.topic", ALICE, "", {"topic": "hi"}),  # harmless
+        _state_event("m.room.member", eve, eve, {"membership": "leave"}),  # a leave stays MemberLeft
+    ]
+    # A limited sync puts what changed before the timeline in the state section: counted once.
+    state = [
+        _state_event("m.room.member", eve, eve, {"membership": "join"}),
+        _state_event("m.room.join_rules", ALICE, "", {"join_rule": "public"}),
+    ]
+    timeline = SimpleNamespace(limited=True, prev_batch="p", events=timeline_events)
+    rooms = SimpleNamespace(invite={}, join={ROOM: SimpleNamespace(timeline=timeline, state=state)}, leave={})
+    events = events_from_sync(SimpleNamespace(rooms=rooms), UserId(BOT), lambda e: "x", gaps={ROOM: []})
+    assert events == [
+        RoomChanged(RoomId(ROOM), UserId(eve)),
+        RoomChanged(RoomId(ROOM), UserId(ALICE)),
+        RoomChanged(RoomId(ROOM), UserId(eve)),
+        RoomChanged(RoomId(ROOM), UserId(ALICE)),
+        RoomChanged(RoomId(ROOM), UserId(ALICE)),
+        MemberLeft(RoomId(ROOM), UserId(eve)),
+    ]
