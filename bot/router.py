@@ -104,8 +104,6 @@ class MatrixPort(Protocol):
 
     async def leave(self, room_id: RoomId) -> None: ...
 
-    async def can_redact(self, room_id: RoomId) -> bool: ...
-
     async def redact(self, room_id: RoomId, event_id: EventId, reason: str | None = None) -> bool: ...
 
 
@@ -345,11 +343,9 @@ class Router:
         burned = code is not None and await self._flows.burn(msg.sender, code)
         if not burned:
             await self._flows.cancel(msg.sender)
-        redacted = False
-        if await self._matrix.can_redact(RoomId(msg.room_id)):
-            redacted = await self._matrix.redact(
-                RoomId(msg.room_id), EventId(msg.event_id), "authorization codes belong in a private chat"
-            )
+        redacted = await self._matrix.redact(
+            RoomId(msg.room_id), EventId(msg.event_id), "authorization codes belong in a private chat"
+        )
         log.warning(
             "a code was posted by %s in non-DM room %s; burned=%s, redacted=%s",
             msg.sender,

@@ -362,33 +362,27 @@ class MatrixAdapter:
         return RoomId(str(resp.room_id))
 
     async def is_one_to_one(self, room_id: RoomId, user_id: UserId) -> bool:
-        """True when the room is a private 1:1 chat with `user_id` (`dm.is_private_dm`; asks the server)."""
+        """True when the room is a private 1:1 chat with `user_id` (`dm.is_private_dm`; asks the server).
+
+        The synced members answer "no" without a download (a busy group room holds thousands); only a
+        room with exactly the two as members, or one the sync has not shown yet (a DM just created),
+        has its state fetched, and a room of two has little state.
+        """
+        known = self._nio().rooms.get(room_id)
+        if known is not None and not dm.is_one_to_one(set(known.users), self.user_id, user_id):
+            return False
         try:
             state = await self._room_state(room_id)
         except MatrixForbidden:
             return False
         return dm.is_private_dm(state, self.user_id, user_id)
 
-    async def can_redact(self, room_id: RoomId) -> bool:
-        """Whether the bot may redact other people's events in the room (power levels from the server)."""
-        try:
-            state = await self._room_state(room_id)
-        except MatrixForbidden:
-            return False
-        power_levels = next(
-            (
-                e.get("content")
-                for e in state
-                if e.get("type") == "m.room.power_levels" and e.get("state_key") == ""
-            ),
-            None,
-        )
-        return dm.can_redact_others(
-            power_levels if isinstance(power_levels, Mapping) else None, self.user_id, dm.room_creators(state)
-        )
-
     async def redact(self, room_id: RoomId, event_id: EventId, reason: str | None = None) -> bool:
-        """Redact an event; False when the bot lacks the power to (M_FORBIDDEN). Retries on 429."""
+        """Redact an event; False when the bot lacks the power to (M_FORBIDDEN). Retries on 429.
+
+        Trying is the check: asking first would mean downloading the room's state (power levels,
+        creators), which in a big room is large, to learn what the answer to this one request says.
+        """
         txn = uuid.uuid4().hex
         try:
             await retry_rate_limited(

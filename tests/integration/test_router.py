@@ -60,9 +60,6 @@ class RecordingMatrix:
     async def leave(self, room_id: RoomId) -> None:
         return None
 
-    async def can_redact(self, room_id: RoomId) -> bool:
-        return False
-
     async def redact(self, room_id: RoomId, event_id: EventId, reason: str | None = None) -> bool:
         return False
 
@@ -317,9 +314,6 @@ class RedactingMatrix(RecordingMatrix):
     def __init__(self) -> None:
         super().__init__()
         self.redacted: list[str] = []
-
-    async def can_redact(self, room_id: RoomId) -> bool:
-        return True
 
     async def redact(self, room_id: RoomId, event_id: EventId, reason: str | None = None) -> bool:
         self.redacted.append(event_id)

@@ -99,25 +99,6 @@ def test_is_private_dm(state: list[dict[str, Any]], expected: bool) -> None:
 
 
 @pytest.mark.parametrize(
-    ("power_levels", "creators", "expected"),
-    [
-        (None, (), False),
-        ({"users": {BOT: 50}}, (), True),
-        ({"users": {BOT: 49}}, (), False),
-        ({"users_default": 50}, (), True),
-        ({"users": {BOT: 50}, "redact": 75}, (), False),
-        ({"users": {BOT: 50}, "events": {"m.room.redaction": 60}}, (), False),
-        ({"users": {BOT: "100"}}, (), True),  # string levels from old room versions
-        ({"users": {}}, (BOT,), True),  # room v12 creator
-    ],
-)
-def test_can_redact_others(
-    power_levels: dict[str, Any] | None, creators: tuple[str, ...], expected: bool
-) -> None:
-    assert dm.can_redact_others(power_levels, BOT, creators) is expected
-
-
-@pytest.mark.parametrize(
     ("version", "expected"),
     [("12", {BOT, CAROL}), ("10", set()), ("org.example.custom", set())],
 )
