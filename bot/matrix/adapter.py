@@ -199,7 +199,7 @@ class MatrixAdapter:
                     return
                 resp, gaps = synced
                 events = events_from_sync(
-                    resp, self.user_id, self._reason, invites_only=first_start, gaps=gaps
+                    resp, self.user_id, self._reason, invites_only=first_start, gaps=gaps, full_state=catch_up
                 )
                 await self._deliver(handler, events)
                 await self._commit(resp)

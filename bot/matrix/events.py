@@ -135,10 +135,13 @@ def events_from_sync(
     *,
     invites_only: bool = False,
     gaps: Mapping[RoomId, Sequence[Any]] | None = None,
+    full_state: bool = False,
 ) -> list[BotEvent]:
     """Typed events from a nio SyncResponse that nio already processed (so encrypted events are decrypted).
 
     `gaps`: per room, nio events (oldest first) that its limited timeline left out; delivered before it.
+    `full_state`: the sync was asked for every room's whole state (a catch-up); its state section is
+    then not a change and yields no RoomChanged (each delivery checks the DM again anyway).
     """
     gaps = gaps or {}
     out: list[BotEvent] = []
@@ -154,9 +157,8 @@ def events_from_sync(
         if info.timeline.limited and rid not in gaps:
             log.info("sync timeline for %s was limited: older events in the gap are not delivered", rid)
         # State that changed outside the timeline (a limited sync) counts as well, once per room.
-        changed = next(
-            (c for c in (room_change(rid, _source(e), bot) for e in info.state) if c is not None), None
-        )
+        changes = () if full_state else (room_change(rid, _source(e), bot) for e in info.state)
+        changed = next((c for c in changes if c is not None), None)
         if changed is not None:
             out.append(changed)
         for event in (*gaps.get(rid, ()), *info.timeline.events):

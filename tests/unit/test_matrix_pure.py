@@ -402,3 +402,12 @@ def test_changes_that_can_make_a_dm_less_private_become_room_changed_events() ->
         RoomChanged(RoomId(ROOM), UserId(ALICE)),
         MemberLeft(RoomId(ROOM), UserId(eve)),
     ]
+
+
+def test_a_full_state_catch_up_is_no_change_of_privacy() -> None:
+    state = [_state_event("m.room.member", ALICE, ALICE, {"membership": "join"})]
+    timeline = SimpleNamespace(limited=False, prev_batch="p", events=[])
+    rooms = SimpleNamespace(invite={}, join={ROOM: SimpleNamespace(timeline=timeline, state=state)}, leave={})
+    response = SimpleNamespace(rooms=rooms)
+    assert events_from_sync(response, UserId(BOT), lambda e: "x", full_state=True) == []
+    assert events_from_sync(response, UserId(BOT), lambda e: "x") == [RoomChanged(ROOM, UserId(ALICE))]
