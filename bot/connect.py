@@ -25,7 +25,13 @@ from bot.errors import CommandError, FediverseError, InvalidClientError, Invalid
 from bot.fediverse.client import FediverseClient
 from bot.fediverse.instance import InstanceRef, parse_instance
 from bot.fediverse.models import AppRegistration, FediverseAccount, TokenGrant
-from bot.fediverse.oauth import authorize_url, normalize_scopes, permits, scopes_cover
+from bot.fediverse.oauth import (
+    authorize_url,
+    normalize_scopes,
+    permits,
+    pkce_verifier,
+    scopes_cover,
+)
 from bot.must_finish import MustFinish
 from bot.store.crypto import KeyRing
 from bot.store.records import AccountId, AccountRecord, AppId, AppRecord, Clock, utc_now
@@ -243,7 +249,9 @@ class ConnectFlows:
                 continue
             try:
                 instance = instance_from_key(flow.instance, allow_http=self._fediverse.allow_http)
-                grant = await self._client.exchange_code(instance, registration_of(app_record), code)
+                grant = await self._client.exchange_code(
+                    instance, registration_of(app_record), code, pkce_verifier(flow.oauth_state)
+                )
             except FediverseError as exc:
                 log.info("a leaked code of %s could not be redeemed (%s)", user_id, type(exc).__name__)
                 continue
@@ -274,7 +282,7 @@ class ConnectFlows:
         instance = instance_from_key(flow.instance, allow_http=self._fediverse.allow_http)
         app = registration_of(app_record)
         try:
-            grant = await self._client.exchange_code(instance, app, code)
+            grant = await self._client.exchange_code(instance, app, code, pkce_verifier(flow.oauth_state))
         except InvalidClientError:
             await self._forget_app(app_record)
             raise

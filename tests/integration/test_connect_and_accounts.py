@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import re
 import time
 from collections.abc import AsyncIterator
@@ -11,6 +13,7 @@ from datetime import timedelta
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.accounts import AccountsService
@@ -26,11 +29,13 @@ from bot.errors import (
     InvalidInstanceError,
 )
 from bot.fediverse.client import FediverseClient
+from bot.fediverse.models import AppRegistration
+from bot.fediverse.oauth import pkce_challenge, pkce_verifier
 from bot.store.crypto import KeyRing
 from bot.store.records import AccountId
 from bot.store.repositories import Repositories
 from tests.fakes.gotosocial import FakeGoToSocial
-from tests.integration.fedi_support import StubResolver, fedi_client, settings
+from tests.integration.fedi_support import StubResolver, fedi_client, loopback, serve, settings
 
 EMAIL, PASSWORD = "alice@example.org", "Long-Strong-Passw0rd!"
 ALICE, BOB = "@alice:matrix.test", "@bob:matrix.test"
@@ -408,3 +413,42 @@ async def test_one_users_connect_loop_cannot_spend_an_instances_budget_for_other
 
         now[0] += 300.0  # alice's share refills with time
         await flows.start(ALICE, gts.base_url, (), DM)
+
+
+async def test_each_flow_binds_its_code_with_its_own_pkce_challenge(world: World) -> None:
+    alices = await world.flows.start(ALICE, world.gts.base_url, (), DM)
+    bobs = await world.flows.start(BOB, world.gts.base_url, (), "!bobdm:matrix.test")
+    challenges = []
+    for started in (alices, bobs):
+        query = parse_qs(urlsplit(started.authorize_url).query)
+        assert query["code_challenge_method"] == ["S256"]
+        verifier = pkce_verifier(query["state"][0])
+        assert re.fullmatch(r"[A-Za-z0-9_-]{43}", verifier)
+        digest = hashlib.sha256(verifier.encode()).digest()
+        assert query["code_challenge"] == [base64.urlsafe_b64encode(digest).rstrip(b"=").decode()]
+        challenges.append(query["code_challenge"][0])
+    assert challenges[0] != challenges[1]  # the same shared app, but each flow its own binding
+
+
+async def test_the_code_exchange_sends_the_flows_pkce_verifier() -> None:
+    """Against a server that enforces PKCE (Mastodon does; GoToSocial ignores it): only the verifier of
+    the flow that asked for the code redeems it."""
+    verifier = pkce_verifier("the-flows-state")
+    expected = pkce_challenge(verifier)
+
+    async def token(request: web.Request) -> web.Response:
+        form = await request.post()
+        sent = form.get("code_verifier")
+        if not isinstance(sent, str) or pkce_challenge(sent) != expected:
+            refusal = {"error": "invalid_grant", "error_description": "bad verifier"}
+            return web.json_response(refusal, status=400)
+        return web.json_response({"access_token": "TOKEN" * 8, "token_type": "Bearer", "scope": "read"})
+
+    app = web.Application()
+    app.router.add_route("POST", "/oauth/token", token)
+    registration = AppRegistration("CLIENTID", "client-secret", ("read",))
+    async with serve(app) as port, fedi_client() as client:
+        grant = await client.exchange_code(loopback(port), registration, "A" * 32, verifier)
+        assert grant.access_token == "TOKEN" * 8
+        with pytest.raises(InvalidCodeError):
+            await client.exchange_code(loopback(port), registration, "A" * 32, pkce_verifier("another-flow"))
