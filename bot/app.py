@@ -161,6 +161,7 @@ async def running_bot(config: Config, *, resolver: Resolver | None = None) -> As
         await relay.start()
         stack.push_async_callback(relay.stop)
         stack.push_async_callback(flows.settle)  # a token a cancelled command got is stored or revoked
+        stack.push_async_callback(accounts.settle)  # a revoke a cancelled command started completes
         stack.push_async_callback(router.aclose)  # commands in flight finish before the relay stops
 
         sync_check = SyncFreshnessCheck()

@@ -84,6 +84,7 @@ class _Lane:
 
     queue: deque[Callable[[], Awaitable[None]]] = field(default_factory=deque)
     task: asyncio.Task[None] | None = None
+    dropping: bool = False
 
 
 def _remember(seen: dict[str, float], key: str, now: float, *, keep_for: float) -> None:
@@ -201,7 +202,11 @@ class Router:
             lane = self._lanes[user_id] = _Lane()
         if len(lane.queue) >= MAX_QUEUED_PER_USER:
             self.dropped += 1
-            log.warning("%s has %d items queued; dropped one more", user_id, len(lane.queue))
+            if not lane.dropping:  # once per backlog, not once per dropped event
+                lane.dropping = True
+                log.warning(
+                    "%s has %d items queued; dropping more until they are done", user_id, MAX_QUEUED_PER_USER
+                )
             return
         lane.queue.append(work)
         if lane.task is None:

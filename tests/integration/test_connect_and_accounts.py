@@ -10,6 +10,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -452,3 +453,28 @@ async def test_the_code_exchange_sends_the_flows_pkce_verifier() -> None:
         assert grant.access_token == "TOKEN" * 8
         with pytest.raises(InvalidCodeError):
             await client.exchange_code(loopback(port), registration, "A" * 32, pkce_verifier("another-flow"))
+
+
+async def test_a_deadline_during_a_revoke_still_revokes_and_deletes(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    started = await world.flows.start(ALICE, world.gts.base_url, (), DM)
+    await world.flows.complete(ALICE, DM, await world.authorize(started.authorize_url))
+    revoking, release = asyncio.Event(), asyncio.Event()
+    real_revoke = world.client.revoke
+
+    async def slow_revoke(*args: Any, **kwargs: Any) -> None:
+        revoking.set()
+        await release.wait()
+        await real_revoke(*args, **kwargs)
+
+    monkeypatch.setattr(world.client, "revoke", slow_revoke)  # the instance answers slowly
+    command = asyncio.create_task(world.accounts.revoke(ALICE, None))
+    await revoking.wait()
+    command.cancel()  # the command deadline
+    with pytest.raises(asyncio.CancelledError):
+        await command
+    release.set()
+    await world.accounts.settle()
+    assert world.gts.active_tokens("alice") == []
+    assert await world.accounts.for_user(ALICE) == []

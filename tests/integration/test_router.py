@@ -31,7 +31,7 @@ from bot.matrix.types import (
     UndecryptableMessage,
     UserId,
 )
-from bot.router import Router, looks_like_pasted_code
+from bot.router import MAX_QUEUED_PER_USER, Router, looks_like_pasted_code
 from bot.store.crypto import KeyRing
 from bot.store.models import HandledEvent
 from bot.store.records import utc_now
@@ -415,3 +415,19 @@ async def test_a_dm_that_stops_being_private_loses_its_relay_and_gets_only_a_gen
     [(room, line)] = world.matrix.sent
     assert room == DM
     assert "no longer private" in line
+
+
+async def test_a_users_queue_is_bounded_and_the_excess_dropped_with_one_warning(
+    world: SimpleNamespace, caplog: pytest.LogCaptureFixture
+) -> None:
+    matrix = RateLimitedMatrix()  # joins wait for the homeserver: the user's queue fills up
+    world.router._matrix = matrix
+    with caplog.at_level(logging.WARNING, logger="bot.router"):
+        for i in range(MAX_QUEUED_PER_USER + 30):
+            await world.router.handle(Invite(RoomId(f"!room{i}:hs.test"), UserId(ALICE), False))
+    # The sync loop never yielded meanwhile: MAX_QUEUED_PER_USER wait, the rest were dropped.
+    assert world.router.dropped == 30
+    assert len([r for r in caplog.records if "dropping more" in r.getMessage()]) == 1
+    matrix.open.set()
+    await settle(world.router)
+    assert len(matrix.joins) == MAX_QUEUED_PER_USER
