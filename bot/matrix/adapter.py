@@ -364,12 +364,13 @@ class MatrixAdapter:
     async def is_one_to_one(self, room_id: RoomId, user_id: UserId) -> bool:
         """True when the room is a private 1:1 chat with `user_id` (`dm.is_private_dm`; asks the server).
 
-        The synced members answer "no" without a download (a busy group room holds thousands); only a
-        room with exactly the two as members, or one the sync has not shown yet (a DM just created),
-        has its state fetched, and a room of two has little state.
+        The synced members answer "no" without a download when they include anyone else (a busy group
+        room holds thousands); only a room whose synced members are at most the two, or one the sync has
+        not shown yet, has its state fetched, and such a room has little state. (A room just created may
+        be synced before its invite: fewer members than two proves nothing, so the server is asked.)
         """
         known = self._nio().rooms.get(room_id)
-        if known is not None and not dm.is_one_to_one(set(known.users), self.user_id, user_id):
+        if known is not None and set(known.users) - {self.user_id, user_id}:
             return False
         try:
             state = await self._room_state(room_id)

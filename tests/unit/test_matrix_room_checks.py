@@ -1,6 +1,7 @@
-"""How much room state the adapter's DM check downloads: nothing for a room the sync shows as a group,
-the state of a room of two, and the state of a room the sync has not shown yet. matrix-nio is replaced at
-its seam by a recording client (rooms as the sync left them, and the state request)."""
+"""How much room state the adapter's DM check downloads: nothing for a room the sync shows with
+someone else in it, and the state of a room of two (or fewer: a DM just created) or of a room the sync
+has not shown yet. matrix-nio is replaced at its seam by a recording client (rooms as the sync left
+them, and the state request)."""
 
 from __future__ import annotations
 
@@ -84,6 +85,8 @@ async def test_a_room_of_two_and_an_unsynced_room_are_checked_with_the_server(
 ) -> None:
     adapter, fake = adapter_and_nio
     fake.room(DM, [BOT, ALICE])
+    fake.room(NEW, [BOT])  # created a moment ago: the sync showed it before the invite
     assert await adapter.is_one_to_one(DM, ALICE)
-    assert await adapter.is_one_to_one(NEW, ALICE)  # created a moment ago; the sync has not shown it
-    assert fake.state_requests == [DM, NEW]
+    assert await adapter.is_one_to_one(NEW, ALICE)
+    assert await adapter.is_one_to_one(RoomId("!unsynced:hs.test"), ALICE)
+    assert fake.state_requests == [DM, NEW, "!unsynced:hs.test"]
