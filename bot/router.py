@@ -8,8 +8,8 @@ Fairness (README, "Fairness"): `handle` runs on the sync loop and never awaits a
 It only classifies the event (pure checks and in-memory counters) and hands the work to that user's
 lane: a bounded queue worked off in order by the user's own task, at most `MAX_CONCURRENT_COMMANDS`
 lanes at a time. Excess is dropped, and chatter is coalesced: ordinary chat earns at most one "I only
-understand commands" hint per user per `CHAT_HINT_SECONDS`, the throttle warning one a minute, and the
-undecryptable-message notice one per room and reason per 10 minutes.
+understand commands" hint per user and room per `CHAT_HINT_SECONDS`, the throttle warning one a
+minute, and the undecryptable-message notice one per room and reason per 10 minutes.
 """
 
 from __future__ import annotations
@@ -258,7 +258,7 @@ class Router:
         parsed = parse_command(msg.body, self._prefix)
         if parsed is None and not looks_like_pasted_code(msg.body):
             # Ordinary chat: at most one hint per interval, and no database write or state fetch for it.
-            if self._due(self._chat_hinted, msg.sender, CHAT_HINT_SECONDS):
+            if self._due(self._chat_hinted, f"{msg.sender}|{msg.room_id}", CHAT_HINT_SECONDS):
                 self._enqueue(msg.sender, lambda: self._hint_in_dm(msg))
             return
         if not self._throttle.allow(msg.sender):

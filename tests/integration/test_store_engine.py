@@ -85,5 +85,10 @@ async def test_an_existing_world_readable_database_is_tightened(tmp_path: Path) 
     db.touch(mode=0o644)
     db.chmod(0o644)
     engine = create_engine(f"sqlite+aiosqlite:///{db}")
-    await engine.dispose()
+    try:
+        assert _mode(db) == 0o644  # an engine alone touches nothing
+        async with engine.connect() as conn:
+            await conn.exec_driver_sql("SELECT 1")
+    finally:
+        await engine.dispose()
     assert _mode(db) == 0o600
