@@ -13,6 +13,7 @@ from bot.connect import instance_from_key, registration_of
 from bot.errors import CommandError, FediverseError, RevokeUnsupportedError
 from bot.fediverse.client import FediverseClient
 from bot.fediverse.instance import InstanceRef
+from bot.must_finish import MustFinish
 from bot.store.crypto import KeyRing
 from bot.store.models import AccountState
 from bot.store.records import AccountId, AccountRecord, Clock, utc_now
@@ -128,6 +129,7 @@ class AccountsService:
         self._relay = relay
         self._allow_http = allow_http
         self._clock = clock
+        self._finishing = MustFinish("revoke")
 
     def _repos(self, session: AsyncSession) -> Repositories:
         return Repositories(session, self._keyring, self._clock)
@@ -142,7 +144,13 @@ class AccountsService:
         Local deletion happens even when the server cannot revoke; the outcome says so.
         """
         chosen = select_accounts(await self.for_user(user_id), selector)
-        return [await self._revoke_one(account) for account in chosen]
+        # Once started, a revoke runs to its end even past the command's deadline: the account is then
+        # deleted here, not left stopped with its token stored.
+        return [await self._finishing.run(self._revoke_one(account)) for account in chosen]
+
+    async def settle(self) -> None:
+        """Wait for revokes whose command gave up (deadline) to finish."""
+        await self._finishing.wait()
 
     async def _revoke_one(self, account: AccountRecord) -> RevokeOutcome:
         await self._relay.remove_account(account.id)
@@ -194,7 +202,7 @@ class AccountsService:
     async def forget(self, user_id: str) -> list[RevokeOutcome]:
         """Revoke every account and delete all the bot stores about this user."""
         accounts = await self.for_user(user_id)
-        outcomes = [await self._revoke_one(account) for account in accounts]
+        outcomes = [await self._finishing.run(self._revoke_one(account)) for account in accounts]
         await self._relay.forget_user(user_id)  # queued notifications and outbox rows go too
         async with self._sessions() as session, session.begin():
             repos = self._repos(session)

@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from bot.accounts import AccountsService
 from bot.commands.handlers import BotCommands
-from bot.commands.throttle import UserThrottle
+from bot.commands.throttle import InstanceShare, UserThrottle
 from bot.config import Config
 from bot.connect import ConnectFlows
 from bot.dms import DmDirectory
@@ -34,6 +34,7 @@ from bot.router import Router
 from bot.runtime import open_database, open_fediverse_client
 from bot.store.crypto import KeyRing
 from bot.store.keys import open_keyring
+from bot.store.private_files import ensure_private_dir
 from bot.store.records import utc_now
 from bot.store.repositories import AppsRepository, FlowsRepository, HandledEventsRepository
 from bot.store.session_store import DatabaseHandledEvents, DatabaseSessionStore
@@ -73,7 +74,7 @@ async def running_bot(config: Config, *, resolver: Resolver | None = None) -> As
     """Start everything; on exit stop it in reverse order (relay, Matrix, HTTP, database)."""
     async with AsyncExitStack() as stack:
         # Only the bot's user may look inside: the database, key file and E2EE store live here.
-        await asyncio.to_thread(config.data_dir.mkdir, mode=0o700, parents=True, exist_ok=True)
+        await asyncio.to_thread(ensure_private_dir, config.data_dir)
         metrics = Metrics(_version())
         database = await stack.enter_async_context(open_database(config.database.url))
         engine, sessions = database.engine, database.sessions
@@ -124,6 +125,7 @@ async def running_bot(config: Config, *, resolver: Resolver | None = None) -> As
             command_prefix=config.matrix.command_prefix,
             notify_user=notify_user,
             metrics=metrics,
+            room_check=dms.still_private,
         )
         dms.on_recorded(relay.dm_room_changed)
         flows = ConnectFlows(
@@ -134,6 +136,7 @@ async def running_bot(config: Config, *, resolver: Resolver | None = None) -> As
             limits=config.limits,
             flow_ttl=timedelta(seconds=config.relay.flow_ttl_seconds),
             on_connected=relay.restart_account,
+            share=InstanceShare(time.monotonic),
         )
         accounts = AccountsService(
             sessions=sessions,
@@ -154,8 +157,11 @@ async def running_bot(config: Config, *, resolver: Resolver | None = None) -> As
             bot_user_id=config.matrix.user_id,
             clock=time.monotonic,
         )
+        dms.on_lost(router.dm_lost)
         await relay.start()
         stack.push_async_callback(relay.stop)
+        stack.push_async_callback(flows.settle)  # a token a cancelled command got is stored or revoked
+        stack.push_async_callback(accounts.settle)  # a revoke a cancelled command started completes
         stack.push_async_callback(router.aclose)  # commands in flight finish before the relay stops
 
         sync_check = SyncFreshnessCheck()

@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 from bot import config_loader
 from bot.config_file import CONFIG_PATH_ENV, DEFAULT_CONFIG_PATH, config_path
 from bot.config_loader import Invalid, Key, Validator, setting
+from bot.fediverse.instance import normalize_host_pattern
 
 __all__ = [
     "CONFIG_PATH_ENV", "DEFAULT_CONFIG_PATH", "DEFAULT_DATA_DIR", "ENV_PREFIX",
@@ -140,7 +141,11 @@ def _hostnames(values: tuple[str, ...]) -> tuple[str, ...]:
     bad = [v for v in values if not v or "/" in v or any(ch.isspace() for ch in v)]
     if bad:
         raise Invalid(f"entries must be host names or patterns like *.example.org (no scheme), got {bad!r}")
-    return tuple(v.lower() for v in values)
+    # Hosts are compared in their ASCII (punycode) form, so entries are normalised the same way.
+    try:
+        return tuple(normalize_host_pattern(v) for v in values)
+    except ValueError as exc:
+        raise Invalid(str(exc)) from None
 
 
 def _default_db_url(data_dir: Path) -> str:

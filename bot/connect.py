@@ -19,12 +19,20 @@ from datetime import datetime, timedelta
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from bot.commands.throttle import InstanceShare
 from bot.config import FediverseConfig, LimitsConfig
 from bot.errors import CommandError, FediverseError, InvalidClientError, InvalidInstanceError
 from bot.fediverse.client import FediverseClient
 from bot.fediverse.instance import InstanceRef, parse_instance
-from bot.fediverse.models import AppRegistration
-from bot.fediverse.oauth import authorize_url, normalize_scopes, permits, scopes_cover
+from bot.fediverse.models import AppRegistration, FediverseAccount, TokenGrant
+from bot.fediverse.oauth import (
+    authorize_url,
+    normalize_scopes,
+    permits,
+    pkce_verifier,
+    scopes_cover,
+)
+from bot.must_finish import MustFinish
 from bot.store.crypto import KeyRing
 from bot.store.records import AccountId, AccountRecord, AppId, AppRecord, Clock, utc_now
 from bot.store.repositories import Repositories
@@ -69,6 +77,12 @@ KNOWN_SCOPES = frozenset(
 )
 
 OnConnected = Callable[[AccountId], Awaitable[None]]
+
+# Requests a user's command costs the instance, at most: the probe (instance v1 and v2, nodeinfo link and
+# document) and an app registration; then the code exchange, the account check, the starting cursor
+# and the revoke of a replaced token.
+START_REQUESTS = 5
+COMPLETE_REQUESTS = 4
 
 
 @dataclass(frozen=True)
@@ -137,6 +151,7 @@ class ConnectFlows:
         limits: LimitsConfig,
         flow_ttl: timedelta,
         on_connected: OnConnected,
+        share: InstanceShare,
         clock: Clock = utc_now,
     ) -> None:
         self._sessions = sessions
@@ -147,6 +162,8 @@ class ConnectFlows:
         self._flow_ttl = flow_ttl
         self._on_connected = on_connected
         self._clock = clock
+        self._finishing = MustFinish("connect-finish")
+        self._share = share
 
     async def start(
         self, user_id: str, instance_text: str, scope_args: tuple[str, ...], dm_room_id: str
@@ -157,6 +174,7 @@ class ConnectFlows:
         ):
             raise InvalidInstanceError(f"This bot is not allowed to connect to {instance.display}.")
         scopes = requested_scopes(scope_args, self._fediverse.default_scopes)
+        self._spend(user_id, instance, START_REQUESTS)
         info = await self._client.probe(instance)
         app = await self._app_for(instance, scopes)
         async with self._sessions() as session, session.begin():
@@ -196,6 +214,14 @@ class ConnectFlows:
                 client_secret=registered.client_secret,
             )
 
+    def _spend(self, user_id: str, instance: InstanceRef, requests: int) -> None:
+        wait = self._share.spend(user_id, instance.key, requests)
+        if wait is not None:
+            raise CommandError(
+                f"You have used your share of requests to {instance.display} for now (every user of an "
+                f"instance shares its limit). Try again in {max(1, round(wait / 60))} minute(s)."
+            )
+
     async def has_pending(self, user_id: str) -> bool:
         async with self._sessions() as session:
             return await Repositories(session, self._keyring, self._clock).flows.count_for_user(user_id) > 0
@@ -203,6 +229,38 @@ class ConnectFlows:
     async def cancel(self, user_id: str) -> int:
         async with self._sessions() as session, session.begin():
             return await Repositories(session, self._keyring, self._clock).flows.delete_for_user(user_id)
+
+    async def burn(self, user_id: str, code: str) -> bool:
+        """A code of `user_id`'s was seen outside their DM: redeem it at once and revoke what it gives.
+
+        Redacting the message is not enough: every member's client already has it, the code stays valid
+        for minutes, and the app is shared per instance and scopes, so another member's own flow could
+        redeem it. Redeemed here first (through the same guarded, paced client), it is worth nothing.
+        The user's pending flow is used up either way. True when a token was obtained and revoked; False
+        when there was no flow to say which instance the code is for, or the instance refused the code.
+        """
+        async with self._sessions() as session, session.begin():
+            repos = Repositories(session, self._keyring, self._clock)
+            flows = await repos.flows.get_for_user(user_id)
+            await repos.flows.delete_for_user(user_id)
+            apps = [await repos.apps.get_by_id(flow.app_id) for flow in flows]
+        for flow, app_record in zip(flows, apps, strict=True):
+            if app_record is None:
+                continue
+            try:
+                instance = instance_from_key(flow.instance, allow_http=self._fediverse.allow_http)
+                grant = await self._client.exchange_code(
+                    instance, registration_of(app_record), code, pkce_verifier(flow.oauth_state)
+                )
+            except FediverseError as exc:
+                log.info("a leaked code of %s could not be redeemed (%s)", user_id, type(exc).__name__)
+                continue
+            await self._finishing.run(
+                self._revoke_quietly(instance, registration_of(app_record), grant.access_token)
+            )
+            log.warning("a leaked code of %s was redeemed by the bot and its token revoked", user_id)
+            return True
+        return False
 
     async def complete(self, user_id: str, room_id: str, code: str) -> Connected:
         """Exchange the pasted code for a token, verify it, and store the account."""
@@ -215,6 +273,8 @@ class ConnectFlows:
                     "(a request is valid for "
                     f"{int(self._flow_ttl.total_seconds() // 60)} minutes)."
                 )
+            # Checked before the flow is used up, so a refused code can be sent again later.
+            self._spend(user_id, instance_from_key(waiting[0].instance, allow_http=True), COMPLETE_REQUESTS)
             flow = await repos.flows.consume(waiting[0].id)
             app_record = await repos.apps.get_by_id(waiting[0].app_id)
         if flow is None or app_record is None:
@@ -222,22 +282,47 @@ class ConnectFlows:
         instance = instance_from_key(flow.instance, allow_http=self._fediverse.allow_http)
         app = registration_of(app_record)
         try:
-            grant = await self._client.exchange_code(instance, app, code)
+            grant = await self._client.exchange_code(instance, app, code, pkce_verifier(flow.oauth_state))
         except InvalidClientError:
             await self._forget_app(app_record)
             raise
+        # From here on a live token exists: it must end up stored or revoked, whatever happens to the
+        # command (its deadline cancels it at any await).
         try:
-            account = await self._client.verify_credentials(instance, grant.access_token)
-            granted = grant.scope or tuple(flow.scopes.split())
-            if not scopes_cover(granted, flow.scopes):
-                raise CommandError(
-                    f"{instance.display} granted only `{' '.join(granted) or 'nothing'}`, not the "
-                    f"`{flow.scopes}` that was asked for. Nothing was stored; try again."
-                )
-            cursor = await self._newest_notification_id(instance, grant.access_token)
-        except Exception:
-            await self._revoke_quietly(instance, app, grant.access_token)
+            account, granted, cursor = await self._check_grant(instance, flow.scopes, grant)
+        except BaseException:
+            await self._finishing.run(self._revoke_quietly(instance, app, grant.access_token))
             raise
+        return await self._finishing.run(
+            self._store(user_id, instance, app_record, account, granted, cursor, grant.access_token)
+        )
+
+    async def _check_grant(
+        self, instance: InstanceRef, asked: str, grant: TokenGrant
+    ) -> tuple[FediverseAccount, tuple[str, ...], str | None]:
+        """Whose token it is, whether it has the scopes asked for, and where relaying starts."""
+        account = await self._client.verify_credentials(instance, grant.access_token)
+        granted = grant.scope or tuple(asked.split())
+        if not scopes_cover(granted, asked):
+            raise CommandError(
+                f"{instance.display} granted only `{' '.join(granted) or 'nothing'}`, not the "
+                f"`{asked}` that was asked for. Nothing was stored; try again."
+            )
+        cursor = await self._newest_notification_id(instance, grant.access_token)
+        return account, granted, cursor
+
+    async def _store(
+        self,
+        user_id: str,
+        instance: InstanceRef,
+        app_record: AppRecord,
+        account: FediverseAccount,
+        granted: tuple[str, ...],
+        cursor: str | None,
+        token: str,
+    ) -> Connected:
+        """Store the verified account (or revoke its token when the user has too many), run to its end."""
+        app = registration_of(app_record)
         async with self._sessions() as session, session.begin():
             repos = Repositories(session, self._keyring, self._clock)
             existing = await repos.accounts.list_for_user(user_id)
@@ -246,7 +331,7 @@ class ConnectFlows:
                 None,
             )
             if previous is None and len(existing) >= self._limits.max_accounts_per_user:
-                await self._revoke_quietly(instance, app, grant.access_token)
+                await self._revoke_quietly(instance, app, token)
                 raise CommandError(
                     f"You already have {len(existing)} connected accounts, the most this bot allows. "
                     "Revoke one first; nothing was stored."
@@ -257,7 +342,7 @@ class ConnectFlows:
                 app_id=app_record.id,
                 fediverse_account_id=account.id,
                 acct=account.acct,
-                token=grant.access_token,
+                token=token,
                 scopes=granted,
             )
             if previous is None:
@@ -265,11 +350,15 @@ class ConnectFlows:
         # The relay switches to the new token before the old one is revoked, so it never sees a 401
         # for a connection that was just renewed.
         await self._on_connected(stored.id)
-        if previous is not None and previous.token != grant.access_token:
+        if previous is not None and previous.token != token:
             old_app = await self._app_by_id(previous.app_id)
             if old_app is not None:
                 await self._revoke_quietly(instance, old_app, previous.token)
         return Connected(stored, instance, "read" in granted)
+
+    async def settle(self) -> None:
+        """Wait for exchanges whose command gave up (deadline) to be stored or revoked."""
+        await self._finishing.wait()
 
     async def _newest_notification_id(self, instance: InstanceRef, token: str) -> str | None:
         """Where relaying starts: after the newest notification now, so connecting floods nothing."""

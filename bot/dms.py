@@ -1,14 +1,18 @@
 """The bot's own record of each user's DM room.
 
 The homeserver does not write `m.direct` for the bot, so the bot keeps the record itself. A room counts
-as a user's DM only while its joined and invited members are exactly the bot and that user; a DM that
-gained a third member, or that the user left, is replaced by a new one when needed.
+as a user's DM only while it is a private 1:1 chat (`matrix.dm.is_private_dm`); a DM that gained a third
+member, or that the user left, is replaced by a new one when needed.
+
+The relay re-checks that with `still_private` before each delivery, and the router whenever the room's
+membership, join rules or history visibility change: a DM that is no longer private loses its record at
+once and `on_lost` observers are told (the router suspends relaying and says so in the room).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -30,10 +34,36 @@ class DmDirectory:
         self._sessions = sessions
         self._rooms = rooms
         self._observers: list[Callable[[str], None]] = []
+        self._lost_observers: list[Callable[[str, str], Awaitable[None]]] = []
 
     def on_recorded(self, observer: Callable[[str], None]) -> None:
         """Call `observer(user_id)` whenever a user's DM room is recorded or changed."""
         self._observers.append(observer)
+
+    def on_lost(self, observer: Callable[[str, str], Awaitable[None]]) -> None:
+        """Await `observer(user_id, room_id)` when a recorded DM turns out not to be private any more."""
+        self._lost_observers.append(observer)
+
+    async def still_private(self, user_id: str, room_id: str) -> bool:
+        """Whether `room_id` is still a private 1:1 chat with `user_id` (asks the server).
+
+        When it is not and it was the user's recorded DM, the record is dropped and `on_lost` observers
+        are awaited, once: a second caller finds no record.
+        """
+        if await self._rooms.is_one_to_one(RoomId(room_id), UserId(user_id)):
+            return True
+        if await self.forget_room(user_id, room_id):
+            log.warning("the DM %s of %s is not a private chat any more; record dropped", room_id, user_id)
+            for observer in self._lost_observers:
+                await observer(user_id, room_id)
+        return False
+
+    async def recheck(self, room_id: str) -> None:
+        """The room's membership or visibility changed: if it is someone's DM, is it still private?"""
+        async with self._sessions() as session:
+            user = await DmRoomsRepository(session).user_for_room(room_id)
+        if user is not None:
+            await self.still_private(user, room_id)
 
     async def room_for(self, user_id: str) -> str | None:
         async with self._sessions() as session:

@@ -4,6 +4,7 @@
     ├── StartupError                     the bot cannot start; carries a distinct process exit code
     │   ├── ConfigError                  bad configuration (a list of problems, each naming its key)
     │   ├── KeyRingError                 key file missing, unreadable, malformed or not the right key
+    │   │   └── KeyFileExposedError      the key file is group/world-readable (refused, exit code 72)
     │   └── DatabaseVersionError         the database has a revision this code does not know
     ├── DecryptionError                  a stored ciphertext did not authenticate (tampered, moved, wrong key)
     └── UserFacingError                  its str() is safe and meant to be shown to the Matrix user
@@ -62,6 +63,12 @@ class KeyRingError(StartupError):
     """The encryption key file is missing, unreadable, malformed, or cannot decrypt stored data."""
 
     exit_code = 77  # EX_NOPERM is the closest sysexits code: we cannot read our own secrets
+
+
+class KeyFileExposedError(KeyRingError):
+    """The key file can be read by the group or by everyone: the bot refuses to use it until it is 0600."""
+
+    exit_code = 72  # EX_OSFILE: a file the bot depends on is in a bad state; `chmod 600` fixes it
 
 
 class DatabaseVersionError(StartupError):

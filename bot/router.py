@@ -3,15 +3,24 @@
 Security rules live here: only allowed users are answered; secrets (authorize URLs, codes, account
 details) only go to the sender's 1:1 DM; a code pasted anywhere else is redacted and its flow
 cancelled; exception text never reaches a room (the user gets a reference that is in the log).
+
+Fairness (README, "Fairness"): `handle` runs on the sync loop and never awaits anything a user caused.
+It only classifies the event (pure checks and in-memory counters) and hands the work to that user's
+lane: a bounded queue worked off in order by the user's own task, at most `MAX_CONCURRENT_COMMANDS`
+lanes at a time. Excess is dropped, and chatter is coalesced: ordinary chat earns at most one "I only
+understand commands" hint per user and room per `CHAT_HINT_SECONDS`, the throttle warning one a
+minute, and the undecryptable-message notice one per room and reason per 10 minutes.
 """
 
 from __future__ import annotations
 
 import asyncio
+import html
 import logging
 import re
+from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from bot.chat import Reply
@@ -29,6 +38,7 @@ from bot.matrix.types import (
     IncomingMessage,
     Invite,
     MemberLeft,
+    RoomChanged,
     RoomId,
     UndecryptableMessage,
 )
@@ -37,7 +47,10 @@ log = logging.getLogger(__name__)
 
 MAX_COMMAND_BYTES = 8192
 MAX_CONCURRENT_COMMANDS = 8
+MAX_QUEUED_PER_USER = 16
 COMMAND_DEADLINE_SECONDS = 120
+CHAT_HINT_SECONDS = 60.0
+_THROTTLE_WARNING_SECONDS = 60.0
 _UNDECRYPTABLE_REPEAT_SECONDS = 600.0
 _CODE_SHAPE = re.compile(r"^(?=.*[A-Za-z])[A-Za-z0-9_\-~.]{20,256}$")
 
@@ -58,6 +71,22 @@ def looks_like_pasted_code(body: str) -> bool:
     return bool(_CODE_SHAPE.match(word)) and (any(c.isdigit() for c in word) or len(word) >= 32)
 
 
+_THROTTLED = "You are sending commands too quickly; I'll ignore them for a minute."
+_NOT_PRIVATE = (
+    "This chat is no longer private between you and me, so I stopped relaying notifications here. "
+    "Send me any command and I'll open a new private chat for them."
+)
+
+
+@dataclass
+class _Lane:
+    """One user's queued work and the task working it off (None when idle)."""
+
+    queue: deque[Callable[[], Awaitable[None]]] = field(default_factory=deque)
+    task: asyncio.Task[None] | None = None
+    dropping: bool = False
+
+
 def _remember(seen: dict[str, float], key: str, now: float, *, keep_for: float) -> None:
     """Note when `key` was last warned about; entries older than `keep_for` are dropped as it grows."""
     seen[key] = now
@@ -75,8 +104,6 @@ class MatrixPort(Protocol):
     async def join(self, room_id: RoomId) -> RoomId: ...
 
     async def leave(self, room_id: RoomId) -> None: ...
-
-    async def can_redact(self, room_id: RoomId) -> bool: ...
 
     async def redact(self, room_id: RoomId, event_id: EventId, reason: str | None = None) -> bool: ...
 
@@ -131,62 +158,135 @@ class Router:
         self._clock = clock
         self._undecryptable_warned: dict[str, float] = {}
         self._throttle_warned: dict[str, float] = {}
-        self._user_tasks: dict[str, asyncio.Task[None]] = {}
+        self._chat_hinted: dict[str, float] = {}
+        self._lanes: dict[str, _Lane] = {}
         self._slots = asyncio.Semaphore(MAX_CONCURRENT_COMMANDS)
+        self.dropped = 0
+        """Work items dropped because a user's lane was full."""
 
     @property
     def _prefix(self) -> str:
         return self._config.command_prefix
 
+    @property
+    def _only_commands(self) -> str:
+        return f"I only understand commands. Try: {self._prefix} help"
+
     def _allowed(self, user_id: str | None) -> bool:
         return user_id is not None and is_user_allowed(self._config, user_id)
 
     async def handle(self, event: BotEvent) -> None:
+        """Classify `event` and queue its work on a user's lane; returns without awaiting that work."""
         try:
             if isinstance(event, IncomingMessage):
-                await self._on_message(event)
+                self._on_message(event)
             elif isinstance(event, Invite):
-                await self._on_invite(event)
+                self._on_invite(event)
             elif isinstance(event, UndecryptableMessage):
-                await self._on_undecryptable(event)
+                self._on_undecryptable(event)
             elif isinstance(event, MemberLeft):
-                await self._on_left(event)
+                # The bot's own removal is nobody's lane in particular: it gets the bot's.
+                self._enqueue(event.user_id, lambda: self._on_left(event))
+            elif isinstance(event, RoomChanged):
+                # The room's own lane: whoever changed it may not be a user of the bot at all.
+                self._enqueue(event.room_id, lambda: self._dms.recheck(event.room_id))
         except Exception:
             # One bad event must not stop the sync loop; the full story is in the (redacted) log.
             log.exception("handling a %s in %s failed", type(event).__name__, event.room_id)
 
+    # ---- lanes: each user's work, in order, off the sync loop ----
+
+    def _enqueue(self, user_id: str, work: Callable[[], Awaitable[None]]) -> None:
+        lane = self._lanes.get(user_id)
+        if lane is None:
+            lane = self._lanes[user_id] = _Lane()
+        if len(lane.queue) >= MAX_QUEUED_PER_USER:
+            self.dropped += 1
+            if not lane.dropping:  # once per backlog, not once per dropped event
+                lane.dropping = True
+                log.warning(
+                    "%s has %d items queued; dropping more until they are done", user_id, MAX_QUEUED_PER_USER
+                )
+            return
+        lane.queue.append(work)
+        if lane.task is None:
+            lane.task = asyncio.create_task(self._drain(user_id, lane), name=f"lane-{user_id}")
+
+    async def _drain(self, user_id: str, lane: _Lane) -> None:
+        """Work off a user's queue, one item at a time; a slow or hostile instance delays only them."""
+        try:
+            while lane.queue:
+                work = lane.queue.popleft()
+                async with self._slots:
+                    try:
+                        await work()
+                    except Exception:
+                        log.exception("work for %s failed outside its handler", user_id)
+        finally:
+            lane.task = None
+            if self._lanes.get(user_id) is lane:
+                del self._lanes[user_id]
+
+    async def settled(self) -> None:
+        """Until every lane is empty (tests, and a marker that queued work is done)."""
+        while self._lanes:
+            await asyncio.gather(*(lane.task for lane in list(self._lanes.values()) if lane.task))
+
+    async def aclose(self, grace: float = 10.0) -> None:
+        """Let queued work finish (up to `grace` seconds), then cancel the rest."""
+        tasks = {lane.task for lane in self._lanes.values() if lane.task is not None}
+        if not tasks:
+            return
+        _, pending = await asyncio.wait(tasks, timeout=grace)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+
+    def _due(self, seen: dict[str, float], key: str, interval: float) -> bool:
+        """True (and noted) when `key` was not acted on within `interval` seconds."""
+        now = self._clock()
+        if now - seen.get(key, -1e18) < interval:
+            return False
+        _remember(seen, key, now, keep_for=interval)
+        return True
+
     # ---- messages ----
 
-    async def _on_message(self, msg: IncomingMessage) -> None:
-        """Cheap checks inline; the command itself runs in the sender's own task (see `_spawn`)."""
+    def _on_message(self, msg: IncomingMessage) -> None:
         if not self._allowed(msg.sender) or msg.msgtype != "m.text":
             return
         parsed = parse_command(msg.body, self._prefix)
         if parsed is None and not looks_like_pasted_code(msg.body):
-            # Ordinary chat: no database write and no room-state fetch for it.
-            if await self._dms.room_for(msg.sender) == msg.room_id:
-                await self._reply(
-                    msg.sender, msg.room_id, f"I only understand commands. Try: {self._prefix} help"
-                )
+            # Ordinary chat: at most one hint per interval, and no database write or state fetch for it.
+            if self._due(self._chat_hinted, f"{msg.sender}|{msg.room_id}", CHAT_HINT_SECONDS):
+                self._enqueue(msg.sender, lambda: self._hint_in_dm(msg))
             return
         if not self._throttle.allow(msg.sender):
-            await self._warn_throttled(_Context(msg.sender, msg.room_id, self._prefix, self._matrix))
+            if self._due(self._throttle_warned, msg.sender, _THROTTLE_WARNING_SECONDS):
+                self._enqueue(msg.sender, lambda: self._reply(msg.sender, msg.room_id, _THROTTLED))
             return
-        if not await self._handled.mark_handled(msg.event_id, msg.room_id):
-            return
-        self._spawn(msg.sender, lambda: self._on_addressed(msg, parsed))
+        self._enqueue(msg.sender, lambda: self._on_addressed_once(msg, parsed))
+
+    async def _hint_in_dm(self, msg: IncomingMessage) -> None:
+        if await self._dms.room_for(msg.sender) == msg.room_id:
+            await self._reply(msg.sender, msg.room_id, self._only_commands)
+
+    async def _on_addressed_once(self, msg: IncomingMessage, parsed: ParsedCommand | None) -> None:
+        if await self._handled.mark_handled(msg.event_id, msg.room_id):  # False: a replay
+            await self._on_addressed(msg, parsed)
 
     async def _on_addressed(self, msg: IncomingMessage, parsed: ParsedCommand | None) -> None:
         in_dm = await self._dms.is_dm(msg.sender, msg.room_id)
         if not in_dm and await self._is_leaked_code(msg, parsed is not None and parsed.name == "code"):
-            await self._handle_leak(msg)
+            pasted = parsed.args[0] if parsed is not None and parsed.args else msg.body
+            await self._handle_leak(msg, extract_code(pasted))
             return
         here = _Context(msg.sender, msg.room_id, self._prefix, self._matrix)
         if parsed is None:
             if in_dm and await self._flows.has_pending(msg.sender):
                 await self._run(here, lambda: self._commands.submit_code(here, msg.body), "code")
             elif in_dm:
-                await here.reply(Reply.text(f"I only understand commands. Try: {self._prefix} help"))
+                await here.reply(Reply.text(self._only_commands))
             return
         if len(msg.body.encode()) > MAX_COMMAND_BYTES:
             await here.reply(Reply.text("That command is too long."))
@@ -211,41 +311,6 @@ class Router:
             ctx = _Context(msg.sender, dm, self._prefix, self._matrix)
         await self._run(ctx, lambda: command.handler(ctx, parsed.args), parsed.name)
 
-    def _spawn(self, user_id: str, work: Callable[[], Awaitable[None]]) -> None:
-        """Run `work` after the user's earlier commands, without holding up the sync loop.
-
-        A slow or hostile instance then delays only that user's commands; `MAX_CONCURRENT_COMMANDS`
-        bounds how many run at once.
-        """
-        previous = self._user_tasks.get(user_id)
-
-        async def chained() -> None:
-            if previous is not None:
-                await asyncio.wait({previous})
-            async with self._slots:
-                try:
-                    await work()
-                except Exception:
-                    log.exception("a command of %s failed outside its handler", user_id)
-
-        task = asyncio.create_task(chained(), name=f"command-{user_id}")
-        self._user_tasks[user_id] = task
-        task.add_done_callback(lambda t: self._forget_task(user_id, t))
-
-    def _forget_task(self, user_id: str, task: asyncio.Task[None]) -> None:
-        if self._user_tasks.get(user_id) is task:
-            del self._user_tasks[user_id]
-
-    async def aclose(self, grace: float = 10.0) -> None:
-        """Let running commands finish (up to `grace` seconds), then cancel the rest."""
-        tasks = set(self._user_tasks.values())
-        if not tasks:
-            return
-        _, pending = await asyncio.wait(tasks, timeout=grace)
-        for task in pending:
-            task.cancel()
-        await asyncio.gather(*pending, return_exceptions=True)
-
     async def _reply(self, user_id: str, room_id: str, text: str) -> None:
         await _Context(user_id, room_id, self._prefix, self._matrix).reply(Reply.text(text))
 
@@ -269,55 +334,58 @@ class Router:
                 Reply.text(f"Something went wrong on my side (reference {ref}). Try again later.")
             )
 
-    async def _warn_throttled(self, ctx: _Context) -> None:
-        now = self._clock()
-        if now - self._throttle_warned.get(ctx.sender, -1e9) > 60.0:
-            _remember(self._throttle_warned, ctx.sender, now, keep_for=60.0)
-            await ctx.reply(
-                Reply.text("You are sending commands too quickly; I'll ignore them for a minute.")
-            )
-
     async def _is_leaked_code(self, msg: IncomingMessage, is_code_command: bool) -> bool:
         if is_code_command:
             return True
         return looks_like_pasted_code(msg.body) and await self._flows.has_pending(msg.sender)
 
-    async def _handle_leak(self, msg: IncomingMessage) -> None:
-        """A code (or `code` command) in a room other than the sender's DM: remove it, cancel, warn."""
-        redacted = False
-        if await self._matrix.can_redact(RoomId(msg.room_id)):
-            redacted = await self._matrix.redact(
-                RoomId(msg.room_id), EventId(msg.event_id), "authorization codes belong in a private chat"
-            )
-        cancelled = await self._flows.cancel(msg.sender)
+    async def _handle_leak(self, msg: IncomingMessage, code: str | None) -> None:
+        """A code (or `code` command) in a room other than the sender's DM: burn it, remove it, warn.
+
+        Burning (redeeming the code and revoking the token) comes first: it is what makes the code
+        useless to everyone who saw it; the redaction only tidies up.
+        """
+        burned = code is not None and await self._flows.burn(msg.sender, code)
+        if not burned:
+            await self._flows.cancel(msg.sender)
+        redacted = await self._matrix.redact(
+            RoomId(msg.room_id), EventId(msg.event_id), "authorization codes belong in a private chat"
+        )
         log.warning(
-            "a code was posted by %s in non-DM room %s; redacted=%s, flows cancelled=%d",
+            "a code was posted by %s in non-DM room %s; burned=%s, redacted=%s",
             msg.sender,
             msg.room_id,
+            burned,
             redacted,
-            cancelled,
         )
         removed = (
             "I removed that message."
             if redacted
             else "I could not remove that message: please delete it yourself."
         )
+        used_up = (
+            "I used that code up myself and revoked the access it gave, so nobody who saw it can use it."
+            if burned
+            else "If it was a valid code, deny or revoke the access on your instance to be safe."
+        )
         dm = await self._dms.ensure(msg.sender)
         await _Context(msg.sender, dm, self._prefix, self._matrix).reply(
             Reply.text(
                 "You posted what looks like an authorization code in a room other than this private chat. "
-                f"{removed} For safety I cancelled the pending connection"
-                f"{'' if cancelled else ' (there was none)'}. Start again here with: "
+                f"{used_up} {removed} Your pending connection is cancelled. Start again here with: "
                 f"{self._prefix} connect your.instance"
             )
         )
 
     # ---- rooms ----
 
-    async def _on_invite(self, invite: Invite) -> None:
-        if not self._allowed(invite.inviter):
+    def _on_invite(self, invite: Invite) -> None:
+        if invite.inviter is None or not self._allowed(invite.inviter):
             log.info("ignored an invite to %s from a user who is not allowed", invite.room_id)
             return
+        self._enqueue(invite.inviter, lambda: self._join(invite))
+
+    async def _join(self, invite: Invite) -> None:
         assert invite.inviter is not None
         await self._matrix.join(invite.room_id)
         if invite.is_direct and await self._dms.is_dm(invite.inviter, invite.room_id):
@@ -328,14 +396,14 @@ class Router:
                 )
             )
 
-    async def _on_undecryptable(self, msg: UndecryptableMessage) -> None:
-        if not self._allowed(msg.sender):
-            return
+    def _on_undecryptable(self, msg: UndecryptableMessage) -> None:
         key = f"{msg.room_id}|{msg.sender}|{msg.reason}"
-        now = self._clock()
-        if now - self._undecryptable_warned.get(key, -1e9) < _UNDECRYPTABLE_REPEAT_SECONDS:
-            return
-        _remember(self._undecryptable_warned, key, now, keep_for=_UNDECRYPTABLE_REPEAT_SECONDS)
+        if self._allowed(msg.sender) and self._due(
+            self._undecryptable_warned, key, _UNDECRYPTABLE_REPEAT_SECONDS
+        ):
+            self._enqueue(msg.sender, lambda: self._explain_undecryptable(msg))
+
+    async def _explain_undecryptable(self, msg: UndecryptableMessage) -> None:
         why = (
             "your device did not share the message's key with my device"
             if msg.reason == "missing_room_key"
@@ -348,6 +416,18 @@ class Router:
                 "device), then send the message again."
             )
         )
+
+    async def dm_lost(self, user_id: str, room_id: str) -> None:
+        """A user's DM is no longer private (`DmDirectory.on_lost`): stop relaying there and say so.
+
+        The room only gets a generic line: whoever else is in it must learn nothing about the user's
+        notifications. Relaying resumes in a new DM, opened by the user's next command.
+        """
+        await self._relay.suspend_user(user_id)
+        try:
+            await self._matrix.send_notice(RoomId(room_id), _NOT_PRIVATE, html.escape(_NOT_PRIVATE))
+        except Exception:
+            log.warning("could not tell %s that its DM stopped being private", room_id, exc_info=True)
 
     async def _on_left(self, event: MemberLeft) -> None:
         """The user left their DM, or the bot was removed from it: relaying to them waits for a new DM."""

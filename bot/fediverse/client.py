@@ -222,8 +222,10 @@ class FediverseClient:
             raise _bad_shape(instance, "an app registration", exc) from None
         return app if app.scopes else replace(app, scopes=scope_list)
 
-    async def exchange_code(self, instance: InstanceRef, app: AppRegistration, code: str) -> TokenGrant:
-        """Trade an authorization code for an access token."""
+    async def exchange_code(
+        self, instance: InstanceRef, app: AppRegistration, code: str, code_verifier: str | None = None
+    ) -> TokenGrant:
+        """Trade an authorization code for an access token (with the flow's PKCE verifier, if given)."""
         form = {
             "grant_type": "authorization_code",
             "code": code,
@@ -231,6 +233,8 @@ class FediverseClient:
             "client_secret": app.client_secret,
             "redirect_uri": OOB_REDIRECT_URI,
         }
+        if code_verifier is not None:
+            form["code_verifier"] = code_verifier
         response = await self._http.request(instance, "POST", "/oauth/token", data=form)
         if response.status == 200:
             try:

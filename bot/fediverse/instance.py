@@ -17,7 +17,7 @@ import idna
 
 from bot.errors import InvalidInstanceError
 
-__all__ = ["InstanceRef", "parse_instance"]
+__all__ = ["InstanceRef", "normalize_host_pattern", "parse_instance"]
 
 MAX_INPUT_LENGTH = 300
 MAX_HOST_LENGTH = 253
@@ -199,3 +199,31 @@ def _normalize_host(host: str) -> str:
     if last.isdigit() or re.fullmatch(r"0x[0-9a-f]*", last):
         raise _fail("that is neither a domain name nor a valid IP address")
     return ascii_host
+
+
+_WILDCARD = re.compile(r"[*?\[\]]")
+
+
+def normalize_host_pattern(pattern: str) -> str:
+    """A configured host or glob (`bücher.example`, `*.bücher.example`) in the form hosts are compared in.
+
+    Hosts are compared as ASCII (punycode, lowercase), so every label without a wildcard goes through
+    the same IDNA mapping as a host a user types; a wildcard may only stand in an ASCII label.
+    Raises ValueError (without echoing more than the pattern) when the pattern cannot match any host.
+    """
+    text = pattern.strip().removesuffix(".")
+    try:
+        if not _WILDCARD.search(text):
+            return _normalize_host(text)
+        mapped = idna.uts46_remap(text, std3_rules=False, transitional=False)
+        return ".".join(_pattern_label(label, pattern) for label in mapped.split("."))
+    except (InvalidInstanceError, idna.IDNAError, UnicodeError):
+        raise ValueError(f"{pattern!r} is not a host name or pattern") from None
+
+
+def _pattern_label(label: str, pattern: str) -> str:
+    if not _WILDCARD.search(label):
+        return idna.encode(label, uts46=True).decode("ascii")
+    if not label.isascii():
+        raise ValueError(f"{pattern!r}: a wildcard may only stand in an ASCII label (write IDNs in full)")
+    return label.lower()

@@ -39,7 +39,7 @@ from bot.matrix.events import events_from_sync
 from bot.matrix.gaps import Gaps, fetch_gaps
 from bot.matrix.nioglue import FIRST_SYNC_FILTER, SYNC_FILTER, call
 from bot.matrix.sender import (
-    OrderedSender,
+    FairSender,
     RateLimitObserver,
     RateLimitTracker,
     retry_delay,
@@ -85,7 +85,7 @@ class MatrixAdapter:
         self._fresh_client = False
         self._keys_lock = asyncio.Lock()
         self.rate_limits = RateLimitTracker()
-        self._sender = OrderedSender(self.rate_limits)
+        self._sender = FairSender(self.rate_limits)
         self._stop_requested = False
         self._sync_task: asyncio.Task[tuple[Any, Gaps]] | None = None
         self._idle = asyncio.Event()
@@ -199,7 +199,7 @@ class MatrixAdapter:
                     return
                 resp, gaps = synced
                 events = events_from_sync(
-                    resp, self.user_id, self._reason, invites_only=first_start, gaps=gaps
+                    resp, self.user_id, self._reason, invites_only=first_start, gaps=gaps, full_state=catch_up
                 )
                 await self._deliver(handler, events)
                 await self._commit(resp)
@@ -300,10 +300,11 @@ class MatrixAdapter:
     async def send_notice(
         self, room_id: RoomId, body: str, html: str, *, txn_id: str | None = None
     ) -> EventId:
-        """Send an m.notice (plain body + HTML) in order with every other send; encrypted if the room is.
+        """Send an m.notice (plain body + HTML) after earlier sends to its room; encrypted if the room is.
 
+        Rooms take turns (see `sender.FairSender`), so one room's backlog does not hold up another's.
         `txn_id` makes the send idempotent: the same transaction id from this device yields one event.
-        On 429 the send waits as the server asks and retries; later sends wait behind it.
+        On 429 the send waits as the server asks and retries; other sends wait meanwhile.
         """
         content = {
             "msgtype": "m.notice",
@@ -312,7 +313,9 @@ class MatrixAdapter:
             "formatted_body": html,
         }
         txn = txn_id or uuid.uuid4().hex
-        event_id = await self._sender.run(lambda: self._send_once(room_id, "m.room.message", content, txn))
+        event_id = await self._sender.run(
+            room_id, lambda: self._send_once(room_id, "m.room.message", content, txn)
+        )
         for observer in self._sent_observers:
             observer()
         return event_id
@@ -359,33 +362,28 @@ class MatrixAdapter:
         return RoomId(str(resp.room_id))
 
     async def is_one_to_one(self, room_id: RoomId, user_id: UserId) -> bool:
-        """True when the room is a private 1:1 chat with `user_id` (`dm.is_private_dm`; asks the server)."""
+        """True when the room is a private 1:1 chat with `user_id` (`dm.is_private_dm`; asks the server).
+
+        The synced members answer "no" without a download when they include anyone else (a busy group
+        room holds thousands); only a room whose synced members are at most the two, or one the sync has
+        not shown yet, has its state fetched, and such a room has little state. (A room just created may
+        be synced before its invite: fewer members than two proves nothing, so the server is asked.)
+        """
+        known = self._nio().rooms.get(room_id)
+        if known is not None and set(known.users) - {self.user_id, user_id}:
+            return False
         try:
             state = await self._room_state(room_id)
         except MatrixForbidden:
             return False
         return dm.is_private_dm(state, self.user_id, user_id)
 
-    async def can_redact(self, room_id: RoomId) -> bool:
-        """Whether the bot may redact other people's events in the room (power levels from the server)."""
-        try:
-            state = await self._room_state(room_id)
-        except MatrixForbidden:
-            return False
-        power_levels = next(
-            (
-                e.get("content")
-                for e in state
-                if e.get("type") == "m.room.power_levels" and e.get("state_key") == ""
-            ),
-            None,
-        )
-        return dm.can_redact_others(
-            power_levels if isinstance(power_levels, Mapping) else None, self.user_id, dm.room_creators(state)
-        )
-
     async def redact(self, room_id: RoomId, event_id: EventId, reason: str | None = None) -> bool:
-        """Redact an event; False when the bot lacks the power to (M_FORBIDDEN). Retries on 429."""
+        """Redact an event; False when the bot lacks the power to (M_FORBIDDEN). Retries on 429.
+
+        Trying is the check: asking first would mean downloading the room's state (power levels,
+        creators), which in a big room is large, to learn what the answer to this one request says.
+        """
         txn = uuid.uuid4().hex
         try:
             await retry_rate_limited(

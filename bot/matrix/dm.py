@@ -1,4 +1,4 @@
-"""Direct-chat and power-level rules, as pure functions over room state (lists of event dicts).
+"""Direct-chat rules, as pure functions over room state (lists of event dicts).
 
 The homeserver does not write `m.direct` account data for the bot, so the bot keeps its own record of which
 room is the DM with whom; these functions answer "is this room really 1:1 with that user right now?" from
@@ -72,43 +72,6 @@ def is_private_dm(state: Iterable[Mapping[str, Any]], bot: str, user: str) -> bo
     join_rules, _ = _state_content(events, "m.room.join_rules")
     history, _ = _state_content(events, "m.room.history_visibility")
     return join_rules.get("join_rule") == "invite" and history.get("history_visibility") != "world_readable"
-
-
-def _level(value: object, default: int) -> int:
-    # Power levels may arrive as strings in old room versions.
-    if isinstance(value, bool):
-        return default
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str):
-        try:
-            return int(value)
-        except ValueError:
-            return default
-    return default
-
-
-def can_redact_others(
-    power_levels: Mapping[str, Any] | None, user_id: str, creators: Iterable[str] = ()
-) -> bool:
-    """Whether `user_id` may redact other people's events, per an m.room.power_levels content.
-
-    Needs the `redact` level (default 50) and the level to send m.room.redaction events. Without a
-    power_levels event, the room creator has 100 and everyone else 0. In room version 12 the creators have
-    infinite power and are absent from `users`: pass them as `creators`.
-    """
-    if user_id in set(creators):
-        return True
-    if power_levels is None:
-        return False
-    users = power_levels.get("users")
-    users = users if isinstance(users, Mapping) else {}
-    own = _level(users.get(user_id), _level(power_levels.get("users_default"), 0))
-    redact = _level(power_levels.get("redact"), 50)
-    events = power_levels.get("events")
-    events = events if isinstance(events, Mapping) else {}
-    send_redaction = _level(events.get("m.room.redaction"), _level(power_levels.get("events_default"), 0))
-    return own >= redact and own >= send_redaction
 
 
 def room_creators(state: Iterable[Mapping[str, Any]]) -> set[str]:

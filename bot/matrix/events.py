@@ -1,8 +1,9 @@
 """Turning one nio sync response into the adapter's typed events. No I/O.
 
-What is delivered, in order per sync: invites, then per joined room the gap a limited timeline left out
-(fetched by the adapter, see gaps.py) and its timeline (messages, undecryptable messages, members who left),
-then rooms the bot itself left. The bot's own events are skipped, and so are
+What is delivered, in order per sync: invites, then per joined room a change of its privacy in the
+state section (a limited sync), the gap a limited timeline left out (fetched by the adapter, see gaps.py)
+and its timeline (messages, undecryptable messages, members who left, privacy changes), then rooms the
+bot itself left. The bot's own events are skipped, and so are
 edits (`m.replace`), redacted messages and malformed content.
 """
 
@@ -20,6 +21,7 @@ from bot.matrix.types import (
     IncomingMessage,
     Invite,
     MemberLeft,
+    RoomChanged,
     RoomId,
     UndecryptableMessage,
     UserId,
@@ -83,6 +85,23 @@ def left_member(room_id: RoomId, source: Mapping[str, Any]) -> MemberLeft | None
     return MemberLeft(room_id, UserId(state_key))
 
 
+_PRIVACY_STATE = frozenset({"m.room.join_rules", "m.room.history_visibility"})
+
+
+def room_change(room_id: RoomId, source: Mapping[str, Any], bot: UserId) -> RoomChanged | None:
+    """A state event that may make a room less private → RoomChanged (see its docstring)."""
+    kind, sender = source.get("type"), _str(source.get("sender"))
+    if sender is None or _str(source.get("state_key")) is None:
+        return None
+    if kind in _PRIVACY_STATE:
+        return RoomChanged(room_id, UserId(sender))
+    if kind == "m.room.member" and source.get("state_key") != bot:
+        content = source.get("content")
+        if isinstance(content, Mapping) and content.get("membership") in ("join", "invite", "knock"):
+            return RoomChanged(room_id, UserId(sender))
+    return None
+
+
 def invite_from_state(room_id: RoomId, stripped_state: Iterable[Mapping[str, Any]], bot: UserId) -> Invite:
     """The bot's own invite member event in an invited room's stripped state → Invite."""
     inviter: UserId | None = None
@@ -116,10 +135,13 @@ def events_from_sync(
     *,
     invites_only: bool = False,
     gaps: Mapping[RoomId, Sequence[Any]] | None = None,
+    full_state: bool = False,
 ) -> list[BotEvent]:
     """Typed events from a nio SyncResponse that nio already processed (so encrypted events are decrypted).
 
     `gaps`: per room, nio events (oldest first) that its limited timeline left out; delivered before it.
+    `full_state`: the sync was asked for every room's whole state (a catch-up); its state section is
+    then not a change and yields no RoomChanged (each delivery checks the DM again anyway).
     """
     gaps = gaps or {}
     out: list[BotEvent] = []
@@ -134,6 +156,11 @@ def events_from_sync(
         rid = RoomId(room_id)
         if info.timeline.limited and rid not in gaps:
             log.info("sync timeline for %s was limited: older events in the gap are not delivered", rid)
+        # State that changed outside the timeline (a limited sync) counts as well, once per room.
+        changes = () if full_state else (room_change(rid, _source(e), bot) for e in info.state)
+        changed = next((c for c in changes if c is not None), None)
+        if changed is not None:
+            out.append(changed)
         for event in (*gaps.get(rid, ()), *info.timeline.events):
             converted = _timeline_event(rid, event, bot, reason_for)
             if converted is not None:
@@ -165,6 +192,9 @@ def _timeline_event(room_id: RoomId, event: Any, bot: UserId, reason_for: Reason
             server_ts=_int(event.server_timestamp),
         )
     source = _source(event)
+    changed = room_change(room_id, source, bot)  # even when the bot made the change (it may invite)
+    if changed is not None:
+        return changed
     if source.get("sender") == bot:
         return None
     message = message_from_source(room_id, source, encrypted=getattr(event, "decrypted", False) is True)

@@ -1,16 +1,21 @@
-"""Ordered sending under the homeserver's rate limit.
+"""Sending under the homeserver's rate limit, fair between rooms.
 
-Every send goes through one FIFO lock, so messages leave in the order they were queued. When the server
-answers 429 M_LIMIT_EXCEEDED, the sender waits `retry_after_ms` (5 s when the server gives no hint) and
-retries the same request — with the same transaction id, so a request that did reach the server is not
-duplicated — while everything queued behind it waits. Observers learn when the block starts and ends
-(`RateLimitState`), so the relay can group notifications while blocked.
+Synapse limits messages per *sender* (the bot), not per room: while it answers 429 M_LIMIT_EXCEEDED for
+one send, any other send would get the same answer. So sends still go out one at a time, and a 429 makes
+the send wait `retry_after_ms` (5 s when the server gives no hint) and retry the same request — with the
+same transaction id, so a request that did reach the server is not duplicated — while the others wait:
+that much the homeserver really requires. What is fair is the order: each room (in practice each user's
+DM) has its own FIFO queue, and the queues are served round-robin, one send each in turn. One user's
+backlog of hundreds of messages then delays another user's reply by at most one send per busy room,
+instead of sitting ahead of it. Within a room the order is kept. Observers learn when a block starts
+and ends (`RateLimitState`), so the relay can group notifications while blocked.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -83,26 +88,58 @@ async def retry_rate_limited(
         return result
 
 
-class OrderedSender:
-    """Runs sends one at a time in arrival order, retrying each on 429 before the next may start."""
+class FairSender:
+    """Runs sends one at a time; per-key FIFO queues served round-robin; each send retried on 429."""
 
     def __init__(self, tracker: RateLimitTracker) -> None:
-        self._lock = asyncio.Lock()  # asyncio.Lock wakes waiters first-in, first-out
-        self._waiting = 0
+        # Keys in the order they are next served; a key is moved to the back when one of its sends starts.
+        self._queues: OrderedDict[str, deque[asyncio.Future[None]]] = OrderedDict()
+        self._busy = False
         self.tracker = tracker
 
     @property
     def queued(self) -> int:
         """Sends waiting behind the one in flight."""
-        return self._waiting
+        return sum(len(q) for q in self._queues.values())
 
-    async def run(self, call: Callable[[], Awaitable[T]]) -> T:
-        self._waiting += 1
+    async def run(self, key: str, call: Callable[[], Awaitable[T]]) -> T:
+        """Run `call` when it is `key`'s turn (sends of the same key keep their order)."""
+        turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._queues.setdefault(key, deque()).append(turn)
+        self._next()
         try:
-            await self._lock.acquire()
-        finally:
-            self._waiting -= 1
+            await turn
+        except asyncio.CancelledError:
+            if turn.done() and not turn.cancelled():  # the turn was given just before the cancel
+                self._release()
+            else:
+                self._forget(key, turn)
+            raise
         try:
-            return await retry_rate_limited(call, self.tracker, lambda: self._waiting)
+            return await retry_rate_limited(call, self.tracker, lambda: self.queued)
         finally:
-            self._lock.release()
+            self._release()
+
+    def _release(self) -> None:
+        self._busy = False
+        self._next()
+
+    def _forget(self, key: str, turn: asyncio.Future[None]) -> None:
+        queue = self._queues.get(key)
+        if queue is not None and turn in queue:
+            queue.remove(turn)
+            if not queue:
+                del self._queues[key]
+
+    def _next(self) -> None:
+        """Give the turn to the head of the next key's queue, unless a send is in flight."""
+        while not self._busy and self._queues:
+            key, queue = next(iter(self._queues.items()))
+            turn = queue.popleft()
+            if queue:
+                self._queues.move_to_end(key)
+            else:
+                del self._queues[key]
+            if not turn.done():
+                self._busy = True
+                turn.set_result(None)

@@ -21,6 +21,7 @@ from bot.matrix.errors import MatrixError, MatrixLoginError, MatrixStoreError, M
 from bot.matrix.nioglue import call, make_client, store_file
 from bot.matrix.sender import RateLimitTracker, retry_rate_limited
 from bot.matrix.types import DeviceId, SessionStore, StoredSession, UserId
+from bot.store.private_files import ensure_private_dir
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +73,7 @@ class SessionManager:
     async def open(self) -> Session:
         """Restore or create the bot's session (see the module docstring)."""
         c = self._creds
-        await asyncio.to_thread(c.store_dir.mkdir, parents=True, exist_ok=True)
+        await asyncio.to_thread(ensure_private_dir, c.store_dir)  # device keys live here
         stored = await self._store.load()
         if stored is not None and stored.user_id != c.user_id:
             log.warning("stored Matrix session is for %s, not %s: ignoring it", stored.user_id, c.user_id)

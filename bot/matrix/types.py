@@ -91,7 +91,17 @@ class MemberLeft:
     user_id: UserId
 
 
-BotEvent = IncomingMessage | UndecryptableMessage | Invite | MemberLeft
+@dataclass(frozen=True)
+class RoomChanged:
+    """A change that can make a private room less private: someone other than the bot joined or was
+    invited, or the join rules or history visibility changed. Whoever relies on the room being a 1:1
+    DM must look at it again."""
+
+    room_id: RoomId
+    sender: UserId
+
+
+BotEvent = IncomingMessage | UndecryptableMessage | Invite | MemberLeft | RoomChanged
 EventHandler = Callable[[BotEvent], Awaitable[None]]
 
 

@@ -51,6 +51,10 @@ __all__ = ["DeliveryItem", "MatrixSender", "UserDelivery", "txn_id_for"]
 log = logging.getLogger(__name__)
 
 
+RoomCheck = Callable[[str, str], Awaitable[bool]]
+"""(matrix user id, room id) → is the room still that user's private DM? Asked before each send."""
+
+
 class MatrixSender(Protocol):
     """What the relay needs from the Matrix adapter."""
 
@@ -109,8 +113,10 @@ class UserDelivery:
         rng: random.Random,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         wall_clock: Callable[[], float] = time.time,
+        room_check: RoomCheck | None = None,
     ) -> None:
         self.matrix_user_id = matrix_user_id
+        self._room_check = room_check
         self._store = store
         self._sender = sender
         self._tuning = tuning
@@ -232,6 +238,11 @@ class UserDelivery:
         room = await self._store.current_room()
         if room is None:
             log.info("no DM room with %s now; holding its relay messages", self.matrix_user_id)
+            await self._wait_for_room()
+            return False
+        if self._room_check is not None and not await self._room_check(self.matrix_user_id, room):
+            # Someone else could read it now: hold the messages until the user has a private DM again.
+            log.warning("the DM of %s is not private any more; holding its messages", self.matrix_user_id)
             await self._wait_for_room()
             return False
         if room != head.record.room_id:

@@ -7,12 +7,16 @@ Lifecycle for the composition root and the commands:
 - `await restart_account(id)`: after the account changed (connected again with a new token, paused,
   resumed, notification types changed): stops its relay and starts it again if it is ACTIVE. A resumed
   account catches up from its cursor, so notifications that arrived while paused ARE delivered, grouped.
-- `await remove_account(id)`: the connection was revoked or deleted: the stream is closed before this
-  returns. Messages already in the outbox still go out.
+- `await remove_account(id)`: the connection is being revoked or deleted (or paused): the stream is
+  closed before this returns, and the account stays stopped until `restart_account(id)`: resuming a
+  user (a new DM) never restarts it, so a slow revoke cannot race a restart. Messages already in the
+  outbox still go out.
 - `await suspend_user(user)`: the user left their DM (or the bot was removed from it): their relays stop
   and their queued, not-yet-outboxed items are dropped (cursors stay behind them, accounts stay ACTIVE).
   Outbox messages wait for a DM room. `dm_room_changed(user)` (a DM was recorded) lifts the suspension
   and starts the user's ACTIVE accounts that are not running.
+- `room_check(user, room)` (optional) is asked before each send whether the DM is still private; when
+  it is not, the messages wait for a new DM (the check's owner drops the record and suspends the user).
 - `await forget_user(user)`: forget-me: relays stopped, queue and outbox messages dropped.
 - `await stop()`: streams closed, workers stopped; a message being sent stays in the outbox and is sent
   again (same transaction id) on the next start.
@@ -41,7 +45,7 @@ from bot.fediverse.streaming import StreamConnector
 from bot.observability.metrics import Metrics
 from bot.relay.account_relay import AccountBroken, AccountRelay, RelayDeps
 from bot.relay.breaker import BreakerRegistry
-from bot.relay.delivery import MatrixSender, UserDelivery
+from bot.relay.delivery import MatrixSender, RoomCheck, UserDelivery
 from bot.relay.delivery_store import DeliveryStore, advance_cursors
 from bot.relay.ids import max_id
 from bot.relay.tuning import RelayTuning
@@ -96,8 +100,10 @@ class RelayManager:
         tuning: RelayTuning | None = None,
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
+        room_check: RoomCheck | None = None,
     ) -> None:
         self._sessions = sessions
+        self._room_check = room_check
         self._keyring = keyring
         self._sender = sender
         self._allow_http = allow_http
@@ -126,6 +132,7 @@ class RelayManager:
         self._running: dict[AccountId, _Running] = {}
         self._deliveries: dict[str, tuple[UserDelivery, asyncio.Task[None]]] = {}
         self._locks: dict[AccountId, asyncio.Lock] = {}
+        self._removed: set[AccountId] = set()  # stopped on purpose; only restart_account starts them
         self._suspended: set[str] = set()
         self._resuming: set[asyncio.Task[None]] = set()
         self._live_streams = 0
@@ -175,6 +182,7 @@ class RelayManager:
 
     async def restart_account(self, account_id: AccountId) -> None:
         async with self._lock(account_id):
+            self._removed.discard(account_id)
             await self._stop_account(account_id)
             if not self._started:
                 return
@@ -185,6 +193,7 @@ class RelayManager:
 
     async def remove_account(self, account_id: AccountId) -> None:
         async with self._lock(account_id):
+            self._removed.add(account_id)
             await self._stop_account(account_id)
 
     async def stop(self) -> None:
@@ -218,12 +227,15 @@ class RelayManager:
     async def resume_user(self, matrix_user_id: str) -> None:
         """Start the user's ACTIVE accounts that are not running (unless the user is suspended)."""
         async with self._sessions() as session, session.begin():
-            accounts = await AccountsRepository(session, self._keyring).list_for_user(matrix_user_id)
-        for account in accounts:
-            if account.state is not AccountState.ACTIVE:
-                continue
-            async with self._lock(account.id):
-                if self._started and account.id not in self._running:
+            listed = await AccountsRepository(session, self._keyring).list_for_user(matrix_user_id)
+        for account_id in [a.id for a in listed]:
+            async with self._lock(account_id):
+                if not self._started or account_id in self._running or account_id in self._removed:
+                    continue
+                # Read again under the lock: a revoke or pause may have finished since the list was read.
+                async with self._sessions() as session, session.begin():
+                    account = await AccountsRepository(session, self._keyring).get(account_id)
+                if account is not None and account.state is AccountState.ACTIVE:
                     await self._start_account(account)
 
     async def suspend_user(self, matrix_user_id: str) -> None:
@@ -269,6 +281,7 @@ class RelayManager:
                 tuning=self._tuning,
                 metrics=self._metrics,
                 rng=self._rng,
+                room_check=self._room_check,
             )
             task = asyncio.create_task(delivery.run(), name=f"relay-delivery-{matrix_user_id}")
             entry = (delivery, task)
@@ -276,7 +289,11 @@ class RelayManager:
         return entry[0]
 
     async def _start_account(self, account: AccountRecord) -> None:
-        if account.matrix_user_id in self._suspended or account.id in self._running:
+        if (
+            account.matrix_user_id in self._suspended
+            or account.id in self._running
+            or account.id in self._removed
+        ):
             return
         try:
             instance = parse_instance(account.instance, allow_http=self._allow_http)

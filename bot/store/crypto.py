@@ -35,7 +35,7 @@ from typing import Any
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from bot.errors import DecryptionError, KeyRingError
+from bot.errors import DecryptionError, KeyFileExposedError, KeyRingError
 
 __all__ = ["KeyRing", "aad_for"]
 
@@ -163,10 +163,10 @@ class KeyRing:
         except OSError as exc:
             raise KeyRingError(f"cannot read key file {path}: {exc.strerror}") from None
         if stat.S_IMODE(mode) & 0o077:
-            log.warning(
-                "key file %s is readable by other users (mode %o); it should be 0600",
-                path,
-                stat.S_IMODE(mode),
+            # Refuse rather than warn: a warning scrolls by while every token stays readable to others.
+            raise KeyFileExposedError(
+                f"key file {path} can be read or written by other users (mode {stat.S_IMODE(mode):o}); "
+                f"the bot refuses to use it. Fix it with: chmod 600 {path}"
             )
         try:
             data = json.loads(raw)

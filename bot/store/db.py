@@ -14,21 +14,31 @@ from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
+from bot.store.private_files import ensure_private_dir, ensure_private_sqlite_file
+
 __all__ = ["SQLITE_BUSY_TIMEOUT_MS", "create_engine", "session_factory"]
 
 SQLITE_BUSY_TIMEOUT_MS = 5000
 
 
 def create_engine(url: str) -> AsyncEngine:
-    """An AsyncEngine for `url`; for a SQLite file, its parent directory is created if missing."""
+    """An AsyncEngine for `url`; a SQLite file's directory is made now, the file itself private (see
+    `private_files`) when the first connection opens it."""
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
         return create_async_engine(parsed, pool_pre_ping=True)
 
     database = parsed.database
-    if database and database != ":memory:" and not database.startswith("file:"):
-        Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
     engine = create_async_engine(parsed)
+    if database and database != ":memory:" and not database.startswith("file:"):
+        path = Path(database).expanduser()
+        ensure_private_dir(path.parent)
+
+        def private_file(*args: Any) -> None:
+            # Just before SQLite opens (and maybe creates) the file: nothing is created by a mere engine.
+            ensure_private_sqlite_file(path)
+
+        event.listen(engine.sync_engine, "do_connect", private_file)
     event.listen(engine.sync_engine, "connect", _configure_sqlite)
     return engine
 

@@ -97,9 +97,11 @@ async def test_group_room_gets_only_a_pointer_and_a_leaked_code_is_redacted(
         leaked = await alice.send_text(group, code)
         warning = await next_text(alice, dm, bot_user)
         assert "I removed that message" in warning
-        assert "cancelled the pending connection" in warning
+        assert "used that code up myself" in warning
+        assert "pending connection is cancelled" in warning
         assert await _is_redacted(synapse, alice.access_token, group, leaked)
-        assert gts.active_tokens("alice") == []  # the code was never exchanged
+        assert gts.active_tokens("alice") == []  # the bot redeemed the code and revoked the token
+        assert gts.requests_to("/oauth/revoke") == 1
 
         # the flow is gone: the same code completes nothing, even in the DM
         assert "No connection is waiting" in await say(alice, dm, bot_user, f"!gts code {code}")

@@ -311,19 +311,14 @@ async def test_redact_needs_power(synapse: Synapse, make_human: MakeHuman, bot: 
         await adapter.join(room)
         secret = EventId(await frank.send_text(room, "my token is hunter2"))
 
-        assert not await adapter.can_redact(room)
         assert await adapter.redact(room, secret, "secret pasted in a shared room") is False
 
         await frank.set_power(room, bot.user_id, 50)
-        assert await adapter.can_redact(room)
         assert await adapter.redact(room, secret, "secret pasted in a shared room") is True
         resp = await synapse.client_request(
             frank.access_token, "GET", f"/_matrix/client/v3/rooms/{room}/event/{secret}"
         )
         assert resp.json()["content"] == {}
-
-        dm = await adapter.create_dm(UserId(frank.user_id))
-        assert await adapter.can_redact(dm)  # the bot created it
     finally:
         await adapter.stop()
 

@@ -17,6 +17,7 @@ from bot.fediverse.client import FediverseClient
 from bot.fediverse.instance import parse_instance
 from bot.fediverse.streaming import StreamConnector, build_stream_connector
 from bot.observability.metrics import Metrics
+from bot.relay.delivery import RoomCheck
 from bot.relay.manager import RelayManager
 from bot.relay.tuning import RelayTuning
 from bot.store.crypto import KeyRing
@@ -135,6 +136,7 @@ class Harness:
         tuning: RelayTuning = FAST,
         sender: RecordingSender | None = None,
         metrics: Metrics | None = None,
+        room_check: RoomCheck | None = None,
     ) -> RelayManager:
         manager = RelayManager(
             sessions=self.sessions,
@@ -149,6 +151,7 @@ class Harness:
             metrics=metrics,
             tuning=tuning,
             rng=random.Random(7),
+            room_check=room_check,
         )
         self.managers.append(manager)
         return manager

@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import hashlib
 import re
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.accounts import AccountsService
-from bot.config import LimitsConfig
+from bot.commands.throttle import InstanceShare
+from bot.config import LimitsConfig, load_config
 from bot.connect import ConnectFlows, requested_scopes
 from bot.errors import (
     CommandError,
@@ -22,11 +29,14 @@ from bot.errors import (
     InvalidCodeError,
     InvalidInstanceError,
 )
+from bot.fediverse.client import FediverseClient
+from bot.fediverse.models import AppRegistration
+from bot.fediverse.oauth import pkce_challenge, pkce_verifier
 from bot.store.crypto import KeyRing
 from bot.store.records import AccountId
 from bot.store.repositories import Repositories
 from tests.fakes.gotosocial import FakeGoToSocial
-from tests.integration.fedi_support import StubResolver, fedi_client, settings
+from tests.integration.fedi_support import StubResolver, fedi_client, loopback, serve, settings
 
 EMAIL, PASSWORD = "alice@example.org", "Long-Strong-Passw0rd!"
 ALICE, BOB = "@alice:matrix.test", "@bob:matrix.test"
@@ -57,6 +67,7 @@ class World:
     relay: RecordingRelay
     sessions: async_sessionmaker[AsyncSession]
     keyring: KeyRing
+    client: FediverseClient
 
     async def authorize(self, url: str, email: str = EMAIL) -> str:
         return await self.gts.authorize(url, email, PASSWORD)
@@ -76,11 +87,12 @@ async def world(sessions: async_sessionmaker[AsyncSession], keyring: KeyRing) ->
             limits=LimitsConfig(max_accounts_per_user=1),
             flow_ttl=timedelta(minutes=10),
             on_connected=relay.restart_account,
+            share=InstanceShare(time.monotonic),
         )
         accounts = AccountsService(
             sessions=sessions, keyring=keyring, client=client, relay=relay, allow_http=True
         )
-        yield World(gts, flows, accounts, relay, sessions, keyring)
+        yield World(gts, flows, accounts, relay, sessions, keyring, client)
 
 
 async def test_connect_stores_the_verified_account_encrypted_and_starts_relaying(world: World) -> None:
@@ -282,6 +294,7 @@ async def test_denylisted_and_private_instances_are_refused_before_any_request(
             limits=LimitsConfig(),
             flow_ttl=timedelta(minutes=10),
             on_connected=RecordingRelay().restart_account,
+            share=InstanceShare(time.monotonic),
         )
         with pytest.raises(InvalidInstanceError, match="not allowed"):
             await flows.start(ALICE, "social.blocked.example", (), DM)
@@ -291,3 +304,177 @@ async def test_denylisted_and_private_instances_are_refused_before_any_request(
         with pytest.raises(InvalidInstanceError):
             await flows.start(ALICE, "http://plain.example", (), DM)
     assert not await flows.has_pending(ALICE)
+
+
+async def test_a_unicode_denylist_entry_blocks_both_spellings_of_the_host(
+    sessions: async_sessionmaker[AsyncSession], keyring: KeyRing
+) -> None:
+    required = {
+        "GTS_BOT_MATRIX__HOMESERVER": "https://matrix.test.org",
+        "GTS_BOT_MATRIX__USER_ID": "@bot:test.org",
+        "GTS_BOT_MATRIX__PASSWORD": "s3cret-pass",
+    }
+    config = load_config(None, {**required, "GTS_BOT_FEDIVERSE__INSTANCE_DENYLIST": "bücher.example"})
+    resolver = StubResolver({})  # nothing may be looked up: the refusal comes first
+    async with fedi_client(resolver, allow_http=False) as client:
+        flows = ConnectFlows(
+            sessions=sessions,
+            keyring=keyring,
+            client=client,
+            fediverse=config.fediverse,
+            limits=LimitsConfig(),
+            flow_ttl=timedelta(minutes=10),
+            on_connected=RecordingRelay().restart_account,
+            share=InstanceShare(time.monotonic),
+        )
+        for spelling in ("bücher.example", "BÜCHER.example", "xn--bcher-kva.example", "@me@bücher.example"):
+            with pytest.raises(InvalidInstanceError, match="not allowed"):
+                await flows.start(ALICE, spelling, (), DM)
+    assert resolver.calls == []
+
+
+async def test_a_deadline_after_the_code_exchange_revokes_the_token_instead_of_stranding_it(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    started = await world.flows.start(ALICE, world.gts.base_url, (), DM)
+    code = await world.authorize(started.authorize_url)
+    stalled = asyncio.Event()
+
+    async def verify_that_never_answers(*args: object, **kwargs: object) -> None:
+        stalled.set()  # the token exists now; the instance stops answering
+        await asyncio.Event().wait()
+
+    # The one fault injected by hand: a cancel (the command deadline) at an exact point of the flow.
+    monkeypatch.setattr(world.client, "verify_credentials", verify_that_never_answers)
+    command = asyncio.create_task(world.flows.complete(ALICE, DM, code))
+    await stalled.wait()
+    assert len(world.gts.active_tokens("alice")) == 1
+    command.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await command
+    await world.flows.settle()
+    assert world.gts.active_tokens("alice") == []
+    assert await world.accounts.for_user(ALICE) == []
+
+
+async def test_a_deadline_while_storing_still_stores_the_account(world: World) -> None:
+    started = await world.flows.start(ALICE, world.gts.base_url, (), DM)
+    code = await world.authorize(started.authorize_url)
+    storing, release = asyncio.Event(), asyncio.Event()
+
+    async def slow_relay_start(account_id: AccountId) -> None:
+        storing.set()
+        await release.wait()
+
+    world.flows._on_connected = slow_relay_start
+    command = asyncio.create_task(world.flows.complete(ALICE, DM, code))
+    await storing.wait()
+    command.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await command
+    release.set()
+    await world.flows.settle()
+    [account] = await world.accounts.for_user(ALICE)
+    assert world.gts.active_tokens("alice") == [account.token]
+
+
+async def test_one_users_connect_loop_cannot_spend_an_instances_budget_for_others(
+    sessions: async_sessionmaker[AsyncSession], keyring: KeyRing
+) -> None:
+    now = [0.0]
+    async with FakeGoToSocial() as gts, fedi_client() as client:
+        gts.add_user("bob", "bob@example.org", PASSWORD)
+        flows = ConnectFlows(
+            sessions=sessions,
+            keyring=keyring,
+            client=client,
+            fediverse=settings(),
+            limits=LimitsConfig(),
+            flow_ttl=timedelta(minutes=10),
+            on_connected=RecordingRelay().restart_account,
+            share=InstanceShare(lambda: now[0]),
+        )
+        refusals: list[str] = []
+        for _ in range(20):  # alice loops `connect` at the same instance
+            try:
+                await flows.start(ALICE, gts.base_url, (), DM)
+            except CommandError as exc:
+                refusals.append(str(exc))
+        assert 14 <= len(refusals) <= 19  # her share is a few connects, not the instance's 300 requests
+        assert all("your share of requests" in r and "minute" in r for r in refusals)
+        spent = len(gts.request_log)
+        with pytest.raises(CommandError, match="your share of requests"):
+            await flows.start(ALICE, gts.base_url, (), DM)
+        assert len(gts.request_log) == spent  # refused before anything reached the instance
+
+        bobs = await flows.start(BOB, gts.base_url, (), "!bobdm:matrix.test")  # bob is unaffected
+        code = await gts.authorize(bobs.authorize_url, "bob@example.org", PASSWORD)
+        connected = await flows.complete(BOB, "!bobdm:matrix.test", code)
+        assert connected.account.acct.startswith("bob@")
+
+        now[0] += 300.0  # alice's share refills with time
+        await flows.start(ALICE, gts.base_url, (), DM)
+
+
+async def test_each_flow_binds_its_code_with_its_own_pkce_challenge(world: World) -> None:
+    alices = await world.flows.start(ALICE, world.gts.base_url, (), DM)
+    bobs = await world.flows.start(BOB, world.gts.base_url, (), "!bobdm:matrix.test")
+    challenges = []
+    for started in (alices, bobs):
+        query = parse_qs(urlsplit(started.authorize_url).query)
+        assert query["code_challenge_method"] == ["S256"]
+        verifier = pkce_verifier(query["state"][0])
+        assert re.fullmatch(r"[A-Za-z0-9_-]{43}", verifier)
+        digest = hashlib.sha256(verifier.encode()).digest()
+        assert query["code_challenge"] == [base64.urlsafe_b64encode(digest).rstrip(b"=").decode()]
+        challenges.append(query["code_challenge"][0])
+    assert challenges[0] != challenges[1]  # the same shared app, but each flow its own binding
+
+
+async def test_the_code_exchange_sends_the_flows_pkce_verifier() -> None:
+    """Against a server that enforces PKCE (Mastodon does; GoToSocial ignores it): only the verifier of
+    the flow that asked for the code redeems it."""
+    verifier = pkce_verifier("the-flows-state")
+    expected = pkce_challenge(verifier)
+
+    async def token(request: web.Request) -> web.Response:
+        form = await request.post()
+        sent = form.get("code_verifier")
+        if not isinstance(sent, str) or pkce_challenge(sent) != expected:
+            refusal = {"error": "invalid_grant", "error_description": "bad verifier"}
+            return web.json_response(refusal, status=400)
+        return web.json_response({"access_token": "TOKEN" * 8, "token_type": "Bearer", "scope": "read"})
+
+    app = web.Application()
+    app.router.add_route("POST", "/oauth/token", token)
+    registration = AppRegistration("CLIENTID", "client-secret", ("read",))
+    async with serve(app) as port, fedi_client() as client:
+        grant = await client.exchange_code(loopback(port), registration, "A" * 32, verifier)
+        assert grant.access_token == "TOKEN" * 8
+        with pytest.raises(InvalidCodeError):
+            await client.exchange_code(loopback(port), registration, "A" * 32, pkce_verifier("another-flow"))
+
+
+async def test_a_deadline_during_a_revoke_still_revokes_and_deletes(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    started = await world.flows.start(ALICE, world.gts.base_url, (), DM)
+    await world.flows.complete(ALICE, DM, await world.authorize(started.authorize_url))
+    revoking, release = asyncio.Event(), asyncio.Event()
+    real_revoke = world.client.revoke
+
+    async def slow_revoke(*args: Any, **kwargs: Any) -> None:
+        revoking.set()
+        await release.wait()
+        await real_revoke(*args, **kwargs)
+
+    monkeypatch.setattr(world.client, "revoke", slow_revoke)  # the instance answers slowly
+    command = asyncio.create_task(world.accounts.revoke(ALICE, None))
+    await revoking.wait()
+    command.cancel()  # the command deadline
+    with pytest.raises(asyncio.CancelledError):
+        await command
+    release.set()
+    await world.accounts.settle()
+    assert world.gts.active_tokens("alice") == []
+    assert await world.accounts.for_user(ALICE) == []

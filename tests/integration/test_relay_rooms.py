@@ -8,9 +8,11 @@ import asyncio
 import dataclasses
 import logging
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
+from bot.accounts import AccountsService
 from bot.matrix.errors import MatrixForbidden, error_from_response
 from bot.observability.metrics import Metrics
 from bot.relay.delivery import txn_id_for
@@ -238,3 +240,71 @@ async def test_outbox_delete_for_user_deletes_only_that_users_messages(h: Harnes
 
 async def _outbox_empty(h: Harness) -> bool:
     return await h.outbox() == []
+
+
+async def test_a_new_dm_during_a_slow_revoke_does_not_restart_the_account(
+    gts: FakeGoToSocial, h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gts.add_user("alice")
+    start = gts.notify("alice", "follow", "zed")
+    account = await h.add_account(gts, "alice", cursor=start["id"])
+    manager = h.manager()
+    await manager.start()
+    await wait_until(lambda: gts.open_streams("alice") == 1)
+    accounts = AccountsService(
+        sessions=h.sessions, keyring=h.keyring, client=h.client, relay=manager, allow_http=True
+    )
+    revoking, release = asyncio.Event(), asyncio.Event()
+    real_revoke = h.client.revoke
+
+    async def slow_revoke(*args: Any, **kwargs: Any) -> None:
+        revoking.set()
+        await release.wait()
+        await real_revoke(*args, **kwargs)
+
+    monkeypatch.setattr(h.client, "revoke", slow_revoke)  # the instance is slow to answer the revoke
+    revoke = asyncio.create_task(accounts.revoke(account.matrix_user_id, None))
+    await revoking.wait()
+    assert manager.account_mode(account.id) is None
+    await h.set_dm(account.matrix_user_id, NEW_DM)  # an invite records a new DM meanwhile
+    await manager.resume_user(account.matrix_user_id)  # what dm_room_changed starts
+    assert manager.account_mode(account.id) is None
+    release.set()
+    await revoke
+    await manager.resume_user(account.matrix_user_id)  # and once the account is gone, nothing either
+    assert manager.account_mode(account.id) is None
+    assert manager.live_streams == 0
+    await wait_until(lambda: gts.open_streams("alice") == 0, what="the stream closed")
+
+
+async def test_nothing_is_relayed_into_a_dm_that_is_no_longer_private(
+    gts: FakeGoToSocial, h: Harness
+) -> None:
+    gts.add_user("alice")
+    start = gts.notify("alice", "follow", "zed")
+    account = await h.add_account(gts, "alice", cursor=start["id"])
+    private = {DM: True}
+    checked: list[str] = []
+
+    async def room_check(user: str, room: str) -> bool:
+        checked.append(room)
+        return private.get(room, False)
+
+    manager = h.manager(room_check=room_check)
+    await manager.start()
+    await wait_until(lambda: gts.open_streams("alice") == 1)
+    first = gts.notify("alice", "mention", "bob", status_text="while private")
+    await wait_for_async(lambda: cursor_is(h, account.id, first["id"]), what="delivered")
+
+    private[DM] = False  # eve joined the DM between two notifications
+    gts.notify("alice", "mention", "carol", status_text="eve must not see this")
+    await wait_until(lambda: len(checked) >= 3, what="the room checked again before the send")
+    assert [e.body for e in h.sender.events if "eve must not" in e.body] == []
+    assert len(h.sender.attempts) == 1
+
+    await h.set_dm(account.matrix_user_id, NEW_DM)  # a new private DM: the held message goes there
+    private[NEW_DM] = True
+    manager.dm_room_changed(account.matrix_user_id)
+    await wait_until(lambda: len(h.sender.events) == 2, what="delivered to the new DM")
+    assert h.sender.events[-1].room_id == NEW_DM
+    assert "eve must not see this" in h.sender.events[-1].body

@@ -6,20 +6,39 @@ import asyncio
 import logging
 import re
 from dataclasses import dataclass, field
+from datetime import timedelta
 from types import SimpleNamespace
 
 import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from bot.accounts import AccountsService
+from bot.commands.handlers import BotCommands
 from bot.commands.registry import Command, CommandContext, CommandRegistry
-from bot.commands.throttle import UserThrottle
-from bot.config import MatrixConfig
+from bot.commands.throttle import InstanceShare, UserThrottle
+from bot.config import LimitsConfig, MatrixConfig
+from bot.connect import ConnectFlows
 from bot.dms import DmDirectory
-from bot.matrix.types import EventId, IncomingMessage, MemberLeft, RoomId, UserId
-from bot.router import Router, looks_like_pasted_code
+from bot.matrix.sender import FairSender, RateLimitTracker
+from bot.matrix.types import (
+    EventId,
+    IncomingMessage,
+    Invite,
+    MemberLeft,
+    RoomChanged,
+    RoomId,
+    UndecryptableMessage,
+    UserId,
+)
+from bot.router import MAX_QUEUED_PER_USER, Router, looks_like_pasted_code
+from bot.store.crypto import KeyRing
 from bot.store.models import HandledEvent
+from bot.store.records import utc_now
 from bot.store.session_store import DatabaseHandledEvents
+from tests.fakes.gotosocial import FakeGoToSocial
+from tests.integration.fedi_support import fedi_client, settings
+from tests.integration.relay_support import wait_until
 
 BOT, ALICE, EVE = "@bot:hs.test", "@alice:hs.test", "@eve:elsewhere.test"
 DM, GROUP = "!dm:hs.test", "!group:hs.test"
@@ -40,9 +59,6 @@ class RecordingMatrix:
 
     async def leave(self, room_id: RoomId) -> None:
         return None
-
-    async def can_redact(self, room_id: RoomId) -> bool:
-        return False
 
     async def redact(self, room_id: RoomId, event_id: EventId, reason: str | None = None) -> bool:
         return False
@@ -85,7 +101,7 @@ def world(sessions: async_sessionmaker[AsyncSession]) -> SimpleNamespace:
     registry.add(Command("boom", "", "fails", _boom, dm_only=True))
     registry.add(Command("ping", "[x]", "answers", _echo, max_args=1, dm_only=True))
     matrix, rooms, relay = RecordingMatrix(), Rooms({(DM, ALICE)}), Relay()
-    flows = SimpleNamespace(has_pending=_false, cancel=_zero)
+    flows = SimpleNamespace(has_pending=_false, cancel=_zero, burn=_false)
     router = Router(
         matrix=matrix,
         dms=DmDirectory(sessions, rooms),
@@ -101,7 +117,7 @@ def world(sessions: async_sessionmaker[AsyncSession]) -> SimpleNamespace:
     return SimpleNamespace(router=router, matrix=matrix, rooms=rooms, relay=relay, sessions=sessions)
 
 
-async def _false(user: str) -> bool:
+async def _false(user: str, *args: object) -> bool:
     return False
 
 
@@ -177,8 +193,10 @@ async def test_leaving_the_dm_suspends_relaying(world: SimpleNamespace) -> None:
     await world.router.handle(message(ALICE, DM, "!gts ping", event="$p"))
     await settle(world.router)  # the DM is now recorded
     await world.router.handle(MemberLeft(RoomId(DM), UserId(ALICE)))
+    await settle(world.router)
     assert world.relay.suspended == [ALICE]
     await world.router.handle(MemberLeft(RoomId(GROUP), UserId(ALICE)))
+    await settle(world.router)
     assert world.relay.suspended == [ALICE]
 
 
@@ -218,3 +236,198 @@ async def test_a_slow_command_does_not_hold_up_others(world: SimpleNamespace) ->
 )
 def test_what_counts_as_a_pasted_code(body: str, expected: bool) -> None:
     assert looks_like_pasted_code(body) is expected
+
+
+class RateLimitedMatrix(RecordingMatrix):
+    """Sends go through the adapter's FairSender; the homeserver accepts nothing until `open` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sender = FairSender(RateLimitTracker())
+        self.open = asyncio.Event()
+        self.joins: list[str] = []
+
+    async def send_notice(
+        self, room_id: RoomId, body: str, html: str, *, txn_id: str | None = None
+    ) -> EventId:
+        async def once() -> EventId:
+            await self.open.wait()
+            return await RecordingMatrix.send_notice(self, room_id, body, html)
+
+        return await self.sender.run(room_id, once)
+
+    async def join(self, room_id: RoomId) -> RoomId:
+        await self.open.wait()
+        self.joins.append(room_id)
+        return room_id
+
+
+async def _help(ctx: CommandContext, args: tuple[str, ...]) -> None:
+    from bot.chat import Reply
+
+    await ctx.reply(Reply.text("the help text"))
+
+
+FLOODER, BOB = "@flooder:hs.test", "@bob:hs.test"
+FLOOD_DM, BOB_DM = "!flooddm:hs.test", "!bobdm:hs.test"
+
+
+async def test_a_flooder_does_not_stall_the_sync_loop_or_sit_ahead_of_another_users_reply(
+    world: SimpleNamespace,
+) -> None:
+    matrix = RateLimitedMatrix()
+    world.router._matrix = matrix
+    world.router._commands.registry.add(Command("help", "", "helps", _help, max_args=None))
+    world.rooms.one_to_one |= {(FLOOD_DM, FLOODER), (BOB_DM, BOB)}
+    await world.router._dms.record(FLOODER, FLOOD_DM)
+    # The flooder's DM already has a backlog of relayed notifications waiting for the homeserver.
+    backlog = [asyncio.create_task(matrix.send_notice(RoomId(FLOOD_DM), f"relay {i}", "")) for i in range(50)]
+
+    async def sync_loop() -> None:  # as the adapter does: each event's handler awaited in turn
+        for i in range(200):
+            await world.router.handle(message(FLOODER, FLOOD_DM, f"spam line {i}", event=f"$spam{i}"))
+        await world.router.handle(
+            UndecryptableMessage(RoomId(FLOOD_DM), EventId("$u"), UserId(FLOODER), "missing_room_key", 0)
+        )
+        await world.router.handle(Invite(RoomId("!elsewhere:hs.test"), UserId(FLOODER), False))
+        await world.router.handle(message(BOB, BOB_DM, "!gts help", event="$help"))
+
+    # The homeserver accepts nothing yet, and still the sync loop gets through every event.
+    await asyncio.wait_for(sync_loop(), timeout=30)
+    assert matrix.sent == []
+
+    # Wait until the replies are queued behind the backlog (one relay in flight, 49 waiting): the
+    # flooder's hint (their key notice waits behind it in their own lane) and bob's help.
+    await wait_until(lambda: matrix.sender.queued == 49 + 2, what="replies queued")
+    matrix.open.set()
+    await settle(world.router)
+    await asyncio.gather(*backlog)
+    bodies = [body for _, body in matrix.sent]
+    assert bodies.index("the help text") <= 2  # bob's turn comes after at most one flooder send
+    flooder_replies = [b for room, b in matrix.sent if room == FLOOD_DM and not b.startswith("relay")]
+    assert len(flooder_replies) == 2  # one "I only understand commands" hint and one key notice
+    assert [b for b in bodies if b.startswith("relay")] == [f"relay {i}" for i in range(50)]
+    assert matrix.joins == ["!elsewhere:hs.test"]
+
+
+class RedactingMatrix(RecordingMatrix):
+    def __init__(self) -> None:
+        super().__init__()
+        self.redacted: list[str] = []
+
+    async def redact(self, room_id: RoomId, event_id: EventId, reason: str | None = None) -> bool:
+        self.redacted.append(event_id)
+        return True
+
+
+async def test_a_code_leaked_in_a_group_room_is_burned_before_another_member_can_redeem_it(
+    sessions: async_sessionmaker[AsyncSession], keyring: KeyRing, caplog: pytest.LogCaptureFixture
+) -> None:
+    victim, other = "@victim:hs.test", "@other:hs.test"
+    victim_dm, other_dm = "!victimdm:hs.test", "!otherdm:hs.test"
+    async with FakeGoToSocial() as gts, fedi_client() as client:
+        gts.add_user("victim", "victim@example.org", "Long-Strong-Passw0rd!")
+        flows = ConnectFlows(
+            sessions=sessions,
+            keyring=keyring,
+            client=client,
+            fediverse=settings(),
+            limits=LimitsConfig(),
+            flow_ttl=timedelta(minutes=10),
+            on_connected=_ignore,
+            share=InstanceShare(lambda: 0.0),
+        )
+        accounts = AccountsService(
+            sessions=sessions, keyring=keyring, client=client, relay=_NoRelay(), allow_http=True
+        )
+        matrix = RedactingMatrix()
+        rooms = Rooms({(victim_dm, victim), (other_dm, other)})
+        router = Router(
+            matrix=matrix,
+            dms=DmDirectory(sessions, rooms),
+            commands=BotCommands(flows=flows, accounts=accounts, clock=utc_now),
+            flows=flows,
+            handled=DatabaseHandledEvents(sessions),
+            config=MatrixConfig(homeserver="https://hs.test", user_id=BOT, allowed_users=("@*:hs.test",)),
+            throttle=UserThrottle(20, clock=lambda: 0.0),
+            relay=Relay(),
+            bot_user_id=BOT,
+            clock=lambda: 0.0,
+        )
+        await DmDirectory(sessions, rooms).record(victim, victim_dm)
+        started = await flows.start(victim, gts.base_url, (), victim_dm)
+        code = await gts.authorize(started.authorize_url, "victim@example.org", "Long-Strong-Passw0rd!")
+
+        with caplog.at_level(logging.DEBUG):
+            await router.handle(message(victim, GROUP, code, event="$leak"))  # pasted in the wrong room
+            await settle(router)
+        assert matrix.redacted == ["$leak"]
+        assert gts.active_tokens("victim") == []  # the bot redeemed the code and revoked the token
+        assert gts.requests_to("/oauth/revoke") == 1
+        assert not await flows.has_pending(victim)
+        [(room, warning)] = matrix.sent
+        assert room == victim_dm
+        assert "used that code up myself" in warning
+        assert code not in caplog.text
+        assert code not in warning
+
+        # Another member who saw it starts their own connect to the same instance and pastes it.
+        await router.handle(message(other, other_dm, f"!gts connect {gts.base_url}", event="$c"))
+        await router.handle(message(other, other_dm, code, event="$steal"))
+        await settle(router)
+        assert "Connected as" not in matrix.sent[-1][1]
+        assert gts.active_tokens("victim") == []
+        assert await accounts.for_user(other) == []
+
+
+async def _ignore(account_id: object) -> None:
+    return None
+
+
+class _NoRelay:
+    async def restart_account(self, account_id: object) -> None:
+        return None
+
+    async def remove_account(self, account_id: object) -> None:
+        return None
+
+    async def forget_user(self, matrix_user_id: str) -> None:
+        return None
+
+
+async def test_a_dm_that_stops_being_private_loses_its_relay_and_gets_only_a_generic_line(
+    world: SimpleNamespace,
+) -> None:
+    dms: DmDirectory = world.router._dms
+    dms.on_lost(world.router.dm_lost)
+    await dms.record(ALICE, DM)
+    await world.router.handle(RoomChanged(RoomId(DM), UserId(ALICE)))  # e.g. the topic… still 1:1
+    await settle(world.router)
+    assert world.relay.suspended == []
+    assert await dms.room_for(ALICE) == DM
+
+    world.rooms.one_to_one.discard((DM, ALICE))  # eve was invited (or the room made public)
+    await world.router.handle(RoomChanged(RoomId(DM), UserId(EVE)))
+    await world.router.handle(RoomChanged(RoomId(DM), UserId(EVE)))  # told once, not per change
+    await settle(world.router)
+    assert world.relay.suspended == [ALICE]
+    assert await dms.room_for(ALICE) is None
+    [(room, line)] = world.matrix.sent
+    assert room == DM
+    assert "no longer private" in line
+
+
+async def test_a_users_queue_is_bounded_and_the_excess_dropped_with_one_warning(
+    world: SimpleNamespace, caplog: pytest.LogCaptureFixture
+) -> None:
+    matrix = RateLimitedMatrix()  # joins wait for the homeserver: the user's queue fills up
+    world.router._matrix = matrix
+    with caplog.at_level(logging.WARNING, logger="bot.router"):
+        for i in range(MAX_QUEUED_PER_USER + 30):
+            await world.router.handle(Invite(RoomId(f"!room{i}:hs.test"), UserId(ALICE), False))
+    # The sync loop never yielded meanwhile: MAX_QUEUED_PER_USER wait, the rest were dropped.
+    assert world.router.dropped == 30
+    assert len([r for r in caplog.records if "dropping more" in r.getMessage()]) == 1
+    matrix.open.set()
+    await settle(world.router)
+    assert len(matrix.joins) == MAX_QUEUED_PER_USER

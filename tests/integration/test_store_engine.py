@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -50,3 +52,43 @@ async def test_session_factory_does_not_expire_on_commit(tmp_path: Path) -> None
             assert room.room_id == "!r:example.org"
     finally:
         await engine.dispose()
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+async def test_a_new_sqlite_database_and_its_wal_files_are_private_whatever_the_umask(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "data" / "gts-bot.sqlite3"
+    old_umask = os.umask(0o022)
+    try:
+        engine = create_engine(f"sqlite+aiosqlite:///{db}")
+        try:
+            await upgrade(engine)
+            async with engine.connect() as held:  # WAL mode: -wal and -shm exist while a connection does
+                await held.exec_driver_sql("SELECT 1")
+                companions = [db.with_name(db.name + s) for s in ("-wal", "-shm")]
+                assert all(p.exists() for p in companions)
+                assert [_mode(p) for p in companions] == [0o600, 0o600]
+        finally:
+            await engine.dispose()
+    finally:
+        os.umask(old_umask)
+    assert _mode(db.parent) == 0o700
+    assert _mode(db) == 0o600
+
+
+async def test_an_existing_world_readable_database_is_tightened(tmp_path: Path) -> None:
+    db = tmp_path / "old.sqlite3"
+    db.touch(mode=0o644)
+    db.chmod(0o644)
+    engine = create_engine(f"sqlite+aiosqlite:///{db}")
+    try:
+        assert _mode(db) == 0o644  # an engine alone touches nothing
+        async with engine.connect() as conn:
+            await conn.exec_driver_sql("SELECT 1")
+    finally:
+        await engine.dispose()
+    assert _mode(db) == 0o600

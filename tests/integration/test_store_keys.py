@@ -133,6 +133,7 @@ async def test_open_keyring_reports_a_broken_key_file(
 ) -> None:
     key_file = tmp_path / "keyring.json"
     key_file.write_text("{not json")
+    key_file.chmod(0o600)
     with pytest.raises(KeyRingError, match="not valid JSON"):
         await open_keyring(key_file, sessions)
     assert key_file.read_text() == "{not json"

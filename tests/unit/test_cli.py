@@ -264,6 +264,31 @@ def test_migrate_then_rotate_keys(
     assert len(KeyRing.load(tmp_path / "data" / "keyring.json").key_ids) == 2
 
 
+def test_migrate_before_the_first_run_leaves_a_private_data_dir_and_database(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    old_umask = os.umask(0o022)
+    try:
+        assert main(["migrate"], environ=env) == 0
+    finally:
+        os.umask(old_umask)
+    data = tmp_path / "data"
+    assert stat.S_IMODE(data.stat().st_mode) == 0o700
+    assert stat.S_IMODE((data / "gts-bot.sqlite3").stat().st_mode) == 0o600
+
+
+def test_a_key_file_others_can_read_stops_the_bot_with_its_own_exit_code(
+    tmp_path: Path, env: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["keys", "generate"], environ=env) == 0
+    key_file = tmp_path / "data" / "keyring.json"
+    key_file.chmod(0o644)
+    assert main(["keys", "rotate"], environ=env) == 72
+    err = capsys.readouterr().err
+    assert f"chmod 600 {key_file}" in err
+    assert "Traceback" not in err
+
+
 def test_keys_rotate_without_a_key_file_is_a_key_ring_error(
     env: dict[str, str], capsys: pytest.CaptureFixture[str]
 ) -> None:

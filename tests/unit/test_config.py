@@ -403,3 +403,19 @@ def test_env_names() -> None:
 def test_is_user_allowed(patterns: tuple[str, ...], user: str, allowed: bool) -> None:
     matrix = MatrixConfig(homeserver="https://m.org", user_id="@bot:m.org", allowed_users=patterns)
     assert is_user_allowed(matrix, user) is allowed
+
+
+def test_unicode_instance_list_entries_are_stored_as_punycode() -> None:
+    env = {
+        **REQUIRED,
+        "GTS_BOT_FEDIVERSE__INSTANCE_DENYLIST": "Bücher.example,*.bücher.example",
+        "GTS_BOT_FEDIVERSE__INSTANCE_ALLOWLIST": "xn--bcher-kva.example",
+    }
+    config = load_config(None, env)
+    assert config.fediverse.instance_denylist == ("xn--bcher-kva.example", "*.xn--bcher-kva.example")
+    assert config.fediverse.instance_allowlist == ("xn--bcher-kva.example",)
+
+
+def test_an_instance_pattern_that_cannot_match_any_host_is_refused() -> None:
+    problems = problems_of(None, {**REQUIRED, "GTS_BOT_FEDIVERSE__INSTANCE_DENYLIST": "*ü.example"})
+    assert any("fediverse.instance_denylist" in p and "ASCII" in p for p in problems)

@@ -2,14 +2,13 @@ from __future__ import annotations
 
 import base64
 import json
-import logging
 import os
 import stat
 from pathlib import Path
 
 import pytest
 
-from bot.errors import DecryptionError, KeyRingError
+from bot.errors import DecryptionError, KeyFileExposedError, KeyRingError
 from bot.store.crypto import KeyRing, aad_for
 
 AAD = aad_for("account-token", "@alice:example.org", "https://example.org", "01ABC")
@@ -181,16 +180,16 @@ def test_save_is_atomic_0600_and_replaces(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["keyring.json"]  # no temp file left behind
 
 
-def test_load_warns_about_open_permissions(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o604, 0o620])
+def test_load_refuses_a_key_file_others_can_read(tmp_path: Path, mode: int) -> None:
     path = tmp_path / "keyring.json"
     KeyRing.generate_file(path)
-    with caplog.at_level(logging.WARNING, logger="bot.store.crypto"):
+    KeyRing.load(path)  # 0600 as generated: fine
+    path.chmod(mode)
+    with pytest.raises(KeyFileExposedError, match=f"chmod 600 {path}") as caught:
         KeyRing.load(path)
-    assert not caplog.records
-    path.chmod(0o644)
-    with caplog.at_level(logging.WARNING, logger="bot.store.crypto"):
-        KeyRing.load(path)
-    assert any("0600" in r.getMessage() for r in caplog.records)
+    assert caught.value.exit_code == 72
+    assert path.read_bytes().decode() not in str(caught.value)
 
 
 def test_load_missing(tmp_path: Path) -> None:
@@ -207,6 +206,7 @@ def test_load_unreadable(tmp_path: Path) -> None:
 def test_load_not_json(tmp_path: Path) -> None:
     path = tmp_path / "k.json"
     path.write_bytes(b"\xff\xfe not json")
+    path.chmod(0o600)
     with pytest.raises(KeyRingError, match="not valid JSON"):
         KeyRing.load(path)
 

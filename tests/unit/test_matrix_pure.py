@@ -21,8 +21,8 @@ from bot.matrix.errors import (
 )
 from bot.matrix.events import events_from_sync, invite_from_state, left_member, message_from_source
 from bot.matrix.gaps import Gap, Page, collect_gap, without_duplicates
-from bot.matrix.sender import OrderedSender, RateLimitTracker, retry_delay
-from bot.matrix.types import IncomingMessage, MemberLeft, RateLimitState, RoomId, UserId
+from bot.matrix.sender import FairSender, RateLimitTracker, retry_delay
+from bot.matrix.types import IncomingMessage, MemberLeft, RateLimitState, RoomChanged, RoomId, UserId
 
 BOT, ALICE, CAROL = "@bot:example.org", "@alice:example.org", "@carol:example.org"
 ROOM = RoomId("!room:example.org")
@@ -97,25 +97,6 @@ def room_state(
 )
 def test_is_private_dm(state: list[dict[str, Any]], expected: bool) -> None:
     assert dm.is_private_dm(state, BOT, ALICE) is expected
-
-
-@pytest.mark.parametrize(
-    ("power_levels", "creators", "expected"),
-    [
-        (None, (), False),
-        ({"users": {BOT: 50}}, (), True),
-        ({"users": {BOT: 49}}, (), False),
-        ({"users_default": 50}, (), True),
-        ({"users": {BOT: 50}, "redact": 75}, (), False),
-        ({"users": {BOT: 50}, "events": {"m.room.redaction": 60}}, (), False),
-        ({"users": {BOT: "100"}}, (), True),  # string levels from old room versions
-        ({"users": {}}, (BOT,), True),  # room v12 creator
-    ],
-)
-def test_can_redact_others(
-    power_levels: dict[str, Any] | None, creators: tuple[str, ...], expected: bool
-) -> None:
-    assert dm.can_redact_others(power_levels, BOT, creators) is expected
 
 
 @pytest.mark.parametrize(
@@ -214,11 +195,11 @@ def test_retry_delay() -> None:
     assert retry_delay(10**9) == pytest.approx(300.05)
 
 
-async def test_ordered_sender_keeps_order_across_a_429() -> None:
+async def test_fair_sender_keeps_a_rooms_order_across_a_429() -> None:
     tracker = RateLimitTracker()
     states: list[RateLimitState] = []
     tracker.subscribe(states.append)
-    sender = OrderedSender(tracker)
+    sender = FairSender(tracker)
     done: list[int] = []
     refused = {2}
 
@@ -230,12 +211,61 @@ async def test_ordered_sender_keeps_order_across_a_429() -> None:
         done.append(i)
         return i
 
-    results = await asyncio.gather(*(sender.run(lambda i=i: send(i)) for i in range(6)))
+    results = await asyncio.gather(*(sender.run("!room", lambda i=i: send(i)) for i in range(6)))
     assert results == list(range(6))
     assert done == list(range(6))
     assert tracker.hits == 1
     assert [s.blocked for s in states] == [True, False]
     assert states[0].queued == 3  # 3, 4 and 5 were waiting behind the refused send
+
+
+async def test_fair_sender_serves_rooms_in_turn_so_a_backlog_does_not_sit_ahead_of_a_reply() -> None:
+    sender = FairSender(RateLimitTracker())
+    done: list[str] = []
+    homeserver = asyncio.Event()  # each send waits for the homeserver, as under its rate limit
+
+    async def send(what: str) -> str:
+        await homeserver.wait()
+        homeserver.clear()
+        done.append(what)
+        return what
+
+    flood = [asyncio.create_task(sender.run("!flooder", lambda i=i: send(f"flood {i}"))) for i in range(200)]
+    await asyncio.sleep(0)  # the flooder's 200 sends are queued (one in flight)
+    assert sender.queued == 199
+    reply = asyncio.create_task(sender.run("!bob", lambda: send("bob's help")))
+    later = asyncio.create_task(sender.run("!carol", lambda: send("carol's help")))
+    while not (reply.done() and later.done()):
+        homeserver.set()
+        await asyncio.sleep(0)
+    assert done.index("bob's help") <= 2
+    assert done.index("carol's help") <= 4
+    while not all(t.done() for t in flood):
+        homeserver.set()
+        await asyncio.sleep(0)
+    assert [d for d in done if d.startswith("flood")] == [f"flood {i}" for i in range(200)]
+    assert sender.queued == 0
+
+
+async def test_a_cancelled_send_gives_up_its_place_and_its_turn() -> None:
+    sender = FairSender(RateLimitTracker())
+    gate = asyncio.Event()
+    done: list[str] = []
+
+    async def send(what: str) -> None:
+        await gate.wait()
+        done.append(what)
+
+    first = asyncio.create_task(sender.run("!a", lambda: send("first")))
+    waiting = asyncio.create_task(sender.run("!b", lambda: send("cancelled")))
+    last = asyncio.create_task(sender.run("!c", lambda: send("last")))
+    await asyncio.sleep(0)
+    waiting.cancel()
+    gate.set()
+    await asyncio.gather(first, last)
+    assert waiting.cancelled()
+    assert done == ["first", "last"]
+    assert sender.queued == 0
 
 
 class FakeHistory:
@@ -328,10 +358,61 @@ def test_gap_events_go_through_the_timeline_conversion_before_the_timeline() -> 
         message("$g3", ALICE, "* x", **edit),
     ]
     timeline = SimpleNamespace(limited=True, prev_batch="p", events=[message("$t1", ALICE, "!gts two")])
-    rooms = SimpleNamespace(invite={}, join={ROOM: SimpleNamespace(timeline=timeline)}, leave={})
+    rooms = SimpleNamespace(invite={}, join={ROOM: SimpleNamespace(timeline=timeline, state=[])}, leave={})
     events = events_from_sync(SimpleNamespace(rooms=rooms), UserId(BOT), lambda e: "x", gaps={ROOM: gap})
     assert [(e.event_id, e.body) for e in events if isinstance(e, IncomingMessage)] == [
         ("$g1", "!gts one"),
         ("$t1", "!gts two"),
     ]
     assert len(events) == 2
+
+
+def _state_event(kind: str, sender: str, state_key: str, content: dict[str, Any]) -> nio.Event:
+    source = {
+        "type": kind,
+        "event_id": f"${kind}{state_key}{len(str(content))}",
+        "sender": sender,
+        "state_key": state_key,
+        "origin_server_ts": 1,
+        "content": content,
+    }
+    parsed = nio.Event.parse_event(source)
+    return parsed if not isinstance(parsed, nio.UnknownEvent) else nio.UnknownEvent.from_dict(source)
+
+
+def test_changes_that_can_make_a_dm_less_private_become_room_changed_events() -> None:
+    eve = "@eve:hs.test"
+    timeline_events = [
+        _state_event("m.room.member", ALICE, eve, {"membership": "invite"}),  # a third person invited
+        _state_event("m.room.member", eve, eve, {"membership": "join"}),
+        _state_event("m.room.join_rules", ALICE, "", {"join_rule": "public"}),
+        _state_event("m.room.history_visibility", ALICE, "", {"history_visibility": "world_readable"}),
+        _state_event("m.room.member", BOT, BOT, {"membership": "join"}),  # the bot itself: no change
+        _state_event("m.room.topic", ALICE, "", {"topic": "hi"}),  # harmless
+        _state_event("m.room.member", eve, eve, {"membership": "leave"}),  # a leave stays MemberLeft
+    ]
+    # A limited sync puts what changed before the timeline in the state section: counted once.
+    state = [
+        _state_event("m.room.member", eve, eve, {"membership": "join"}),
+        _state_event("m.room.join_rules", ALICE, "", {"join_rule": "public"}),
+    ]
+    timeline = SimpleNamespace(limited=True, prev_batch="p", events=timeline_events)
+    rooms = SimpleNamespace(invite={}, join={ROOM: SimpleNamespace(timeline=timeline, state=state)}, leave={})
+    events = events_from_sync(SimpleNamespace(rooms=rooms), UserId(BOT), lambda e: "x", gaps={ROOM: []})
+    assert events == [
+        RoomChanged(RoomId(ROOM), UserId(eve)),
+        RoomChanged(RoomId(ROOM), UserId(ALICE)),
+        RoomChanged(RoomId(ROOM), UserId(eve)),
+        RoomChanged(RoomId(ROOM), UserId(ALICE)),
+        RoomChanged(RoomId(ROOM), UserId(ALICE)),
+        MemberLeft(RoomId(ROOM), UserId(eve)),
+    ]
+
+
+def test_a_full_state_catch_up_is_no_change_of_privacy() -> None:
+    state = [_state_event("m.room.member", ALICE, ALICE, {"membership": "join"})]
+    timeline = SimpleNamespace(limited=False, prev_batch="p", events=[])
+    rooms = SimpleNamespace(invite={}, join={ROOM: SimpleNamespace(timeline=timeline, state=state)}, leave={})
+    response = SimpleNamespace(rooms=rooms)
+    assert events_from_sync(response, UserId(BOT), lambda e: "x", full_state=True) == []
+    assert events_from_sync(response, UserId(BOT), lambda e: "x") == [RoomChanged(ROOM, UserId(ALICE))]

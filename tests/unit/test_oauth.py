@@ -15,6 +15,8 @@ from bot.fediverse.oauth import (
     normalize_scopes,
     parse_scopes,
     permits,
+    pkce_challenge,
+    pkce_verifier,
     scope_string,
     scopes_cover,
 )
@@ -39,6 +41,8 @@ def test_authorize_url_has_every_parameter_explicitly() -> None:
         "response_type": ["code"],
         "scope": ["read write"],
         "state": ["st4te"],
+        "code_challenge": [pkce_challenge(pkce_verifier("st4te"))],
+        "code_challenge_method": ["S256"],
     }
 
 
