@@ -39,7 +39,7 @@ _KNOWN_TYPES = frozenset(NOTIFICATION_TYPES)
 
 def id_key(state: FakeState, value: str) -> tuple[int, str]:
     """Order of ids: ULIDs compare as strings; Mastodon's numeric ids by length, then value."""
-    return (len(value), value) if state.mastodon else (0, value)
+    return (len(value), value) if state.numeric_ids else (0, value)
 
 
 async def verify_credentials(request: web.Request) -> web.Response:

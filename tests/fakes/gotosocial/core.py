@@ -115,6 +115,21 @@ class SnowflakeFactory:
         return str(value)
 
 
+_BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"  # in ASCII order
+
+
+def flake_id(ulid: str) -> str:
+    """Akkoma-style id: the same 128 bits in fixed-width base62, so ids still sort as strings."""
+    value = 0
+    for ch in ulid:
+        value = value * 32 + _CROCKFORD.index(ch)
+    out = []
+    for _ in range(22):
+        value, digit = divmod(value, 62)
+        out.append(_BASE62[digit])
+    return "".join(reversed(out))
+
+
 def random_ulid() -> str:
     """A ULID whose time part is random too (GoToSocial's client_id)."""
     return _crockford(secrets.randbits(128))

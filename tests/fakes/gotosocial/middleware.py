@@ -133,4 +133,6 @@ async def _dispatch(request: web.Request, handler: Handler, path: str) -> web.St
 
 
 async def server_header(request: web.Request, response: web.StreamResponse) -> None:
-    response.headers["Server"] = "Mastodon" if state_of(request).mastodon else "gotosocial"
+    name = state_of(request).profile.server_header
+    if name:
+        response.headers["Server"] = name

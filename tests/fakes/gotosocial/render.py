@@ -7,8 +7,6 @@ from typing import Any
 
 from tests.fakes.gotosocial.state import FakeApp, FakeState, FakeUser
 
-SOURCE_URL = "https://codeberg.org/superseriousbusiness/gotosocial"
-
 
 def account_json(state: FakeState, user: FakeUser, *, with_source: bool = False) -> dict[str, Any]:
     if user.domain is None:
@@ -139,7 +137,7 @@ def _config_common() -> dict[str, Any]:
 
 
 def version_string(state: FakeState) -> str:
-    return state.version
+    return state.profile.version
 
 
 def instance_v1(state: FakeState) -> dict[str, Any]:
@@ -178,7 +176,7 @@ def instance_v2(state: FakeState) -> dict[str, Any]:
         "account_domain": state.account_domain,
         "title": "GoToSocial Testing Instance",
         "version": version_string(state),
-        "source_url": SOURCE_URL if not state.mastodon else "https://github.com/mastodon/mastodon",
+        "source_url": state.profile.source_url,
         "description": "<p>A fake GoToSocial instance for tests.</p>",
         "description_text": "A fake GoToSocial instance for tests.",
         "usage": {"users": {"active_month": sum(1 for u in state.users.values() if u.domain is None)}},
@@ -199,10 +197,10 @@ def nodeinfo_links(state: FakeState) -> dict[str, Any]:
 
 
 def nodeinfo(state: FakeState, schema: str) -> dict[str, Any]:
-    software: dict[str, Any] = {"name": state.software, "version": version_string(state)}
+    software: dict[str, Any] = {"name": state.profile.software, "version": version_string(state)}
     if schema == "2.1":
-        software["repository"] = SOURCE_URL if not state.mastodon else "https://github.com/mastodon/mastodon"
-        software["homepage"] = "https://docs.gotosocial.org" if not state.mastodon else "https://joinmastodon.org"
+        software["repository"] = state.profile.source_url
+        software["homepage"] = state.profile.homepage
     return {
         "version": schema,
         "software": software,

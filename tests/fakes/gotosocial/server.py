@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import html
 import re
 import time
@@ -26,6 +27,7 @@ from tests.fakes.gotosocial import tokens as gts_token
 from tests.fakes.gotosocial.core import OOB_URI, oauth_secret
 from tests.fakes.gotosocial.httputil import STATE
 from tests.fakes.gotosocial.middleware import gts_middleware, server_header
+from tests.fakes.gotosocial.profiles import GOTOSOCIAL, PROFILES, Profile, profile_named
 from tests.fakes.gotosocial.state import (
     FakeApp,
     FakeCode,
@@ -44,6 +46,7 @@ __all__ = [
     "FakeToken",
     "FakeUser",
     "FaultKnobs",
+    "Profile",
     "StoredNotification",
 ]
 
@@ -69,21 +72,21 @@ class FakeGoToSocial:
         host: str = "127.0.0.1",
         port: int = 0,
         rate_limit: int = 0,
-        code_ttl: float = 300.0,
+        profile: Profile = GOTOSOCIAL,
+        code_ttl: float | None = None,
         ping_interval: float = 30.0,
         account_domain: str | None = None,
-        software: str = "gotosocial",
-        version: str = "0.20.0",
         rate_window: float = 300.0,
         session_max_age: int = 120,
         id_start: int | None = None,
     ) -> None:
-        """``software="mastodon"`` imitates Mastodon loosely: numeric ids (a plain counter from
-        ``id_start`` when given), ``invalid_grant`` for used codes, ``Server: Mastodon``."""
+        """``profile`` chooses the server imitated (see ``profiles.py``); ``id_start`` makes numeric ids a
+        plain counter (to cross digit counts); ``code_ttl`` overrides the profile's code lifetime."""
         self._bind_host = host
         self._bind_port = port
         self.state = FakeState(
-            software=software, version=version, account_domain=account_domain, code_ttl=code_ttl,
+            profile=profile, account_domain=account_domain,
+            code_ttl=profile.code_ttl if code_ttl is None else code_ttl,
             rate_limit=rate_limit, rate_window=rate_window, ping_interval=ping_interval,
             session_max_age=session_max_age, id_start=id_start,
         )
@@ -310,12 +313,15 @@ def _parse_user(spec: str) -> tuple[str, str, str]:
 
 
 async def _serve(args: argparse.Namespace) -> None:
-    gts = FakeGoToSocial(host=args.host, port=args.port, rate_limit=args.rate_limit, software=args.software,
-                         version=args.version, ping_interval=args.ping_interval)
+    profile = profile_named(args.profile)
+    if args.version is not None:
+        profile = dataclasses.replace(profile, version=args.version)
+    gts = FakeGoToSocial(host=args.host, port=args.port, rate_limit=args.rate_limit, profile=profile,
+                         ping_interval=args.ping_interval)
     for name, email, password in args.user:
         gts.add_user(name, email, password)
     await gts.start()
-    print(f"fake {args.software} listening on {gts.base_url}", flush=True)
+    print(f"fake {profile.name} listening on {gts.base_url}", flush=True)
     try:
         while True:
             await asyncio.sleep(args.notify_every or 3600)
@@ -333,8 +339,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--port", type=int, default=8080)
     p.add_argument("--user", type=_parse_user, action="append", default=[], help="name:email:password")
     p.add_argument("--rate-limit", type=int, default=0)
-    p.add_argument("--software", default="gotosocial", choices=["gotosocial", "mastodon"])
-    p.add_argument("--version", default="0.20.0")
+    p.add_argument("--profile", default="gotosocial", choices=sorted(PROFILES))
+    p.add_argument("--version", default=None, help="override the profile's version string")
     p.add_argument("--ping-interval", type=float, default=30.0)
     p.add_argument("--notify-every", type=float, default=0.0, help="seconds between mention notifications")
     args = p.parse_args(argv)

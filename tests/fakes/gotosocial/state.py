@@ -9,7 +9,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from tests.fakes.gotosocial.core import SnowflakeFactory, UlidFactory, go_json, iso_ms
+from tests.fakes.gotosocial.core import SnowflakeFactory, UlidFactory, flake_id, go_json, iso_ms
+from tests.fakes.gotosocial.profiles import Profile
 
 
 @dataclass
@@ -117,8 +118,7 @@ class FakeState:
     def __init__(
         self,
         *,
-        software: str,
-        version: str,
+        profile: Profile,
         account_domain: str | None,
         code_ttl: float,
         rate_limit: int,
@@ -129,8 +129,7 @@ class FakeState:
     ) -> None:
         self.host = ""
         self.base_url = ""
-        self.software = software
-        self.version = version
+        self.profile = profile
         self.account_domain_opt = account_domain
         self.code_ttl = code_ttl
         self.rate_limit = rate_limit
@@ -152,8 +151,8 @@ class FakeState:
         self.faults = FaultKnobs(_drop=self.drop_streams)
 
     @property
-    def mastodon(self) -> bool:
-        return self.software == "mastodon"
+    def numeric_ids(self) -> bool:
+        return self.profile.id_style == "snowflake"
 
     @property
     def hostname(self) -> str:
@@ -164,7 +163,10 @@ class FakeState:
         return self.account_domain_opt or self.host
 
     def new_id(self) -> str:
-        return self.snowflakes.new() if self.mastodon else self.ulids.new()
+        if self.profile.id_style == "snowflake":
+            return self.snowflakes.new()
+        ulid = self.ulids.new()
+        return flake_id(ulid) if self.profile.id_style == "flake" else ulid
 
     def now_iso(self) -> str:
         return iso_ms(time.time())

@@ -98,7 +98,7 @@ def _check_client(app: FakeApp, form: dict[str, str]) -> None:
 
 
 def _invalid_grant(state: FakeState) -> OAuthError:
-    if state.mastodon:
+    if state.profile.oauth_dialect == "doorkeeper":
         err = OAuthError(400, "invalid_grant")
         err.description = _MASTODON_INVALID_GRANT
         return err
@@ -138,7 +138,7 @@ async def token(request: web.Request) -> web.Response:
     _check_client(app, form)
     code = state.codes.get(form["code"])
     if code is None:
-        if state.mastodon:
+        if state.profile.oauth_dialect == "doorkeeper":
             raise _invalid_grant(state)
         raise OAuthError(400, _NO_ROWS, f"could not get access token: {_NO_ROWS}", HELPFUL_ADVICE)
     if (
