@@ -158,6 +158,7 @@ class ConnectFlows:
             raise InvalidInstanceError(f"This bot is not allowed to connect to {instance.display}.")
         scopes = requested_scopes(scope_args, self._fediverse.default_scopes)
         info = await self._client.probe(instance)
+        self._client.learn_software(instance, info.software)
         app = await self._app_for(instance, scopes)
         async with self._sessions() as session, session.begin():
             repos = Repositories(session, self._keyring, self._clock)

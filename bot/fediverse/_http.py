@@ -27,7 +27,7 @@ from bot.errors import (
     UnexpectedRedirectError,
 )
 from bot.fediverse.instance import InstanceRef
-from bot.fediverse.ratelimit import PacerRegistry
+from bot.fediverse.ratelimit import PacerRegistry, bucket_kind
 
 MAX_SAME_ORIGIN_REDIRECTS = 3
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
@@ -118,6 +118,9 @@ class InstanceHttp:
         self._max_bytes = max_response_bytes
         self._pacers = pacers
 
+    def learn_software(self, instance: InstanceRef, software: str | None) -> None:
+        self._pacers.learn_software(instance.key, software)
+
     async def request(
         self,
         instance: InstanceRef,
@@ -132,13 +135,16 @@ class InstanceHttp:
         headers = {"Accept-Encoding": "gzip, deflate"}
         if token is not None:
             headers["Authorization"] = f"Bearer {token}"
-        pacer = self._pacers.get(instance.key)
+        kind = bucket_kind(method, path, (key for key, _ in params or ()), authenticated=token is not None)
         attempt = 0
         while True:
+            # The bucket is chosen again on each attempt: an answer may have told us the server's model.
+            pacer = self._pacers.get(self._pacers.bucket(instance.key, kind, token))
             await pacer.acquire()
             response = await self._fetch(instance, method, path, params, data, headers)
             if self._on_response is not None:
                 self._on_response(instance.display, response.status)
+            self._pacers.learn_from_headers(instance.key, response.headers)
             if response.status != 429:
                 pacer.observe(response.headers)
                 return response

@@ -198,6 +198,10 @@ class FediverseClient:
         name = _text(doc, "software", "name")
         return (name.lower()[:64] if name else None), (_text(doc, "software", "version") or None)
 
+    def learn_software(self, instance: InstanceRef, software: str | None) -> None:
+        """Pace this instance by its server's rate-limit model from now on (see `ratelimit`)."""
+        self._http.learn_software(instance, software)
+
     # -- OAuth -----------------------------------------------------------------------------------------
 
     async def register_app(
