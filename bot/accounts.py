@@ -13,28 +13,13 @@ from bot.connect import instance_from_key, registration_of
 from bot.errors import CommandError, FediverseError, RevokeUnsupportedError
 from bot.fediverse.client import FediverseClient
 from bot.fediverse.instance import InstanceRef
+from bot.fediverse.notification_types import TYPE_NAMES
 from bot.store.crypto import KeyRing
 from bot.store.models import AccountState
 from bot.store.records import AccountId, AccountRecord, Clock, utc_now
 from bot.store.repositories import Repositories
 
 log = logging.getLogger(__name__)
-
-NOTIFICATION_TYPES = (
-    "mention",
-    "status",
-    "reblog",
-    "favourite",
-    "follow",
-    "follow_request",
-    "poll",
-    "update",
-    "admin.sign_up",
-    "admin.report",
-    "pending.favourite",
-    "pending.reply",
-    "pending.reblog",
-)
 
 
 class RelayControl(Protocol):
@@ -102,11 +87,10 @@ def parse_types(args: Sequence[str]) -> tuple[str, ...] | None:
     words = [w for arg in args for w in arg.replace(",", " ").split()]
     if not words or words == ["all"]:
         return None
-    unknown = [w for w in words if w not in NOTIFICATION_TYPES]
+    unknown = [w for w in words if w not in TYPE_NAMES]
     if unknown:
         raise CommandError(
-            f"Unknown notification type {unknown[0][:40]!r}. "
-            f"Known: {', '.join(NOTIFICATION_TYPES)}, or `all`."
+            f"Unknown notification type {unknown[0][:40]!r}. Known: {', '.join(TYPE_NAMES)}, or `all`."
         )
     return tuple(sorted(set(words)))
 

@@ -15,28 +15,11 @@ from typing import Final
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
+from bot.fediverse.notification_types import TYPE_NAMES
+
 __all__ = ["KNOWN_NOTIFICATION_TYPES", "RELAY_LATENCY_BUCKETS", "Metrics"]
 
-# Notification types GoToSocial / Mastodon emit (reference §7.4, plus Mastodon's own).
-KNOWN_NOTIFICATION_TYPES: Final = frozenset(
-    {
-        "follow",
-        "follow_request",
-        "mention",
-        "reblog",
-        "favourite",
-        "poll",
-        "status",
-        "update",
-        "admin.sign_up",
-        "admin.report",
-        "pending.favourite",
-        "pending.reply",
-        "pending.reblog",
-        "severed_relationships",
-        "moderation_warning",
-    }
-)
+KNOWN_NOTIFICATION_TYPES: Final = frozenset(TYPE_NAMES)
 _OTHER: Final = "other"
 
 # Notification created on the instance → Matrix event sent; from near-instant streaming to slow polling.
