@@ -24,49 +24,13 @@ from bot.errors import CommandError, FediverseError, InvalidClientError, Invalid
 from bot.fediverse.client import FediverseClient
 from bot.fediverse.instance import InstanceRef, parse_instance
 from bot.fediverse.models import AppRegistration
-from bot.fediverse.oauth import authorize_url, normalize_scopes, permits, scopes_cover
+from bot.fediverse.oauth import authorize_url
+from bot.fediverse.scopes import KNOWN_SCOPES, normalize_scopes, relay_scope_problem, scopes_cover
 from bot.store.crypto import KeyRing
 from bot.store.records import AccountId, AccountRecord, AppId, AppRecord, Clock, utc_now
 from bot.store.repositories import Repositories
 
 log = logging.getLogger(__name__)
-
-_READ_SCOPES = (
-    "accounts",
-    "applications",
-    "blocks",
-    "bookmarks",
-    "custom_emojis",
-    "favourites",
-    "filters",
-    "follows",
-    "lists",
-    "mutes",
-    "notifications",
-    "search",
-    "statuses",
-)
-_WRITE_SCOPES = (
-    "accounts",
-    "applications",
-    "blocks",
-    "bookmarks",
-    "conversations",
-    "favourites",
-    "filters",
-    "follows",
-    "lists",
-    "media",
-    "mutes",
-    "notifications",
-    "reports",
-    "statuses",
-)
-KNOWN_SCOPES = frozenset(
-    ["profile", "push", "read", "write", "follow"]
-    + [f"read:{s}" for s in _READ_SCOPES]
-    + [f"write:{s}" for s in _WRITE_SCOPES]
-)
 
 OnConnected = Callable[[AccountId], Awaitable[None]]
 
@@ -91,7 +55,7 @@ class Connected:
 
 
 def requested_scopes(args: tuple[str, ...], default: tuple[str, ...]) -> tuple[str, ...]:
-    """The scopes a user asked for (`read`, or `read:notifications,read:accounts`), checked for relaying."""
+    """The scopes a user asked for (`read`, or `read:notifications,profile`), checked for relaying."""
     if not args:
         return normalize_scopes(default)
     scopes = normalize_scopes(" ".join(args).replace(",", " "))
@@ -100,12 +64,10 @@ def requested_scopes(args: tuple[str, ...], default: tuple[str, ...]) -> tuple[s
         raise CommandError(
             f"Unknown scope {unknown[0][:40]!r}. Use e.g. `read`, or `read:notifications profile`."
         )
-    if not scopes_cover(scopes, ["read:notifications"]) or not any(
-        permits(s, "read:accounts") or s == "profile" for s in scopes
-    ):
+    problem = relay_scope_problem(scopes)
+    if problem is not None:
         raise CommandError(
-            "Those scopes would not let the bot read your notifications and your account. "
-            "Ask for `read`, or for `read:notifications profile`."
+            f"Those scopes will not do: {problem}. Ask for `read`, or for `read:notifications profile`."
         )
     return scopes
 
@@ -311,7 +273,6 @@ def registration_of(record: AppRecord) -> AppRegistration:
 
 
 __all__ = [
-    "KNOWN_SCOPES",
     "ConnectFlows",
     "Connected",
     "StartedFlow",

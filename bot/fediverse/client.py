@@ -51,9 +51,10 @@ from bot.fediverse.models import (
     parse_notification,
     parse_token,
 )
-from bot.fediverse.oauth import OOB_REDIRECT_URI, normalize_scopes
+from bot.fediverse.oauth import OOB_REDIRECT_URI
 from bot.fediverse.oauth_errors import NO_ROWS, oauth_error
 from bot.fediverse.ratelimit import PacerRegistry
+from bot.fediverse.scopes import normalize_scopes
 
 __all__ = ["MAX_PAGE_LIMIT", "FediverseClient"]
 

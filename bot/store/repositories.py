@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bot.fediverse.scopes import scope_string
 from bot.store.crypto import KeyRing
 from bot.store.matrix_state import DmRoomsRepository, HandledEventsRepository, MatrixSessionRepository
 from bot.store.models import (
@@ -32,7 +33,6 @@ from bot.store.records import (
     FlowId,
     FlowRecord,
     MatrixSessionRecord,
-    normalize_scopes,
     utc_now,
     words,
 )
@@ -55,7 +55,6 @@ __all__ = [
     "MatrixSessionRecord",
     "MatrixSessionRepository",
     "Repositories",
-    "normalize_scopes",
     "utc_now",
 ]
 
@@ -74,7 +73,7 @@ class AppsRepository:
 
     async def get(self, instance: str, scopes: str | Iterable[str]) -> AppRecord | None:
         stmt = select(FediverseApp).where(
-            FediverseApp.instance == instance, FediverseApp.scopes == normalize_scopes(scopes)
+            FediverseApp.instance == instance, FediverseApp.scopes == scope_string(scopes)
         )
         row = (await self._session.execute(stmt)).scalar_one_or_none()
         return None if row is None else self._record(row)
@@ -86,7 +85,7 @@ class AppsRepository:
     async def add(
         self, *, instance: str, scopes: str | Iterable[str], client_id: str, client_secret: str
     ) -> AppRecord:
-        scope_text = normalize_scopes(scopes)
+        scope_text = scope_string(scopes)
         row = FediverseApp(
             instance=instance,
             scopes=scope_text,
@@ -181,7 +180,7 @@ class AccountsRepository:
         row.app_id = app_id
         row.acct = acct
         row.token_encrypted = sealed
-        row.scopes = normalize_scopes(scopes)
+        row.scopes = scope_string(scopes)
         row.state = AccountState.ACTIVE.value
         row.updated_at = now
         await self._session.flush()
@@ -271,7 +270,7 @@ class FlowsRepository:
             matrix_user_id=matrix_user_id,
             instance=instance,
             app_id=app_id,
-            scopes=normalize_scopes(scopes),
+            scopes=scope_string(scopes),
             oauth_state=secrets.token_urlsafe(32),
             dm_room_id=dm_room_id,
             created_at=now,

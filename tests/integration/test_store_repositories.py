@@ -10,8 +10,9 @@ from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError, StatementError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from bot.fediverse.scopes import scope_string
 from bot.store.crypto import KeyRing
-from bot.store.records import AccountId, AccountState, AppId, normalize_scopes, utc_now
+from bot.store.records import AccountId, AccountState, AppId, utc_now
 from bot.store.repositories import Repositories
 
 ALICE, BOB = "@alice:example.org", "@bob:example.org"
@@ -464,7 +465,7 @@ async def test_timestamps_are_aware_utc(sessions: async_sessionmaker[AsyncSessio
             await Repositories(s, keyring, lambda: datetime(2026, 1, 1)).dm_rooms.set(ALICE, "!r:x")
 
 
-def test_normalize_scopes() -> None:
-    assert normalize_scopes("write  read read") == "read write"
-    assert normalize_scopes(["read", "write:statuses read"]) == "read write:statuses"
-    assert normalize_scopes("") == ""
+def test_scopes_are_stored_in_one_canonical_form() -> None:
+    assert scope_string("write  read read") == "read write"
+    assert scope_string(["read", "write:statuses read"]) == "read write:statuses"
+    assert scope_string("") == ""
