@@ -24,8 +24,14 @@ from bot.errors import CommandError, FediverseError, InvalidClientError, Invalid
 from bot.fediverse.client import FediverseClient
 from bot.fediverse.instance import InstanceRef, parse_instance
 from bot.fediverse.models import AppRegistration
-from bot.fediverse.oauth import authorize_url
-from bot.fediverse.scopes import KNOWN_SCOPES, normalize_scopes, relay_scope_problem, scopes_cover
+from bot.fediverse.oauth import authorize_url, code_lifetime_minutes
+from bot.fediverse.scopes import (
+    KNOWN_SCOPES,
+    normalize_scopes,
+    relay_scope_problem,
+    scopes_cover,
+    streams_with,
+)
 from bot.store.crypto import KeyRing
 from bot.store.records import AccountId, AccountRecord, AppId, AppRecord, Clock, utc_now
 from bot.store.repositories import Repositories
@@ -42,6 +48,8 @@ class StartedFlow:
     scopes: tuple[str, ...]
     expires_at: datetime
     software: str | None
+    code_minutes: int | None
+    """About how long the server keeps a code valid (None: not known for this server)."""
     replaced_earlier: bool
     """An earlier request that still waited for its code was cancelled by this one."""
 
@@ -51,7 +59,8 @@ class Connected:
     account: AccountRecord
     instance: InstanceRef
     streaming_possible: bool
-    """False when the granted scopes lack the top-level `read` the streaming API needs (the bot polls)."""
+    """False when this server does not stream with the granted scopes (GoToSocial needs `read`): the bot
+    polls instead."""
 
 
 def requested_scopes(args: tuple[str, ...], default: tuple[str, ...]) -> tuple[str, ...]:
@@ -134,9 +143,11 @@ class ConnectFlows:
                 scopes=scopes,
                 dm_room_id=dm_room_id,
                 ttl=self._flow_ttl,
+                software=info.software,
             )
         url = authorize_url(instance, app.client_id, scopes, flow.oauth_state)
-        return StartedFlow(url, instance, scopes, flow.expires_at, info.software, replaced > 0)
+        lifetime = code_lifetime_minutes(info.software)
+        return StartedFlow(url, instance, scopes, flow.expires_at, info.software, lifetime, replaced > 0)
 
     async def _app_for(self, instance: InstanceRef, scopes: tuple[str, ...]) -> AppRecord:
         """The stored app registration for this instance and scope set, registering one if needed."""
@@ -199,7 +210,7 @@ class ConnectFlows:
                 )
             cursor = await self._newest_notification_id(instance, grant.access_token)
         except Exception:
-            await self._revoke_quietly(instance, app, grant.access_token)
+            await self._revoke_unless_used(instance, app, grant.access_token)
             raise
         async with self._sessions() as session, session.begin():
             repos = Repositories(session, self._keyring, self._clock)
@@ -209,7 +220,9 @@ class ConnectFlows:
                 None,
             )
             if previous is None and len(existing) >= self._limits.max_accounts_per_user:
-                await self._revoke_quietly(instance, app, grant.access_token)
+                in_use = await repos.accounts.ids_using_token(instance.key, grant.access_token)
+                if not in_use:
+                    await self._revoke_quietly(instance, app, grant.access_token)
                 raise CommandError(
                     f"You already have {len(existing)} connected accounts, the most this bot allows. "
                     "Revoke one first; nothing was stored."
@@ -231,8 +244,8 @@ class ConnectFlows:
         if previous is not None and previous.token != grant.access_token:
             old_app = await self._app_by_id(previous.app_id)
             if old_app is not None:
-                await self._revoke_quietly(instance, old_app, previous.token)
-        return Connected(stored, instance, "read" in granted)
+                await self._revoke_unless_used(instance, old_app, previous.token)
+        return Connected(stored, instance, streams_with(granted, flow.software))
 
     async def _newest_notification_id(self, instance: InstanceRef, token: str) -> str | None:
         """Where relaying starts: after the newest notification now, so connecting floods nothing."""
@@ -259,6 +272,18 @@ class ConnectFlows:
                 await Repositories(session, self._keyring, self._clock).apps.delete(app.id)
         except IntegrityError:
             log.info("app registration %s is still used by connected accounts; kept", app.id)
+
+    async def _revoke_unless_used(self, instance: InstanceRef, app: AppRegistration, token: str) -> None:
+        """Revoke a token the bot does not keep, unless a stored connection uses it: Mastodon and Akkoma
+        hand out the same token again for the same account, app and scopes."""
+        async with self._sessions() as session, session.begin():
+            in_use = await Repositories(session, self._keyring, self._clock).accounts.ids_using_token(
+                instance.key, token
+            )
+        if in_use:
+            log.info("a token on %s is kept: %d stored connection(s) use it", instance.display, len(in_use))
+            return
+        await self._revoke_quietly(instance, app, token)
 
     async def _revoke_quietly(self, instance: InstanceRef, app: AppRegistration, token: str) -> None:
         try:

@@ -21,6 +21,7 @@
             ├── RateLimitedError         429 from the instance (carries retry_after seconds)
             ├── TokenRejectedError       401: the token is revoked, unknown, or the account is gone
             ├── InsufficientScopeError   403: the token lacks a scope the call needs
+            ├── InactiveLoginError       403 (Mastodon): login unconfirmed, pending approval or disabled
             ├── RevokeUnsupportedError   the instance has no /oauth/revoke endpoint
             └── OAuthError               the OAuth exchange failed
                 ├── InvalidCodeError     unknown or already used authorization code
@@ -133,6 +134,10 @@ class TokenRejectedError(FediverseError):
 
 
 class InsufficientScopeError(FediverseError):
+    pass
+
+
+class InactiveLoginError(FediverseError):
     pass
 
 

@@ -18,6 +18,7 @@ from bot.errors import (
     BadResponseError,
     DnsError,
     FediverseError,
+    InactiveLoginError,
     InstanceTimeoutError,
     InstanceUnreachableError,
     InsufficientScopeError,
@@ -287,6 +288,33 @@ def error_fields(response: RawResponse) -> tuple[str, str]:
         return "", ""
     error, description = data.get("error"), data.get("error_description")
     return (error if isinstance(error, str) else "", description if isinstance(description, str) else "")
+
+
+# Mastodon's `require_user!` (app/controllers/api/base_controller.rb): a 403 about the login, not a scope.
+_LOGIN_STATES = (
+    ("confirmed e-mail", "has not confirmed its e-mail address yet"),
+    ("pending approval", "is still waiting for a moderator's approval"),
+    ("disabled", "is disabled"),
+)
+
+
+def login_state_error(instance: InstanceRef, response: RawResponse) -> InactiveLoginError | None:
+    """Mastodon's 403 for a login that cannot be used (unconfirmed, pending, disabled), or None."""
+    if response.status != 403:
+        return None
+    error, _ = error_fields(response)
+    if "login" not in error.lower():
+        return None
+    for marker, words in _LOGIN_STATES:
+        if marker in error.lower():
+            return InactiveLoginError(
+                f"{instance.display} says your login {words}, so the bot cannot use it yet. "
+                "Sort that out on the instance, then connect again."
+            )
+    return InactiveLoginError(
+        f"{instance.display} says your login cannot be used right now ({server_text(error, limit=80)}). "
+        "Sort that out on the instance, then connect again."
+    )
 
 
 def status_error(instance: InstanceRef, response: RawResponse) -> FediverseError:

@@ -11,13 +11,22 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 from bot.fediverse.instance import InstanceRef
 from bot.fediverse.scopes import scope_string
 
-__all__ = ["OOB_REDIRECT_URI", "authorize_url", "extract_code", "new_state"]
+__all__ = ["OOB_REDIRECT_URI", "authorize_url", "code_lifetime_minutes", "extract_code", "new_state"]
 
 OOB_REDIRECT_URI = "urn:ietf:wg:oauth:2.0:oob"
+# How long an authorization code lives, per server (mastodon-family.md; gotosocial-client-api.md §3.4):
+# GoToSocial rejects a code after about 5 minutes, Doorkeeper (Mastodon) and Akkoma keep it 10.
+_CODE_LIFETIME_MINUTES = {"gotosocial": 5, "mastodon": 10, "akkoma": 10, "pleroma": 10}
+
 MIN_CODE_LENGTH = 16
 MAX_CODE_LENGTH = 256
 _CODE = re.compile(r"^[A-Za-z0-9_\-~.]+$")
 _QUOTES = "`'\"<>«»\u201c\u201d\u2018\u2019"
+
+
+def code_lifetime_minutes(software: str | None) -> int | None:
+    """About how many minutes a code from this server stays valid (None: not known for this server)."""
+    return _CODE_LIFETIME_MINUTES.get((software or "").lower())
 
 
 def new_state() -> str:

@@ -71,6 +71,7 @@ class FlowRecord:
     instance: str
     app_id: AppId
     scopes: str
+    software: str | None  # as probed when the flow started (None: unknown)
     oauth_state: str = field(repr=False)
     dm_room_id: str
     created_at: datetime

@@ -180,11 +180,39 @@ class AccountsRepository:
         row.app_id = app_id
         row.acct = acct
         row.token_encrypted = sealed
+        row.token_fingerprint = self._fingerprint(token)
         row.scopes = scope_string(scopes)
         row.state = AccountState.ACTIVE.value
         row.updated_at = now
         await self._session.flush()
         return self._record(row)
+
+    def _fingerprint(self, token: str) -> str:
+        return self._keyring.fingerprint("account-token", token)
+
+    async def ids_using_token(self, instance: str, token: str) -> list[AccountId]:
+        """The stored accounts on `instance` whose token is `token` (any Matrix user).
+
+        Mastodon and Akkoma give the same token to each connection of one account through one app, so a
+        token must not be revoked while another of these still uses it. Compared by fingerprint; rows
+        stored before fingerprints existed are compared once by decrypting, and get theirs.
+        """
+        wanted = self._fingerprint(token)
+        stmt = (
+            select(Account)
+            .where(
+                Account.instance == instance,
+                (Account.token_fingerprint == wanted) | Account.token_fingerprint.is_(None),
+            )
+            .order_by(Account.id)
+        )
+        found: list[AccountId] = []
+        for row in (await self._session.execute(stmt)).scalars():
+            if row.token_fingerprint is None:
+                row.token_fingerprint = self._fingerprint(self._record(row).token)
+            if hmac.compare_digest(row.token_fingerprint, wanted):
+                found.append(AccountId(row.id))
+        return found
 
     async def get(self, account_id: AccountId) -> AccountRecord | None:
         row = await self._session.get(Account, account_id)
@@ -249,6 +277,7 @@ class FlowsRepository:
             instance=row.instance,
             app_id=AppId(row.app_id),
             scopes=row.scopes,
+            software=row.software,
             oauth_state=row.oauth_state,
             dm_room_id=row.dm_room_id,
             created_at=row.created_at,
@@ -264,6 +293,7 @@ class FlowsRepository:
         scopes: str | Iterable[str],
         dm_room_id: str,
         ttl: timedelta,
+        software: str | None = None,
     ) -> FlowRecord:
         now = self._clock()
         row = PendingFlow(
@@ -271,6 +301,7 @@ class FlowsRepository:
             instance=instance,
             app_id=app_id,
             scopes=scope_string(scopes),
+            software=software[:64] if software else None,
             oauth_state=secrets.token_urlsafe(32),
             dm_room_id=dm_room_id,
             created_at=now,
