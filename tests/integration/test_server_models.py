@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import httpx
@@ -15,13 +15,15 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.accounts import AccountsService, RelayControl
+from bot.chat import Reply
+from bot.commands.handlers import BotCommands
 from bot.config import LimitsConfig
 from bot.connect import ConnectFlows
 from bot.errors import InactiveLoginError, RateLimitedError, TokenRejectedError
 from bot.fediverse.client import FediverseClient
 from bot.fediverse.ratelimit import PacerRegistry
 from bot.store.crypto import KeyRing
-from bot.store.records import AccountId
+from bot.store.records import AccountId, utc_now
 from tests.fakes.gotosocial import FakeGoToSocial
 from tests.fakes.gotosocial.profiles import AKKOMA, GOTOSOCIAL, MASTODON, Profile
 from tests.fakes.gotosocial.testkit import PW, authorize_url, bearer, register, token_form
@@ -282,3 +284,54 @@ async def test_least_privilege_scopes_stream_on_mastodon_but_not_on_gotosocial(
             code = await fake.authorize(started.authorize_url, EMAIL, PW)
             connected = await flows.complete(user, ALICE_DM, code)
         assert connected.streaming_possible is streams, profile.name
+
+
+# -- what the user reads ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Chat:
+    """A command context that records the replies (the router's seam)."""
+
+    sender: str
+    room_id: str
+    prefix: str = "!gts"
+    replies: list[str] = field(default_factory=list)
+
+    async def reply(self, reply: Reply) -> None:
+        self.replies.append(reply.plain)
+
+
+@pytest.mark.parametrize(
+    ("profile", "words"),
+    [
+        (GOTOSOCIAL, "Codes expire after about 5 minutes"),
+        (MASTODON, "Codes expire after about 10 minutes"),
+        (dataclasses.replace(GOTOSOCIAL, software="someserver"), "only valid for a few minutes"),
+    ],
+)
+async def test_the_connect_reply_says_how_long_this_server_keeps_a_code(
+    sessions: async_sessionmaker[AsyncSession], keyring: KeyRing, profile: Profile, words: str
+) -> None:
+    async with server(profile) as fake, fedi_client() as client:
+        flows, accounts = flows_for(sessions, keyring, client, NoRelay())
+        commands = BotCommands(flows=flows, accounts=accounts, clock=utc_now)
+        chat = Chat(ALICE, ALICE_DM)
+        await commands.connect(chat, (fake.base_url,))
+    [reply] = chat.replies
+    assert words in reply
+
+
+async def test_revoke_says_when_the_token_stays_alive_for_another_connection(
+    sessions: async_sessionmaker[AsyncSession], keyring: KeyRing
+) -> None:
+    async with server(MASTODON) as fake, fedi_client() as client:
+        flows, accounts = flows_for(sessions, keyring, client, NoRelay())
+        await connect(flows, fake, ALICE, ALICE_DM)
+        await connect(flows, fake, BOB, BOB_DM)
+        commands = BotCommands(flows=flows, accounts=accounts, clock=utc_now)
+        alices, bobs = Chat(ALICE, ALICE_DM), Chat(BOB, BOB_DM)
+        await commands.revoke(alices, ())
+        await commands.revoke(bobs, ())
+    assert "stays valid on the server because another connection" in alices.replies[0]
+    assert "the token is revoked on the server" in bobs.replies[0]
