@@ -210,7 +210,7 @@ class ConnectFlows:
                 )
             cursor = await self._newest_notification_id(instance, grant.access_token)
         except Exception:
-            await self._revoke_unless_used(instance, app, grant.access_token)
+            await self._revoke_quietly(instance, app, grant.access_token)
             raise
         async with self._sessions() as session, session.begin():
             repos = Repositories(session, self._keyring, self._clock)
@@ -220,9 +220,7 @@ class ConnectFlows:
                 None,
             )
             if previous is None and len(existing) >= self._limits.max_accounts_per_user:
-                in_use = await repos.accounts.ids_using_token(instance.key, grant.access_token)
-                if not in_use:
-                    await self._revoke_quietly(instance, app, grant.access_token)
+                await self._revoke_quietly(instance, app, grant.access_token)
                 raise CommandError(
                     f"You already have {len(existing)} connected accounts, the most this bot allows. "
                     "Revoke one first; nothing was stored."
@@ -244,7 +242,7 @@ class ConnectFlows:
         if previous is not None and previous.token != grant.access_token:
             old_app = await self._app_by_id(previous.app_id)
             if old_app is not None:
-                await self._revoke_unless_used(instance, old_app, previous.token)
+                await self._revoke_quietly(instance, old_app, previous.token)
         return Connected(stored, instance, streams_with(granted, flow.software))
 
     async def _newest_notification_id(self, instance: InstanceRef, token: str) -> str | None:
@@ -273,7 +271,7 @@ class ConnectFlows:
         except IntegrityError:
             log.info("app registration %s is still used by connected accounts; kept", app.id)
 
-    async def _revoke_unless_used(self, instance: InstanceRef, app: AppRegistration, token: str) -> None:
+    async def _revoke_quietly(self, instance: InstanceRef, app: AppRegistration, token: str) -> None:
         """Revoke a token the bot does not keep, unless a stored connection uses it: Mastodon and Akkoma
         hand out the same token again for the same account, app and scopes."""
         async with self._sessions() as session, session.begin():
@@ -283,9 +281,6 @@ class ConnectFlows:
         if in_use:
             log.info("a token on %s is kept: %d stored connection(s) use it", instance.display, len(in_use))
             return
-        await self._revoke_quietly(instance, app, token)
-
-    async def _revoke_quietly(self, instance: InstanceRef, app: AppRegistration, token: str) -> None:
         try:
             await self._client.revoke(instance, app, token)
         except FediverseError as exc:

@@ -195,7 +195,8 @@ class AccountsRepository:
 
         Mastodon and Akkoma give the same token to each connection of one account through one app, so a
         token must not be revoked while another of these still uses it. Compared by fingerprint; rows
-        stored before fingerprints existed are compared once by decrypting, and get theirs.
+        stored before fingerprints existed (until their next upsert) are compared by decrypting. Reads
+        only, so it is safe inside another open transaction.
         """
         wanted = self._fingerprint(token)
         stmt = (
@@ -208,9 +209,8 @@ class AccountsRepository:
         )
         found: list[AccountId] = []
         for row in (await self._session.execute(stmt)).scalars():
-            if row.token_fingerprint is None:
-                row.token_fingerprint = self._fingerprint(self._record(row).token)
-            if hmac.compare_digest(row.token_fingerprint, wanted):
+            stored = row.token_fingerprint or self._fingerprint(self._record(row).token)
+            if hmac.compare_digest(stored, wanted):
                 found.append(AccountId(row.id))
         return found
 
