@@ -180,5 +180,5 @@ async def revoke(request: web.Request) -> web.Response:
     app = state.apps.get(tok.client_id)
     if tok.client_id != values["client_id"] or app is None or app.client_secret != values["client_secret"]:
         raise OAuthError(403, "unauthorized_client", "You are not authorized to revoke this token")
-    del state.tokens[values["token"]]
+    state.forget_token(values["token"])
     return json_response({})
