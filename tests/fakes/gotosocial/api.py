@@ -19,11 +19,14 @@ from tests.fakes.gotosocial.core import (
 from tests.fakes.gotosocial.httputil import (
     JSON_TYPE,
     ApiError,
+    bearer,
     json_response,
+    lookup_auth,
     require_accept,
     state_of,
     token_auth,
 )
+from tests.fakes.gotosocial.profiles import Profile
 from tests.fakes.gotosocial.render import (
     account_json,
     instance_v1,
@@ -49,16 +52,18 @@ async def verify_credentials(request: web.Request) -> web.Response:
     return json_response(account_json(state_of(request), auth.user, with_source=True))
 
 
-def _parse_limit(raw: str | None) -> int:
+def _parse_limit(profile: Profile, raw: str | None) -> int:
+    """GtS: default 20, at most 80; Mastodon: 40 / 80; Akkoma: capped at 40. Clamped, never an error."""
+    default = profile.notification_limit_default
     if raw is None or raw == "":
-        return 20
+        return default
     try:
         value = int(raw, 10)
     except ValueError:
         raise ApiError(400, "bad integer limit value") from None
     if value == 0:
-        return 20
-    return max(1, min(80, value))
+        return default
+    return max(1, min(profile.notification_limit_max, value))
 
 
 def _types(request: web.Request, key: str) -> list[str]:
@@ -81,7 +86,7 @@ async def list_notifications(request: web.Request) -> web.Response:
     assert auth.user is not None
     state = state_of(request)
     q = request.query
-    limit = _parse_limit(q.get("limit"))
+    limit = _parse_limit(state.profile, q.get("limit"))
     max_id, since_id, min_id = q.get("max_id", ""), q.get("since_id", ""), q.get("min_id", "")
     types, excluded = _types(request, "types[]"), _types(request, "exclude_types[]")
 
@@ -182,14 +187,27 @@ def _type_fields(state: FakeState, type_: str, now: float) -> dict[str, Any]:
 
 
 # --- instance documents and health -----------------------------------------------------------------
+def _instance_access(request: web.Request) -> web.Response | None:
+    """Limited-federation Mastodon: the instance documents need a signed-in user's token."""
+    state = state_of(request)
+    if not state.profile.limited_federation:
+        return None
+    auth = lookup_auth(state, bearer(request))
+    if auth is not None and auth.user is not None:
+        return None
+    return json_response({"error": "This API requires an authenticated user"}, 401)
+
+
 async def get_instance_v1(request: web.Request) -> web.Response:
     require_accept(request, JSON_TYPE)
-    return json_response(instance_v1(state_of(request)))
+    return _instance_access(request) or json_response(instance_v1(state_of(request)))
 
 
 async def get_instance_v2(request: web.Request) -> web.Response:
     require_accept(request, JSON_TYPE)
-    return json_response(instance_v2(state_of(request)))
+    if not state_of(request).profile.serves_instance_v2:
+        raise ApiError(404)
+    return _instance_access(request) or json_response(instance_v2(state_of(request)))
 
 
 async def get_nodeinfo_links(request: web.Request) -> web.Response:

@@ -136,6 +136,15 @@ def _config_common() -> dict[str, Any]:
     }
 
 
+def streaming_url(state: FakeState, *, actual: bool = False) -> str:
+    """The streaming base URL the instance documents advertise (``actual``: where streaming really is)."""
+    profile = state.profile
+    separate = profile.separate_streaming_host and (actual or profile.advertises_streaming_host)
+    host = state.streaming_host if separate else state.host
+    secure = profile.advertised_stream_scheme == "wss" or state.base_url.startswith("https:")
+    return f"{'wss' if secure else 'ws'}://{host}"
+
+
 def version_string(state: FakeState) -> str:
     return state.profile.version
 
@@ -156,7 +165,7 @@ def instance_v1(state: FakeState) -> dict[str, Any]:
         "approval_required": True,
         "invites_enabled": False,
         "configuration": _config_common(),
-        "urls": {"streaming_api": f"wss://{state.host}"},
+        "urls": {"streaming_api": streaming_url(state)},
         "stats": {"domain_count": 0, "status_count": sum(state.statuses_by_user.values()),
                   "user_count": sum(1 for u in state.users.values() if u.domain is None)},
         "thumbnail": f"{state.base_url}/assets/logo.webp",
@@ -168,7 +177,7 @@ def instance_v1(state: FakeState) -> dict[str, Any]:
 
 def instance_v2(state: FakeState) -> dict[str, Any]:
     config = _config_common()
-    config["urls"] = {"streaming": f"wss://{state.host}"}
+    config["urls"] = {"streaming": streaming_url(state)}
     config["vapid"] = {"public_key": _APP_VAPID}
     config["translation"] = {"enabled": False}
     return {

@@ -91,6 +91,7 @@ class FakeGoToSocial:
             session_max_age=session_max_age, id_start=id_start,
         )
         self._runner: web.AppRunner | None = None
+        self._stream_runner: web.AppRunner | None = None
         self.base_url = ""
         self.host = ""
         self.port = 0
@@ -114,13 +115,23 @@ class FakeGoToSocial:
         r.add_get("/api/v1/notifications", gts_api.list_notifications, allow_head=False)
         r.add_post("/api/v1/notifications/clear", gts_api.clear_notifications)
         r.add_get("/api/v1/notifications/{id}", gts_api.get_notification, allow_head=False)
-        r.add_get("/api/v1/streaming", gts_stream.streaming, allow_head=False)
+        separate = self.state.profile.separate_streaming_host
+        r.add_get("/api/v1/streaming", gts_stream.streaming_redirect if separate else gts_stream.streaming,
+                  allow_head=False)
         r.add_get("/api/v1/instance", gts_api.get_instance_v1, allow_head=False)
         r.add_get("/api/v2/instance", gts_api.get_instance_v2, allow_head=False)
         r.add_get("/.well-known/nodeinfo", gts_api.get_nodeinfo_links, allow_head=False)
         r.add_get("/nodeinfo/{schema}", gts_api.get_nodeinfo, allow_head=False)
         r.add_get("/livez", gts_api.health)
         r.add_get("/readyz", gts_api.health)
+        return app
+
+    def _make_stream_app(self) -> web.Application:
+        """The separate streaming server of a profile that has one (Mastodon's streaming host)."""
+        app = web.Application(middlewares=[gts_middleware])
+        app[STATE] = self.state
+        app.on_response_prepare.append(server_header)
+        app.router.add_get("/api/v1/streaming", gts_stream.streaming, allow_head=False)
         return app
 
     def route_table(self) -> list[tuple[str, str]]:
@@ -133,10 +144,7 @@ class FakeGoToSocial:
         return sorted(out)
 
     async def start(self) -> None:
-        runner = web.AppRunner(self._make_app(), access_log=None, shutdown_timeout=2.0)
-        await runner.setup()
-        site = web.TCPSite(runner, self._bind_host, self._bind_port)
-        await site.start()
+        runner = await self._serve(self._make_app(), self._bind_port)
         self._runner = runner
         self.port = int(runner.addresses[0][1])
         name = f"[{self._bind_host}]" if ":" in self._bind_host else self._bind_host
@@ -144,12 +152,22 @@ class FakeGoToSocial:
         self.base_url = f"http://{self.host}"
         self.state.host = self.host
         self.state.base_url = self.base_url
+        if self.state.profile.separate_streaming_host:
+            self._stream_runner = await self._serve(self._make_stream_app(), 0)
+            self.state.streaming_host = f"{name}:{int(self._stream_runner.addresses[0][1])}"
+
+    async def _serve(self, app: web.Application, port: int) -> web.AppRunner:
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
+        await runner.setup()
+        await web.TCPSite(runner, self._bind_host, port).start()
+        return runner
 
     async def stop(self) -> None:
         self.state.drop_streams()
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+        for runner in (self._stream_runner, self._runner):
+            if runner is not None:
+                await runner.cleanup()
+        self._runner = self._stream_runner = None
 
     async def __aenter__(self) -> FakeGoToSocial:
         await self.start()
@@ -160,6 +178,15 @@ class FakeGoToSocial:
         await self.stop()
 
     # --- knobs and inspection ----------------------------------------------------------------------
+    @property
+    def profile(self) -> Profile:
+        return self.state.profile
+
+    @property
+    def streaming_base_url(self) -> str:
+        """Where streaming really is: ``ws://`` + the streaming host (the web host unless separate)."""
+        return "ws://" + (self.state.streaming_host or self.host)
+
     @property
     def faults(self) -> FaultKnobs:
         return self.state.faults
@@ -237,7 +264,7 @@ class FakeGoToSocial:
         """Like DELETE /api/v1/apps/:id: the app's tokens stop working."""
         self.state.apps.pop(client_id, None)
         for access in [k for k, t in self.state.tokens.items() if t.client_id == client_id]:
-            del self.state.tokens[access]
+            self.state.forget_token(access)
 
     def age_codes(self, seconds: float) -> None:
         """Pretend every pending code was issued ``seconds`` earlier."""

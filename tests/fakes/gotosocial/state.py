@@ -86,6 +86,7 @@ class Session:
 @dataclass
 class StreamConn:
     user_id: str
+    access: str = field(repr=False)
     streams: set[str]
     queue: asyncio.Queue[str]
     abort: Callable[[], None] = field(repr=False)
@@ -138,6 +139,7 @@ class FakeState:
     ) -> None:
         self.host = ""
         self.base_url = ""
+        self.streaming_host = ""  # host:port of the separate streaming server, when the profile has one
         self.profile = profile
         self.account_domain_opt = account_domain
         self.code_ttl = code_ttl
@@ -229,8 +231,15 @@ class FakeState:
         user = self.users[username]
         gone = [k for k, t in self.tokens.items() if t.user_id == user.user_id]
         for k in gone:
-            del self.tokens[k]
+            self.forget_token(k)
         return len(gone)
+
+    def forget_token(self, access: str) -> None:
+        """The token stops working; servers that close streams on revoke (Mastodon, Akkoma) do so."""
+        self.tokens.pop(access, None)
+        if self.profile.revoke_closes_streams:
+            for conn in [c for c in self.streams if c.access == access]:
+                conn.abort()
 
     # --- Mastodon's rate-limit buckets ----------------------------------------------------------------
     def count_in_bucket(

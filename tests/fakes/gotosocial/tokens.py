@@ -203,5 +203,5 @@ async def revoke(request: web.Request) -> web.Response:
         if state.profile.oauth_dialect == "doorkeeper":
             return json_response({"error": "unauthorized_client", "error_description": _NOT_YOURS}, 403)
         raise OAuthError(403, "unauthorized_client", _NOT_YOURS)
-    del state.tokens[values["token"]]
+    state.forget_token(values["token"])
     return json_response({})
