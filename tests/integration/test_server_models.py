@@ -335,3 +335,29 @@ async def test_revoke_says_when_the_token_stays_alive_for_another_connection(
         await commands.revoke(bobs, ())
     assert "stays valid on the server because another connection" in alices.replies[0]
     assert "the token is revoked on the server" in bobs.replies[0]
+
+
+@pytest.mark.parametrize(
+    ("profile", "n_type", "words"),
+    [
+        (MASTODON, "severed_relationships", "cut some of your follow relationships with blocked.example"),
+        (MASTODON, "moderation_warning", "moderators sent you a notice: a warning"),
+        (MASTODON, "quote", "quoted your post"),
+        (MASTODON, "quoted_update", "edited a post that quotes yours"),
+        (MASTODON, "annual_report", "Your annual report for"),
+        (AKKOMA, "move", "moved to moved (@moved@new.example)"),
+        (AKKOMA, "pleroma:emoji_reaction", "reacted with \N{PARTY POPPER} to your post"),
+    ],
+)
+async def test_each_servers_own_types_arrive_with_words_of_their_own(
+    h: Harness, profile: Profile, n_type: str, words: str
+) -> None:
+    async with server(profile) as fake:
+        fake.notify("alice", "follow", "carol@remote.example")  # relaying starts after this one
+        await h.add_account(fake, "alice", cursor=fake.notifications("alice")[0]["id"])
+        await h.manager().start()
+        fake.notify("alice", n_type, "carol@remote.example")
+        await wait_until(lambda: bool(h.sender.events), what="the notification")
+    [event] = h.sender.events
+    assert words in event.body
+    assert "New notification" not in event.body
