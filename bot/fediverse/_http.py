@@ -28,7 +28,7 @@ from bot.errors import (
     UnexpectedRedirectError,
 )
 from bot.fediverse.instance import InstanceRef
-from bot.fediverse.ratelimit import PacerRegistry, bucket_kind
+from bot.fediverse.ratelimit import PacerRegistry, WaitTooLong, bucket_kind
 
 MAX_SAME_ORIGIN_REDIRECTS = 3
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
@@ -141,7 +141,10 @@ class InstanceHttp:
         while True:
             # The bucket is chosen again on each attempt: an answer may have told us the server's model.
             pacer = self._pacers.get(self._pacers.bucket(instance.key, kind, token))
-            await pacer.acquire()
+            try:
+                await pacer.acquire()
+            except WaitTooLong as exc:
+                raise _rate_limited(instance, exc.delay) from None
             response = await self._fetch(instance, method, path, params, data, headers)
             if self._on_response is not None:
                 self._on_response(instance.display, response.status)
@@ -151,11 +154,7 @@ class InstanceHttp:
                 return response
             delay = pacer.rate_limited(response.headers)
             if attempt >= pacer.policy.max_retries or delay > pacer.policy.max_wait:
-                raise RateLimitedError(
-                    f"{instance.display} is limiting how often the bot may ask; "
-                    f"try again in about {max(1, round(delay))} seconds.",
-                    retry_after=delay,
-                )
+                raise _rate_limited(instance, delay)
             attempt += 1
 
     async def _fetch(
@@ -267,6 +266,14 @@ class InstanceHttp:
         if isinstance(exc, httpx.TransportError):
             return InstanceUnreachableError(f"The connection to {name} failed.")
         return BadResponseError(f"The request to {name} failed.")
+
+
+def _rate_limited(instance: InstanceRef, delay: float) -> RateLimitedError:
+    wait = f"{max(1, round(delay))} seconds" if delay < 120 else f"{round(delay / 60)} minutes"
+    return RateLimitedError(
+        f"{instance.display} is limiting how often the bot may ask; try again in about {wait}.",
+        retry_after=delay,
+    )
 
 
 def decode_json(instance: InstanceRef, response: RawResponse) -> object:

@@ -43,6 +43,7 @@ __all__ = [
     "PacerRegistry",
     "PacingModel",
     "Sleep",
+    "WaitTooLong",
     "bucket_kind",
     "token_owner",
 ]
@@ -56,7 +57,7 @@ class PacerPolicy:
     reserve_fraction: float = 0.05  # of the limit, kept back for interactive requests
     min_reserve: int = 2
     pace_below_fraction: float = 0.5  # start spreading requests when remaining falls below this share
-    max_wait: float = 330.0  # never sleep longer than this for one request; longer → RateLimitedError
+    max_wait: float = 330.0  # never sleep longer than this for one request; longer → WaitTooLong
     max_retries: int = 2  # retries after a 429
     default_retry_after: float = 30.0  # a 429 that says nothing about when to come back
     reset_margin: float = 1.0  # GoToSocial truncates the reset time to whole seconds
@@ -100,6 +101,14 @@ def _parse_retry_after(text: str | None, now: float) -> float | None:
         return parsedate_to_datetime(text).timestamp() - now
     except (TypeError, ValueError, IndexError):
         return None
+
+
+class WaitTooLong(Exception):
+    """The bucket is spent for longer than `PacerPolicy.max_wait`; `delay` is how long, in seconds."""
+
+    def __init__(self, delay: float) -> None:
+        super().__init__(delay)
+        self.delay = delay
 
 
 class InstancePacer:
@@ -161,10 +170,13 @@ class InstancePacer:
                 self._remaining = None
                 self._reset_at = None
             slot = self._next_slot(now)
+            if slot - now > self.policy.max_wait:
+                # Waiting that long would outlast any command; the caller says when to come back instead.
+                raise WaitTooLong(slot - now)
             self._last_slot = slot
             if self._remaining is not None:
                 self._remaining = max(0, self._remaining - 1)  # corrected by the response's headers
-        delay = min(slot - now, self.policy.max_wait)
+        delay = slot - now
         if delay > 0:
             await self._sleep(delay)
 

@@ -157,9 +157,12 @@ async def test_a_first_connect_is_not_held_up_by_a_nearly_spent_registration_buc
         connected = await flows.complete(ALICE, ALICE_DM, code)
         assert connected.account.acct.startswith("alice@")
         assert sleep.calls == []  # not one wait on the way
-        # The registration bucket itself is spent: another registration is refused, not the others.
-        with pytest.raises(RateLimitedError):
+        # The registration bucket itself is spent: another registration is refused at once, with the
+        # wait in words, without asking the server (no 429) and without sleeping through the deadline.
+        with pytest.raises(RateLimitedError, match="minutes"):
             await flows.start(BOB, fake.base_url, ("read:notifications", "profile"), BOB_DM)
+        assert fake.requests_to("/api/v1/apps") == 1
+        assert sleep.calls == []
 
 
 async def test_gotosocial_keeps_one_budget_for_every_caller(
