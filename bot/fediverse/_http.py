@@ -332,7 +332,7 @@ def status_error(instance: InstanceRef, response: RawResponse) -> FediverseError
             f"{name} rejected the bot's access token: it was revoked, or the account was disabled or deleted."
         )
     if status == 403:
-        return InsufficientScopeError(
+        return login_state_error(instance, response) or InsufficientScopeError(
             f"{name} refused: the bot's access token lacks the permission (scope) this needs."
         )
     if status in (502, 503, 504):

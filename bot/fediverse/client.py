@@ -31,7 +31,6 @@ from bot.fediverse._http import (
     ResponseObserver,
     decode_json,
     error_fields,
-    login_state_error,
     parse_link_header,
     server_text,
     status_error,
@@ -335,7 +334,7 @@ class FediverseClient:
         path = "/api/v1/accounts/verify_credentials"
         response = await self._http.request(instance, "GET", path, token=token)
         if response.status != 200:
-            raise login_state_error(instance, response) or status_error(instance, response)
+            raise status_error(instance, response)
         try:
             account = parse_account(decode_json(instance, response))
         except ShapeError as exc:

@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from bot.accounts import AccountsService, RelayControl
 from bot.chat import Reply
 from bot.commands.handlers import BotCommands
-from bot.config import LimitsConfig
+from bot.config import LimitsConfig, RelayConfig
 from bot.connect import ConnectFlows
 from bot.errors import InactiveLoginError, RateLimitedError, TokenRejectedError
 from bot.fediverse.client import FediverseClient
@@ -364,3 +364,16 @@ async def test_each_servers_own_types_arrive_with_words_of_their_own(
     [event] = h.sender.events
     assert words in event.body
     assert "New notification" not in event.body
+
+
+async def test_a_login_disabled_later_stops_the_relay_with_its_own_words(h: Harness) -> None:
+    async with server(MASTODON) as fake:
+        fake.notify("alice", "follow", "carol@remote.example")
+        await h.add_account(fake, "alice", cursor=fake.notifications("alice")[0]["id"])
+        fake.user("alice").disabled = True  # Mastodon now answers 403 "Your login is currently disabled"
+        await h.manager(config=RelayConfig(streaming=False, poll_interval=10.0)).start()
+        await wait_until(lambda: bool(h.notified.calls), what="the user to be told")
+    [(user, plain, _)] = h.notified.calls
+    assert user == "@alice:example.org"
+    assert "login is unconfirmed, waiting for approval, or disabled" in plain
+    assert "not allowed to read notifications" not in plain
