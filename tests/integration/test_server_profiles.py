@@ -43,6 +43,23 @@ async def first_notification(stream: NotificationStream) -> Notification:
     raise AssertionError("the stream ended")
 
 
+async def handshake(
+    web: ClientSession,
+    url: str,
+    *,
+    protocols: tuple[str, ...] = (),
+    headers: dict[str, str] | None = None,
+    echo: str | None = None,
+) -> int:
+    """101 when the websocket opened (checking the echoed protocol), else the refusal's status."""
+    try:
+        async with web.ws_connect(url, protocols=protocols, headers=headers) as ws:
+            assert ws.protocol == echo
+            return 101
+    except WSServerHandshakeError as exc:
+        return exc.status
+
+
 # -- the fake's profiles, seen over raw HTTP ------------------------------------------------------------
 
 
@@ -82,20 +99,12 @@ async def test_streaming_accepts_the_token_only_where_the_server_reads_it(profil
         gts.add_user("alice")
         token = gts.issue_token("alice")
         url = f"{gts.streaming_base_url}/api/v1/streaming?stream=user:notification"
-        outcomes: dict[str, int] = {}
-        ways: dict[str, dict[str, object]] = {
-            "query": {"url": f"{url}&access_token={token}"},
-            "protocol": {"url": url, "protocols": (token,)},
-            "bearer": {"url": url, "headers": {"Authorization": f"Bearer {token}"}},
+        outcomes = {
+            "query": await handshake(web, f"{url}&access_token={token}"),
+            "protocol": await handshake(web, url, protocols=(token,), echo=token),
+            "bearer": await handshake(web, url, headers={"Authorization": f"Bearer {token}"}),
         }
-        for way, kwargs in ways.items():
-            try:
-                async with web.ws_connect(**kwargs) as ws:  # type: ignore[arg-type]
-                    outcomes[way] = 101
-                    if way == "protocol":
-                        assert ws.protocol == token  # echoed back
-            except WSServerHandshakeError as exc:
-                outcomes[way] = exc.status
+    ways = ("query", "protocol", "bearer")
     assert outcomes == {way: 101 if way in profile.stream_token_sources else 401 for way in ways}
     assert outcomes["protocol"] == 101  # the one way every server accepts
 
