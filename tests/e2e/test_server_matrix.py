@@ -117,3 +117,21 @@ async def test_a_gotosocial_without_a_version_string_connects(
             assert f"Connected as @alice@{gts.host}" in reply
             gts.notify("alice", "mention", "bob", status_text="no version, no problem")
             assert "no version, no problem" in await next_text(alice, room, bot_user)
+
+
+async def test_a_limited_federation_mastodon_connects_and_relays(
+    synapse: Synapse, make_human: MakeHuman, tmp_path: Path
+) -> None:
+    """Its instance documents answer 401 until signed in: still a Mastodon-API server."""
+    async with FakeGoToSocial(profile=dataclasses.replace(MASTODON, limited_federation=True)) as gts:
+        gts.add_user("alice", EMAIL, PASSWORD)
+        bot_user, bot_password = await new_bot_account(synapse)
+        config = bot_config(synapse, bot_user, bot_password, tmp_path / "data")
+        alice = await make_human("alice")
+        async with run_bot(config):
+            room = await open_dm(alice, bot_user)
+            reply, _ = await connect_account(alice, room, bot_user, gts, EMAIL, PASSWORD)
+            assert f"Connected as @alice@{gts.host}" in reply
+            await wait_for(lambda: gts.open_streams("alice") == 1, "the stream on the streaming host")
+            gts.notify("alice", "mention", "bob", status_text="limited but reachable")
+            assert "limited but reachable" in await next_text(alice, room, bot_user)
