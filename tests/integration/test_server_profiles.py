@@ -350,3 +350,14 @@ async def test_a_revoked_token_breaks_the_account_on_every_server(profile: Profi
 
 async def _state_is(h: Harness, account: object, state: AccountState) -> bool:
     return (await h.account(account.id)).state is state  # type: ignore[attr-defined]
+
+
+async def test_many_accounts_on_one_instance_ask_where_it_streams_once(h: Harness) -> None:
+    async with FakeGoToSocial(profile=MASTODON) as gts:
+        accounts = [await h.add_account(gts, name, cursor="0") for name in ("alice", "bob", "carol")]
+        manager = h.manager()
+        await manager.start()
+        await wait_until(lambda: manager.live_streams == len(accounts), what="every account streaming")
+    asked = gts.requests_to("/api/v2/instance") + gts.requests_to("/api/v1/instance")
+    assert asked == 1
+    assert gts.requests_to("/api/v1/streaming") == len(accounts)  # each went straight to the streaming host
