@@ -174,8 +174,9 @@ async def test_a_gotosocial_without_a_version_string_is_recognised() -> None:
     assert (info.software, info.version, info.uri) == ("gotosocial", "", gts.host)
 
 
-async def test_a_limited_federation_mastodon_is_a_server_that_needs_a_login() -> None:
-    limited = dataclasses.replace(MASTODON, limited_federation=True)
+@pytest.mark.parametrize("has_v2", [True, False], ids=["v1-and-v2", "v1-only"])
+async def test_a_limited_federation_mastodon_is_a_server_that_needs_a_login(has_v2: bool) -> None:
+    limited = dataclasses.replace(MASTODON, limited_federation=True, serves_instance_v2=has_v2)
     async with FakeGoToSocial(profile=limited) as gts, fedi_client() as client:
         gts.add_user("alice")
         info = await client.probe(instance_of(gts))
