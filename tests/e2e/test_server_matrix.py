@@ -4,11 +4,8 @@ A future change that quietly drops a server fails here."""
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import re
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -26,6 +23,7 @@ from tests.e2e.conftest import MakeHuman
 from tests.e2e.human import Human
 from tests.e2e.synapse import Synapse
 from tests.fakes.gotosocial import AKKOMA, GOTOSOCIAL, MASTODON, FakeGoToSocial, Profile
+from tests.integration.relay_support import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -36,12 +34,8 @@ _FOLLOWER = re.compile(r"@f(\d{3})@remote\.example")
 _OTHERS = re.compile(r"and (\d+) others? followed you")
 
 
-async def wait_for(predicate: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
+async def alice_streams(gts: FakeGoToSocial, count: int, what: str) -> None:
+    await wait_until(lambda: gts.open_streams("alice") == count, timeout=30.0, what=what)
 
 
 async def followers_counted(human: Human, room: str, bot_user: str) -> tuple[int, list[int]]:
@@ -74,7 +68,7 @@ async def test_connect_stream_catch_up_pause_resume_revoke(
             room = await open_dm(alice, bot_user)
             reply, _ = await connect_account(alice, room, bot_user, gts, EMAIL, PASSWORD)
             assert f"Connected as @alice@{gts.host}" in reply
-            await wait_for(lambda: gts.open_streams("alice") == 1, "the stream")
+            await alice_streams(gts, 1, "the stream")
 
             # live: over the stream (no REST request between the event and its message)
             polled = gts.requests_to(NOTIFICATIONS)
@@ -84,7 +78,7 @@ async def test_connect_stream_catch_up_pause_resume_revoke(
 
             # pause, 100 notifications wait, resume: the catch-up pages through all of them
             assert "Paused" in await say(alice, room, bot_user, "!gts pause")
-            await wait_for(lambda: gts.open_streams("alice") == 0, "the stream closed on pause")
+            await alice_streams(gts, 0, "the stream closed on pause")
             for i in range(BACKLOG):
                 gts.notify("alice", "follow", f"f{i:03d}@remote.example")
             assert "Relaying again" in await say(alice, room, bot_user, "!gts resume")
@@ -92,14 +86,14 @@ async def test_connect_stream_catch_up_pause_resume_revoke(
             assert counted == BACKLOG  # none lost, none twice
             assert named == sorted(set(named))  # oldest first, no repeats
             assert named[0] == 0
-            await wait_for(lambda: gts.open_streams("alice") == 1, "streaming again after the catch-up")
+            await alice_streams(gts, 1, "streaming again after the catch-up")
             gts.notify("alice", "mention", "bob", status_text="after the backlog")
             assert "after the backlog" in await next_text(alice, room, bot_user)
 
             revoked = await say(alice, room, bot_user, "!gts revoke")
             assert f"Revoked @alice@{gts.host}" in revoked
             assert gts.active_tokens("alice") == []
-            await wait_for(lambda: gts.open_streams("alice") == 0, "the stream closed on revoke")
+            await alice_streams(gts, 0, "the stream closed on revoke")
             await running.shutdown()
 
 
@@ -132,6 +126,6 @@ async def test_a_limited_federation_mastodon_connects_and_relays(
             room = await open_dm(alice, bot_user)
             reply, _ = await connect_account(alice, room, bot_user, gts, EMAIL, PASSWORD)
             assert f"Connected as @alice@{gts.host}" in reply
-            await wait_for(lambda: gts.open_streams("alice") == 1, "the stream on the streaming host")
+            await alice_streams(gts, 1, "the stream on the streaming host")
             gts.notify("alice", "mention", "bob", status_text="limited but reachable")
             assert "limited but reachable" in await next_text(alice, room, bot_user)
