@@ -147,7 +147,7 @@ class FediverseClient:
         doc, v1_response = await self._instance_document(instance, "/api/v1/instance", ("uri", "domain"))
         if doc is None:
             doc, v2_response = await self._instance_document(instance, "/api/v2/instance", ("domain", "uri"))
-            if doc is None and _needs_login(v1_response) and _needs_login(v2_response):
+            if doc is None and (_needs_login(v1_response) or _needs_login(v2_response)):
                 return await self._login_only_info(instance, v1_response)
         if doc is None:
             raise NotAFediverseServerError(

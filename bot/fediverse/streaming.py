@@ -19,12 +19,13 @@ Reconnecting with backoff is the caller's job; this module gives one connection 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
 import ssl
 import urllib.parse
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from types import TracebackType
 
@@ -50,6 +51,7 @@ from bot.fediverse.models import Notification, ShapeError, parse_notification
 __all__ = [
     "NotificationStream",
     "StreamConnector",
+    "StreamEndpoints",
     "StreamErrorFrame",
     "build_stream_connector",
     "parse_stream_frame",
@@ -94,6 +96,27 @@ def stream_endpoint(instance: InstanceRef, advertised: str | None) -> InstanceRe
 
 def _default_port(instance: InstanceRef) -> int:
     return 443 if instance.scheme == "https" else 80
+
+
+class StreamEndpoints:
+    """Where each instance streams, learnt once per process and shared by all its accounts (so a restart
+    with many accounts on one instance asks it once). A redirect followed by any stream updates it."""
+
+    def __init__(self) -> None:
+        self._known: dict[str, InstanceRef] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    async def get(self, instance: InstanceRef, learn: Callable[[], Awaitable[InstanceRef]]) -> InstanceRef:
+        known = self._known.get(instance.key)
+        if known is not None:
+            return known
+        async with self._locks.setdefault(instance.key, asyncio.Lock()):
+            if instance.key not in self._known:
+                self._known[instance.key] = await learn()
+        return self._known[instance.key]
+
+    def remember(self, instance: InstanceRef, endpoint: InstanceRef) -> None:
+        self._known[instance.key] = endpoint
 
 
 @dataclass(frozen=True)
@@ -160,6 +183,7 @@ class StreamConnector:
         self.ping_timeout = ping_timeout
         self.max_message_bytes = max_message_bytes
         self.user_agent = user_agent
+        self.endpoints = StreamEndpoints()
 
     def stream(
         self,

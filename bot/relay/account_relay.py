@@ -2,11 +2,11 @@
 
 Streaming: open the stream first and buffer what it sends, catch up over REST from the cursor (`min_id`
 pages, oldest first), then drain the buffer, skipping ids already handed over. Every reconnect repeats
-this, so nothing missed while disconnected is lost. The stream is opened where the instance advertises it
-(learnt once per relay; a 301 to a streaming host is remembered). Polling (one catch-up every poll
-interval, with jitter) replaces streaming when it is switched off, when the streaming server refuses the
-stream (a 400/401/403 handshake or an in-stream error frame) while REST still accepts the token, or for a
-while after the stream keeps failing while REST works.
+this, so nothing missed while disconnected is lost. The stream is opened where the instance advertises
+it (learnt once per instance and process; a 301 to a streaming host is remembered). Polling (one
+catch-up every poll interval, with jitter) replaces streaming when it is switched off, when the
+streaming server refuses the stream (a 400/401/403 handshake or an in-stream error frame) while REST
+still accepts the token, or for a while after the stream keeps failing while REST works.
 
 A catch-up pages until the server has nothing after the cursor: a page shorter than asked for is not the
 end (Akkoma caps pages at 40; GoToSocial filters after paging).
@@ -118,7 +118,6 @@ class AccountRelay:
         self._stream_backoff = Backoff(base=t.reconnect_base, cap=t.reconnect_cap, rng=deps.rng)
         self._connected = False
         self._stream: NotificationStream | None = None
-        self._endpoint: InstanceRef | None = None  # where the stream is, once learnt
         self._buffer: asyncio.Queue[Notification | FediverseError] | None = None
         self.mode = "starting"
 
@@ -215,11 +214,12 @@ class AccountRelay:
         return True
 
     async def _find_stream(self) -> InstanceRef:
-        if self._endpoint is None:
+        async def learn() -> InstanceRef:
             client, token = self._d.client, self.account.token
             advertised = await self._instance_call(lambda: client.streaming_url(self.instance, token))
-            self._endpoint = stream_endpoint(self.instance, advertised)
-        return self._endpoint
+            return stream_endpoint(self.instance, advertised)
+
+        return await self._d.connector.endpoints.get(self.instance, learn)
 
     def _poll_delay(self) -> float:
         c = self._d.config
@@ -316,7 +316,7 @@ class AccountRelay:
             self._breaker.record_failure()
             raise
         self._breaker.record_success()
-        self._endpoint = stream.endpoint
+        self._d.connector.endpoints.remember(self.instance, stream.endpoint)
         self._connected = True
         self._stream = stream
         self._stream_changed(+1)

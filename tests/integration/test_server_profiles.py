@@ -43,6 +43,23 @@ async def first_notification(stream: NotificationStream) -> Notification:
     raise AssertionError("the stream ended")
 
 
+async def handshake(
+    web: ClientSession,
+    url: str,
+    *,
+    protocols: tuple[str, ...] = (),
+    headers: dict[str, str] | None = None,
+    echo: str | None = None,
+) -> int:
+    """101 when the websocket opened (checking the echoed protocol), else the refusal's status."""
+    try:
+        async with web.ws_connect(url, protocols=protocols, headers=headers) as ws:
+            assert ws.protocol == echo
+            return 101
+    except WSServerHandshakeError as exc:
+        return exc.status
+
+
 # -- the fake's profiles, seen over raw HTTP ------------------------------------------------------------
 
 
@@ -82,20 +99,12 @@ async def test_streaming_accepts_the_token_only_where_the_server_reads_it(profil
         gts.add_user("alice")
         token = gts.issue_token("alice")
         url = f"{gts.streaming_base_url}/api/v1/streaming?stream=user:notification"
-        outcomes: dict[str, int] = {}
-        ways: dict[str, dict[str, object]] = {
-            "query": {"url": f"{url}&access_token={token}"},
-            "protocol": {"url": url, "protocols": (token,)},
-            "bearer": {"url": url, "headers": {"Authorization": f"Bearer {token}"}},
+        outcomes = {
+            "query": await handshake(web, f"{url}&access_token={token}"),
+            "protocol": await handshake(web, url, protocols=(token,), echo=token),
+            "bearer": await handshake(web, url, headers={"Authorization": f"Bearer {token}"}),
         }
-        for way, kwargs in ways.items():
-            try:
-                async with web.ws_connect(**kwargs) as ws:  # type: ignore[arg-type]
-                    outcomes[way] = 101
-                    if way == "protocol":
-                        assert ws.protocol == token  # echoed back
-            except WSServerHandshakeError as exc:
-                outcomes[way] = exc.status
+    ways = ("query", "protocol", "bearer")
     assert outcomes == {way: 101 if way in profile.stream_token_sources else 401 for way in ways}
     assert outcomes["protocol"] == 101  # the one way every server accepts
 
@@ -165,8 +174,9 @@ async def test_a_gotosocial_without_a_version_string_is_recognised() -> None:
     assert (info.software, info.version, info.uri) == ("gotosocial", "", gts.host)
 
 
-async def test_a_limited_federation_mastodon_is_a_server_that_needs_a_login() -> None:
-    limited = dataclasses.replace(MASTODON, limited_federation=True)
+@pytest.mark.parametrize("has_v2", [True, False], ids=["v1-and-v2", "v1-only"])
+async def test_a_limited_federation_mastodon_is_a_server_that_needs_a_login(has_v2: bool) -> None:
+    limited = dataclasses.replace(MASTODON, limited_federation=True, serves_instance_v2=has_v2)
     async with FakeGoToSocial(profile=limited) as gts, fedi_client() as client:
         gts.add_user("alice")
         info = await client.probe(instance_of(gts))
@@ -341,3 +351,14 @@ async def test_a_revoked_token_breaks_the_account_on_every_server(profile: Profi
 
 async def _state_is(h: Harness, account: object, state: AccountState) -> bool:
     return (await h.account(account.id)).state is state  # type: ignore[attr-defined]
+
+
+async def test_many_accounts_on_one_instance_ask_where_it_streams_once(h: Harness) -> None:
+    async with FakeGoToSocial(profile=MASTODON) as gts:
+        accounts = [await h.add_account(gts, name, cursor="0") for name in ("alice", "bob", "carol")]
+        manager = h.manager()
+        await manager.start()
+        await wait_until(lambda: manager.live_streams == len(accounts), what="every account streaming")
+    asked = gts.requests_to("/api/v2/instance") + gts.requests_to("/api/v1/instance")
+    assert asked == 1
+    assert gts.requests_to("/api/v1/streaming") == len(accounts)  # each went straight to the streaming host
