@@ -5,6 +5,7 @@ uses, and says what each server means."""
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -79,6 +80,14 @@ async def server(profile: Profile) -> AsyncIterator[FakeGoToSocial]:
         yield fake
 
 
+def pin_rate_windows(fake: FakeGoToSocial) -> None:
+    """Mastodon's windows are aligned to multiples of their period (10 minutes for registrations): pin the
+    fake's clock inside a window that ends 10 to 20 minutes from now, so none ends during the test."""
+    now = time.time()
+    pinned = now - now % 600 + 900
+    fake.state.rate_clock = lambda: pinned
+
+
 # -- the fake's servers: what the bot has to cope with ------------------------------------------------------
 
 
@@ -98,6 +107,7 @@ async def test_the_same_account_app_and_scopes_get_the_same_token_where_the_serv
 
 async def test_mastodon_headers_describe_the_tightest_bucket_and_a_429_has_no_retry_after() -> None:
     async with server(MASTODON) as fake, httpx.AsyncClient(base_url=fake.base_url) as http:
+        pin_rate_windows(fake)
         fake.spend_rate_budget("apps", 4)
         registered = await http.post(
             "/api/v1/apps", data={"client_name": "bot", "redirect_uris": "urn:ietf:wg:oauth:2.0:oob"}
@@ -149,6 +159,7 @@ async def test_a_first_connect_is_not_held_up_by_a_nearly_spent_registration_buc
     elsewhere and must not wait for that window (the command deadline is far shorter)."""
     sleep = FakeSleep()
     async with server(MASTODON) as fake, fedi_client(pacers=PacerRegistry(sleep=sleep)) as client:
+        pin_rate_windows(fake)
         fake.spend_rate_budget("apps", 4)
         flows, _ = flows_for(sessions, keyring, client, NoRelay())
         started = await flows.start(ALICE, fake.base_url, (), ALICE_DM)
