@@ -388,3 +388,31 @@ async def test_a_login_disabled_later_stops_the_relay_with_its_own_words(h: Harn
     assert user == "@alice:example.org"
     assert "login is unconfirmed, waiting for approval, or disabled" in plain
     assert "not allowed to read notifications" not in plain
+
+
+async def test_a_403_for_a_token_the_server_no_longer_knows_counts_as_revoked(
+    sessions: async_sessionmaker[AsyncSession], keyring: KeyRing
+) -> None:
+    """Iceshrimp.NET answers /oauth/revoke with 403 for an unknown token (one revoked already)."""
+    iceshrimp_like = dataclasses.replace(MASTODON, name="iceshrimp", revoke_unknown_token_status=403)
+    async with server(iceshrimp_like) as fake, fedi_client() as client:
+        flows, accounts = flows_for(sessions, keyring, client, NoRelay())
+        await connect(flows, fake, ALICE, ALICE_DM)
+        fake.revoke_all("alice")  # the user removed the app in the server's settings
+        [outcome] = await accounts.revoke(ALICE, None)
+    assert outcome.revoked_on_server
+    assert outcome.problem is None
+
+
+async def test_a_403_for_another_apps_live_token_is_still_reported(
+    sessions: async_sessionmaker[AsyncSession], keyring: KeyRing
+) -> None:
+    async with server(GOTOSOCIAL) as fake, fedi_client() as client:
+        flows, accounts = flows_for(sessions, keyring, client, NoRelay())
+        await connect(flows, fake, ALICE, ALICE_DM)
+        [app] = list(fake.apps.values())
+        app.client_secret = "changed-on-the-server"  # the server no longer takes the bot's credentials
+        [outcome] = await accounts.revoke(ALICE, None)
+    assert not outcome.revoked_on_server
+    assert outcome.problem is not None
+    assert "another app" in outcome.problem
