@@ -22,6 +22,8 @@
             ├── RateLimitedError         429 from the instance (carries retry_after seconds)
             ├── TokenRejectedError       401: the token is revoked, unknown, or the account is gone
             ├── InsufficientScopeError   403: the token lacks a scope the call needs
+            ├── InactiveLoginError       403 (Mastodon): login unconfirmed, pending approval or disabled
+            ├── StreamRefusedError       the streaming server refused the stream (handshake or error frame)
             ├── RevokeUnsupportedError   the instance has no /oauth/revoke endpoint
             └── OAuthError               the OAuth exchange failed
                 ├── InvalidCodeError     unknown or already used authorization code
@@ -141,6 +143,23 @@ class TokenRejectedError(FediverseError):
 
 class InsufficientScopeError(FediverseError):
     pass
+
+
+class InactiveLoginError(FediverseError):
+    pass
+
+
+class StreamRefusedError(FediverseError):
+    """The streaming server said no: a 400/401/403 handshake, or an in-stream `{"error", "status"}` frame.
+
+    Not proof that the token is dead (Akkoma answers 401 to a token it cannot find in the request): a REST
+    call with the same token decides that. `status` is the HTTP status given; `in_stream` tells a frame.
+    """
+
+    def __init__(self, message: str, *, status: int, in_stream: bool = False) -> None:
+        super().__init__(message)
+        self.status = status
+        self.in_stream = in_stream
 
 
 class RevokeUnsupportedError(FediverseError):

@@ -51,9 +51,10 @@ from bot.fediverse.models import (
     parse_notification,
     parse_token,
 )
-from bot.fediverse.oauth import OOB_REDIRECT_URI, normalize_scopes
+from bot.fediverse.oauth import OOB_REDIRECT_URI
 from bot.fediverse.oauth_errors import NO_ROWS, oauth_error
 from bot.fediverse.ratelimit import PacerRegistry
+from bot.fediverse.scopes import normalize_scopes
 
 __all__ = ["MAX_PAGE_LIMIT", "FediverseClient"]
 
@@ -78,6 +79,22 @@ def _text(d: dict[str, object], *keys: str) -> str | None:
 def _bare_domain(value: str) -> str:
     value = value.removeprefix("https://").removeprefix("http://")
     return value.split("/", 1)[0]
+
+
+def _needs_login(response: RawResponse) -> bool:
+    """A JSON 401: a Mastodon-API server that shows itself only to signed-in users (limited federation)."""
+    return response.status == 401 and bool(error_fields(response)[0])
+
+
+def _software_from_headers(response: RawResponse, doc: dict[str, object] | None) -> str:
+    """When nodeinfo does not say: GoToSocial names itself in `Server` and `source_url`."""
+    says_gts = "gotosocial" in response.headers.get("server", "").lower()
+    says_gts = says_gts or (doc is not None and "gotosocial" in (_text(doc, "source_url") or ""))
+    return "gotosocial" if says_gts else "unknown"
+
+
+def _advertised_streaming_url(doc: dict[str, object]) -> str | None:
+    return _text(doc, "configuration", "urls", "streaming") or _text(doc, "urls", "streaming_api")
 
 
 class FediverseClient:
@@ -121,11 +138,17 @@ class FediverseClient:
     # -- discovery -------------------------------------------------------------------------------------
 
     async def probe(self, instance: InstanceRef) -> InstanceInfo:
-        """Check that the instance speaks the Mastodon client API; learn its software, version and domains."""
-        v1, v1_response = await self._instance_document(instance, "/api/v1/instance", ("uri", "version"))
-        doc = v1
+        """Check that the instance speaks the Mastodon client API; learn its software, version and domains.
+
+        A v1 document with `uri` or a v2 document with `domain` is enough; the version is optional (a
+        GoToSocial built from source says `""`). A JSON 401 from the instance endpoints is a Mastodon in
+        limited-federation mode: a Mastodon-API server that shows itself only after a login.
+        """
+        doc, v1_response = await self._instance_document(instance, "/api/v1/instance", ("uri", "domain"))
         if doc is None:
-            doc, _ = await self._instance_document(instance, "/api/v2/instance", ("domain", "version"))
+            doc, v2_response = await self._instance_document(instance, "/api/v2/instance", ("domain", "uri"))
+            if doc is None and (_needs_login(v1_response) or _needs_login(v2_response)):
+                return await self._login_only_info(instance, v1_response)
         if doc is None:
             raise NotAFediverseServerError(
                 f"{instance.display} does not look like a GoToSocial or Mastodon-compatible server "
@@ -134,25 +157,42 @@ class FediverseClient:
         uri = _bare_domain(_text(doc, "uri") or _text(doc, "domain") or instance.netloc)
         version = _text(doc, "version") or ""
         software, software_version = await self._nodeinfo_software(instance)
-        if software is None:
-            says_gts = "gotosocial" in v1_response.headers.get("server", "").lower()
-            says_gts = says_gts or "gotosocial" in (_text(doc, "source_url") or "")
-            software = "gotosocial" if says_gts else "unknown"
         return InstanceInfo(
-            software=software,
+            software=software or _software_from_headers(v1_response, doc),
             version=software_version or version,
             title=_text(doc, "title") or uri,
-            streaming_url=(
-                _text(doc, "urls", "streaming_api") or _text(doc, "configuration", "urls", "streaming")
-            ),
+            streaming_url=_advertised_streaming_url(doc),
             uri=uri,
             account_domain=_bare_domain(_text(doc, "account_domain") or uri),
         )
 
+    async def _login_only_info(self, instance: InstanceRef, response: RawResponse) -> InstanceInfo:
+        software, software_version = await self._nodeinfo_software(instance)
+        return InstanceInfo(
+            software=software or _software_from_headers(response, None),
+            version=software_version or "",
+            title=instance.display,
+            streaming_url=None,
+            uri=instance.netloc,
+            account_domain=instance.netloc,
+            needs_login=True,
+        )
+
+    async def streaming_url(self, instance: InstanceRef, token: str) -> str | None:
+        """The streaming base URL the instance advertises (v2 `configuration.urls.streaming`, else v1
+        `urls.streaming_api`), or None. Sent with the token: a limited-federation server needs it."""
+        for path in ("/api/v2/instance", "/api/v1/instance"):
+            doc, _ = await self._instance_document(instance, path, ("uri", "domain"), token=token)
+            advertised = _advertised_streaming_url(doc) if doc is not None else None
+            if advertised:
+                return advertised
+        return None
+
     async def _instance_document(
-        self, instance: InstanceRef, path: str, required: Sequence[str]
+        self, instance: InstanceRef, path: str, any_of: Sequence[str], *, token: str | None = None
     ) -> tuple[dict[str, object] | None, RawResponse]:
-        response = await self._http.request(instance, "GET", path)
+        """The instance document at `path` when it is a JSON object with one of the `any_of` fields."""
+        response = await self._http.request(instance, "GET", path, token=token)
         if response.status != 200:
             if response.status in (502, 503, 504):
                 raise status_error(instance, response)
@@ -161,7 +201,7 @@ class FediverseClient:
             data = decode_json(instance, response)
         except BadResponseError:
             return None, response
-        if not isinstance(data, dict) or not all(_text(data, key) for key in required):
+        if not isinstance(data, dict) or not any(_text(data, key) for key in any_of):
             return None, response
         return data, response
 
@@ -197,6 +237,10 @@ class FediverseClient:
             return None, None
         name = _text(doc, "software", "name")
         return (name.lower()[:64] if name else None), (_text(doc, "software", "version") or None)
+
+    def learn_software(self, instance: InstanceRef, software: str | None) -> None:
+        """Pace this instance by its server's rate-limit model from now on (see `ratelimit`)."""
+        self._http.learn_software(instance, software)
 
     # -- OAuth -----------------------------------------------------------------------------------------
 
@@ -279,11 +323,19 @@ class FediverseClient:
                 "instance's settings (Applications) instead."
             )
         if response.status == 403:
+            if await self._token_is_gone(instance, token):
+                return  # Iceshrimp.NET answers 403 for a token it no longer knows, e.g. one revoked already
             raise OAuthError(
                 f"{instance.display} refused to revoke the token: it says the token belongs to another app."
             )
         error, description = error_fields(response)
         raise oauth_error(instance, response, error, description, redact=(token, app.client_secret))
+
+    async def _token_is_gone(self, instance: InstanceRef, token: str) -> bool:
+        """Whether the instance rejects `token` outright (401), so there is nothing left to revoke."""
+        path = "/api/v1/accounts/verify_credentials"
+        response = await self._http.request(instance, "GET", path, token=token)
+        return response.status == 401
 
     # -- account and notifications ---------------------------------------------------------------------
 
@@ -302,7 +354,7 @@ class FediverseClient:
         if "@" in account.acct:
             return account
         if account_domain is None:
-            document, _ = await self._instance_document(instance, "/api/v1/instance", ("uri",))
+            document, _ = await self._instance_document(instance, "/api/v1/instance", ("uri",), token=token)
             found = _text(document, "account_domain") or _text(document, "uri") if document else None
             account_domain = _bare_domain(found) if found else instance.netloc
         return replace(account, acct=f"{account.acct}@{account_domain}")

@@ -49,6 +49,7 @@ class InstanceInfo:
     streaming_url: str | None  # as advertised (GoToSocial always says wss://, even over http)
     uri: str  # v1 `uri` / v2 `domain`: the host, usually without scheme
     account_domain: str  # the domain in local accounts' handles (`account_domain`, else `uri`)
+    needs_login: bool = False  # limited-federation Mastodon: instance documents only for signed-in users
 
     @property
     def is_gotosocial(self) -> bool:

@@ -1,50 +1,129 @@
 """Live notifications over the streaming websocket (`/api/v1/streaming?stream=user:notification`).
 
-The TCP connection goes through the address guard (we open the socket to a checked IP ourselves and hand it to
-websockets with the host name for TLS). The token travels in the `Authorization` header, never in the URL,
-so it cannot land in a server's access log. GoToSocial checks the token only at connect time and keeps
-delivering after a revoke, so whoever revokes a token must close its stream (`aclose`).
+Where: the streaming base URL the instance advertises (`stream_endpoint`), else the instance itself; a 301
+from there to a streaming host is followed once. Every connection, the redirected one too, goes through
+the address guard (we open the socket to a checked IP ourselves and hand it to websockets with the host
+name for TLS). A token is never sent in plain text to a host when the instance itself uses https.
+
+The token travels in the `Sec-WebSocket-Protocol` header (the server echoes it back): GoToSocial, Mastodon,
+Akkoma/Pleroma and Iceshrimp.NET all read it there, Akkoma and Iceshrimp.NET ignore `Authorization`, and it
+never lands in a URL or an access log. A token that is not a valid header token goes in `Authorization`.
+
+Refusals: a 400/401/403 handshake and an in-stream `{"error": …, "status": …}` frame raise
+`StreamRefusedError`; whether the token is really dead is for a REST call to say (the caller's job).
+GoToSocial checks the token only at connect time and keeps delivering after a revoke, so whoever revokes a
+token must close its stream (`aclose`); Mastodon and Akkoma close it themselves.
 
 Reconnecting with backoff is the caller's job; this module gives one connection and ends it cleanly.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import re
 import ssl
-from collections.abc import AsyncIterator
+import urllib.parse
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from types import TracebackType
 
 import websockets
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.typing import Subprotocol
 
 from bot.errors import (
     BadResponseError,
     FediverseError,
     InstanceTimeoutError,
     InstanceUnreachableError,
-    InsufficientScopeError,
+    InvalidInstanceError,
     RateLimitedError,
+    StreamRefusedError,
     TlsError,
-    TokenRejectedError,
     UnexpectedRedirectError,
 )
 from bot.fediverse.guard import AddressGuard, HttpSettings, Resolver, make_ssl_context
-from bot.fediverse.instance import InstanceRef
+from bot.fediverse.instance import InstanceRef, parse_instance
 from bot.fediverse.models import Notification, ShapeError, parse_notification
 
 __all__ = [
     "NotificationStream",
     "StreamConnector",
+    "StreamEndpoints",
+    "StreamErrorFrame",
     "build_stream_connector",
     "parse_stream_frame",
+    "stream_endpoint",
     "stream_notifications",
 ]
 
 log = logging.getLogger(__name__)
 
 STREAM_PATH = "/api/v1/streaming"
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
+_REFUSALS = frozenset({400, 401, 403})
+_HEADER_TOKEN = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,1024}$")  # RFC 9110 `token`
+_WS_SCHEMES = {"wss": "https", "https": "https", "ws": "http", "http": "http"}
+
+
+def stream_endpoint(instance: InstanceRef, advertised: str | None) -> InstanceRef:
+    """Where to open the stream, given the advertised streaming base URL (or a 301's Location).
+
+    Unusable or absent → the instance itself. On the instance's own host the instance's scheme wins
+    (GoToSocial advertises `wss://` even when served over plain http); an explicit port is kept. Another
+    host keeps its scheme, except that an https instance never gets a plain-text stream. The host must
+    pass the same input rules as an instance address; the address guard checks it at connect time.
+    """
+    if not advertised:
+        return instance
+    try:
+        parts = urllib.parse.urlsplit(advertised)
+        scheme = _WS_SCHEMES.get(parts.scheme.lower())
+        if scheme is None or not parts.netloc:
+            return instance
+        ref = parse_instance(f"{scheme}://{parts.netloc}", allow_http=True)
+    except (ValueError, InvalidInstanceError):
+        return instance
+    if ref.host == instance.host:
+        port = ref.port if ref.port is not None else instance.port
+        return InstanceRef(instance.scheme, instance.host, None if port == _default_port(instance) else port)
+    if instance.scheme == "https" and ref.scheme == "http":
+        return InstanceRef("https", ref.host, ref.port)
+    return ref
+
+
+def _default_port(instance: InstanceRef) -> int:
+    return 443 if instance.scheme == "https" else 80
+
+
+class StreamEndpoints:
+    """Where each instance streams, learnt once per process and shared by all its accounts (so a restart
+    with many accounts on one instance asks it once). A redirect followed by any stream updates it."""
+
+    def __init__(self) -> None:
+        self._known: dict[str, InstanceRef] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    async def get(self, instance: InstanceRef, learn: Callable[[], Awaitable[InstanceRef]]) -> InstanceRef:
+        known = self._known.get(instance.key)
+        if known is not None:
+            return known
+        async with self._locks.setdefault(instance.key, asyncio.Lock()):
+            if instance.key not in self._known:
+                self._known[instance.key] = await learn()
+        return self._known[instance.key]
+
+    def remember(self, instance: InstanceRef, endpoint: InstanceRef) -> None:
+        self._known[instance.key] = endpoint
+
+
+@dataclass(frozen=True)
+class StreamErrorFrame:
+    """`{"error": "…", "status": 401}` without `event`: the server will not send this stream."""
+
+    status: int
 
 
 class _QuietLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
@@ -57,14 +136,18 @@ class _QuietLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
         return None
 
 
-def parse_stream_frame(message: str | bytes) -> Notification | None:
-    """A streaming frame → the Notification it carries, or None for other events. ShapeError if malformed."""
+def parse_stream_frame(message: str | bytes) -> Notification | StreamErrorFrame | None:
+    """A streaming frame → the Notification it carries, a StreamErrorFrame, or None for other events.
+    ShapeError if malformed."""
     try:
         frame = json.loads(message)
     except (ValueError, RecursionError):
         raise ShapeError("frame is not JSON") from None
     if not isinstance(frame, dict):
         raise ShapeError("frame is not a JSON object")
+    if "event" not in frame and "error" in frame:
+        status = frame.get("status")
+        return StreamErrorFrame(status if isinstance(status, int) and 100 <= status <= 599 else 0)
     if frame.get("event") != "notification":
         return None
     payload = frame.get("payload")
@@ -100,11 +183,18 @@ class StreamConnector:
         self.ping_timeout = ping_timeout
         self.max_message_bytes = max_message_bytes
         self.user_agent = user_agent
+        self.endpoints = StreamEndpoints()
 
     def stream(
-        self, instance: InstanceRef, token: str, *, stream: str = "user:notification"
+        self,
+        instance: InstanceRef,
+        token: str,
+        *,
+        stream: str = "user:notification",
+        endpoint: InstanceRef | None = None,
     ) -> NotificationStream:
-        return NotificationStream(self, instance, token, stream=stream)
+        """`endpoint`: where to dial (see `stream_endpoint`); the instance itself when not given."""
+        return NotificationStream(self, instance, token, stream=stream, endpoint=endpoint)
 
 
 def build_stream_connector(
@@ -140,6 +230,7 @@ class NotificationStream:
         token: str,
         *,
         stream: str = "user:notification",
+        endpoint: InstanceRef | None = None,
     ) -> None:
         self._connector = connector
         self._instance = instance
@@ -147,6 +238,7 @@ class NotificationStream:
         self._stream = stream
         self._ws: ClientConnection | None = None
         self._closing = False
+        self.endpoint = endpoint or instance  # after connect(): where the stream really is (301 followed)
 
     def __repr__(self) -> str:
         return f"NotificationStream({self._instance.display!r}, stream={self._stream!r})"
@@ -165,19 +257,38 @@ class NotificationStream:
         return self._closing
 
     async def connect(self) -> None:
-        c, instance = self._connector, self._instance
-        name = instance.display
-        secure = instance.scheme == "https"
-        url = f"{'wss' if secure else 'ws'}://{instance.netloc}{STREAM_PATH}?stream={self._stream}"
-        sock = await c.guard.open_socket(
-            instance.host, instance.effective_port, connect_timeout=c.connect_timeout
+        """Open the stream at `endpoint`, following one redirect to a streaming host."""
+        endpoint = self.endpoint
+        for hop in range(2):
+            location = await self._open(endpoint)
+            if location is None:
+                self.endpoint = endpoint
+                return
+            target = stream_endpoint(self._instance, urllib.parse.urljoin(endpoint.base_url, location))
+            if hop or target == endpoint:
+                break
+            endpoint = target
+        raise UnexpectedRedirectError(
+            f"{self._instance.display} redirected the notification stream more than once; not followed."
         )
-        tls: dict[str, object] = {"ssl": c.ssl_context, "server_hostname": instance.host} if secure else {}
+
+    async def _open(self, endpoint: InstanceRef) -> str | None:
+        """One handshake at `endpoint`. Returns the Location of a redirect, or None when connected."""
+        c, name = self._connector, self._instance.display
+        secure = endpoint.scheme == "https"
+        url = f"{'wss' if secure else 'ws'}://{endpoint.netloc}{STREAM_PATH}?stream={self._stream}"
+        sock = await c.guard.open_socket(
+            endpoint.host, endpoint.effective_port, connect_timeout=c.connect_timeout
+        )
+        tls: dict[str, object] = {"ssl": c.ssl_context, "server_hostname": endpoint.host} if secure else {}
+        if _HEADER_TOKEN.match(self._token):
+            auth: dict[str, object] = {"subprotocols": [Subprotocol(self._token)]}
+        else:
+            auth = {"additional_headers": {"Authorization": f"Bearer {self._token}"}}
         try:
             self._ws = await connect(
                 url,
                 sock=sock,
-                additional_headers={"Authorization": f"Bearer {self._token}"},
                 user_agent_header=c.user_agent,
                 proxy=None,
                 open_timeout=c.open_timeout,
@@ -186,23 +297,33 @@ class NotificationStream:
                 close_timeout=5.0,
                 max_size=c.max_message_bytes,
                 logger=_QuietLogger(logging.getLogger("websockets.client"), {}),
+                **auth,  # type: ignore[arg-type]
                 **tls,  # type: ignore[arg-type]
             )
-        except websockets.InvalidStatus as exc:
+        except (websockets.InvalidStatus, ValueError) as exc:
+            # websockets wraps a redirect it cannot follow on our pre-opened socket in a ValueError
+            status_exc = exc if isinstance(exc, websockets.InvalidStatus) else exc.__cause__
+            if not isinstance(status_exc, websockets.InvalidStatus):
+                sock.close()
+                raise BadResponseError(f"{name} did not open a valid notification stream.") from exc
             sock.close()
-            raise _handshake_error(instance, exc.response.status_code, exc.response.headers) from None
+            status, headers = status_exc.response.status_code, status_exc.response.headers
+            if status in _REDIRECTS and headers.get("Location"):
+                return str(headers["Location"])
+            raise _handshake_error(self._instance, status, headers) from None
         except TimeoutError:
             sock.close()
             raise InstanceTimeoutError(f"{name} did not open the notification stream in time.") from None
         except ssl.SSLError as exc:
             sock.close()
             raise TlsError(f"A secure (TLS) connection to {name} could not be established.") from exc
-        except (websockets.InvalidHandshake, ValueError) as exc:
+        except websockets.InvalidHandshake as exc:
             sock.close()
             raise BadResponseError(f"{name} did not open a valid notification stream.") from exc
         except OSError as exc:
             sock.close()
             raise InstanceUnreachableError(f"The connection to {name} failed.") from exc
+        return None
 
     async def aclose(self) -> None:
         """Close the connection now (e.g. the token was just revoked). Safe to call more than once."""
@@ -224,6 +345,13 @@ class NotificationStream:
                 except ShapeError as exc:
                     log.warning("ignoring a malformed streaming frame from %s: %s", name, exc)
                     continue
+                if isinstance(notification, StreamErrorFrame):
+                    status = notification.status
+                    raise StreamRefusedError(
+                        f"{name} refused the notification stream (an error frame, status {status}).",
+                        status=status,
+                        in_stream=True,
+                    )
                 if notification is not None:
                     yield notification
         except websockets.ConnectionClosed as exc:
@@ -245,16 +373,14 @@ def _handshake_error(
     instance: InstanceRef, status: int, headers: websockets.datastructures.Headers
 ) -> FediverseError:
     name = instance.display
-    if status == 401:
-        return TokenRejectedError(
-            f"{name} rejected the bot's access token: it was revoked, or the account was disabled or deleted."
-        )
     if status == 403:
-        return InsufficientScopeError(
-            f"{name} refused the notification stream: it needs the full `read` permission (scope)."
+        return StreamRefusedError(
+            f"{name} refused the notification stream: the token may not read it (HTTP 403).", status=status
         )
-    if status in (301, 302, 303, 307, 308):
-        return UnexpectedRedirectError(f"{name} redirected the notification stream elsewhere; not followed.")
+    if status in _REFUSALS:
+        return StreamRefusedError(f"{name} refused the notification stream (HTTP {status}).", status=status)
+    if status in _REDIRECTS:
+        return UnexpectedRedirectError(f"{name} redirected the notification stream without a Location.")
     if status == 429:
         retry = headers.get("Retry-After", "")
         return RateLimitedError(

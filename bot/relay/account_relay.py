@@ -2,9 +2,14 @@
 
 Streaming: open the stream first and buffer what it sends, catch up over REST from the cursor (`min_id`
 pages, oldest first), then drain the buffer, skipping ids already handed over. Every reconnect repeats
-this, so nothing missed while disconnected is lost. Polling (one catch-up every poll interval, with
-jitter) replaces streaming when it is switched off, when the token lacks the top-level `read` scope the
-stream needs, or for a while after the stream keeps failing while REST works.
+this, so nothing missed while disconnected is lost. The stream is opened where the instance advertises
+it (learnt once per instance and process; a 301 to a streaming host is remembered). Polling (one
+catch-up every poll interval, with jitter) replaces streaming when it is switched off, when the
+streaming server refuses the stream (a 400/401/403 handshake or an in-stream error frame) while REST
+still accepts the token, or for a while after the stream keeps failing while REST works.
+
+A catch-up pages until the server has nothing after the cursor: a page shorter than asked for is not the
+end (Akkoma caps pages at 40; GoToSocial filters after paging).
 
 Memory stays bounded whatever the instance sends: the stream buffer has a fixed size (a full buffer stops
 reading the stream), nothing is handed over while the user's delivery queue is full, and a catch-up takes
@@ -13,8 +18,9 @@ round. Nothing is dropped: the cursor only moves past what was handed over, so w
 is fetched again by a later catch-up.
 
 Instance failures go through the instance's circuit breaker and this account's backoff (capped, so a
-failing account costs at most ~12 requests an hour). A 401 ends the loop: the caller marks the account
-broken and tells the user (`AccountBroken`).
+failing account costs at most ~12 requests an hour). A REST 401 ends the loop: the caller marks the
+account broken and tells the user (`AccountBroken`). A refused stream handshake is only a hint: the token
+is declared rejected when `verify_credentials` with it says 401 too.
 """
 
 from __future__ import annotations
@@ -32,16 +38,18 @@ from bot.config import RelayConfig
 from bot.errors import (
     BadResponseError,
     FediverseError,
+    InactiveLoginError,
     InstanceUnreachableError,
     InsufficientScopeError,
     RateLimitedError,
+    StreamRefusedError,
     TokenRejectedError,
     UnexpectedRedirectError,
 )
 from bot.fediverse.client import FediverseClient
 from bot.fediverse.instance import InstanceRef
 from bot.fediverse.models import Notification
-from bot.fediverse.streaming import NotificationStream, StreamConnector
+from bot.fediverse.streaming import NotificationStream, StreamConnector, stream_endpoint
 from bot.relay.backoff import Backoff
 from bot.relay.breaker import CircuitBreaker
 from bot.relay.delivery import DeliveryItem, UserDelivery
@@ -140,6 +148,8 @@ class AccountRelay:
             raise AccountBroken("rejected") from None
         except InsufficientScopeError:
             raise AccountBroken("scope") from None
+        except InactiveLoginError:
+            raise AccountBroken("login") from None
 
     async def _run(self) -> None:
         if self._cursor is None:
@@ -159,10 +169,11 @@ class AccountRelay:
             self._connected = False
             try:
                 await self._stream_session()
-            except InsufficientScopeError:
-                if self._connected:
-                    raise  # REST said it: the token cannot read notifications at all
-                log.info("%s: the token lacks the `read` scope streaming needs; polling instead", self)
+            except StreamRefusedError as exc:
+                if not exc.in_stream and not await self._token_still_works():
+                    raise TokenRejectedError(str(exc)) from None
+                where = "in an error frame" if exc.in_stream else "at the handshake"
+                log.info("%s: stream refused %s (status %d); polling instead", self, where, exc.status)
                 poll_until = math.inf
                 continue
             except _STREAM_FAILURES as exc:
@@ -185,6 +196,30 @@ class AccountRelay:
                     poll_until = self._d.clock() + poll_for
                     poll_for = min(poll_for * 2, 6 * t.stream_retry_after)
                     quick_failures = t.stream_failures_before_poll - 1  # one more failure: back to polling
+
+    async def _token_still_works(self) -> bool:
+        """Ask REST whether the token is alive (a stream refusal alone does not tell)."""
+
+        async def verify() -> None:
+            await self._d.client.verify_credentials(
+                self.instance, self.account.token, account_domain=self.instance.host
+            )
+
+        try:
+            await self._instance_call(verify)
+        except TokenRejectedError:
+            return False
+        except InsufficientScopeError:
+            pass  # the server knows the token; it may only not read the profile
+        return True
+
+    async def _find_stream(self) -> InstanceRef:
+        async def learn() -> InstanceRef:
+            client, token = self._d.client, self.account.token
+            advertised = await self._instance_call(lambda: client.streaming_url(self.instance, token))
+            return stream_endpoint(self.instance, advertised)
+
+        return await self._d.connector.endpoints.get(self.instance, learn)
 
     def _poll_delay(self) -> float:
         c = self._d.config
@@ -246,8 +281,7 @@ class AccountRelay:
                 return "done"  # nothing (more) after the cursor
             self._hand_over(sorted(page.items, key=lambda n: notification_id_key(n.id)), live=False)
             self._cursor = newest  # also past unreadable items (page.skipped_ids), which are not relayed
-            if len(page.all_ids) < limit:
-                return "done"
+            # A short page is not the end: only a page with nothing after the cursor is.
         return "more"
 
     def _hand_over(self, notifications: list[Notification], *, live: bool) -> None:
@@ -273,14 +307,16 @@ class AccountRelay:
 
     async def _stream_session(self) -> None:
         """One connection: connect, catch up, then relay live until the stream fails (raises)."""
+        endpoint = await self._find_stream()
         await self._breaker.acquire()
-        stream = self._d.connector.stream(self.instance, self.account.token)
+        stream = self._d.connector.stream(self.instance, self.account.token, endpoint=endpoint)
         try:
             await stream.connect()
         except (InstanceUnreachableError, RateLimitedError):
             self._breaker.record_failure()
             raise
         self._breaker.record_success()
+        self._d.connector.endpoints.remember(self.instance, stream.endpoint)
         self._connected = True
         self._stream = stream
         self._stream_changed(+1)

@@ -12,7 +12,7 @@ import aiohttp
 import httpx
 import pytest
 
-from tests.fakes.gotosocial import FakeGoToSocial
+from tests.fakes.gotosocial import MASTODON, FakeGoToSocial
 from tests.fakes.gotosocial.core import UlidFactory
 from tests.fakes.gotosocial.testkit import (
     NO_TOKEN,
@@ -207,7 +207,7 @@ def test_ulids_strictly_increase_within_a_millisecond() -> None:
 
 async def test_mastodon_mode() -> None:
     async with (
-        FakeGoToSocial(software="mastodon", version="4.3.0", id_start=90) as gts,
+        FakeGoToSocial(profile=MASTODON, id_start=90) as gts,
         httpx.AsyncClient(base_url=gts.base_url) as http,
     ):
         gts.add_user("alice")

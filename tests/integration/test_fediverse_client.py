@@ -20,10 +20,11 @@ from bot.errors import (
 from bot.fediverse.client import FediverseClient
 from bot.fediverse.instance import InstanceRef, parse_instance
 from bot.fediverse.models import AppRegistration, TokenGrant
-from bot.fediverse.oauth import authorize_url, extract_code, new_state, scopes_cover
+from bot.fediverse.oauth import authorize_url, extract_code, new_state
 from bot.fediverse.ratelimit import PacerPolicy, PacerRegistry
+from bot.fediverse.scopes import scopes_cover
 from bot.fediverse.streaming import build_stream_connector
-from tests.fakes.gotosocial import FakeGoToSocial
+from tests.fakes.gotosocial import MASTODON, FakeGoToSocial
 from tests.integration.fedi_support import FakeSleep, fedi_client, settings
 
 PASSWORD = "Long-Strong-Passw0rd!"
@@ -231,7 +232,7 @@ async def test_account_domain_differs_from_host(client: FediverseClient) -> None
 
 
 async def test_mastodon_flavour(client: FediverseClient) -> None:
-    async with FakeGoToSocial(software="mastodon", version="4.3.0") as gts:
+    async with FakeGoToSocial(profile=MASTODON) as gts:
         gts.add_user("alice", EMAIL, PASSWORD)
         instance = instance_of(gts)
         assert (await client.probe(instance)).software == "mastodon"

@@ -254,13 +254,21 @@ async def test_an_unusable_item_with_an_id_is_skipped_but_counted() -> None:
         {("GET", "/api/v1/instance"): fixed(body={"title": "no uri or version"})},
         {("GET", "/api/v1/instance"): fixed(body=["uri", "version"])},
         {("GET", "/api/v1/instance"): fixed(body={"uri": 5, "version": None})},
-        {("GET", "/api/v1/instance"): fixed(status=401, body={"error": "Unauthorized"})},
+        {("GET", "/api/v1/instance"): fixed(status=401, raw=b"<p>log in</p>", content_type="text/html")},
     ],
 )
 async def test_not_a_fediverse_server(routes: dict[tuple[str, str], Handler]) -> None:
     async with server(routes) as port, fedi_client() as client:
         with pytest.raises(NotAFediverseServerError, match="does not look like"):
             await client.probe(loopback(port))
+
+
+async def test_a_json_401_from_the_instance_endpoint_is_a_server_that_needs_a_login() -> None:
+    """Limited-federation Mastodon: never "not a Mastodon API server"."""
+    routes = {("GET", "/api/v1/instance"): fixed(status=401, body={"error": "Unauthorized"})}
+    async with server(routes) as port, fedi_client() as client:
+        info = await client.probe(loopback(port))
+    assert (info.needs_login, info.version, info.streaming_url) == (True, "", None)
 
 
 async def test_probe_falls_back_to_v2_and_server_header() -> None:

@@ -10,7 +10,7 @@ from bot.config import RelayConfig
 from bot.relay.delivery import txn_id_for
 from bot.store.models import AccountState
 from bot.store.repositories import Repositories
-from tests.fakes.gotosocial import FakeGoToSocial
+from tests.fakes.gotosocial import MASTODON, FakeGoToSocial
 from tests.integration.relay_support import FAST, Harness, cursor_is, wait_for_async, wait_until
 
 
@@ -119,7 +119,7 @@ async def test_pause_closes_the_stream_and_resume_delivers_what_came_meanwhile(
 
 
 async def test_mastodon_numeric_ids_across_a_digit_boundary_arrive_in_order(h: Harness) -> None:
-    async with FakeGoToSocial(software="mastodon", id_start=80) as gts:
+    async with FakeGoToSocial(profile=MASTODON, id_start=80) as gts:
         gts.add_user("alice")
         start = gts.notify("alice", "follow", "zed")
         account = await h.add_account(gts, "alice", cursor=start["id"])

@@ -15,8 +15,7 @@ from bot.errors import (
     BadResponseError,
     ForbiddenAddressError,
     InstanceUnreachableError,
-    InsufficientScopeError,
-    TokenRejectedError,
+    StreamRefusedError,
 )
 from bot.fediverse.instance import parse_instance
 from bot.fediverse.models import AppRegistration, ShapeError
@@ -114,17 +113,20 @@ async def test_stream_delivers_a_notification_created_on_the_fake(gts: FakeGoToS
             await asyncio.sleep(0.01)
 
 
-async def test_bad_token_is_rejected_at_handshake(gts: FakeGoToSocial) -> None:
+async def test_bad_token_is_refused_at_handshake(gts: FakeGoToSocial) -> None:
+    """A refusal, not a verdict on the token: the relay asks REST whether the token is dead."""
     stream = connector().stream(parse_instance(gts.base_url, allow_http=True), "NOT-A-TOKEN")
-    with pytest.raises(TokenRejectedError):
+    with pytest.raises(StreamRefusedError) as refused:
         await stream.connect()
+    assert (refused.value.status, refused.value.in_stream) == (401, False)
 
 
 async def test_granular_scope_is_not_enough_for_streaming(gts: FakeGoToSocial) -> None:
     token = gts.issue_token("alice", "read:notifications read:accounts")
     stream = connector().stream(parse_instance(gts.base_url, allow_http=True), token)
-    with pytest.raises(InsufficientScopeError, match="read"):
+    with pytest.raises(StreamRefusedError, match="may not read") as refused:
         await stream.connect()
+    assert refused.value.status == 403
 
 
 async def test_streaming_disabled(gts: FakeGoToSocial) -> None:
@@ -200,7 +202,7 @@ async def ws_server(
         yield port
 
 
-async def test_token_goes_in_the_header_not_the_url() -> None:
+async def test_token_goes_in_the_protocol_header_not_the_url() -> None:
     seen: list[web.Request] = []
     async with (
         ws_server([frame("notification", NOTIFICATION)], seen=seen) as port,
@@ -208,9 +210,22 @@ async def test_token_goes_in_the_header_not_the_url() -> None:
     ):
         await next_notification(stream)
     (request,) = seen
-    assert request.headers["Authorization"] == "Bearer SECRET-TOKEN"
+    assert request.headers["Sec-WebSocket-Protocol"] == "SECRET-TOKEN"
+    assert "Authorization" not in request.headers
     assert "SECRET-TOKEN" not in request.path_qs
     assert request.query["stream"] == "user:notification"
+
+
+async def test_a_token_that_is_no_header_token_goes_in_authorization() -> None:
+    seen: list[web.Request] = []
+    async with (
+        ws_server([frame("notification", NOTIFICATION)], seen=seen) as port,
+        connector().stream(loopback(port), "TOKEN/WITH=SLASH") as stream,
+    ):
+        await next_notification(stream)
+    (request,) = seen
+    assert request.headers["Authorization"] == "Bearer TOKEN/WITH=SLASH"
+    assert "Sec-WebSocket-Protocol" not in request.headers
 
 
 async def test_other_events_and_bad_frames_are_skipped() -> None:

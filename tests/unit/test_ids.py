@@ -24,6 +24,8 @@ ULID_NEW = "01M8G20EPK3KY9X4QDD18S6PTM"
         (ULID_NEW, ULID_NEW, False),
         (ULID_NEW.lower(), ULID_OLD, True),  # case-insensitive ULIDs
         (ULID_NEW.lower(), ULID_NEW, False),
+        ("03578WBmPCWJphPTK4WK7a", "03578WBmPCWJphPTK4WK7Z", True),  # Akkoma flake ids: case matters
+        ("03578WBmPCWJphPTK4WK7Z", "03578WBmPCWJphPTK4WK7a", False),
         ("x", None, True),  # no cursor yet: everything is new
         ("10", None, True),
     ],

@@ -2,10 +2,21 @@
 
 Modules: ``core`` (pure facts: ids, errors, scopes), ``state`` (users, apps, tokens, notifications),
 ``httputil`` and ``middleware`` (the HTTP conventions), ``oauth``, ``tokens``, ``api``, ``stream``
-(the endpoints), ``render`` (HTML and JSON shapes), ``testkit`` (helpers for tests), ``server``
-(the aiohttp app and its public handle, ``FakeGoToSocial``).
+(the endpoints), ``render`` (HTML and JSON shapes), ``profiles`` (which server it imitates),
+``testkit`` (helpers for tests), ``server`` (the aiohttp app and its public handle, ``FakeGoToSocial``).
 """
 
+from tests.fakes.gotosocial.profiles import AKKOMA, GOTOSOCIAL, MASTODON, PROFILES, Profile, profile_named
 from tests.fakes.gotosocial.server import AuthorizeError, FakeGoToSocial, main
 
-__all__ = ["AuthorizeError", "FakeGoToSocial", "main"]
+__all__ = [
+    "AKKOMA",
+    "GOTOSOCIAL",
+    "MASTODON",
+    "PROFILES",
+    "AuthorizeError",
+    "FakeGoToSocial",
+    "Profile",
+    "main",
+    "profile_named",
+]

@@ -19,11 +19,14 @@ from tests.fakes.gotosocial.core import (
 from tests.fakes.gotosocial.httputil import (
     JSON_TYPE,
     ApiError,
+    bearer,
     json_response,
+    lookup_auth,
     require_accept,
     state_of,
     token_auth,
 )
+from tests.fakes.gotosocial.profiles import Profile
 from tests.fakes.gotosocial.render import (
     account_json,
     instance_v1,
@@ -34,12 +37,12 @@ from tests.fakes.gotosocial.render import (
 )
 from tests.fakes.gotosocial.state import FakeState, StoredNotification
 
-_KNOWN_TYPES = frozenset(NOTIFICATION_TYPES)
+_KNOWN_TYPES = NOTIFICATION_TYPES
 
 
 def id_key(state: FakeState, value: str) -> tuple[int, str]:
     """Order of ids: ULIDs compare as strings; Mastodon's numeric ids by length, then value."""
-    return (len(value), value) if state.mastodon else (0, value)
+    return (len(value), value) if state.numeric_ids else (0, value)
 
 
 async def verify_credentials(request: web.Request) -> web.Response:
@@ -49,16 +52,18 @@ async def verify_credentials(request: web.Request) -> web.Response:
     return json_response(account_json(state_of(request), auth.user, with_source=True))
 
 
-def _parse_limit(raw: str | None) -> int:
+def _parse_limit(profile: Profile, raw: str | None) -> int:
+    """GtS: default 20, at most 80; Mastodon: 40 / 80; Akkoma: capped at 40. Clamped, never an error."""
+    default = profile.notification_limit_default
     if raw is None or raw == "":
-        return 20
+        return default
     try:
         value = int(raw, 10)
     except ValueError:
         raise ApiError(400, "bad integer limit value") from None
     if value == 0:
-        return 20
-    return max(1, min(80, value))
+        return default
+    return max(1, min(profile.notification_limit_max, value))
 
 
 def _types(request: web.Request, key: str) -> list[str]:
@@ -81,7 +86,7 @@ async def list_notifications(request: web.Request) -> web.Response:
     assert auth.user is not None
     state = state_of(request)
     q = request.query
-    limit = _parse_limit(q.get("limit"))
+    limit = _parse_limit(state.profile, q.get("limit"))
     max_id, since_id, min_id = q.get("max_id", ""), q.get("since_id", ""), q.get("min_id", "")
     types, excluded = _types(request, "types[]"), _types(request, "exclude_types[]")
 
@@ -136,8 +141,8 @@ def create_notification(state: FakeState, username: str, type_: str, from_userna
                         status_text: str | None = None, spoiler_text: str = "",
                         status_html: str | None = None) -> dict[str, Any]:
     """Create a notification for a local user, store it and push it to their open streams."""
-    if type_ not in _KNOWN_TYPES or type_ == "admin.report":
-        raise ValueError(f"GoToSocial does not create {type_!r} notifications")
+    if type_ not in _KNOWN_TYPES + state.profile.extra_notification_types or type_ == "admin.report":
+        raise ValueError(f"{state.profile.name} does not create {type_!r} notifications")
     target = state.users.get(username)
     if target is None or target.domain is not None:
         raise KeyError(f"no local user {username!r}")
@@ -156,20 +161,53 @@ def create_notification(state: FakeState, username: str, type_: str, from_userna
                             "account": account_json(state, origin)}
     if status is not None:
         body["status"] = status
+    body.update(_type_fields(state, type_, now))
     state.notifications.append(StoredNotification(body["id"], target.user_id, type_, body))
     state.push_notification(target.user_id, go_json(body))
     return body
 
 
+def _type_fields(state: FakeState, type_: str, now: float) -> dict[str, Any]:
+    """The fields Mastodon and Akkoma add to their own notification types (mastodon-family.md)."""
+    if type_ == "pleroma:emoji_reaction":
+        return {"emoji": "\N{PARTY POPPER}", "emoji_url": None}
+    if type_ == "move":
+        return {"target": account_json(state, state.ensure_account("moved@new.example"))}
+    if type_ == "severed_relationships":
+        return {"event": {"id": state.new_id(), "type": "domain_block", "purged": False,
+                          "target_name": "blocked.example", "followers_count": 1, "following_count": 2,
+                          "created_at": iso_seconds(now)}}
+    if type_ == "moderation_warning":
+        return {"moderation_warning": {"id": state.new_id(), "action": "none", "text": "Please be kind.",
+                                       "status_ids": [], "target_account": None, "appeal": None,
+                                       "created_at": iso_seconds(now)}}
+    if type_ == "annual_report":
+        return {"annual_report": {"year": time.gmtime(now).tm_year - 1}}
+    return {}
+
+
 # --- instance documents and health -----------------------------------------------------------------
+def _instance_access(request: web.Request) -> web.Response | None:
+    """Limited-federation Mastodon: the instance documents need a signed-in user's token."""
+    state = state_of(request)
+    if not state.profile.limited_federation:
+        return None
+    auth = lookup_auth(state, bearer(request))
+    if auth is not None and auth.user is not None:
+        return None
+    return json_response({"error": "This API requires an authenticated user"}, 401)
+
+
 async def get_instance_v1(request: web.Request) -> web.Response:
     require_accept(request, JSON_TYPE)
-    return json_response(instance_v1(state_of(request)))
+    return _instance_access(request) or json_response(instance_v1(state_of(request)))
 
 
 async def get_instance_v2(request: web.Request) -> web.Response:
     require_accept(request, JSON_TYPE)
-    return json_response(instance_v2(state_of(request)))
+    if not state_of(request).profile.serves_instance_v2:
+        raise ApiError(404)
+    return _instance_access(request) or json_response(instance_v2(state_of(request)))
 
 
 async def get_nodeinfo_links(request: web.Request) -> web.Response:

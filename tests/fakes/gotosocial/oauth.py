@@ -89,10 +89,11 @@ async def create_app(request: web.Request) -> web.Response:
     _check_len("scopes", scopes_raw or "", 1024)
     _check_len("website", website, 1024)
     redirects = [OOB_URI] if not redirect_raw else _parse_redirects(redirect_raw)
+    doorkeeper = state.profile.oauth_dialect == "doorkeeper"
     app = FakeApp(
         id=state.new_id(),
-        client_id=random_ulid() if not state.mastodon else oauth_secret()[:43],
-        client_secret=oauth_secret() if state.mastodon else str(uuid.uuid4()),
+        client_id=random_ulid() if not doorkeeper else oauth_secret()[:43],
+        client_secret=oauth_secret() if doorkeeper else str(uuid.uuid4()),
         name=name,
         website=website,
         redirect_uris=redirects,

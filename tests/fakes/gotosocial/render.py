@@ -7,8 +7,6 @@ from typing import Any
 
 from tests.fakes.gotosocial.state import FakeApp, FakeState, FakeUser
 
-SOURCE_URL = "https://codeberg.org/superseriousbusiness/gotosocial"
-
 
 def account_json(state: FakeState, user: FakeUser, *, with_source: bool = False) -> dict[str, Any]:
     if user.domain is None:
@@ -138,8 +136,17 @@ def _config_common() -> dict[str, Any]:
     }
 
 
+def streaming_url(state: FakeState, *, actual: bool = False) -> str:
+    """The streaming base URL the instance documents advertise (``actual``: where streaming really is)."""
+    profile = state.profile
+    separate = profile.separate_streaming_host and (actual or profile.advertises_streaming_host)
+    host = state.streaming_host if separate else state.host
+    secure = profile.advertised_stream_scheme == "wss" or state.base_url.startswith("https:")
+    return f"{'wss' if secure else 'ws'}://{host}"
+
+
 def version_string(state: FakeState) -> str:
-    return state.version
+    return state.profile.version
 
 
 def instance_v1(state: FakeState) -> dict[str, Any]:
@@ -158,7 +165,7 @@ def instance_v1(state: FakeState) -> dict[str, Any]:
         "approval_required": True,
         "invites_enabled": False,
         "configuration": _config_common(),
-        "urls": {"streaming_api": f"wss://{state.host}"},
+        "urls": {"streaming_api": streaming_url(state)},
         "stats": {"domain_count": 0, "status_count": sum(state.statuses_by_user.values()),
                   "user_count": sum(1 for u in state.users.values() if u.domain is None)},
         "thumbnail": f"{state.base_url}/assets/logo.webp",
@@ -170,7 +177,7 @@ def instance_v1(state: FakeState) -> dict[str, Any]:
 
 def instance_v2(state: FakeState) -> dict[str, Any]:
     config = _config_common()
-    config["urls"] = {"streaming": f"wss://{state.host}"}
+    config["urls"] = {"streaming": streaming_url(state)}
     config["vapid"] = {"public_key": _APP_VAPID}
     config["translation"] = {"enabled": False}
     return {
@@ -178,7 +185,7 @@ def instance_v2(state: FakeState) -> dict[str, Any]:
         "account_domain": state.account_domain,
         "title": "GoToSocial Testing Instance",
         "version": version_string(state),
-        "source_url": SOURCE_URL if not state.mastodon else "https://github.com/mastodon/mastodon",
+        "source_url": state.profile.source_url,
         "description": "<p>A fake GoToSocial instance for tests.</p>",
         "description_text": "A fake GoToSocial instance for tests.",
         "usage": {"users": {"active_month": sum(1 for u in state.users.values() if u.domain is None)}},
@@ -199,10 +206,10 @@ def nodeinfo_links(state: FakeState) -> dict[str, Any]:
 
 
 def nodeinfo(state: FakeState, schema: str) -> dict[str, Any]:
-    software: dict[str, Any] = {"name": state.software, "version": version_string(state)}
+    software: dict[str, Any] = {"name": state.profile.software, "version": version_string(state)}
     if schema == "2.1":
-        software["repository"] = SOURCE_URL if not state.mastodon else "https://github.com/mastodon/mastodon"
-        software["homepage"] = "https://docs.gotosocial.org" if not state.mastodon else "https://joinmastodon.org"
+        software["repository"] = state.profile.source_url
+        software["homepage"] = state.profile.homepage
     return {
         "version": schema,
         "software": software,

@@ -1,5 +1,6 @@
 """A fake GoToSocial server on loopback that behaves like GoToSocial v0.20 (see
-shared/reference/gotosocial-client-api.md), for tests and for trying the bot by hand:
+shared/reference/gotosocial-client-api.md), or like Mastodon or Akkoma with `--profile` (see
+profiles.py), for tests and for trying the bot by hand:
 
     python -m tests.fakes.gotosocial --port 8080 --user alice:alice@example.org:Long-Strong-Passw0rd!
 """
@@ -9,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import html
 import re
 import time
@@ -26,6 +28,7 @@ from tests.fakes.gotosocial import tokens as gts_token
 from tests.fakes.gotosocial.core import OOB_URI, oauth_secret
 from tests.fakes.gotosocial.httputil import STATE
 from tests.fakes.gotosocial.middleware import gts_middleware, server_header
+from tests.fakes.gotosocial.profiles import GOTOSOCIAL, PROFILES, Profile, profile_named
 from tests.fakes.gotosocial.state import (
     FakeApp,
     FakeCode,
@@ -44,6 +47,7 @@ __all__ = [
     "FakeToken",
     "FakeUser",
     "FaultKnobs",
+    "Profile",
     "StoredNotification",
 ]
 
@@ -69,25 +73,26 @@ class FakeGoToSocial:
         host: str = "127.0.0.1",
         port: int = 0,
         rate_limit: int = 0,
-        code_ttl: float = 300.0,
+        profile: Profile = GOTOSOCIAL,
+        code_ttl: float | None = None,
         ping_interval: float = 30.0,
         account_domain: str | None = None,
-        software: str = "gotosocial",
-        version: str = "0.20.0",
         rate_window: float = 300.0,
         session_max_age: int = 120,
         id_start: int | None = None,
     ) -> None:
-        """``software="mastodon"`` imitates Mastodon loosely: numeric ids (a plain counter from
-        ``id_start`` when given), ``invalid_grant`` for used codes, ``Server: Mastodon``."""
+        """``profile`` chooses the server imitated (see ``profiles.py``); ``id_start`` makes numeric ids a
+        plain counter (to cross digit counts); ``code_ttl`` overrides the profile's code lifetime."""
         self._bind_host = host
         self._bind_port = port
         self.state = FakeState(
-            software=software, version=version, account_domain=account_domain, code_ttl=code_ttl,
+            profile=profile, account_domain=account_domain,
+            code_ttl=profile.code_ttl if code_ttl is None else code_ttl,
             rate_limit=rate_limit, rate_window=rate_window, ping_interval=ping_interval,
             session_max_age=session_max_age, id_start=id_start,
         )
         self._runner: web.AppRunner | None = None
+        self._stream_runner: web.AppRunner | None = None
         self.base_url = ""
         self.host = ""
         self.port = 0
@@ -111,13 +116,23 @@ class FakeGoToSocial:
         r.add_get("/api/v1/notifications", gts_api.list_notifications, allow_head=False)
         r.add_post("/api/v1/notifications/clear", gts_api.clear_notifications)
         r.add_get("/api/v1/notifications/{id}", gts_api.get_notification, allow_head=False)
-        r.add_get("/api/v1/streaming", gts_stream.streaming, allow_head=False)
+        separate = self.state.profile.separate_streaming_host
+        r.add_get("/api/v1/streaming", gts_stream.streaming_redirect if separate else gts_stream.streaming,
+                  allow_head=False)
         r.add_get("/api/v1/instance", gts_api.get_instance_v1, allow_head=False)
         r.add_get("/api/v2/instance", gts_api.get_instance_v2, allow_head=False)
         r.add_get("/.well-known/nodeinfo", gts_api.get_nodeinfo_links, allow_head=False)
         r.add_get("/nodeinfo/{schema}", gts_api.get_nodeinfo, allow_head=False)
         r.add_get("/livez", gts_api.health)
         r.add_get("/readyz", gts_api.health)
+        return app
+
+    def _make_stream_app(self) -> web.Application:
+        """The separate streaming server of a profile that has one (Mastodon's streaming host)."""
+        app = web.Application(middlewares=[gts_middleware])
+        app[STATE] = self.state
+        app.on_response_prepare.append(server_header)
+        app.router.add_get("/api/v1/streaming", gts_stream.streaming, allow_head=False)
         return app
 
     def route_table(self) -> list[tuple[str, str]]:
@@ -130,10 +145,7 @@ class FakeGoToSocial:
         return sorted(out)
 
     async def start(self) -> None:
-        runner = web.AppRunner(self._make_app(), access_log=None, shutdown_timeout=2.0)
-        await runner.setup()
-        site = web.TCPSite(runner, self._bind_host, self._bind_port)
-        await site.start()
+        runner = await self._serve(self._make_app(), self._bind_port)
         self._runner = runner
         self.port = int(runner.addresses[0][1])
         name = f"[{self._bind_host}]" if ":" in self._bind_host else self._bind_host
@@ -141,12 +153,22 @@ class FakeGoToSocial:
         self.base_url = f"http://{self.host}"
         self.state.host = self.host
         self.state.base_url = self.base_url
+        if self.state.profile.separate_streaming_host:
+            self._stream_runner = await self._serve(self._make_stream_app(), 0)
+            self.state.streaming_host = f"{name}:{int(self._stream_runner.addresses[0][1])}"
+
+    async def _serve(self, app: web.Application, port: int) -> web.AppRunner:
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
+        await runner.setup()
+        await web.TCPSite(runner, self._bind_host, port).start()
+        return runner
 
     async def stop(self) -> None:
         self.state.drop_streams()
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+        for runner in (self._stream_runner, self._runner):
+            if runner is not None:
+                await runner.cleanup()
+        self._runner = self._stream_runner = None
 
     async def __aenter__(self) -> FakeGoToSocial:
         await self.start()
@@ -157,6 +179,15 @@ class FakeGoToSocial:
         await self.stop()
 
     # --- knobs and inspection ----------------------------------------------------------------------
+    @property
+    def profile(self) -> Profile:
+        return self.state.profile
+
+    @property
+    def streaming_base_url(self) -> str:
+        """Where streaming really is: ``ws://`` + the streaming host (the web host unless separate)."""
+        return "ws://" + (self.state.streaming_host or self.host)
+
     @property
     def faults(self) -> FaultKnobs:
         return self.state.faults
@@ -188,6 +219,11 @@ class FakeGoToSocial:
     def rate_limit(self, value: int) -> None:
         self.state.rate_limit = value
         self.state.rate_buckets.clear()
+
+    def spend_rate_budget(self, kind: str, count: int, who: str = "127.0.0.1") -> None:
+        """Count ``count`` requests in a Mastodon bucket (``apps``, ``anonymous``: ``who`` is an IP;
+        ``token``: the token; ``user``, ``paging``: a user id), as if someone else had made them."""
+        self.state.count_in_bucket(kind, who, self.state.rate_clock(), count)
 
     def requests_to(self, path: str, method: str | None = None) -> int:
         return sum(1 for m, p in self.state.request_log if p == path and (method is None or m == method))
@@ -229,7 +265,7 @@ class FakeGoToSocial:
         """Like DELETE /api/v1/apps/:id: the app's tokens stop working."""
         self.state.apps.pop(client_id, None)
         for access in [k for k, t in self.state.tokens.items() if t.client_id == client_id]:
-            del self.state.tokens[access]
+            self.state.forget_token(access)
 
     def age_codes(self, seconds: float) -> None:
         """Pretend every pending code was issued ``seconds`` earlier."""
@@ -310,12 +346,15 @@ def _parse_user(spec: str) -> tuple[str, str, str]:
 
 
 async def _serve(args: argparse.Namespace) -> None:
-    gts = FakeGoToSocial(host=args.host, port=args.port, rate_limit=args.rate_limit, software=args.software,
-                         version=args.version, ping_interval=args.ping_interval)
+    profile = profile_named(args.profile)
+    if args.version is not None:
+        profile = dataclasses.replace(profile, version=args.version)
+    gts = FakeGoToSocial(host=args.host, port=args.port, rate_limit=args.rate_limit, profile=profile,
+                         ping_interval=args.ping_interval)
     for name, email, password in args.user:
         gts.add_user(name, email, password)
     await gts.start()
-    print(f"fake {args.software} listening on {gts.base_url}", flush=True)
+    print(f"fake {profile.name} listening on {gts.base_url}", flush=True)
     try:
         while True:
             await asyncio.sleep(args.notify_every or 3600)
@@ -333,8 +372,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--port", type=int, default=8080)
     p.add_argument("--user", type=_parse_user, action="append", default=[], help="name:email:password")
     p.add_argument("--rate-limit", type=int, default=0)
-    p.add_argument("--software", default="gotosocial", choices=["gotosocial", "mastodon"])
-    p.add_argument("--version", default="0.20.0")
+    p.add_argument("--profile", default="gotosocial", choices=sorted(PROFILES))
+    p.add_argument("--version", default=None, help="override the profile's version string")
     p.add_argument("--ping-interval", type=float, default=30.0)
     p.add_argument("--notify-every", type=float, default=0.0, help="seconds between mention notifications")
     args = p.parse_args(argv)

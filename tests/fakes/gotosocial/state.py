@@ -9,7 +9,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from tests.fakes.gotosocial.core import SnowflakeFactory, UlidFactory, go_json, iso_ms
+from tests.fakes.gotosocial.core import SnowflakeFactory, UlidFactory, flake_id, go_json, iso_ms
+from tests.fakes.gotosocial.profiles import Profile
 
 
 @dataclass
@@ -85,6 +86,7 @@ class Session:
 @dataclass
 class StreamConn:
     user_id: str
+    access: str = field(repr=False)
     streams: set[str]
     queue: asyncio.Queue[str]
     abort: Callable[[], None] = field(repr=False)
@@ -113,12 +115,20 @@ class FaultKnobs:
         return self._drop() if self._drop is not None else 0
 
 
+MASTODON_LIMITS: dict[str, tuple[int, float]] = {
+    "token": (300, 300.0),
+    "user": (1500, 300.0),
+    "paging": (300, 900.0),
+    "anonymous": (300, 300.0),
+    "apps": (5, 600.0),
+}
+
+
 class FakeState:
     def __init__(
         self,
         *,
-        software: str,
-        version: str,
+        profile: Profile,
         account_domain: str | None,
         code_ttl: float,
         rate_limit: int,
@@ -129,8 +139,8 @@ class FakeState:
     ) -> None:
         self.host = ""
         self.base_url = ""
-        self.software = software
-        self.version = version
+        self.streaming_host = ""  # host:port of the separate streaming server, when the profile has one
+        self.profile = profile
         self.account_domain_opt = account_domain
         self.code_ttl = code_ttl
         self.rate_limit = rate_limit
@@ -148,12 +158,15 @@ class FakeState:
         self.sessions: dict[str, Session] = {}
         self.streams: list[StreamConn] = []
         self.rate_buckets: dict[tuple[str, str], tuple[float, int, float]] = {}
+        # Mastodon's rack-attack throttles: kind → (limit, period in seconds) (profile "mastodon_buckets").
+        self.mastodon_limits: dict[str, tuple[int, float]] = dict(MASTODON_LIMITS)
+        self.rate_clock: Callable[[], float] = time.time  # wall clock of those windows; tests may pin it
         self.request_log: list[tuple[str, str]] = []
         self.faults = FaultKnobs(_drop=self.drop_streams)
 
     @property
-    def mastodon(self) -> bool:
-        return self.software == "mastodon"
+    def numeric_ids(self) -> bool:
+        return self.profile.id_style == "snowflake"
 
     @property
     def hostname(self) -> str:
@@ -164,7 +177,10 @@ class FakeState:
         return self.account_domain_opt or self.host
 
     def new_id(self) -> str:
-        return self.snowflakes.new() if self.mastodon else self.ulids.new()
+        if self.profile.id_style == "snowflake":
+            return self.snowflakes.new()
+        ulid = self.ulids.new()
+        return flake_id(ulid) if self.profile.id_style == "flake" else ulid
 
     def now_iso(self) -> str:
         return iso_ms(time.time())
@@ -216,8 +232,27 @@ class FakeState:
         user = self.users[username]
         gone = [k for k, t in self.tokens.items() if t.user_id == user.user_id]
         for k in gone:
-            del self.tokens[k]
+            self.forget_token(k)
         return len(gone)
+
+    def forget_token(self, access: str) -> None:
+        """The token stops working; servers that close streams on revoke (Mastodon, Akkoma) do so."""
+        self.tokens.pop(access, None)
+        if self.profile.revoke_closes_streams:
+            for conn in [c for c in self.streams if c.access == access]:
+                conn.abort()
+
+    # --- Mastodon's rate-limit buckets ----------------------------------------------------------------
+    def count_in_bucket(
+        self, kind: str, who: str, now: float, count: int = 1
+    ) -> tuple[int, int, float, bool]:
+        """Count requests in one rack-attack throttle: (remaining, limit, reset time, over the limit)."""
+        limit, period = self.mastodon_limits[kind]
+        reset = now - now % period + period  # rack-attack's windows are aligned to multiples of the period
+        entry = self.rate_buckets.get((kind, who))
+        used = (entry[1] if entry is not None and entry[0] == reset else 0) + count
+        self.rate_buckets[(kind, who)] = (reset, used, now)
+        return max(0, limit - used), limit, reset, used > limit
 
     # --- sessions ----------------------------------------------------------------------------------
     def load_session(self, sid: str | None) -> Session:

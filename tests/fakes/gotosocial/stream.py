@@ -1,4 +1,9 @@
-"""GET /api/v1/streaming of the fake GoToSocial (§8): websocket, auth only at connect, ``ping!`` pings."""
+"""GET /api/v1/streaming of the fake (§8): websocket, auth only at connect, ``ping!`` pings.
+
+The profile decides where the token may come from, how a token that may not read the stream is refused
+(403 at the handshake, or Mastodon's in-stream error frame), and whether the web host answers 301 to a
+separate streaming host.
+"""
 
 from __future__ import annotations
 
@@ -8,25 +13,47 @@ import json
 
 from aiohttp import WSMsgType, web
 
+from tests.fakes.gotosocial.core import go_json, token_permits
 from tests.fakes.gotosocial.httputil import EXTRA_HEADERS, ApiError, bearer, lookup_auth, state_of
+from tests.fakes.gotosocial.profiles import Profile
+from tests.fakes.gotosocial.render import streaming_url
 from tests.fakes.gotosocial.state import StreamConn
 
 # Streams a client may add with a subscribe message; `user:notification` is silently ignored there.
 _SUBSCRIBABLE = frozenset({"public:local", "public", "user", "direct", "list"})
 
 
+def _token(request: web.Request, profile: Profile) -> str | None:
+    """The token from the first source this server reads (GtS: query, protocol, bearer)."""
+    sources = profile.stream_token_sources
+    if "query" in sources and request.query.get("access_token"):
+        return request.query["access_token"]
+    if "protocol" in sources and request.headers.get("Sec-WebSocket-Protocol"):
+        return request.headers["Sec-WebSocket-Protocol"]
+    return bearer(request) if "bearer" in sources else None
+
+
+async def streaming_redirect(request: web.Request) -> web.StreamResponse:
+    """The web host of a server whose streaming lives elsewhere (Mastodon's StreamingController): 301."""
+    state = state_of(request)
+    target = f"{streaming_url(state, actual=True)}{request.path_qs}"
+    return web.Response(status=301, headers={"Location": target})
+
+
 async def streaming(request: web.Request) -> web.StreamResponse:
     state = state_of(request)
+    profile = state.profile
     if not state.faults.streaming_enabled:
         raise ApiError(404)
     protocol_header = request.headers.get("Sec-WebSocket-Protocol")
-    token = request.query.get("access_token") or protocol_header or bearer(request)
+    token = _token(request, profile)
     if not token:
-        raise ApiError(401, "token not supplied")
+        raise ApiError(profile.stream_no_token_status, "token not supplied")
     auth = lookup_auth(state, token)
     if auth is None or auth.user is None:
         raise ApiError(401)
-    if "read" not in auth.token.scope.split(" "):
+    may_read = token_permits(auth.token.scope, *profile.stream_scopes)
+    if not may_read and profile.stream_scope_refusal == "handshake":
         raise ApiError(403, "token has insufficient scope permission")
     ws = web.WebSocketResponse(protocols=(protocol_header,) if protocol_header else (), autoping=True)
     if not ws.can_prepare(request).ok:
@@ -44,8 +71,11 @@ async def streaming(request: web.Request) -> web.StreamResponse:
         if transport is not None:
             transport.abort()
 
-    conn = StreamConn(user_id=auth.user.user_id, streams={request.query.get("stream", "")},
+    conn = StreamConn(user_id=auth.user.user_id, access=token, streams={request.query.get("stream", "")},
                       queue=asyncio.Queue(), abort=abort)
+    if not may_read:  # Mastodon opens the socket, then says so in a frame and sends nothing else
+        conn.streams.clear()
+        await ws.send_str(go_json({"error": "Access token does not have the required scopes", "status": 401}))
     state.streams.append(conn)
     reader = asyncio.create_task(_read_loop(ws, conn))
     getter: asyncio.Task[str] | None = None

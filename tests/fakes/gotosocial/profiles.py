@@ -1,0 +1,170 @@
+"""Server profiles of the fake: what GoToSocial, Mastodon and Akkoma do differently at each step a client
+takes, one named field per difference (facts from shared/reference/mastodon-family.md and
+gotosocial-client-api.md; the source paths are there).
+
+``FakeGoToSocial(profile=MASTODON)`` makes the fake behave like that server. A test that needs one
+variation derives it: ``dataclasses.replace(MASTODON, limited_federation=True)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+IdStyle = Literal["ulid", "snowflake", "flake"]
+OAuthDialect = Literal["gotosocial", "doorkeeper"]
+ScopeModel = Literal["gotosocial", "mastodon"]
+StreamTokenSource = Literal["query", "protocol", "bearer"]
+StreamScopeRefusal = Literal["handshake", "error_frame"]
+RateLimitModel = Literal["per_ip", "mastodon_buckets"]
+AdvertisedStreamScheme = Literal["wss", "same_as_instance"]
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    # --- who it says it is
+    server_header: str  # "" = no product name of its own
+    software: str  # nodeinfo software.name
+    version: str  # /api/v1/instance .version ("" = a GoToSocial built without its version flag)
+    source_url: str
+    homepage: str
+    id_style: IdStyle  # ULIDs (GtS), numeric snowflakes (Mastodon), base62 flake ids (Akkoma)
+    # --- instance discovery
+    serves_instance_v2: bool
+    limited_federation: bool  # instance endpoints answer 401 without a user token (Mastodon option)
+    # --- OAuth
+    oauth_dialect: OAuthDialect  # error bodies of /oauth/token and /oauth/revoke
+    oob_path: str  # the out-of-band code page
+    code_length: int
+    code_ttl: float  # seconds an authorization code lives
+    reuses_tokens: bool  # same account + app + scopes → the same access token again
+    revoke_unknown_token_status: int  # /oauth/revoke for a token the server does not know
+    scope_model: ScopeModel  # "mastodon": `profile` covers verify_credentials, granular scopes stream
+    inactive_login_status: int  # verify_credentials for an unconfirmed/disabled login (GtS: token ignored)
+    app_scopes_as_list: bool  # POST /api/v1/apps answers `scopes` as a list (+ client_secret_expires_at)
+    # --- notifications
+    notification_limit_default: int
+    notification_limit_max: int
+    extra_notification_types: tuple[str, ...]
+    # --- streaming
+    stream_token_sources: frozenset[StreamTokenSource]
+    stream_no_token_status: int  # handshake answer when none of the accepted token sources is present
+    stream_scopes: frozenset[str]  # token scopes that may read the user's notification stream
+    stream_scope_refusal: StreamScopeRefusal  # 403 at the handshake, or open + `{"error", "status": 401}`
+    separate_streaming_host: bool  # streaming is served on another host; the web host answers 301
+    advertises_streaming_host: bool  # the instance documents name the streaming host
+    advertised_stream_scheme: AdvertisedStreamScheme  # GtS says wss:// even when served over http
+    revoke_closes_streams: bool
+    # --- rate limits
+    rate_limit_model: RateLimitModel
+
+
+GOTOSOCIAL = Profile(
+    name="gotosocial",
+    server_header="gotosocial",
+    software="gotosocial",
+    version="0.20.0",
+    source_url="https://codeberg.org/superseriousbusiness/gotosocial",
+    homepage="https://docs.gotosocial.org",
+    id_style="ulid",
+    serves_instance_v2=True,
+    limited_federation=False,
+    oauth_dialect="gotosocial",
+    oob_path="/oauth/oob",
+    code_length=48,
+    code_ttl=300.0,
+    reuses_tokens=False,
+    revoke_unknown_token_status=200,
+    scope_model="gotosocial",
+    inactive_login_status=401,
+    app_scopes_as_list=False,
+    notification_limit_default=20,
+    notification_limit_max=80,
+    extra_notification_types=(),
+    stream_token_sources=frozenset({"query", "protocol", "bearer"}),
+    stream_no_token_status=401,
+    stream_scopes=frozenset({"read"}),
+    stream_scope_refusal="handshake",
+    separate_streaming_host=False,
+    advertises_streaming_host=True,
+    advertised_stream_scheme="wss",
+    revoke_closes_streams=False,
+    rate_limit_model="per_ip",
+)
+
+MASTODON = Profile(
+    name="mastodon",
+    server_header="Mastodon",
+    software="mastodon",
+    version="4.3.0",
+    source_url="https://github.com/mastodon/mastodon",
+    homepage="https://joinmastodon.org",
+    id_style="snowflake",
+    serves_instance_v2=True,
+    limited_federation=False,
+    oauth_dialect="doorkeeper",
+    oob_path="/oauth/authorize/native",
+    code_length=43,
+    code_ttl=600.0,
+    reuses_tokens=True,
+    revoke_unknown_token_status=200,
+    scope_model="mastodon",
+    inactive_login_status=403,
+    app_scopes_as_list=True,
+    notification_limit_default=40,
+    notification_limit_max=80,
+    extra_notification_types=("severed_relationships", "moderation_warning", "quote", "quoted_update",
+                              "annual_report"),
+    stream_token_sources=frozenset({"query", "protocol", "bearer"}),
+    stream_no_token_status=401,
+    stream_scopes=frozenset({"read", "read:notifications"}),
+    stream_scope_refusal="error_frame",
+    separate_streaming_host=True,
+    advertises_streaming_host=True,
+    advertised_stream_scheme="same_as_instance",
+    revoke_closes_streams=True,
+    rate_limit_model="mastodon_buckets",
+)
+
+AKKOMA = Profile(
+    name="akkoma",
+    server_header="",
+    software="akkoma",
+    version="2.7.2 (compatible; Akkoma 3.13.2)",
+    source_url="https://akkoma.dev/AkkomaGang/akkoma",
+    homepage="https://akkoma.social",
+    id_style="flake",
+    serves_instance_v2=True,
+    limited_federation=False,
+    oauth_dialect="doorkeeper",
+    oob_path="/oauth/oob",
+    code_length=43,
+    code_ttl=600.0,
+    reuses_tokens=True,
+    revoke_unknown_token_status=200,
+    scope_model="gotosocial",
+    inactive_login_status=403,
+    app_scopes_as_list=False,
+    notification_limit_default=20,
+    notification_limit_max=40,
+    extra_notification_types=("move", "pleroma:emoji_reaction"),
+    stream_token_sources=frozenset({"query", "protocol"}),
+    stream_no_token_status=401,
+    stream_scopes=frozenset({"read", "read:notifications"}),
+    stream_scope_refusal="handshake",
+    separate_streaming_host=False,
+    advertises_streaming_host=True,
+    advertised_stream_scheme="same_as_instance",
+    revoke_closes_streams=True,
+    rate_limit_model="per_ip",
+)
+
+PROFILES: dict[str, Profile] = {p.name: p for p in (GOTOSOCIAL, MASTODON, AKKOMA)}
+
+
+def profile_named(name: str) -> Profile:
+    try:
+        return PROFILES[name]
+    except KeyError:
+        raise ValueError(f"no fake profile {name!r}; known: {', '.join(sorted(PROFILES))}") from None
