@@ -13,28 +13,13 @@ from bot.connect import instance_from_key, registration_of
 from bot.errors import CommandError, FediverseError, RevokeUnsupportedError
 from bot.fediverse.client import FediverseClient
 from bot.fediverse.instance import InstanceRef
+from bot.fediverse.notification_types import TYPE_NAMES
 from bot.store.crypto import KeyRing
 from bot.store.models import AccountState
 from bot.store.records import AccountId, AccountRecord, Clock, utc_now
 from bot.store.repositories import Repositories
 
 log = logging.getLogger(__name__)
-
-NOTIFICATION_TYPES = (
-    "mention",
-    "status",
-    "reblog",
-    "favourite",
-    "follow",
-    "follow_request",
-    "poll",
-    "update",
-    "admin.sign_up",
-    "admin.report",
-    "pending.favourite",
-    "pending.reply",
-    "pending.reblog",
-)
 
 
 class RelayControl(Protocol):
@@ -52,6 +37,9 @@ class RevokeOutcome:
     revoked_on_server: bool
     problem: str | None
     """Why the server-side revoke did not happen (already user-facing text), when it did not."""
+    kept_for_others: int = 0
+    """The server-side token was left alive because this many other stored connections use it (Mastodon
+    and Akkoma give the same token to each connection of one account through one app)."""
 
     @property
     def manual_revoke_hint(self) -> str:
@@ -102,11 +90,10 @@ def parse_types(args: Sequence[str]) -> tuple[str, ...] | None:
     words = [w for arg in args for w in arg.replace(",", " ").split()]
     if not words or words == ["all"]:
         return None
-    unknown = [w for w in words if w not in NOTIFICATION_TYPES]
+    unknown = [w for w in words if w not in TYPE_NAMES]
     if unknown:
         raise CommandError(
-            f"Unknown notification type {unknown[0][:40]!r}. "
-            f"Known: {', '.join(NOTIFICATION_TYPES)}, or `all`."
+            f"Unknown notification type {unknown[0][:40]!r}. Known: {', '.join(TYPE_NAMES)}, or `all`."
         )
     return tuple(sorted(set(words)))
 
@@ -147,9 +134,25 @@ class AccountsService:
     async def _revoke_one(self, account: AccountRecord) -> RevokeOutcome:
         await self._relay.remove_account(account.id)
         instance = instance_from_key(account.instance, allow_http=self._allow_http)
-        async with self._sessions() as session:
-            app = await self._repos(session).apps.get_by_id(account.app_id)
+        async with self._sessions() as session, session.begin():
+            repos = self._repos(session)
+            app = await repos.apps.get_by_id(account.app_id)
+            sharing = [
+                other
+                for other in await repos.accounts.ids_using_token(account.instance, account.token)
+                if other != account.id
+            ]
         problem: str | None = None
+        if sharing:
+            async with self._sessions() as session, session.begin():
+                await self._repos(session).accounts.delete(account.id)
+            log.info(
+                "account %s of %s deleted; its token is kept for %d other connection(s)",
+                account.id,
+                account.matrix_user_id,
+                len(sharing),
+            )
+            return RevokeOutcome(account.acct, instance, False, None, kept_for_others=len(sharing))
         if app is None:
             problem = "the bot no longer has this app's registration"
         else:

@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 
 from bot import config_loader
 from bot.config_loader import Invalid, Key, Validator, setting
+from bot.fediverse.scopes import is_admin_scope, is_scope_syntax, relay_scope_problem
 
 __all__ = [
     "CONFIG_PATH_ENV", "DEFAULT_CONFIG_PATH", "DEFAULT_DATA_DIR", "ENV_PREFIX",
@@ -120,19 +121,15 @@ def _existing_file(value: Path | None) -> Path | None:
     return value
 
 
-_SCOPE = re.compile(r"[a-z]+(:[a-z_]+)*")
-
-
 def _scopes(values: tuple[str, ...]) -> tuple[str, ...]:
     if not values:
         raise Invalid("must name at least one scope, e.g. read")
-    bad = [v for v in values if not _SCOPE.fullmatch(v)]
+    bad = [v for v in values if not is_scope_syntax(v)]
     if bad:
         raise Invalid(f"entries must be OAuth scopes like read or read:notifications, got {bad!r}")
-    if any(v == "admin" or v.startswith("admin:") for v in values):
+    if any(is_admin_scope(v) for v in values):
         raise Invalid("must not ask for admin scopes; the bot only reads notifications")
-    granted = set(values)
-    if not granted & {"read", "read:notifications"} or not granted & {"read", "read:accounts", "profile"}:
+    if relay_scope_problem(values) is not None:
         raise Invalid("must cover notifications and the account: read, or read:notifications and profile")
     return values
 
@@ -258,12 +255,6 @@ def _cross_checks(values: Mapping[Key, Any], reported: set[Key]) -> list[str]:
         problems.append(
             "matrix.password: required unless matrix.access_token is set; set one of them (or its *_file "
             "form), e.g. as GTS_BOT_MATRIX__PASSWORD_FILE"
-        )
-    scopes = values.get(("fediverse", "default_scopes"), ())
-    if values.get(("relay", "streaming"), True) and scopes and "read" not in scopes:
-        problems.append(
-            "fediverse.default_scopes: relay.streaming needs the top-level 'read' scope; add it or set "
-            "relay.streaming to false"
         )
     return problems
 

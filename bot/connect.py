@@ -24,49 +24,19 @@ from bot.errors import CommandError, FediverseError, InvalidClientError, Invalid
 from bot.fediverse.client import FediverseClient
 from bot.fediverse.instance import InstanceRef, parse_instance
 from bot.fediverse.models import AppRegistration
-from bot.fediverse.oauth import authorize_url, normalize_scopes, permits, scopes_cover
+from bot.fediverse.oauth import authorize_url, code_lifetime_minutes
+from bot.fediverse.scopes import (
+    KNOWN_SCOPES,
+    normalize_scopes,
+    relay_scope_problem,
+    scopes_cover,
+    streams_with,
+)
 from bot.store.crypto import KeyRing
 from bot.store.records import AccountId, AccountRecord, AppId, AppRecord, Clock, utc_now
 from bot.store.repositories import Repositories
 
 log = logging.getLogger(__name__)
-
-_READ_SCOPES = (
-    "accounts",
-    "applications",
-    "blocks",
-    "bookmarks",
-    "custom_emojis",
-    "favourites",
-    "filters",
-    "follows",
-    "lists",
-    "mutes",
-    "notifications",
-    "search",
-    "statuses",
-)
-_WRITE_SCOPES = (
-    "accounts",
-    "applications",
-    "blocks",
-    "bookmarks",
-    "conversations",
-    "favourites",
-    "filters",
-    "follows",
-    "lists",
-    "media",
-    "mutes",
-    "notifications",
-    "reports",
-    "statuses",
-)
-KNOWN_SCOPES = frozenset(
-    ["profile", "push", "read", "write", "follow"]
-    + [f"read:{s}" for s in _READ_SCOPES]
-    + [f"write:{s}" for s in _WRITE_SCOPES]
-)
 
 OnConnected = Callable[[AccountId], Awaitable[None]]
 
@@ -78,6 +48,8 @@ class StartedFlow:
     scopes: tuple[str, ...]
     expires_at: datetime
     software: str | None
+    code_minutes: int | None
+    """About how long the server keeps a code valid (None: not known for this server)."""
     replaced_earlier: bool
     """An earlier request that still waited for its code was cancelled by this one."""
 
@@ -87,11 +59,12 @@ class Connected:
     account: AccountRecord
     instance: InstanceRef
     streaming_possible: bool
-    """False when the granted scopes lack the top-level `read` the streaming API needs (the bot polls)."""
+    """False when this server does not stream with the granted scopes (GoToSocial needs `read`): the bot
+    polls instead."""
 
 
 def requested_scopes(args: tuple[str, ...], default: tuple[str, ...]) -> tuple[str, ...]:
-    """The scopes a user asked for (`read`, or `read:notifications,read:accounts`), checked for relaying."""
+    """The scopes a user asked for (`read`, or `read:notifications,profile`), checked for relaying."""
     if not args:
         return normalize_scopes(default)
     scopes = normalize_scopes(" ".join(args).replace(",", " "))
@@ -100,12 +73,10 @@ def requested_scopes(args: tuple[str, ...], default: tuple[str, ...]) -> tuple[s
         raise CommandError(
             f"Unknown scope {unknown[0][:40]!r}. Use e.g. `read`, or `read:notifications profile`."
         )
-    if not scopes_cover(scopes, ["read:notifications"]) or not any(
-        permits(s, "read:accounts") or s == "profile" for s in scopes
-    ):
+    problem = relay_scope_problem(scopes)
+    if problem is not None:
         raise CommandError(
-            "Those scopes would not let the bot read your notifications and your account. "
-            "Ask for `read`, or for `read:notifications profile`."
+            f"Those scopes will not do: {problem}. Ask for `read`, or for `read:notifications profile`."
         )
     return scopes
 
@@ -158,6 +129,7 @@ class ConnectFlows:
             raise InvalidInstanceError(f"This bot is not allowed to connect to {instance.display}.")
         scopes = requested_scopes(scope_args, self._fediverse.default_scopes)
         info = await self._client.probe(instance)
+        self._client.learn_software(instance, info.software)
         app = await self._app_for(instance, scopes)
         async with self._sessions() as session, session.begin():
             repos = Repositories(session, self._keyring, self._clock)
@@ -171,9 +143,11 @@ class ConnectFlows:
                 scopes=scopes,
                 dm_room_id=dm_room_id,
                 ttl=self._flow_ttl,
+                software=info.software,
             )
         url = authorize_url(instance, app.client_id, scopes, flow.oauth_state)
-        return StartedFlow(url, instance, scopes, flow.expires_at, info.software, replaced > 0)
+        lifetime = code_lifetime_minutes(info.software)
+        return StartedFlow(url, instance, scopes, flow.expires_at, info.software, lifetime, replaced > 0)
 
     async def _app_for(self, instance: InstanceRef, scopes: tuple[str, ...]) -> AppRecord:
         """The stored app registration for this instance and scope set, registering one if needed."""
@@ -269,7 +243,7 @@ class ConnectFlows:
             old_app = await self._app_by_id(previous.app_id)
             if old_app is not None:
                 await self._revoke_quietly(instance, old_app, previous.token)
-        return Connected(stored, instance, "read" in granted)
+        return Connected(stored, instance, streams_with(granted, flow.software))
 
     async def _newest_notification_id(self, instance: InstanceRef, token: str) -> str | None:
         """Where relaying starts: after the newest notification now, so connecting floods nothing."""
@@ -298,6 +272,15 @@ class ConnectFlows:
             log.info("app registration %s is still used by connected accounts; kept", app.id)
 
     async def _revoke_quietly(self, instance: InstanceRef, app: AppRegistration, token: str) -> None:
+        """Revoke a token the bot does not keep, unless a stored connection uses it: Mastodon and Akkoma
+        hand out the same token again for the same account, app and scopes."""
+        async with self._sessions() as session, session.begin():
+            in_use = await Repositories(session, self._keyring, self._clock).accounts.ids_using_token(
+                instance.key, token
+            )
+        if in_use:
+            log.info("a token on %s is kept: %d stored connection(s) use it", instance.display, len(in_use))
+            return
         try:
             await self._client.revoke(instance, app, token)
         except FediverseError as exc:
@@ -310,7 +293,6 @@ def registration_of(record: AppRecord) -> AppRegistration:
 
 
 __all__ = [
-    "KNOWN_SCOPES",
     "ConnectFlows",
     "Connected",
     "StartedFlow",

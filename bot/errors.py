@@ -21,6 +21,7 @@
             ├── RateLimitedError         429 from the instance (carries retry_after seconds)
             ├── TokenRejectedError       401: the token is revoked, unknown, or the account is gone
             ├── InsufficientScopeError   403: the token lacks a scope the call needs
+            ├── InactiveLoginError       403 (Mastodon): login unconfirmed, pending approval or disabled
             ├── StreamRefusedError       the streaming server refused the stream (handshake or error frame)
             ├── RevokeUnsupportedError   the instance has no /oauth/revoke endpoint
             └── OAuthError               the OAuth exchange failed
@@ -134,6 +135,10 @@ class TokenRejectedError(FediverseError):
 
 
 class InsufficientScopeError(FediverseError):
+    pass
+
+
+class InactiveLoginError(FediverseError):
     pass
 
 

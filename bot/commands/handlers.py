@@ -119,8 +119,8 @@ class BotCommands:
                     Reply.text("2. Sign in and allow access (scopes: " + " ".join(started.scopes) + ")."),
                     Reply.text(
                         "3. Paste the code the page shows you here, as a message on its own. "
-                        "Codes expire after about 5 minutes; this request after "
-                        f"{minutes} minutes."
+                        + _code_lifetime(started.code_minutes)
+                        + f"; this request after {minutes} minutes."
                     ),
                     join("To stop: ", code(f"{ctx.prefix} cancel")),
                 ]
@@ -149,8 +149,9 @@ class BotCommands:
         if not connected.streaming_possible:
             lines.append(
                 Reply.text(
-                    "Without the `read` scope the instance does not allow live streaming, so I check for "
-                    "new notifications every few minutes instead."
+                    f"With these scopes {connected.instance.display} does not allow live streaming (it "
+                    "needs the `read` scope for that), so I check for new notifications every few minutes "
+                    "instead."
                 )
             )
         await ctx.reply(Reply.lines(lines))
@@ -213,6 +214,13 @@ class BotCommands:
         await ctx.reply(Reply.lines(lines))
 
 
+def _code_lifetime(minutes: int | None) -> str:
+    """Per server: GoToSocial keeps a code about 5 minutes, Mastodon 10; an unknown server, unsaid."""
+    if minutes is None:
+        return "Codes are only valid for a few minutes, so paste it soon"
+    return f"Codes expire after about {minutes} minutes"
+
+
 def _account_line(index: int, account: AccountRecord) -> Reply:
     state = {
         AccountState.ACTIVE: "relaying",
@@ -224,6 +232,14 @@ def _account_line(index: int, account: AccountRecord) -> Reply:
 
 
 def _revoke_line(outcome: RevokeOutcome) -> Reply:
+    if outcome.kept_for_others:
+        others = "another connection" if outcome.kept_for_others == 1 else "other connections"
+        return Reply.text(
+            f"Deleted @{outcome.acct} here. The token stays valid on the server because {others} to the "
+            f"same account through this bot use{'s' if outcome.kept_for_others == 1 else ''} it "
+            f"({outcome.instance.display} gives every connection of one account the same token). "
+            "To cut off all of them: " + outcome.manual_revoke_hint
+        )
     if outcome.revoked_on_server:
         return Reply.text(f"Revoked @{outcome.acct}: the token is revoked on the server and deleted here.")
     return Reply.text(

@@ -1,13 +1,15 @@
 """Talking to fediverse instances (GoToSocial and other Mastodon-client-API servers).
 
 instance.py   user input → InstanceRef (pure)
-oauth.py      authorize URL, state, scopes, pasted codes (pure)
+oauth.py      authorize URL, state, code lifetimes, pasted codes (pure)
+scopes.py     the scope vocabulary, covering, what relaying and streaming need per server (pure)
+notification_types.py  the notification types the bot knows, with their words (pure)
 oauth_errors.py  what an instance's OAuth error answer means (pure)
 models.py     frozen API objects and their parsers (pure)
 guard.py      address policy, resolver, guarded httpx client (`build_http_client`)
 _http.py      one careful request: pacing, deadline, size cap, redirects, error mapping
 client.py     FediverseClient: probe, register_app, exchange_code, verify_credentials,
               notifications, revoke
-ratelimit.py  per-instance pacing (InstancePacer, PacerRegistry)
+ratelimit.py  pacing per rate-limit bucket (InstancePacer, PacerRegistry)
 streaming.py  the notification websocket, through the same guard
 """

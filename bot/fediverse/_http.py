@@ -18,6 +18,7 @@ from bot.errors import (
     BadResponseError,
     DnsError,
     FediverseError,
+    InactiveLoginError,
     InstanceTimeoutError,
     InstanceUnreachableError,
     InsufficientScopeError,
@@ -27,7 +28,7 @@ from bot.errors import (
     UnexpectedRedirectError,
 )
 from bot.fediverse.instance import InstanceRef
-from bot.fediverse.ratelimit import PacerRegistry
+from bot.fediverse.ratelimit import PacerRegistry, WaitTooLong, bucket_kind
 
 MAX_SAME_ORIGIN_REDIRECTS = 3
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
@@ -118,6 +119,9 @@ class InstanceHttp:
         self._max_bytes = max_response_bytes
         self._pacers = pacers
 
+    def learn_software(self, instance: InstanceRef, software: str | None) -> None:
+        self._pacers.learn_software(instance.key, software)
+
     async def request(
         self,
         instance: InstanceRef,
@@ -132,23 +136,25 @@ class InstanceHttp:
         headers = {"Accept-Encoding": "gzip, deflate"}
         if token is not None:
             headers["Authorization"] = f"Bearer {token}"
-        pacer = self._pacers.get(instance.key)
+        kind = bucket_kind(method, path, (key for key, _ in params or ()), authenticated=token is not None)
         attempt = 0
         while True:
-            await pacer.acquire()
+            # The bucket is chosen again on each attempt: an answer may have told us the server's model.
+            pacer = self._pacers.get(self._pacers.bucket(instance.key, kind, token))
+            try:
+                await pacer.acquire()
+            except WaitTooLong as exc:
+                raise _rate_limited(instance, exc.delay) from None
             response = await self._fetch(instance, method, path, params, data, headers)
             if self._on_response is not None:
                 self._on_response(instance.display, response.status)
+            self._pacers.learn_from_headers(instance.key, response.headers)
             if response.status != 429:
                 pacer.observe(response.headers)
                 return response
             delay = pacer.rate_limited(response.headers)
             if attempt >= pacer.policy.max_retries or delay > pacer.policy.max_wait:
-                raise RateLimitedError(
-                    f"{instance.display} is limiting how often the bot may ask; "
-                    f"try again in about {max(1, round(delay))} seconds.",
-                    retry_after=delay,
-                )
+                raise _rate_limited(instance, delay)
             attempt += 1
 
     async def _fetch(
@@ -262,6 +268,14 @@ class InstanceHttp:
         return BadResponseError(f"The request to {name} failed.")
 
 
+def _rate_limited(instance: InstanceRef, delay: float) -> RateLimitedError:
+    wait = f"{max(1, round(delay))} seconds" if delay < 120 else f"{round(delay / 60)} minutes"
+    return RateLimitedError(
+        f"{instance.display} is limiting how often the bot may ask; try again in about {wait}.",
+        retry_after=delay,
+    )
+
+
 def decode_json(instance: InstanceRef, response: RawResponse) -> object:
     try:
         return json.loads(response.body)
@@ -283,6 +297,33 @@ def error_fields(response: RawResponse) -> tuple[str, str]:
     return (error if isinstance(error, str) else "", description if isinstance(description, str) else "")
 
 
+# Mastodon's `require_user!` (app/controllers/api/base_controller.rb): a 403 about the login, not a scope.
+_LOGIN_STATES = (
+    ("confirmed e-mail", "has not confirmed its e-mail address yet"),
+    ("pending approval", "is still waiting for a moderator's approval"),
+    ("disabled", "is disabled"),
+)
+
+
+def login_state_error(instance: InstanceRef, response: RawResponse) -> InactiveLoginError | None:
+    """Mastodon's 403 for a login that cannot be used (unconfirmed, pending, disabled), or None."""
+    if response.status != 403:
+        return None
+    error, _ = error_fields(response)
+    if "login" not in error.lower():
+        return None
+    for marker, words in _LOGIN_STATES:
+        if marker in error.lower():
+            return InactiveLoginError(
+                f"{instance.display} says your login {words}, so the bot cannot use it yet. "
+                "Sort that out on the instance, then connect again."
+            )
+    return InactiveLoginError(
+        f"{instance.display} says your login cannot be used right now ({server_text(error, limit=80)}). "
+        "Sort that out on the instance, then connect again."
+    )
+
+
 def status_error(instance: InstanceRef, response: RawResponse) -> FediverseError:
     """The error for an unexpected status on an authenticated API call."""
     name, status = instance.display, response.status
@@ -291,7 +332,7 @@ def status_error(instance: InstanceRef, response: RawResponse) -> FediverseError
             f"{name} rejected the bot's access token: it was revoked, or the account was disabled or deleted."
         )
     if status == 403:
-        return InsufficientScopeError(
+        return login_state_error(instance, response) or InsufficientScopeError(
             f"{name} refused: the bot's access token lacks the permission (scope) this needs."
         )
     if status in (502, 503, 504):

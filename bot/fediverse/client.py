@@ -51,9 +51,10 @@ from bot.fediverse.models import (
     parse_notification,
     parse_token,
 )
-from bot.fediverse.oauth import OOB_REDIRECT_URI, normalize_scopes
+from bot.fediverse.oauth import OOB_REDIRECT_URI
 from bot.fediverse.oauth_errors import NO_ROWS, oauth_error
 from bot.fediverse.ratelimit import PacerRegistry
+from bot.fediverse.scopes import normalize_scopes
 
 __all__ = ["MAX_PAGE_LIMIT", "FediverseClient"]
 
@@ -236,6 +237,10 @@ class FediverseClient:
             return None, None
         name = _text(doc, "software", "name")
         return (name.lower()[:64] if name else None), (_text(doc, "software", "version") or None)
+
+    def learn_software(self, instance: InstanceRef, software: str | None) -> None:
+        """Pace this instance by its server's rate-limit model from now on (see `ratelimit`)."""
+        self._http.learn_software(instance, software)
 
     # -- OAuth -----------------------------------------------------------------------------------------
 

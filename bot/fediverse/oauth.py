@@ -1,4 +1,5 @@
-"""OAuth out-of-band flow, the pure parts: authorize URL, state, scopes, and reading a pasted code."""
+"""OAuth out-of-band flow, the pure parts: authorize URL, state, and reading a pasted code (scopes live in
+`scopes`)."""
 
 from __future__ import annotations
 
@@ -8,23 +9,14 @@ from collections.abc import Iterable
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 from bot.fediverse.instance import InstanceRef
+from bot.fediverse.scopes import scope_string
 
-__all__ = [
-    "OOB_REDIRECT_URI",
-    "TOP_LEVEL_SCOPES",
-    "authorize_url",
-    "extract_code",
-    "new_state",
-    "normalize_scopes",
-    "parse_scopes",
-    "permits",
-    "scope_string",
-    "scopes_cover",
-]
+__all__ = ["OOB_REDIRECT_URI", "authorize_url", "code_lifetime_minutes", "extract_code", "new_state"]
 
 OOB_REDIRECT_URI = "urn:ietf:wg:oauth:2.0:oob"
-# GoToSocial's known top-level scopes (reference §5); only these cover `<scope>:...`.
-TOP_LEVEL_SCOPES = frozenset({"profile", "push", "read", "write", "admin", "admin:read", "admin:write"})
+# How long an authorization code lives, per server (mastodon-family.md; gotosocial-client-api.md §3.4):
+# GoToSocial rejects a code after about 5 minutes, Doorkeeper (Mastodon) and Akkoma keep it 10.
+_CODE_LIFETIME_MINUTES = {"gotosocial": 5, "mastodon": 10, "akkoma": 10, "pleroma": 10}
 
 MIN_CODE_LENGTH = 16
 MAX_CODE_LENGTH = 256
@@ -32,34 +24,9 @@ _CODE = re.compile(r"^[A-Za-z0-9_\-~.]+$")
 _QUOTES = "`'\"<>«»\u201c\u201d\u2018\u2019"
 
 
-def parse_scopes(text: str) -> tuple[str, ...]:
-    """A space-separated scope string → its scopes, in order, without empties or duplicates."""
-    seen: dict[str, None] = {}
-    for scope in text.split():
-        seen.setdefault(scope, None)
-    return tuple(seen)
-
-
-def normalize_scopes(scopes: Iterable[str] | str) -> tuple[str, ...]:
-    """A canonical form for caching an app per scope set: split, deduplicated, sorted."""
-    items = parse_scopes(scopes) if isinstance(scopes, str) else parse_scopes(" ".join(scopes))
-    return tuple(sorted(items))
-
-
-def scope_string(scopes: Iterable[str]) -> str:
-    return " ".join(normalize_scopes(scopes))
-
-
-def permits(has: str, wanted: str) -> bool:
-    """GoToSocial's `Scope.Permits`: equal, or `has` is a known top-level scope and `wanted` is under it."""
-    return has == wanted or (has in TOP_LEVEL_SCOPES and wanted.startswith(has + ":"))
-
-
-def scopes_cover(granted: Iterable[str] | str, requested: Iterable[str] | str) -> bool:
-    """True if every requested scope is permitted by at least one granted scope."""
-    has = parse_scopes(granted) if isinstance(granted, str) else tuple(granted)
-    wanted = parse_scopes(requested) if isinstance(requested, str) else tuple(requested)
-    return all(any(permits(h, w) for h in has) for w in wanted)
+def code_lifetime_minutes(software: str | None) -> int | None:
+    """About how many minutes a code from this server stays valid (None: not known for this server)."""
+    return _CODE_LIFETIME_MINUTES.get((software or "").lower())
 
 
 def new_state() -> str:
@@ -73,7 +40,7 @@ def authorize_url(instance: InstanceRef, client_id: str, scopes: Iterable[str] |
             "client_id": client_id,
             "redirect_uri": OOB_REDIRECT_URI,
             "response_type": "code",
-            "scope": scope_string(parse_scopes(scopes) if isinstance(scopes, str) else scopes),
+            "scope": scope_string(scopes),
             "state": state,
         }
     )

@@ -1,24 +1,52 @@
-"""Per-instance request pacing, so normal operation never meets a 429.
+"""Request pacing per rate-limit bucket, so normal operation never meets a 429.
 
-GoToSocial counts every client-API request from one IP in a fixed 5-minute window (default 300) and sends
-`X-Ratelimit-Limit/-Remaining/-Reset` (reset = ISO time of the window's end) on each response. Its 429 for
-the rate limit has no Retry-After; its throttling 429 has `Retry-After: 30`. All users of the bot on one
-instance share the bot's IP, hence one `InstancePacer` per instance, shared by everyone.
+Servers count requests in different buckets, and each response's `X-Ratelimit-Limit/-Remaining/-Reset`
+headers describe only the bucket that request was counted in (the tightest one, on Mastodon):
 
-The pacer lets requests through freely while more than half the window's allowance remains, then spreads
+- GoToSocial (reference §9): one fixed 5-minute window (default 300) per client IP for the whole client
+  API. All users of the bot on one instance share the bot's IP, so they share one pacer: model SHARED.
+- Mastodon (`config/initializers/rack_attack.rb`): 300 / 5 min per token, 300 / 15 min per user for
+  paging requests (`min_id`, `max_id`, `since_id`), 300 / 5 min per IP for unauthenticated calls, and 5 app
+  registrations per 10 min per IP. Model BUCKETS: one pacer per token (and one per token for paging), one
+  for unauthenticated calls.
+- App registration (`POST /api/v1/apps`) always has a pacer of its own: Mastodon's "4 of 5 left, reset in
+  10 minutes" must hold back the next registration only, never the code exchange or a relay.
+
+An instance is paced as SHARED (the cautious model) until it is known to be Mastodon: from the probe's
+software name or the `Server: Mastodon` header. A call waits only on the pacer of the bucket it is counted
+in, and its answer's headers feed only that pacer, so one user's tight bucket never delays another user.
+
+A pacer lets requests through freely while more than half the window's allowance remains, then spreads
 the rest evenly over the time left, keeping a reserve; at the reserve it waits for the window to end.
+The registry keeps a bounded number of pacers (least recently used go first), so probing many hosts or
+connecting many tokens cannot grow it without limit.
 """
 
 from __future__ import annotations
 
 import asyncio
+import enum
+import hashlib
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from email.utils import parsedate_to_datetime
 
-__all__ = ["Clock", "InstancePacer", "PacerPolicy", "PacerRegistry", "Sleep"]
+__all__ = [
+    "Bucket",
+    "BucketKind",
+    "Clock",
+    "InstancePacer",
+    "PacerPolicy",
+    "PacerRegistry",
+    "PacingModel",
+    "Sleep",
+    "WaitTooLong",
+    "bucket_kind",
+    "token_owner",
+]
 
 Clock = Callable[[], float]  # wall-clock seconds since the epoch (reset times are wall-clock)
 Sleep = Callable[[float], Awaitable[None]]
@@ -29,7 +57,7 @@ class PacerPolicy:
     reserve_fraction: float = 0.05  # of the limit, kept back for interactive requests
     min_reserve: int = 2
     pace_below_fraction: float = 0.5  # start spreading requests when remaining falls below this share
-    max_wait: float = 330.0  # never sleep longer than this for one request; longer → RateLimitedError
+    max_wait: float = 330.0  # never sleep longer than this for one request; longer → WaitTooLong
     max_retries: int = 2  # retries after a 429
     default_retry_after: float = 30.0  # a 429 that says nothing about when to come back
     reset_margin: float = 1.0  # GoToSocial truncates the reset time to whole seconds
@@ -73,6 +101,14 @@ def _parse_retry_after(text: str | None, now: float) -> float | None:
         return parsedate_to_datetime(text).timestamp() - now
     except (TypeError, ValueError, IndexError):
         return None
+
+
+class WaitTooLong(Exception):
+    """The bucket is spent for longer than `PacerPolicy.max_wait`; `delay` is how long, in seconds."""
+
+    def __init__(self, delay: float) -> None:
+        super().__init__(delay)
+        self.delay = delay
 
 
 class InstancePacer:
@@ -134,10 +170,13 @@ class InstancePacer:
                 self._remaining = None
                 self._reset_at = None
             slot = self._next_slot(now)
+            if slot - now > self.policy.max_wait:
+                # Waiting that long would outlast any command; the caller says when to come back instead.
+                raise WaitTooLong(slot - now)
             self._last_slot = slot
             if self._remaining is not None:
                 self._remaining = max(0, self._remaining - 1)  # corrected by the response's headers
-        delay = min(slot - now, self.policy.max_wait)
+        delay = slot - now
         if delay > 0:
             await self._sleep(delay)
 
@@ -177,20 +216,105 @@ class InstancePacer:
         return delay
 
 
+class PacingModel(enum.Enum):
+    SHARED = "shared"  # one budget per IP for every call (GoToSocial, and any server not known better)
+    BUCKETS = "buckets"  # Mastodon: per token, per user for paging, per IP unauthenticated
+
+
+class BucketKind(enum.Enum):
+    APP_REGISTRATION = "apps"
+    UNAUTHENTICATED = "anonymous"
+    TOKEN = "token"  # noqa: S105 - a bucket's name, not a secret
+    PAGING = "paging"
+
+
+_PAGING_PARAMS = frozenset({"min_id", "max_id", "since_id", "page"})
+
+
+def bucket_kind(method: str, path: str, param_names: Iterable[str], *, authenticated: bool) -> BucketKind:
+    """The bucket a call is counted in on a bucketed server (pure; see the module docstring)."""
+    if method == "POST" and path == "/api/v1/apps":
+        return BucketKind.APP_REGISTRATION
+    if not authenticated:
+        return BucketKind.UNAUTHENTICATED
+    if _PAGING_PARAMS.intersection(param_names):
+        return BucketKind.PAGING
+    return BucketKind.TOKEN
+
+
+@dataclass(frozen=True)
+class Bucket:
+    """One pacer's key. `owner` tells tokens apart by a digest (the token itself is never kept here)."""
+
+    instance: str
+    kind: str
+    owner: str = ""
+
+
+def token_owner(token: str) -> str:
+    return hashlib.blake2b(token.encode("utf-8"), digest_size=16).hexdigest()
+
+
 class PacerRegistry:
-    """One pacer per instance key, created on first use."""
+    """The pacers of every bucket in use, created on first use and bounded in number (LRU)."""
 
     def __init__(
-        self, *, clock: Clock = time.time, sleep: Sleep = asyncio.sleep, policy: PacerPolicy | None = None
+        self,
+        *,
+        clock: Clock = time.time,
+        sleep: Sleep = asyncio.sleep,
+        policy: PacerPolicy | None = None,
+        max_pacers: int = 1024,
     ) -> None:
         self._clock = clock
         self._sleep = sleep
         self._policy = policy if policy is not None else PacerPolicy()
-        self._pacers: dict[str, InstancePacer] = {}
+        self._max = max(1, max_pacers)
+        self._pacers: OrderedDict[Bucket | str, InstancePacer] = OrderedDict()
+        self._models: OrderedDict[str, PacingModel] = OrderedDict()
 
-    def get(self, instance_key: str) -> InstancePacer:
-        pacer = self._pacers.get(instance_key)
+    def __len__(self) -> int:
+        return len(self._pacers)
+
+    def get(self, key: Bucket | str) -> InstancePacer:
+        """The pacer for `key` (a bucket, or any name), most recently used from now on."""
+        pacer = self._pacers.get(key)
         if pacer is None:
             pacer = InstancePacer(clock=self._clock, sleep=self._sleep, policy=self._policy)
-            self._pacers[instance_key] = pacer
+            self._pacers[key] = pacer
+            while len(self._pacers) > self._max:
+                self._pacers.popitem(last=False)
+        else:
+            self._pacers.move_to_end(key)
         return pacer
+
+    def model(self, instance_key: str) -> PacingModel:
+        return self._models.get(instance_key, PacingModel.SHARED)
+
+    def learn_model(self, instance_key: str, model: PacingModel) -> None:
+        """Pace `instance_key` by `model` from now on (told by the probe, or learnt from a header)."""
+        if self._models.get(instance_key) is model:
+            self._models.move_to_end(instance_key)
+            return
+        self._models[instance_key] = model
+        while len(self._models) > self._max:
+            self._models.popitem(last=False)
+
+    def learn_software(self, instance_key: str, software: str | None) -> None:
+        if software is not None and software.lower() == "mastodon":
+            self.learn_model(instance_key, PacingModel.BUCKETS)
+
+    def learn_from_headers(self, instance_key: str, headers: Mapping[str, str]) -> None:
+        server = _header(headers, "server")
+        if server is not None and server.lower().startswith("mastodon"):
+            self.learn_model(instance_key, PacingModel.BUCKETS)
+
+    def bucket(self, instance_key: str, kind: BucketKind, token: str | None) -> Bucket:
+        """The bucket a call of `kind` (with `token`, if authenticated) is counted in on this instance."""
+        if kind is BucketKind.APP_REGISTRATION:
+            return Bucket(instance_key, kind.value)
+        if self.model(instance_key) is PacingModel.SHARED:
+            return Bucket(instance_key, PacingModel.SHARED.value)
+        if kind is BucketKind.UNAUTHENTICATED or token is None:
+            return Bucket(instance_key, BucketKind.UNAUTHENTICATED.value)
+        return Bucket(instance_key, kind.value, token_owner(token))

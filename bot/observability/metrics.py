@@ -5,38 +5,25 @@ in one process never share counters. Callers use the small typed methods below a
 prometheus_client objects.
 
 Label cardinality is bounded: notification types outside `KNOWN_NOTIFICATION_TYPES` are labelled
-"other", and instance labels are normalised hosts (bounded by the number of connected accounts).
+"other", and instance labels are normalised hosts, at most `max_instance_labels` of them: when a new host
+would exceed that, the series of the host not heard from for longest are dropped (probing many hosts
+cannot grow the registry; a busy, connected instance stays).
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections import OrderedDict
 from typing import Final
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
+from bot.fediverse.notification_types import TYPE_NAMES
+
 __all__ = ["KNOWN_NOTIFICATION_TYPES", "RELAY_LATENCY_BUCKETS", "Metrics"]
 
-# Notification types GoToSocial / Mastodon emit (reference §7.4, plus Mastodon's own).
-KNOWN_NOTIFICATION_TYPES: Final = frozenset(
-    {
-        "follow",
-        "follow_request",
-        "mention",
-        "reblog",
-        "favourite",
-        "poll",
-        "status",
-        "update",
-        "admin.sign_up",
-        "admin.report",
-        "pending.favourite",
-        "pending.reply",
-        "pending.reblog",
-        "severed_relationships",
-        "moderation_warning",
-    }
-)
+KNOWN_NOTIFICATION_TYPES: Final = frozenset(TYPE_NAMES)
 _OTHER: Final = "other"
 
 # Notification created on the instance → Matrix event sent; from near-instant streaming to slow polling.
@@ -55,7 +42,9 @@ def _instance_label(instance: str) -> str:
 class Metrics:
     """All gts-bot instruments, registered in a registry of their own."""
 
-    def __init__(self, version: str) -> None:
+    def __init__(self, version: str, *, max_instance_labels: int = 256) -> None:
+        self._instance_labels: OrderedDict[str, None] = OrderedDict()
+        self._max_instance_labels = max(1, max_instance_labels)
         self.registry: Final = CollectorRegistry(auto_describe=True)
         r = self.registry
         self._build = Info("gtsbot_build", "gts-bot build information.", registry=r)
@@ -141,10 +130,23 @@ class Metrics:
 
     def instance_request(self, instance: str, status: int) -> None:
         """Count one answered request to `instance` (a normalised host); a 429 is also counted as such."""
-        label = _instance_label(instance)
+        label = self._bounded_instance_label(instance)
         self._instance_requests.labels(instance=label).inc()
         if status == 429:
             self._instance_429.labels(instance=label).inc()
+
+    def _bounded_instance_label(self, instance: str) -> str:
+        label = _instance_label(instance)
+        if label in self._instance_labels:
+            self._instance_labels.move_to_end(label)
+            return label
+        self._instance_labels[label] = None
+        while len(self._instance_labels) > self._max_instance_labels:
+            stale, _ = self._instance_labels.popitem(last=False)
+            for counter in (self._instance_requests, self._instance_429):
+                with contextlib.suppress(KeyError):
+                    counter.remove(stale)
+        return label
 
     def matrix_send(self, *, rate_limited: bool = False) -> None:
         """Count one send attempt to the homeserver; `rate_limited` when it answered 429."""

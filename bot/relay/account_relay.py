@@ -38,6 +38,7 @@ from bot.config import RelayConfig
 from bot.errors import (
     BadResponseError,
     FediverseError,
+    InactiveLoginError,
     InstanceUnreachableError,
     InsufficientScopeError,
     RateLimitedError,
@@ -147,6 +148,8 @@ class AccountRelay:
             raise AccountBroken("rejected") from None
         except InsufficientScopeError:
             raise AccountBroken("scope") from None
+        except InactiveLoginError:
+            raise AccountBroken("login") from None
 
     async def _run(self) -> None:
         if self._cursor is None:

@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from bot.fediverse.notification_types import FALLBACK_WORDS, MODERATION_ACTIONS, StatusShown, type_named
 from bot.relay.sanitize import clean_line, clean_multiline, html_to_text, safe_url, sanitize_html, truncate
 
 __all__ = [
@@ -30,6 +31,7 @@ MAX_NAME_CHARS = 100
 MAX_ACCT_CHARS = 300
 MAX_CW_CHARS = 300
 MAX_TYPE_CHARS = 60
+MAX_EMOJI_CHARS = 60  # a unicode emoji, or a custom one's :shortcode:
 MAX_LABEL_CHARS = 100
 FULL_CONTENT_CHARS = 2000
 EXCERPT_CHARS = 500
@@ -152,48 +154,12 @@ def status_id(n: object) -> str | None:
     return None
 
 
-_FULL = FULL_CONTENT_CHARS
-_EXCERPT = EXCERPT_CHARS
-
-
-@dataclass(frozen=True)
-class _Kind:
-    singular: str  # "{actor}" is replaced by one actor, or by "A, B and N others" with `plural`
-    plural: str
-    content_chars: int | None  # None: the type carries no status
-
-
-_KINDS: dict[str, _Kind] = {
-    "mention": _Kind("{actor} mentioned you", "{actor} mentioned you", _FULL),
-    "status": _Kind("{actor} posted", "{actor} posted", _FULL),
-    "reblog": _Kind("{actor} boosted your post", "{actor} boosted your post", _EXCERPT),
-    "favourite": _Kind("{actor} favourited your post", "{actor} favourited your post", _EXCERPT),
-    "follow": _Kind("{actor} followed you", "{actor} followed you", None),
-    "follow_request": _Kind("{actor} asked to follow you", "{actor} asked to follow you", None),
-    "poll": _Kind(
-        "A poll you voted in or created has ended", "Polls you voted in or created have ended", _FULL
-    ),
-    "update": _Kind(
-        "{actor} edited a post you interacted with", "{actor} edited a post you interacted with", _FULL
-    ),
-    "admin.sign_up": _Kind("New sign-up: {actor}", "New sign-ups: {actor}", None),
-    "admin.report": _Kind("New report from {actor}", "New reports from {actor}", None),
-    "pending.favourite": _Kind(
-        "{actor} wants to favourite your post (needs your approval)",
-        "{actor} want to favourite your post (needs your approval)",
-        _EXCERPT,
-    ),
-    "pending.reply": _Kind(
-        "{actor} replied to your post (the reply needs your approval)",
-        "{actor} replied to your post (the replies need your approval)",
-        _FULL,
-    ),
-    "pending.reblog": _Kind(
-        "{actor} wants to boost your post (needs your approval)",
-        "{actor} want to boost your post (needs your approval)",
-        _EXCERPT,
-    ),
+_STATUS_CHARS: dict[StatusShown, int | None] = {
+    "full": FULL_CONTENT_CHARS,
+    "excerpt": EXCERPT_CHARS,
+    "none": None,  # the type carries no status
 }
+_PLACEHOLDER = re.compile(r"\{([a-z_]+)\}")
 
 
 def _actors_part(actors: Sequence[Actor]) -> _Part:
@@ -210,11 +176,40 @@ def _actors_part(actors: Sequence[Actor]) -> _Part:
     return out
 
 
-def _fill(template: str, actors: _Part) -> _Part:
-    before, sep, after = template.partition("{actor}")
-    if not sep:
-        return _text(template)
-    return _text(before) + actors + _text(after)
+def _fill(template: str, parts: Mapping[str, _Part]) -> _Part:
+    """The template with each `{name}` replaced by its part (or its fallback words)."""
+    out = _text("")
+    last = 0
+    for match in _PLACEHOLDER.finditer(template):
+        name = match.group(1)
+        out = out + _text(template[last : match.start()])
+        out = out + parts.get(name, _text(FALLBACK_WORDS.get(name, name)))
+        last = match.end()
+    return out + _text(template[last:])
+
+
+def _details(n: Mapping[str, Any], instance_display: str) -> dict[str, _Part]:
+    """The parts a type's words may name besides `{actor}` (see `notification_types`), when present."""
+    parts: dict[str, _Part] = {}
+    target = n.get("target")
+    if isinstance(target, Mapping):
+        parts["target"] = actor_of(target, instance_display=instance_display).part()
+    emoji = clean_line(_str(n, "emoji") or "", MAX_EMOJI_CHARS)
+    if emoji:
+        parts["emoji"] = _text(emoji)
+    warning = _map(n, "moderation_warning")
+    action = clean_line(_str(warning, "action") or "", MAX_TYPE_CHARS) if warning is not None else ""
+    if action:
+        parts["action"] = _text(MODERATION_ACTIONS.get(action, action))
+    event = _map(n, "event")
+    target_name = clean_line(_str(event, "target_name") or "", MAX_ACCT_CHARS) if event is not None else ""
+    if target_name:
+        parts["target_name"] = _text(target_name)
+    report = _map(n, "annual_report")
+    year = report.get("year") if report is not None else None
+    if isinstance(year, int) and not isinstance(year, bool) and 0 < year < 10_000:
+        parts["year"] = _text(str(year))
+    return parts
 
 
 def _plain_to_html(text: str) -> str:
@@ -308,16 +303,18 @@ def render_notification(
     connected accounts can tell them apart.
     """
     n_type = notification_type(n)
-    kind = _KINDS.get(n_type) if n_type is not None else None
+    kind = type_named(n_type)
+    content_chars = _STATUS_CHARS[kind.status] if kind is not None else None
     status = _map(n, "status")
     who = _actors_part(actors)
 
     body: _Part | None = None
     post_url: str | None = None
-    if kind is None or (kind.content_chars is not None and status is None):
+    if kind is None or (content_chars is not None and status is None):
         line = _generic(n_type, who)
     else:
-        line = _fill(kind.singular if len(actors) <= 1 else kind.plural, who)
+        parts = {**_details(n, instance_display), "actor": who}
+        line = _fill(kind.singular if len(actors) <= 1 else kind.plural, parts)
         if n_type == "admin.report" and len(actors) <= 1:
             target = _report_target(n, instance_display)
             if target is not None:
@@ -326,9 +323,9 @@ def render_notification(
             # The followed account boosted something: show the boosted post and its author.
             status = _map(status, "reblog")
             author = actor_of(status.get("account") if status else None, instance_display=instance_display)
-            line = _fill("{actor} boosted a post by ", who) + author.part()
-        if kind.content_chars is not None and status is not None:
-            body = _status_body(status, kind.content_chars, with_poll=n_type == "poll")
+            line = _fill("{actor} boosted a post by ", {"actor": who}) + author.part()
+        if content_chars is not None and status is not None:
+            body = _status_body(status, content_chars, with_poll=n_type == "poll")
             post_url = safe_url(status.get("url")) or safe_url(status.get("uri"))
 
     if account_label:

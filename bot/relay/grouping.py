@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from bot.fediverse.notification_types import type_named
 from bot.relay.format import (
     Actor,
     Message,
@@ -31,8 +32,6 @@ from bot.relay.format import (
 
 __all__ = ["PACK_SEPARATOR_HTML", "PACK_SEPARATOR_PLAIN", "Pending", "group_notifications", "pack_messages"]
 
-_SAME_POST_TYPES = frozenset({"favourite", "reblog", "pending.favourite", "pending.reblog"})
-_SAME_TARGET_TYPES = frozenset({"follow", "follow_request", "admin.sign_up"})
 
 PACK_SEPARATOR_PLAIN = "\n\n"
 PACK_SEPARATOR_HTML = "<hr>"
@@ -57,12 +56,14 @@ class Pending:
 
 def _group_key(item: Pending, index: int) -> tuple[object, ...]:
     n_type = notification_type(item.notification)
+    kind = type_named(n_type)
+    grouping = kind.grouping if kind is not None else "none"
     base = (item.account_label, item.instance_display, n_type)
-    if n_type in _SAME_POST_TYPES:
+    if grouping == "post":
         post = status_id(item.notification)
         if post is not None:
             return ("post", *base, post)
-    elif n_type in _SAME_TARGET_TYPES:
+    elif grouping == "target":
         return ("target", *base)
     return ("single", index)
 

@@ -59,11 +59,10 @@ NotifyUser = Callable[[str, str, str], Awaitable[None]]  # (matrix user id, plai
 
 
 def broken_message(acct: str, instance: str, reason: str, prefix: str) -> tuple[str, str]:
-    why = (
-        "the server rejected the token; it may have been revoked"
-        if reason == "rejected"
-        else "the token is not allowed to read notifications"
-    )
+    why = {
+        "rejected": "the server rejected the token; it may have been revoked",
+        "login": "the instance says your login is unconfirmed, waiting for approval, or disabled",
+    }.get(reason, "the token is not allowed to read notifications")
     command = f"{prefix} connect {instance}"
     plain = f"Your account @{acct} stopped working ({why}). Reconnect with {command}"
     rich = (

@@ -22,6 +22,8 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import hashlib
+import hmac
 import json
 import logging
 import os
@@ -250,6 +252,16 @@ class KeyRing:
         one backup covers every secret the bot needs.
         """
         return base64.urlsafe_b64encode(self._e2ee_store_key).decode("ascii").rstrip("=")
+
+    def fingerprint(self, purpose: str, value: str) -> str:
+        """A keyed digest of `value` (HMAC-SHA256), to find equal secrets without decrypting them.
+
+        Keyed with a key derived from the e2ee store key, which rotation keeps: a fingerprint stored
+        before `keys rotate` must still match the same secret afterwards. Without the key file a
+        fingerprint says nothing about the secret.
+        """
+        key = hmac.new(self._e2ee_store_key, b"gts-bot fingerprint key v1", hashlib.sha256).digest()
+        return hmac.new(key, aad_for(purpose, value), hashlib.sha256).hexdigest()
 
     # -- encryption -------------------------------------------------------------------------------
 

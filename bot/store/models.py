@@ -99,6 +99,10 @@ class Account(Base):
     fediverse_account_id: Mapped[str] = mapped_column(String(255))
     acct: Mapped[str] = mapped_column(String(512))  # user@domain
     token_encrypted: Mapped[str] = mapped_column(Text)
+    # KeyRing.fingerprint of the token: Mastodon and Akkoma hand the same token to every connection of one
+    # account through one app, so a revoke must know whether another row still uses it. NULL for rows
+    # stored before this column; filled in when first compared.
+    token_fingerprint: Mapped[str | None] = mapped_column(String(64), index=True)
     scopes: Mapped[str] = mapped_column(String(255))  # granted, normalized like FediverseApp.scopes
     cursor: Mapped[str | None] = mapped_column(String(255))  # id of the last relayed notification
     state: Mapped[str] = mapped_column(String(16))
@@ -118,6 +122,7 @@ class PendingFlow(Base):
     # CASCADE: a flow is worthless once its app registration is gone (e.g. the instance forgot it).
     app_id: Mapped[int] = mapped_column(ForeignKey("fediverse_apps.id", ondelete="CASCADE"), index=True)
     scopes: Mapped[str] = mapped_column(String(255))
+    software: Mapped[str | None] = mapped_column(String(64))  # the server's software, as probed at start
     oauth_state: Mapped[str] = mapped_column(String(128), unique=True)
     dm_room_id: Mapped[str] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())

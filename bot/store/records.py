@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import NewType
@@ -19,7 +19,6 @@ __all__ = [
     "FlowId",
     "FlowRecord",
     "MatrixSessionRecord",
-    "normalize_scopes",
     "utc_now",
     "words",
 ]
@@ -32,12 +31,6 @@ Clock = Callable[[], datetime]
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
-
-
-def normalize_scopes(scopes: str | Iterable[str]) -> str:
-    """Scopes as stored: sorted, unique, space-joined ("write read read" → "read write")."""
-    items = scopes.split() if isinstance(scopes, str) else [s for part in scopes for s in part.split()]
-    return " ".join(sorted(set(items)))
 
 
 def words(value: str | None) -> tuple[str, ...] | None:
@@ -78,6 +71,7 @@ class FlowRecord:
     instance: str
     app_id: AppId
     scopes: str
+    software: str | None  # as probed when the flow started (None: unknown)
     oauth_state: str = field(repr=False)
     dm_room_id: str
     created_at: datetime

@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bot.fediverse.scopes import scope_string
 from bot.store.crypto import KeyRing
 from bot.store.matrix_state import DmRoomsRepository, HandledEventsRepository, MatrixSessionRepository
 from bot.store.models import (
@@ -32,7 +33,6 @@ from bot.store.records import (
     FlowId,
     FlowRecord,
     MatrixSessionRecord,
-    normalize_scopes,
     utc_now,
     words,
 )
@@ -55,7 +55,6 @@ __all__ = [
     "MatrixSessionRecord",
     "MatrixSessionRepository",
     "Repositories",
-    "normalize_scopes",
     "utc_now",
 ]
 
@@ -74,7 +73,7 @@ class AppsRepository:
 
     async def get(self, instance: str, scopes: str | Iterable[str]) -> AppRecord | None:
         stmt = select(FediverseApp).where(
-            FediverseApp.instance == instance, FediverseApp.scopes == normalize_scopes(scopes)
+            FediverseApp.instance == instance, FediverseApp.scopes == scope_string(scopes)
         )
         row = (await self._session.execute(stmt)).scalar_one_or_none()
         return None if row is None else self._record(row)
@@ -86,7 +85,7 @@ class AppsRepository:
     async def add(
         self, *, instance: str, scopes: str | Iterable[str], client_id: str, client_secret: str
     ) -> AppRecord:
-        scope_text = normalize_scopes(scopes)
+        scope_text = scope_string(scopes)
         row = FediverseApp(
             instance=instance,
             scopes=scope_text,
@@ -181,11 +180,39 @@ class AccountsRepository:
         row.app_id = app_id
         row.acct = acct
         row.token_encrypted = sealed
-        row.scopes = normalize_scopes(scopes)
+        row.token_fingerprint = self._fingerprint(token)
+        row.scopes = scope_string(scopes)
         row.state = AccountState.ACTIVE.value
         row.updated_at = now
         await self._session.flush()
         return self._record(row)
+
+    def _fingerprint(self, token: str) -> str:
+        return self._keyring.fingerprint("account-token", token)
+
+    async def ids_using_token(self, instance: str, token: str) -> list[AccountId]:
+        """The stored accounts on `instance` whose token is `token` (any Matrix user).
+
+        Mastodon and Akkoma give the same token to each connection of one account through one app, so a
+        token must not be revoked while another of these still uses it. Compared by fingerprint; rows
+        stored before fingerprints existed (until their next upsert) are compared by decrypting. Reads
+        only, so it is safe inside another open transaction.
+        """
+        wanted = self._fingerprint(token)
+        stmt = (
+            select(Account)
+            .where(
+                Account.instance == instance,
+                (Account.token_fingerprint == wanted) | Account.token_fingerprint.is_(None),
+            )
+            .order_by(Account.id)
+        )
+        found: list[AccountId] = []
+        for row in (await self._session.execute(stmt)).scalars():
+            stored = row.token_fingerprint or self._fingerprint(self._record(row).token)
+            if hmac.compare_digest(stored, wanted):
+                found.append(AccountId(row.id))
+        return found
 
     async def get(self, account_id: AccountId) -> AccountRecord | None:
         row = await self._session.get(Account, account_id)
@@ -250,6 +277,7 @@ class FlowsRepository:
             instance=row.instance,
             app_id=AppId(row.app_id),
             scopes=row.scopes,
+            software=row.software,
             oauth_state=row.oauth_state,
             dm_room_id=row.dm_room_id,
             created_at=row.created_at,
@@ -265,13 +293,15 @@ class FlowsRepository:
         scopes: str | Iterable[str],
         dm_room_id: str,
         ttl: timedelta,
+        software: str | None = None,
     ) -> FlowRecord:
         now = self._clock()
         row = PendingFlow(
             matrix_user_id=matrix_user_id,
             instance=instance,
             app_id=app_id,
-            scopes=normalize_scopes(scopes),
+            scopes=scope_string(scopes),
+            software=software[:64] if software else None,
             oauth_state=secrets.token_urlsafe(32),
             dm_room_id=dm_room_id,
             created_at=now,

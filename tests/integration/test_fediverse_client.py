@@ -20,8 +20,9 @@ from bot.errors import (
 from bot.fediverse.client import FediverseClient
 from bot.fediverse.instance import InstanceRef, parse_instance
 from bot.fediverse.models import AppRegistration, TokenGrant
-from bot.fediverse.oauth import authorize_url, extract_code, new_state, scopes_cover
+from bot.fediverse.oauth import authorize_url, extract_code, new_state
 from bot.fediverse.ratelimit import PacerPolicy, PacerRegistry
+from bot.fediverse.scopes import scopes_cover
 from bot.fediverse.streaming import build_stream_connector
 from tests.fakes.gotosocial import MASTODON, FakeGoToSocial
 from tests.integration.fedi_support import FakeSleep, fedi_client, settings

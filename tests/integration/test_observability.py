@@ -358,3 +358,15 @@ async def test_start_twice_is_refused() -> None:
     async with server:
         with pytest.raises(RuntimeError):
             await server.start()
+
+
+def test_probing_endless_hosts_does_not_grow_the_instance_labels() -> None:
+    metrics = Metrics(version="0", max_instance_labels=10)
+    for n in range(1000):
+        metrics.instance_request("social.example", 200)  # a connected instance, busy all along
+        metrics.instance_request(f"rand-{n}.evil.example", 404)
+    got = samples(metrics.render()[0])
+    hosts = {s.labels["instance"] for s in got if s.name == "gtsbot_instance_requests_total"}
+    assert len(hosts) <= 10
+    assert "social.example" in hosts
+    assert value(got, "gtsbot_instance_requests_total", instance="social.example") == 1000

@@ -10,8 +10,9 @@ from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError, StatementError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from bot.fediverse.scopes import scope_string
 from bot.store.crypto import KeyRing
-from bot.store.records import AccountId, AccountState, AppId, normalize_scopes, utc_now
+from bot.store.records import AccountId, AccountState, AppId, utc_now
 from bot.store.repositories import Repositories
 
 ALICE, BOB = "@alice:example.org", "@bob:example.org"
@@ -464,7 +465,51 @@ async def test_timestamps_are_aware_utc(sessions: async_sessionmaker[AsyncSessio
             await Repositories(s, keyring, lambda: datetime(2026, 1, 1)).dm_rooms.set(ALICE, "!r:x")
 
 
-def test_normalize_scopes() -> None:
-    assert normalize_scopes("write  read read") == "read write"
-    assert normalize_scopes(["read", "write:statuses read"]) == "read write:statuses"
-    assert normalize_scopes("") == ""
+def test_scopes_are_stored_in_one_canonical_form() -> None:
+    assert scope_string("write  read read") == "read write"
+    assert scope_string(["read", "write:statuses read"]) == "read write:statuses"
+    assert scope_string("") == ""
+
+
+async def test_accounts_sharing_a_token_are_found_by_fingerprint(
+    sessions: async_sessionmaker[AsyncSession], keyring: KeyRing
+) -> None:
+    """Mastodon gives two connections of one account the same token; the store finds them without the
+    token in any column but its ciphertext; rows stored before fingerprints existed still match."""
+    shared = "SHARED-TOKEN-0123456789"
+    async with sessions() as s, s.begin():
+        repos = Repositories(s, keyring)
+        app = await _app(repos)
+        ids = []
+        for user, token in ((ALICE, shared), (BOB, shared), ("@carol:example.org", "OTHER-TOKEN-012345")):
+            account = await repos.accounts.upsert(
+                matrix_user_id=user,
+                instance=INSTANCE,
+                app_id=app,
+                fediverse_account_id="01A",
+                acct="alice@example.org",
+                token=token,
+                scopes="read",
+            )
+            ids.append(account.id)
+        # BOB's row as an older version stored it: no fingerprint yet
+        await s.execute(text("UPDATE accounts SET token_fingerprint = NULL WHERE id = :id"), {"id": ids[1]})
+    async with sessions() as s, s.begin():
+        accounts = Repositories(s, keyring).accounts
+        assert await accounts.ids_using_token(INSTANCE, shared) == ids[:2]
+        assert await accounts.ids_using_token("https://other.example", shared) == []
+        assert await accounts.ids_using_token(INSTANCE, "NEVER-STORED-TOKEN") == []
+    async with sessions() as s:
+        rows = (await s.execute(text("SELECT token_fingerprint FROM accounts ORDER BY id"))).all()
+    fingerprints = [row[0] for row in rows]
+    assert fingerprints[1] is None  # a read does not write
+    assert fingerprints[0] == keyring.fingerprint("account-token", shared) != fingerprints[2]
+    assert all(shared not in (f or "") for f in fingerprints)
+
+
+def test_a_fingerprint_needs_the_key_file_and_survives_rotation() -> None:
+    ring = KeyRing.generate()
+    print_ = ring.fingerprint("account-token", "TOKEN")
+    assert ring.with_new_current_key().fingerprint("account-token", "TOKEN") == print_
+    assert KeyRing.generate().fingerprint("account-token", "TOKEN") != print_
+    assert ring.fingerprint("app-secret", "TOKEN") != print_

@@ -174,6 +174,15 @@ def test_environment_overrides_the_file(tmp_path: Path) -> None:
     assert config.fediverse.default_scopes == ("read", "push")
 
 
+def test_least_privilege_scopes_are_accepted_with_streaming_on() -> None:
+    """Mastodon streams notifications with `read:notifications` (GoToSocial then polls): not an error."""
+    config = load_config(
+        None, {**REQUIRED, "GTS_BOT_FEDIVERSE__DEFAULT_SCOPES": "read:notifications,profile"}
+    )
+    assert config.relay.streaming
+    assert config.fediverse.default_scopes == ("read:notifications", "profile")
+
+
 def test_empty_environment_value_is_unset_except_for_lists(tmp_path: Path) -> None:
     path = write(tmp_path, "matrix:\n  device_name: from-file\n  allowed_users: ['@a:b.org']\n")
     env = {**REQUIRED, "GTS_BOT_MATRIX__DEVICE_NAME": "", "GTS_BOT_MATRIX__ALLOWED_USERS": ""}
@@ -264,7 +273,7 @@ def test_unreadable_or_empty_secret_file(tmp_path: Path, content: str | None, ex
         ("FEDIVERSE__DEFAULT_SCOPES", "", "at least one scope"),
         ("FEDIVERSE__DEFAULT_SCOPES", "read,admin", "admin"),
         ("FEDIVERSE__DEFAULT_SCOPES", "write", "notifications"),
-        ("FEDIVERSE__DEFAULT_SCOPES", "read:notifications,profile", "streaming needs the top-level 'read'"),
+        ("FEDIVERSE__DEFAULT_SCOPES", "read:notifications", "notifications and the account"),
         ("FEDIVERSE__CA_BUNDLE", "/nonexistent/ca.pem", "not a readable file"),
         ("FEDIVERSE__CONNECT_TIMEOUT", "0", "at least"),
         ("FEDIVERSE__INSTANCE_DENYLIST", "https://bad.org", "host names"),

@@ -5,6 +5,7 @@ from typing import Any
 
 import pytest
 
+from bot.fediverse.notification_types import NOTIFICATION_TYPES, type_named
 from bot.relay.format import CW_HIDDEN, Message, actor_of, format_notification
 
 INSTANCE = "example.org"
@@ -46,7 +47,7 @@ def notif(n_type: Any, **over: Any) -> dict[str, Any]:
         "created_at": "2026-11-28T03:08:32.000Z",
         "account": account(),
     }
-    if n_type not in ("follow", "follow_request", "admin.sign_up", "admin.report"):
+    if type_named(n_type) is None or type_named(n_type).status != "none":  # type: ignore[union-attr]
         n["status"] = status()
     n.update(over)
     return n
@@ -77,7 +78,16 @@ BODY = f"Hello world\n{POST_URL}"
         ("pending.favourite", f"{BOB} wants to favourite your post (needs your approval):\n{BODY}"),
         ("pending.reply", f"{BOB} replied to your post (the reply needs your approval):\n{BODY}"),
         ("pending.reblog", f"{BOB} wants to boost your post (needs your approval):\n{BODY}"),
-        ("quote", f"New notification of type quote from {BOB}"),
+        ("quote", f"{BOB} quoted your post:\n{BODY}"),
+        ("quoted_update", f"{BOB} edited a post that quotes yours:\n{BODY}"),
+        ("pleroma:emoji_reaction", f"{BOB} reacted with an emoji to your post:\n{BODY}"),
+        ("move", f"{BOB} moved to a new account"),
+        (
+            "severed_relationships",
+            "A moderation action cut some of your follow relationships with another server",
+        ),
+        ("moderation_warning", "Your instance's moderators sent you a notice: a warning"),
+        ("annual_report", "Your annual report for this year is ready"),
         ("emoji_reaction", f"New notification of type emoji_reaction from {BOB}"),
         ("", f"New notification from {BOB}"),
         (None, f"New notification from {BOB}"),
@@ -100,7 +110,12 @@ def test_plain_text_per_type(n_type: Any, expected: str) -> None:
         ),
         ("follow", f"{BOB_HTML} followed you"),
         ("admin.sign_up", f"New sign-up: {BOB_HTML}"),
-        ("quote", f"New notification of type quote from {BOB_HTML}"),
+        (
+            "quote",
+            f"{BOB_HTML} quoted your post:<blockquote><p>Hello <b>world</b></p></blockquote>"
+            f'<a href="{POST_URL}">Open post</a>',
+        ),
+        ("emoji_reaction", f"New notification of type emoji_reaction from {BOB_HTML}"),
     ],
 )
 def test_html_per_type(n_type: str, expected: str) -> None:
@@ -381,3 +396,58 @@ def test_actor_of_strips_at_from_acct() -> None:
     )
     assert actor.acct == "@bob@x.example"
     assert actor.name == "bob"
+
+
+# -- types beyond GoToSocial's: each with words of its own ----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("n_type", "extra", "expected"),
+    [
+        ("pleroma:emoji_reaction", {"emoji": "🎉"}, f"{BOB} reacted with 🎉 to your post"),
+        ("pleroma:emoji_reaction", {"emoji": ":blobcat:"}, f"{BOB} reacted with :blobcat: to your post"),
+        (
+            "move",
+            {"target": account(username="bob2", acct="bob2@new.example", display_name="Bob Two", url=None)},
+            f"{BOB} moved to Bob Two (@bob2@new.example)",
+        ),
+        (
+            "severed_relationships",
+            {"event": {"type": "domain_block", "target_name": "bad.example", "followers_count": 2}},
+            "A moderation action cut some of your follow relationships with bad.example",
+        ),
+        (
+            "moderation_warning",
+            {"moderation_warning": {"action": "suspend", "text": "bye"}},
+            "Your instance's moderators sent you a notice: your account was suspended",
+        ),
+        (
+            "moderation_warning",
+            {"moderation_warning": {"action": "something_new"}},
+            "Your instance's moderators sent you a notice: something_new",
+        ),
+        ("annual_report", {"annual_report": {"year": 2026}}, "Your annual report for 2026 is ready"),
+        (
+            "annual_report",
+            {"annual_report": {"year": "2026<b>"}},
+            "Your annual report for this year is ready",
+        ),
+    ],
+)
+def test_words_of_the_newer_types(n_type: str, extra: dict[str, Any], expected: str) -> None:
+    message = fmt(notif(n_type, **extra))
+    assert message.plain.split(":\n", 1)[0] == expected
+
+
+def test_an_emoji_reaction_cannot_smuggle_markup_or_lines() -> None:
+    message = fmt(notif("pleroma:emoji_reaction", emoji="<img src=x>\n" + "x" * 500))
+    first_line = message.plain.split("\n", 1)[0]
+    assert "<img" not in message.html
+    assert len(first_line) < 200
+
+
+@pytest.mark.parametrize("kind", NOTIFICATION_TYPES, ids=lambda t: t.name)
+def test_every_known_type_has_words_of_its_own(kind: Any) -> None:
+    message = fmt(notif(kind.name))
+    assert "New notification" not in message.plain
+    assert "{" not in message.plain

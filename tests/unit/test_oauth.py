@@ -7,16 +7,15 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from bot.fediverse.instance import parse_instance
-from bot.fediverse.oauth import (
-    OOB_REDIRECT_URI,
-    authorize_url,
-    extract_code,
-    new_state,
+from bot.fediverse.oauth import OOB_REDIRECT_URI, authorize_url, extract_code, new_state
+from bot.fediverse.scopes import (
     normalize_scopes,
     parse_scopes,
     permits,
+    relay_scope_problem,
     scope_string,
     scopes_cover,
+    streams_with,
 )
 
 GTS_CODE = "ZJJHNDQ0ZTYTNME0OS0ZYZI4LTLMZTKTZTY4OWZKMTYZMJA1"
@@ -160,3 +159,32 @@ def test_extract_code_accepts_what_people_paste(pasted: str, code: str) -> None:
 )
 def test_extract_code_rejects_garbage(pasted: str) -> None:
     assert extract_code(pasted) is None
+
+
+@pytest.mark.parametrize(
+    ("granted", "software", "streams"),
+    [
+        ("read", "gotosocial", True),
+        ("read:notifications profile", "gotosocial", False),  # GoToSocial: 403 at the handshake
+        ("read:notifications profile", "mastodon", True),  # Mastodon's checkScopes accepts it
+        ("read:notifications profile", "akkoma", True),
+        ("read:notifications profile", None, False),  # an unknown server: assume GoToSocial's rule
+        ("read:accounts profile", "mastodon", False),
+    ],
+)
+def test_streaming_scopes_per_server(granted: str, software: str | None, streams: bool) -> None:
+    assert streams_with(granted, software) is streams
+
+
+@pytest.mark.parametrize(
+    ("scopes", "ok"),
+    [
+        ("read", True),
+        ("read:notifications profile", True),
+        ("read:notifications read:accounts", True),
+        ("read:notifications", False),
+        ("profile write", False),
+    ],
+)
+def test_what_a_relay_needs(scopes: str, ok: bool) -> None:
+    assert (relay_scope_problem(scopes) is None) is ok

@@ -6,7 +6,15 @@ from datetime import UTC, datetime
 
 import pytest
 
-from bot.fediverse.ratelimit import InstancePacer, PacerPolicy, PacerRegistry
+from bot.fediverse.ratelimit import (
+    BucketKind,
+    InstancePacer,
+    PacerPolicy,
+    PacerRegistry,
+    PacingModel,
+    WaitTooLong,
+    bucket_kind,
+)
 
 T0 = 1_800_000_000.0
 
@@ -133,11 +141,16 @@ async def test_a_429_blocks_everyone_on_the_instance(time_: FakeTime) -> None:
     assert registry.get("https://a.example") is registry.get("https://a.example")
 
 
-async def test_sleep_is_capped(time_: FakeTime) -> None:
+async def test_a_wait_longer_than_max_wait_is_refused_not_slept(time_: FakeTime) -> None:
     p = pacer(time_, max_wait=60.0)
     p.rate_limited({"Retry-After": "3600"})
-    await p.acquire()
-    assert time_.sleeps == [60.0]
+    with pytest.raises(WaitTooLong) as info:
+        await p.acquire()
+    assert info.value.delay == pytest.approx(3600.0)
+    assert time_.sleeps == []
+    time_.now += 3600
+    await p.acquire()  # the window is over: it goes at once
+    assert time_.sleeps == []
 
 
 @pytest.mark.parametrize(
@@ -153,3 +166,105 @@ async def test_garbage_headers_do_not_break_it(time_: FakeTime, hdrs: dict[str, 
     p.observe(hdrs)
     await p.acquire()
     assert time_.sleeps == []
+
+
+# -- buckets: which pacer a call waits on -------------------------------------------------------------------
+
+A = "https://a.example"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "params", "authenticated", "kind"),
+    [
+        ("POST", "/api/v1/apps", (), False, BucketKind.APP_REGISTRATION),
+        ("POST", "/oauth/token", (), False, BucketKind.UNAUTHENTICATED),
+        ("GET", "/api/v1/instance", (), False, BucketKind.UNAUTHENTICATED),
+        ("GET", "/api/v1/accounts/verify_credentials", (), True, BucketKind.TOKEN),
+        ("GET", "/api/v1/notifications", ("limit",), True, BucketKind.TOKEN),
+        ("GET", "/api/v1/notifications", ("limit", "since_id"), True, BucketKind.PAGING),
+        ("GET", "/api/v1/notifications", ("max_id",), True, BucketKind.PAGING),
+    ],
+)
+def test_bucket_kind(
+    method: str, path: str, params: tuple[str, ...], authenticated: bool, kind: BucketKind
+) -> None:
+    assert bucket_kind(method, path, params, authenticated=authenticated) is kind
+
+
+def test_shared_model_puts_every_call_but_app_registration_in_one_bucket() -> None:
+    registry = PacerRegistry()
+    buckets = {
+        registry.bucket(A, kind, token)
+        for kind, token in [
+            (BucketKind.UNAUTHENTICATED, None),
+            (BucketKind.TOKEN, "token-one"),
+            (BucketKind.TOKEN, "token-two"),
+            (BucketKind.PAGING, "token-one"),
+        ]
+    }
+    assert len(buckets) == 1
+    assert registry.bucket(A, BucketKind.APP_REGISTRATION, None) not in buckets
+
+
+def test_mastodon_is_paced_per_token_once_known() -> None:
+    registry = PacerRegistry()
+    registry.learn_from_headers(A, {"Server": "Mastodon"})
+    assert registry.model(A) is PacingModel.BUCKETS
+    assert registry.model("https://b.example") is PacingModel.SHARED
+    seen = {
+        registry.bucket(A, BucketKind.UNAUTHENTICATED, None),
+        registry.bucket(A, BucketKind.TOKEN, "token-one"),
+        registry.bucket(A, BucketKind.TOKEN, "token-two"),
+        registry.bucket(A, BucketKind.PAGING, "token-one"),
+        registry.bucket(A, BucketKind.APP_REGISTRATION, None),
+    }
+    assert len(seen) == 5
+    assert all("token-one" not in repr(bucket) for bucket in seen)  # the token is not kept in a key
+
+
+def test_software_from_the_probe_chooses_the_model() -> None:
+    registry = PacerRegistry()
+    registry.learn_software(A, "gotosocial")
+    assert registry.model(A) is PacingModel.SHARED
+    registry.learn_software(A, "mastodon")
+    assert registry.model(A) is PacingModel.BUCKETS
+
+
+async def test_one_tokens_tight_bucket_does_not_delay_another_token(time_: FakeTime) -> None:
+    registry = PacerRegistry(clock=time_.clock, sleep=time_.sleep)
+    registry.learn_model(A, PacingModel.BUCKETS)
+    registry.get(registry.bucket(A, BucketKind.TOKEN, "alice")).observe(headers(300, 1, T0 + 200))
+    await registry.get(registry.bucket(A, BucketKind.TOKEN, "bob")).acquire()
+    await registry.get(registry.bucket(A, BucketKind.UNAUTHENTICATED, None)).acquire()
+    assert time_.sleeps == []
+    await registry.get(registry.bucket(A, BucketKind.TOKEN, "alice")).acquire()
+    assert time_.sleeps == [pytest.approx(201.0)]
+
+
+async def test_a_spent_registration_bucket_does_not_delay_the_code_exchange(time_: FakeTime) -> None:
+    registry = PacerRegistry(clock=time_.clock, sleep=time_.sleep)
+    apps = registry.get(registry.bucket(A, BucketKind.APP_REGISTRATION, None))
+    apps.observe(headers(5, 0, T0 + 600))  # Mastodon: 5 registrations per 10 minutes, all used
+    await registry.get(registry.bucket(A, BucketKind.UNAUTHENTICATED, None)).acquire()
+    await registry.get(registry.bucket(A, BucketKind.TOKEN, "new-token")).acquire()
+    assert time_.sleeps == []
+    with pytest.raises(WaitTooLong):  # only another registration has to wait (10 minutes: refused)
+        await apps.acquire()
+
+
+def test_the_number_of_pacers_is_bounded() -> None:
+    registry = PacerRegistry(max_pacers=50)
+    for n in range(5000):
+        host = f"https://rand-{n}.evil.example"
+        registry.learn_from_headers(host, {"Server": "Mastodon"})
+        registry.get(registry.bucket(host, BucketKind.UNAUTHENTICATED, None))
+    assert len(registry) == 50
+    assert registry.model("https://rand-0.evil.example") is PacingModel.SHARED  # forgotten, not kept forever
+
+
+def test_the_pacer_in_use_survives_others_being_created() -> None:
+    registry = PacerRegistry(max_pacers=3)
+    kept = registry.get("kept")
+    for n in range(10):
+        registry.get(f"probe-{n}")
+        assert registry.get("kept") is kept  # each use makes it the most recent

@@ -37,7 +37,7 @@ from tests.fakes.gotosocial.render import (
 )
 from tests.fakes.gotosocial.state import FakeState, StoredNotification
 
-_KNOWN_TYPES = frozenset(NOTIFICATION_TYPES)
+_KNOWN_TYPES = NOTIFICATION_TYPES
 
 
 def id_key(state: FakeState, value: str) -> tuple[int, str]:
@@ -141,8 +141,8 @@ def create_notification(state: FakeState, username: str, type_: str, from_userna
                         status_text: str | None = None, spoiler_text: str = "",
                         status_html: str | None = None) -> dict[str, Any]:
     """Create a notification for a local user, store it and push it to their open streams."""
-    if type_ not in _KNOWN_TYPES or type_ == "admin.report":
-        raise ValueError(f"GoToSocial does not create {type_!r} notifications")
+    if type_ not in _KNOWN_TYPES + state.profile.extra_notification_types or type_ == "admin.report":
+        raise ValueError(f"{state.profile.name} does not create {type_!r} notifications")
     target = state.users.get(username)
     if target is None or target.domain is not None:
         raise KeyError(f"no local user {username!r}")
@@ -161,9 +161,29 @@ def create_notification(state: FakeState, username: str, type_: str, from_userna
                             "account": account_json(state, origin)}
     if status is not None:
         body["status"] = status
+    body.update(_type_fields(state, type_, now))
     state.notifications.append(StoredNotification(body["id"], target.user_id, type_, body))
     state.push_notification(target.user_id, go_json(body))
     return body
+
+
+def _type_fields(state: FakeState, type_: str, now: float) -> dict[str, Any]:
+    """The fields Mastodon and Akkoma add to their own notification types (mastodon-family.md)."""
+    if type_ == "pleroma:emoji_reaction":
+        return {"emoji": "\N{PARTY POPPER}", "emoji_url": None}
+    if type_ == "move":
+        return {"target": account_json(state, state.ensure_account("moved@new.example"))}
+    if type_ == "severed_relationships":
+        return {"event": {"id": state.new_id(), "type": "domain_block", "purged": False,
+                          "target_name": "blocked.example", "followers_count": 1, "following_count": 2,
+                          "created_at": iso_seconds(now)}}
+    if type_ == "moderation_warning":
+        return {"moderation_warning": {"id": state.new_id(), "action": "none", "text": "Please be kind.",
+                                       "status_ids": [], "target_account": None, "appeal": None,
+                                       "created_at": iso_seconds(now)}}
+    if type_ == "annual_report":
+        return {"annual_report": {"year": time.gmtime(now).tm_year - 1}}
+    return {}
 
 
 # --- instance documents and health -----------------------------------------------------------------

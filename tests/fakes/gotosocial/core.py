@@ -16,6 +16,9 @@ from datetime import UTC, datetime
 from http import HTTPStatus
 from typing import Any
 
+from bot.fediverse.notification_types import GOTOSOCIAL as GOTOSOCIAL_SERVER
+from bot.fediverse.notification_types import NOTIFICATION_TYPES as ALL_TYPES
+
 OOB_URI = "urn:ietf:wg:oauth:2.0:oob"
 
 HELPFUL_ADVICE = (
@@ -30,28 +33,12 @@ HELPFUL_ADVICE_GRANT = (
 
 TOP_LEVEL_SCOPES = frozenset({"profile", "push", "read", "write", "admin", "admin:read", "admin:write"})
 
-NOTIFICATION_TYPES = (
-    "follow",
-    "follow_request",
-    "mention",
-    "reblog",
-    "favourite",
-    "poll",
-    "status",
-    "update",
-    "admin.sign_up",
-    "admin.report",
-    "pending.favourite",
-    "pending.reply",
-    "pending.reblog",
-)
+# The bot's one list of notification types (the fake may import bot code; never the reverse).
+NOTIFICATION_TYPES = tuple(t.name for t in ALL_TYPES if GOTOSOCIAL_SERVER in t.servers)  # §7.4
 # Types whose notification carries a status (§7.4).
-STATUS_TYPES = frozenset(
-    {"mention", "reblog", "favourite", "poll", "status", "update", "pending.favourite", "pending.reply",
-     "pending.reblog"}
-)
+STATUS_TYPES = frozenset(t.name for t in ALL_TYPES if t.status != "none")
 # For these the status belongs to the notified user (their post was faved/boosted).
-OWN_STATUS_TYPES = frozenset({"reblog", "favourite", "pending.favourite", "pending.reblog"})
+OWN_STATUS_TYPES = frozenset(t.name for t in ALL_TYPES if t.about_your_post)
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 

@@ -29,6 +29,13 @@ class ApiError(Exception):
         self.text = safe_text(status, *helps)
         self.headers = headers or {}
 
+    @classmethod
+    def raw(cls, status: int, text: str) -> ApiError:
+        """An error whose text is exactly `text` (Mastodon's bodies carry no status-text prefix)."""
+        err = cls(status)
+        err.text = text
+        return err
+
 
 class OAuthError(Exception):
     """An OAuth endpoint error: ``{"error": E, "error_description": "<StatusText>: ..."}``."""
@@ -214,10 +221,31 @@ def lookup_auth(state: FakeState, access: str | None) -> Auth | None:
     return Auth(tok, state.apps[tok.client_id], user)
 
 
+# Mastodon's `require_user!` (app/controllers/api/base_controller.rb) for a login that cannot be used.
+_MASTODON_LOGIN_ERRORS = (
+    (lambda u: not u.confirmed, "Your login is missing a confirmed e-mail address"),
+    (lambda u: not u.approved, "Your login is currently pending approval"),
+    (lambda u: u.disabled, "Your login is currently disabled"),
+)
+
+
+def _inactive_login(state: FakeState, access: str | None) -> str | None:
+    """Mastodon's 403 text when the token is live but its user cannot use it (GtS drops such tokens)."""
+    tok = state.live_token(access) if access is not None else None
+    user = state.user_by_id(tok.user_id) if tok is not None and tok.user_id else None
+    if user is None or state.profile.inactive_login_status != 403:
+        return None
+    return next((text for check, text in _MASTODON_LOGIN_ERRORS if check(user)), None)
+
+
 def token_auth(request: web.Request, *scopes: str, require_user: bool = True) -> Auth:
     """GoToSocial's TokenAuth: 401 texts first, then the scope check."""
-    auth = lookup_auth(state_of(request), bearer(request))
+    state = state_of(request)
+    auth = lookup_auth(state, bearer(request))
     if auth is None:
+        login_error = _inactive_login(state, bearer(request))
+        if login_error is not None:
+            raise ApiError.raw(403, login_error)
         raise ApiError(401, "token not supplied")
     if require_user and auth.user is None:
         raise ApiError(401, "user not supplied or not authorized")

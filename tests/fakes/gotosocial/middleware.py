@@ -1,4 +1,10 @@
-"""Cross-cutting behaviour of the fake GoToSocial: request log, faults, rate limits (§9), errors (§11)."""
+"""Cross-cutting behaviour of the fake GoToSocial: request log, faults, rate limits (§9), errors (§11).
+
+Rate limits follow the profile: GoToSocial's one fixed window per (router group, client IP), or
+Mastodon's rack-attack buckets (mastodon-family.md, "Rate limits"): per token, per user, per user for
+paging, per IP unauthenticated, and app registrations per IP. A Mastodon answer's headers describe only
+the most limited bucket of that request; the reset is ISO 8601 and a 429 has no Retry-After.
+"""
 
 from __future__ import annotations
 
@@ -8,14 +14,16 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from tests.fakes.gotosocial.core import iso_seconds, status_text
+from tests.fakes.gotosocial.core import iso_ms, iso_seconds, status_text
 from tests.fakes.gotosocial.httputil import (
     EXTRA_HEADERS,
     ApiError,
     OAuthError,
     api_error_response,
+    bearer,
     client_ip,
     json_response,
+    lookup_auth,
     oauth_error_response,
     state_of,
 )
@@ -53,6 +61,45 @@ def _rate_limit(state: FakeState, request: web.Request, group: str) -> tuple[dic
         "X-Ratelimit-Reset": iso_seconds(reset_at),
     }
     return headers, count > state.rate_limit
+
+
+_PAGING_PARAMS = ("max_id", "since_id", "min_id", "page")
+
+
+def _mastodon_buckets(state: FakeState, request: web.Request) -> list[tuple[str, str]]:
+    """The rack-attack throttles a request counts in: (bucket kind, discriminator)."""
+    ip = client_ip(request)
+    if request.method == "POST" and request.path == "/api/v1/apps":
+        return [("apps", ip), ("anonymous", ip)]
+    auth = lookup_auth(state, bearer(request))
+    if auth is None:
+        return [("anonymous", ip)]
+    buckets = [("token", auth.token.access)]
+    if auth.user is not None:
+        buckets.append(("user", auth.user.user_id))
+        if any(key in request.query for key in _PAGING_PARAMS):
+            buckets.append(("paging", auth.user.user_id))
+    return buckets
+
+
+def _mastodon_rate_limit(state: FakeState, request: web.Request) -> tuple[dict[str, str], bool]:
+    """Count the request in every bucket it belongs to; the headers describe the most limited one."""
+    now = time.time()
+    tightest: tuple[int, int, float] | None = None  # (remaining, limit, reset)
+    over = False
+    for kind, who in _mastodon_buckets(state, request):
+        remaining, limit, reset, bucket_over = state.count_in_bucket(kind, who, now)
+        over = over or bucket_over
+        if tightest is None or remaining < tightest[0]:
+            tightest = (remaining, limit, reset)
+    assert tightest is not None
+    remaining, limit, reset = tightest
+    headers = {
+        "X-RateLimit-Limit": str(limit),
+        "X-RateLimit-Remaining": str(remaining),
+        "X-RateLimit-Reset": iso_ms(reset),
+    }
+    return headers, over
 
 
 async def _huge_body(request: web.Request, size: int) -> web.StreamResponse:
@@ -93,7 +140,11 @@ async def gts_middleware(request: web.Request, handler: Handler) -> web.StreamRe
         await asyncio.sleep(faults.delay)
     extra: dict[str, str] = {}
     group = _bucket_group(path)
-    if group is not None and state.rate_limit > 0:
+    if group == "client" and state.profile.rate_limit_model == "mastodon_buckets":
+        extra, over = _mastodon_rate_limit(state, request)
+        if over:
+            return json_response({"error": "Too many requests"}, 429, headers=extra)
+    elif group is not None and state.rate_limit > 0:
         extra, over = _rate_limit(state, request, group)
         if over:
             return json_response({"error": "rate limit reached"}, 429, headers=extra)

@@ -115,6 +115,15 @@ class FaultKnobs:
         return self._drop() if self._drop is not None else 0
 
 
+MASTODON_LIMITS: dict[str, tuple[int, float]] = {
+    "token": (300, 300.0),
+    "user": (1500, 300.0),
+    "paging": (300, 900.0),
+    "anonymous": (300, 300.0),
+    "apps": (5, 600.0),
+}
+
+
 class FakeState:
     def __init__(
         self,
@@ -149,6 +158,8 @@ class FakeState:
         self.sessions: dict[str, Session] = {}
         self.streams: list[StreamConn] = []
         self.rate_buckets: dict[tuple[str, str], tuple[float, int, float]] = {}
+        # Mastodon's rack-attack throttles: kind → (limit, period in seconds) (profile "mastodon_buckets").
+        self.mastodon_limits: dict[str, tuple[int, float]] = dict(MASTODON_LIMITS)
         self.request_log: list[tuple[str, str]] = []
         self.faults = FaultKnobs(_drop=self.drop_streams)
 
@@ -229,6 +240,18 @@ class FakeState:
         if self.profile.revoke_closes_streams:
             for conn in [c for c in self.streams if c.access == access]:
                 conn.abort()
+
+    # --- Mastodon's rate-limit buckets ----------------------------------------------------------------
+    def count_in_bucket(
+        self, kind: str, who: str, now: float, count: int = 1
+    ) -> tuple[int, int, float, bool]:
+        """Count requests in one rack-attack throttle: (remaining, limit, reset time, over the limit)."""
+        limit, period = self.mastodon_limits[kind]
+        reset = now - now % period + period  # rack-attack's windows are aligned to multiples of the period
+        entry = self.rate_buckets.get((kind, who))
+        used = (entry[1] if entry is not None and entry[0] == reset else 0) + count
+        self.rate_buckets[(kind, who)] = (reset, used, now)
+        return max(0, limit - used), limit, reset, used > limit
 
     # --- sessions ----------------------------------------------------------------------------------
     def load_session(self, sid: str | None) -> Session:

@@ -21,6 +21,7 @@ from tests.fakes.gotosocial.httputil import (
 from tests.fakes.gotosocial.state import FakeApp, FakeState, FakeToken
 
 _NO_ROWS = "sql: no rows in result set"
+_NOT_YOURS = "You are not authorized to revoke this token"
 _FIELDS = ("grant_type", "code", "redirect_uri", "client_id", "client_secret", "scope")
 _MASTODON_INVALID_GRANT = (
     "The provided authorization grant is invalid, expired, revoked, does not match the redirection URI used "
@@ -148,10 +149,27 @@ async def token(request: web.Request) -> web.Response:
     ):
         raise _invalid_grant(state)
     del state.codes[form["code"]]
+    reused = _reusable_token(state, app.client_id, code.user_id, code.scope)
+    if reused is not None:
+        return _no_store(json_response(_token_body(reused, expires_in=None)))
     tok = FakeToken(id=state.new_id(), access=oauth_secret(), client_id=app.client_id, user_id=code.user_id,
                     scope=code.scope, created_at=now)
     state.tokens[tok.access] = tok
     return _no_store(json_response(_token_body(tok, expires_in=None)))
+
+
+def _reusable_token(state: FakeState, client_id: str, user_id: str, scope: str) -> FakeToken | None:
+    """Doorkeeper's `reuse_access_token` (Mastodon) and Akkoma's `maybe_reuse_token`: the same account,
+    app and scopes get the live token they already have."""
+    if not state.profile.reuses_tokens:
+        return None
+    wanted = set(scope.split())
+    return next(
+        (t for t in state.tokens.values()
+         if t.client_id == client_id and t.user_id == user_id and set(t.scope.split()) == wanted
+         and state.live_token(t.access) is not None),
+        None,
+    )
 
 
 def _no_store(resp: web.Response) -> web.Response:
@@ -176,9 +194,14 @@ async def revoke(request: web.Request) -> web.Response:
             raise OAuthError(400, "invalid_request", f"{key} not set")
     tok = state.tokens.get(values["token"])
     if tok is None:
+        status = state.profile.revoke_unknown_token_status  # Iceshrimp.NET: 403; GtS, Doorkeeper: 200 {}
+        if status != 200:
+            return json_response({"error": "unauthorized_client", "error_description": _NOT_YOURS}, status)
         return json_response({})
     app = state.apps.get(tok.client_id)
     if tok.client_id != values["client_id"] or app is None or app.client_secret != values["client_secret"]:
-        raise OAuthError(403, "unauthorized_client", "You are not authorized to revoke this token")
+        if state.profile.oauth_dialect == "doorkeeper":
+            return json_response({"error": "unauthorized_client", "error_description": _NOT_YOURS}, 403)
+        raise OAuthError(403, "unauthorized_client", _NOT_YOURS)
     state.forget_token(values["token"])
     return json_response({})
