@@ -129,3 +129,29 @@ async def test_a_limited_federation_mastodon_connects_and_relays(
             await alice_streams(gts, 1, "the stream on the streaming host")
             gts.notify("alice", "mention", "bob", status_text="limited but reachable")
             assert "limited but reachable" in await next_text(alice, room, bot_user)
+
+
+@pytest.mark.parametrize("profile", [GOTOSOCIAL, MASTODON, AKKOMA], ids=lambda p: p.name)
+async def test_two_people_sharing_a_remote_account_keep_relaying_after_one_revokes(
+    synapse: Synapse, make_human: MakeHuman, tmp_path: Path, profile: Profile
+) -> None:
+    """Mastodon and Akkoma hand both connections the same token: one revoke must not cut off the other."""
+    async with FakeGoToSocial(profile=profile) as gts:
+        gts.add_user("alice", EMAIL, PASSWORD)
+        bot_user, bot_password = await new_bot_account(synapse)
+        config = bot_config(synapse, bot_user, bot_password, tmp_path / "data")
+        first, second = await make_human("first"), await make_human("second")
+        async with run_bot(config):
+            rooms = {}
+            for human in (first, second):
+                rooms[human.user_id] = room = await open_dm(human, bot_user)
+                reply, _ = await connect_account(human, room, bot_user, gts, EMAIL, PASSWORD)
+                assert f"Connected as @alice@{gts.host}" in reply
+            await alice_streams(gts, 2, "both streams")
+            reply = await say(first, rooms[first.user_id], bot_user, "!gts revoke")
+            shared = "stays valid on the server because another connection"
+            assert (shared in reply) if profile.reuses_tokens else reply.startswith("Revoked")
+            await alice_streams(gts, 1, "the revoked connection's stream closed")
+            gts.notify("alice", "mention", "bob", status_text="still here for the second")
+            assert "still here for the second" in await next_text(second, rooms[second.user_id], bot_user)
+            assert await first.no_more_messages(rooms[first.user_id], bot_user, wait=1.0)
