@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from bot.accounts import AccountsService, RelayControl
 from bot.chat import Reply
 from bot.commands.handlers import BotCommands
+from bot.commands.throttle import InstanceShare
 from bot.config import LimitsConfig, RelayConfig
 from bot.connect import ConnectFlows
 from bot.errors import InactiveLoginError, RateLimitedError, TokenRejectedError
@@ -62,6 +63,7 @@ def flows_for(
         limits=LimitsConfig(),
         flow_ttl=timedelta(minutes=10),
         on_connected=relay.restart_account,
+        share=InstanceShare(time.monotonic),
     )
     accounts = AccountsService(
         sessions=sessions,
