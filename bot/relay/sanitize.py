@@ -2,9 +2,12 @@
 
 - `sanitize_html`: untrusted status HTML → the subset of HTML Matrix clients render (no remote images).
 - `html_to_text`: status HTML → plain text for the message body.
+- `render_html`: status HTML → the sanitised HTML and the plain text of that same HTML, in bounded time.
 - `clean_line`: a single-line field (display name, acct, content warning) without control characters or
   bidi overrides, whitespace collapsed, truncated.
 - `safe_url`: an http(s) URL or None; anything else (javascript:, data:, relative, malformed) is dropped.
+
+Remote text never pings anyone: `@room` gets an invisible word joiner and matrix.to links lose their href.
 """
 
 from __future__ import annotations
@@ -134,12 +137,12 @@ def _strip_controls(text: str, *, single_line: bool) -> str:
 def clean_line(text: str, limit: int) -> str:
     """A one-line field fit for display: no controls or bidi overrides, spaces collapsed, truncated."""
     flat = _strip_controls(text, single_line=True)
-    return truncate(_SPACE_RUN.sub(" ", flat).strip(), limit)
+    return truncate(_neutralise(_SPACE_RUN.sub(" ", flat).strip()), limit)
 
 
 def clean_multiline(text: str) -> str:
-    """Multi-line text without control characters (newlines and tabs kept, bidi marks kept)."""
-    return _strip_controls(text, single_line=False)
+    """Multi-line text without control characters (newlines and tabs kept, bidi marks kept), no @room."""
+    return _neutralise(_strip_controls(text, single_line=False))
 
 
 def safe_url(value: object) -> str | None:
