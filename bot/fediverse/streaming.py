@@ -235,12 +235,15 @@ class NotificationStream:
         if self._ws is None:
             raise RuntimeError("NotificationStream.connect() was not called")
         name = self._instance.display
+        malformed = 0  # the instance decides how many: log the first only, not a line per frame
         try:
             async for message in self._ws:
                 try:
                     notification = parse_stream_frame(message)
                 except ShapeError as exc:
-                    log.warning("ignoring a malformed streaming frame from %s: %s", name, exc)
+                    malformed += 1
+                    if malformed == 1:
+                        log.warning("ignoring malformed streaming frames from %s: %s", name, exc)
                     continue
                 if notification is not None:
                     yield notification
