@@ -10,6 +10,7 @@ import nio
 import pytest
 
 from bot.matrix import dm
+from bot.matrix.adapter import notice_content
 from bot.matrix.errors import (
     MatrixForbidden,
     MatrixNotFound,
@@ -330,3 +331,11 @@ def test_gap_events_go_through_the_timeline_conversion_before_the_timeline() -> 
         ("$t1", "!gts two"),
     ]
     assert len(events) == 2
+
+
+def test_a_notice_never_pings_anyone() -> None:
+    """Relayed text may say @room or a user's name: an empty m.mentions turns those pings off."""
+    content = notice_content("hey @room", "hey <b>@room</b>")
+    assert content["m.mentions"] == {}
+    assert content["msgtype"] == "m.notice"
+    assert (content["body"], content["formatted_body"]) == ("hey @room", "hey <b>@room</b>")
