@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from benchmarks.relay import TimedSender, setup_db
 from bot.config import FediverseConfig, RelayConfig
 from bot.fediverse.client import FediverseClient
 from bot.fediverse.guard import build_http_client
@@ -32,7 +33,6 @@ from bot.fediverse.streaming import build_stream_connector
 from bot.relay.manager import RelayManager
 from bot.relay.tuning import RelayTuning
 from bot.store.crypto import KeyRing
-from benchmarks.relay import TimedSender, setup_db
 
 # --- the hostile instance, in its own process ----------------------------------------------------------
 
@@ -128,11 +128,13 @@ async def bench(args: argparse.Namespace) -> None:
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
     )
-    assert proc.stdin is not None and proc.stdout is not None
+    assert proc.stdin is not None
+    assert proc.stdout is not None
     info: dict[str, Any] = json.loads(await proc.stdout.readline())
 
     async def instance_figures() -> dict[str, int]:
-        assert proc.stdin is not None and proc.stdout is not None
+        assert proc.stdin is not None
+        assert proc.stdout is not None
         proc.stdin.write(b'{"cmd": "figures"}\n')
         await proc.stdin.drain()
         figures: dict[str, int] = json.loads(await proc.stdout.readline())
