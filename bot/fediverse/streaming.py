@@ -203,6 +203,7 @@ class NotificationStream:
                 close_timeout=5.0,
                 max_size=min(c.max_message_bytes, MAX_FRAME_BYTES),
                 max_queue=MAX_QUEUED_FRAMES,
+                compression=None,  # frames are small; inflating costs memory per connection
                 logger=_QuietLogger(logging.getLogger("websockets.client"), {}),
                 **tls,  # type: ignore[arg-type]
             )

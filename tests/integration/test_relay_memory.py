@@ -7,7 +7,11 @@ import asyncio
 import dataclasses
 import re
 
+from aiohttp import web
+
+from bot.fediverse.streaming import build_stream_connector
 from tests.fakes.gotosocial import FakeGoToSocial
+from tests.integration.fedi_support import loopback, serve, settings
 from tests.integration.relay_support import FAST, Harness, cursor_is, wait_for_async, wait_until
 
 BUDGET = 64 * 1024
@@ -47,3 +51,23 @@ async def test_big_notifications_stop_being_read_when_the_byte_budgets_are_used(
     seen = [int(n) for n in re.findall(r"flood (\d+)\b", "\n".join(h.sender.bodies()))]
     assert seen == list(range(30))
     assert manager.queued_bytes == 0
+
+
+async def test_the_stream_asks_for_no_compression() -> None:
+    """A compressed stream costs inflate buffers per connection (and a bomb needs compression)."""
+    offered: list[str | None] = []
+
+    async def streaming(request: web.Request) -> web.WebSocketResponse:
+        offered.append(request.headers.get("Sec-WebSocket-Extensions"))
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        await ws.close()
+        return ws
+
+    app = web.Application()
+    app.router.add_get("/api/v1/streaming", streaming)
+    async with serve(app) as port:
+        stream = build_stream_connector(settings()).stream(loopback(port), "TOKEN")
+        await stream.connect()
+        await stream.aclose()
+    assert offered == [None]
