@@ -173,6 +173,7 @@ class AccountsService:
                 problem = str(exc)
         async with self._sessions() as session, session.begin():
             await self._repos(session).accounts.delete(account.id)
+        self._keyring.forget(account.token)  # the log redactor stops tracking it
         log.info(
             "account %s of %s revoked (on server: %s)", account.id, account.matrix_user_id, problem is None
         )

@@ -82,7 +82,9 @@ async def running_bot(config: Config, *, resolver: Resolver | None = None) -> As
         redactor = installed_redactor()
         if redactor is not None:
             redactor.add_secret(keyring.e2ee_store_key())
-            keyring.on_secret(redactor.add_secret)  # every token and client secret, as it passes
+            # Every token and client secret, as it passes (token-shaped ones only; dropped on revoke).
+            keyring.on_secret(redactor.add_remote_secret)
+            keyring.on_forget(redactor.forget_secret)
 
         client = await stack.enter_async_context(
             open_fediverse_client(

@@ -2,7 +2,9 @@
 
 `setup_logging` installs one handler on the root logger with a `RedactingFilter`. The filter renders
 each record's message, its traceback and its extra fields, masks anything that looks like a token,
-code, client secret or key, and registers exact secret values given at run time with `add_secret`.
+code, client secret or key, and masks exact secret values registered at run time: the operator's with
+`add_secret`, and tokens and client secrets instances return with `add_remote_secret` (token-shaped
+values only, bounded in number, dropped with `forget_secret`).
 Called again, `setup_logging` replaces its own handler and keeps the secrets already registered.
 """
 
@@ -12,7 +14,8 @@ import json
 import logging
 import re
 import sys
-from collections.abc import Callable, Iterable
+import threading
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
@@ -83,33 +86,144 @@ def redact(text: str, secrets: Iterable[str] = ()) -> str:
     return text
 
 
+MIN_REMOTE_SECRET_LENGTH = 32
+"""A token or client secret an instance returned is registered only when it looks like one: at least this
+long (GoToSocial tokens have 48 characters, Mastodon's 43, client secrets 36-43), token characters only,
+mixing letters and digits. Anything else (a word, a Matrix id) would let an instance erase text from logs."""
+MAX_REMOTE_SECRETS = 10_000
+"""Registered remote secrets; past this the oldest is dropped (the token patterns still mask it)."""
+
+_REMOTE_SECRET = re.compile(rf"{_TOKEN_CHARS}{{{MIN_REMOTE_SECRET_LENGTH},2048}}")
+_TOKEN_RUN = re.compile(rf"{_TOKEN_CHARS}{{{MIN_REMOTE_SECRET_LENGTH},}}")
+_PREFIX = 16  # remote secrets are found by their first characters: cost does not grow with their number
+
+
+def is_token_shaped(value: str) -> bool:
+    """True for a value that can be a real token or client secret (see MIN_REMOTE_SECRET_LENGTH)."""
+    if not _REMOTE_SECRET.fullmatch(value):
+        return False
+    return any(c.isdigit() for c in value) and any(c.isalpha() for c in value)
+
+
+class _SecretIndex:
+    """Remote secrets by prefix. Writers hold a lock; readers (logging threads) only `get` a key, and
+    each group is an immutable frozenset swapped in whole, so a reader never sees one being changed."""
+
+    def __init__(self, secrets: Iterable[str] = (), *, limit: int = MAX_REMOTE_SECRETS) -> None:
+        self._limit = limit
+        self._lock = threading.Lock()
+        self._order: dict[str, None] = {}  # insertion order: the oldest is dropped first
+        self._by_prefix: dict[str, frozenset[str]] = {}
+        self.lookups = 0  # prefix look-ups made by the last `sub` (its cost; see the tests)
+        for secret in secrets:
+            self.add(secret)
+
+    def __len__(self) -> int:
+        return len(self._order)
+
+    def __iter__(self) -> Iterator[str]:
+        with self._lock:
+            return iter(list(self._order))
+
+    def add(self, secret: str) -> None:
+        with self._lock:
+            if secret in self._order:
+                return
+            self._order[secret] = None
+            self._regroup(secret, add=True)
+            while len(self._order) > self._limit:
+                oldest = next(iter(self._order))
+                del self._order[oldest]
+                self._regroup(oldest, add=False)
+
+    def remove(self, secret: str) -> None:
+        with self._lock:
+            if secret in self._order:
+                del self._order[secret]
+                self._regroup(secret, add=False)
+
+    def _regroup(self, secret: str, *, add: bool) -> None:
+        prefix = secret[:_PREFIX]
+        group = self._by_prefix.get(prefix, frozenset())
+        group = group | {secret} if add else group - {secret}
+        if group:
+            self._by_prefix[prefix] = group
+        else:
+            self._by_prefix.pop(prefix, None)
+
+    def sub(self, text: str) -> str:
+        by_prefix = self._by_prefix
+        self.lookups = 0
+        if not by_prefix:
+            return text
+
+        def mask(match: re.Match[str]) -> str:
+            run = match.group(0)
+            out: list[str] = []
+            start = position = 0
+            while position <= len(run) - MIN_REMOTE_SECRET_LENGTH:
+                self.lookups += 1
+                candidates = by_prefix.get(run[position : position + _PREFIX])
+                hit = max((c for c in candidates or () if run.startswith(c, position)), key=len, default="")
+                if hit:
+                    out += (run[start:position], REDACTED)
+                    position = start = position + len(hit)
+                else:
+                    position += 1
+            out.append(run[start:])
+            return "".join(out)
+
+        return _TOKEN_RUN.sub(mask, text)
+
+
 class RedactingFilter(logging.Filter):
-    """A handler filter that rewrites each record so nothing secret reaches any formatter."""
+    """A handler filter that rewrites each record so nothing secret reaches any formatter.
+
+    Two kinds of exact values are masked besides the token patterns: `add_secret` for the operator's own
+    (passwords, keys, database URLs: any value of 4 characters or more), and `add_remote_secret` for
+    tokens and client secrets instances return, which only count when token-shaped, are bounded in number
+    and are dropped again with `forget_secret` when their account is revoked or forgotten.
+    """
 
     MIN_SECRET_LENGTH = 4
     """Shorter values are ignored: masking them would mangle ordinary text."""
 
-    def __init__(self, secrets: Iterable[str] = ()) -> None:
+    def __init__(self, secrets: Iterable[str] = (), remote_secrets: Iterable[str] = ()) -> None:
         super().__init__()
         self._secrets: frozenset[str] = frozenset()
         for secret in secrets:
             self.add_secret(secret)
+        self._remote = _SecretIndex(s for s in remote_secrets if is_token_shaped(s))
 
     def __repr__(self) -> str:
-        return f"RedactingFilter(<{len(self._secrets)} secrets>)"
+        return f"RedactingFilter(<{len(self._secrets)} secrets, {len(self._remote)} remote>)"
 
     @property
     def secrets(self) -> frozenset[str]:
         return self._secrets
 
+    @property
+    def remote_secrets(self) -> frozenset[str]:
+        return frozenset(self._remote)
+
     def add_secret(self, value: str | None) -> None:
-        """Mask this exact value from now on (e.g. a password or a token decrypted at run time)."""
+        """Mask this exact value from now on (a password or key the operator configured)."""
         if value and len(value) >= self.MIN_SECRET_LENGTH:
             # Swap in a new frozenset, so logging threads never see one being changed.
             self._secrets = self._secrets | {value}
 
+    def add_remote_secret(self, value: str | None) -> None:
+        """Mask a token or client secret an instance returned, when it is token-shaped (else ignored)."""
+        if value and is_token_shaped(value):
+            self._remote.add(value)
+
+    def forget_secret(self, value: str | None) -> None:
+        """Stop masking a remote secret (its account was revoked or forgotten)."""
+        if value:
+            self._remote.remove(value)
+
     def redact(self, text: str) -> str:
-        return redact(text, self._secrets)
+        return self._remote.sub(redact(text, self._secrets))
 
     def filter(self, record: logging.LogRecord) -> bool:
         try:
@@ -198,7 +312,9 @@ def setup_logging(
     root = logging.getLogger()
     previous = installed_redactor()
     if redactor is None:
-        redactor = RedactingFilter(previous.secrets if previous else ())
+        redactor = RedactingFilter(
+            previous.secrets if previous else (), previous.remote_secrets if previous else ()
+        )
     for handler in [h for h in root.handlers if isinstance(h, _BotHandler)]:
         root.removeHandler(handler)
         handler.close()

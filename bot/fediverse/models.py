@@ -2,14 +2,17 @@
 
 Parsers take decoded JSON (`object`) and raise `ShapeError` when it is not the shape we need; the client turns
 that into a `BadResponseError` naming the instance. Fields the bot does not need are not parsed (a
-notification keeps its `raw` JSON for anything else).
+notification keeps a bounded copy of its JSON as `raw` for anything else, and what that copy costs).
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, NewType
+
+from bot.fediverse.bounded import bounded_copy
 
 __all__ = [
     "AppRegistration",
@@ -102,7 +105,8 @@ class Notification:
     created_at: datetime
     account: FediverseAccount
     status: Status | None
-    raw: dict[str, Any] = field(repr=False, compare=False, hash=False)
+    raw: dict[str, Any] = field(repr=False, compare=False, hash=False)  # a bounded copy (`bounded`)
+    retained_bytes: int = field(default=0, compare=False)  # what keeping `raw` costs
 
 
 @dataclass(frozen=True)
@@ -218,19 +222,33 @@ def parse_status(data: object, what: str = "status") -> Status:
     )
 
 
+# Ids end up in cursors, Matrix transaction ids and URLs: URL-safe ASCII only (ULIDs, numbers, flake ids).
+_ID_CHARS = re.compile(r"[A-Za-z0-9._~-]+")
+
+
 def notification_id(data: object) -> str:
     """Just the ID of a notification object (for cursors even when the rest is unusable)."""
-    return _str(_obj(data, "notification"), "id", "notification", max_len=MAX_ID_LENGTH)
+    value = _str(_obj(data, "notification"), "id", "notification", max_len=MAX_ID_LENGTH)
+    if not _ID_CHARS.fullmatch(value):
+        raise ShapeError("notification.id has characters an id never has")
+    return value
 
 
 def parse_notification(data: object) -> Notification:
     d = _obj(data, "notification")
-    status = d.get("status")
+    n_id = NotificationId(notification_id(d))
+    n_type = _str(d, "type", "notification", max_len=64)
+    # Everything kept (here and in the parsed fields) comes from the bounded copy.
+    kept = bounded_copy(d)
+    raw: dict[str, Any] = kept.value
+    raw["id"], raw["type"] = n_id, n_type  # whatever the copy had to leave out, these stay
+    status = raw.get("status")
     return Notification(
-        id=NotificationId(notification_id(d)),
-        type=_str(d, "type", "notification", max_len=64),
-        created_at=_time(d.get("created_at"), "notification.created_at"),
-        account=parse_account(d.get("account"), "notification.account"),
+        id=n_id,
+        type=n_type,
+        created_at=_time(raw.get("created_at"), "notification.created_at"),
+        account=parse_account(raw.get("account"), "notification.account"),
         status=parse_status(status, "notification.status") if status is not None else None,
-        raw=d,
+        raw=raw,
+        retained_bytes=kept.retained_bytes,
     )

@@ -136,9 +136,26 @@ class _QuietLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
         return None
 
 
+MAX_FRAME_BYTES = 256 * 1024
+"""A larger streaming frame closes the connection (websockets answers 1009); the relay reconnects and
+fetches over REST whatever it carried. A real notification frame is a few kilobytes."""
+MAX_QUEUED_FRAMES = 2
+"""Frames websockets reads ahead while the relay's buffer is full: per account at most
+(MAX_QUEUED_FRAMES + 1) x MAX_FRAME_BYTES wait in memory, then TCP pushes back on the instance."""
+MAX_FRAME_CONTAINERS = 4_096
+"""JSON objects and arrays a frame may open (counted before parsing, payload included): a frame of
+`[[],[],...]` would otherwise cost ~20 bytes of memory per byte of text while it is parsed."""
+
+
 def parse_stream_frame(message: str | bytes) -> Notification | StreamErrorFrame | None:
     """A streaming frame → the Notification it carries, a StreamErrorFrame, or None for other events.
     ShapeError if malformed."""
+    if isinstance(message, bytes):
+        containers = message.count(b"[") + message.count(b"{")
+    else:
+        containers = message.count("[") + message.count("{")
+    if containers > MAX_FRAME_CONTAINERS:
+        raise ShapeError("frame has too many JSON objects or arrays")
     try:
         frame = json.loads(message)
     except (ValueError, RecursionError):
@@ -295,7 +312,9 @@ class NotificationStream:
                 ping_interval=c.ping_interval,
                 ping_timeout=c.ping_timeout,
                 close_timeout=5.0,
-                max_size=c.max_message_bytes,
+                max_size=min(c.max_message_bytes, MAX_FRAME_BYTES),
+                max_queue=MAX_QUEUED_FRAMES,
+                compression=None,  # frames are small; inflating costs memory per connection
                 logger=_QuietLogger(logging.getLogger("websockets.client"), {}),
                 **auth,  # type: ignore[arg-type]
                 **tls,  # type: ignore[arg-type]
@@ -338,12 +357,15 @@ class NotificationStream:
         if self._ws is None:
             raise RuntimeError("NotificationStream.connect() was not called")
         name = self._instance.display
+        malformed = 0  # the instance decides how many: log the first only, not a line per frame
         try:
             async for message in self._ws:
                 try:
                     notification = parse_stream_frame(message)
                 except ShapeError as exc:
-                    log.warning("ignoring a malformed streaming frame from %s: %s", name, exc)
+                    malformed += 1
+                    if malformed == 1:
+                        log.warning("ignoring malformed streaming frames from %s: %s", name, exc)
                     continue
                 if isinstance(notification, StreamErrorFrame):
                     status = notification.status

@@ -63,6 +63,19 @@ log = logging.getLogger(__name__)
 _MAX_BACKOFF = 60.0
 
 
+def notice_content(body: str, html: str) -> dict[str, Any]:
+    """An m.notice event's content. `m.mentions` is always present and empty: the bot relays text
+    written elsewhere, and nothing in it may ping anyone (with `m.mentions`, clients and servers no
+    longer look for names or @room in the body)."""
+    return {
+        "msgtype": "m.notice",
+        "body": body,
+        "format": "org.matrix.custom.html",
+        "formatted_body": html,
+        "m.mentions": {},
+    }
+
+
 class MatrixAdapter:
     def __init__(
         self,
@@ -306,12 +319,7 @@ class MatrixAdapter:
         `txn_id` makes the send idempotent: the same transaction id from this device yields one event.
         On 429 the send waits as the server asks and retries; other sends wait meanwhile.
         """
-        content = {
-            "msgtype": "m.notice",
-            "body": body,
-            "format": "org.matrix.custom.html",
-            "formatted_body": html,
-        }
+        content = notice_content(body, html)
         txn = txn_id or uuid.uuid4().hex
         event_id = await self._sender.run(
             room_id, lambda: self._send_once(room_id, "m.room.message", content, txn)

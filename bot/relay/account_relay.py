@@ -11,11 +11,12 @@ still accepts the token, or for a while after the stream keeps failing while RES
 A catch-up pages until the server has nothing after the cursor: a page shorter than asked for is not the
 end (Akkoma caps pages at 40; GoToSocial filters after paging).
 
-Memory stays bounded whatever the instance sends: the stream buffer has a fixed size (a full buffer stops
-reading the stream), nothing is handed over while the user's delivery queue is full, and a catch-up takes
-at most `catch_up_pages` pages per round, then waits for delivery to drain and pauses before the next
-round. Nothing is dropped: the cursor only moves past what was handed over, so whatever was not read yet
-is fetched again by a later catch-up.
+Memory stays bounded in bytes whatever the instance sends: each notification kept is a bounded copy
+(`fediverse.bounded`) whose size is known, the stream buffer holds at most `stream_buffer` of them and
+`stream_buffer_bytes` (a full buffer stops reading the stream), nothing is handed over while the user's
+delivery queue is full (count or bytes), and a catch-up takes at most `catch_up_pages` pages per round,
+then waits for delivery to drain and pauses before the next round. Nothing is dropped: the cursor only
+moves past what was handed over, so whatever was not read yet is fetched again by a later catch-up.
 
 Instance failures go through the instance's circuit breaker and this account's backoff (capped, so a
 failing account costs at most ~12 requests an hour). A REST 401 ends the loop: the caller marks the
@@ -52,6 +53,7 @@ from bot.fediverse.models import Notification
 from bot.fediverse.streaming import NotificationStream, StreamConnector, stream_endpoint
 from bot.relay.backoff import Backoff
 from bot.relay.breaker import CircuitBreaker
+from bot.relay.buffer import BoundedBuffer
 from bot.relay.delivery import DeliveryItem, UserDelivery
 from bot.relay.ids import is_newer, max_id, notification_id_key
 from bot.relay.tuning import RelayTuning
@@ -118,7 +120,7 @@ class AccountRelay:
         self._stream_backoff = Backoff(base=t.reconnect_base, cap=t.reconnect_cap, rng=deps.rng)
         self._connected = False
         self._stream: NotificationStream | None = None
-        self._buffer: asyncio.Queue[Notification | FediverseError] | None = None
+        self._buffer: BoundedBuffer[Notification | FediverseError] | None = None
         self.mode = "starting"
 
     def __repr__(self) -> str:
@@ -131,7 +133,12 @@ class AccountRelay:
     @property
     def buffered(self) -> int:
         """Stream notifications received but not handed over yet."""
-        return 0 if self._buffer is None else self._buffer.qsize()
+        return 0 if self._buffer is None else len(self._buffer)
+
+    @property
+    def buffered_bytes(self) -> int:
+        """What the buffered stream notifications hold in memory."""
+        return 0 if self._buffer is None else self._buffer.bytes
 
     async def close_stream(self) -> None:
         stream = self._stream
@@ -301,6 +308,7 @@ class AccountRelay:
                     relay=self._types is None or n.type in self._types,
                     live=live,
                     created_at=n.created_at,
+                    size=n.retained_bytes,
                 )
             )
         self._delivery.submit(out)
@@ -320,7 +328,10 @@ class AccountRelay:
         self._connected = True
         self._stream = stream
         self._stream_changed(+1)
-        buffer: asyncio.Queue[Notification | FediverseError] = asyncio.Queue(self._d.tuning.stream_buffer)
+        t = self._d.tuning
+        buffer: BoundedBuffer[Notification | FediverseError] = BoundedBuffer(
+            max_items=t.stream_buffer, max_bytes=t.stream_buffer_bytes
+        )
         self._buffer = buffer
         pump = asyncio.create_task(self._pump(stream, buffer), name=f"stream-pump-{self.account.id}")
         try:
@@ -340,13 +351,21 @@ class AccountRelay:
             await stream.aclose()
 
     @staticmethod
-    async def _pump(stream: NotificationStream, buffer: asyncio.Queue[Notification | FediverseError]) -> None:
-        """Move stream notifications into the bounded buffer; while it is full, the stream is not read."""
+    async def _pump(stream: NotificationStream, buffer: BoundedBuffer[Notification | FediverseError]) -> None:
+        """Move stream notifications into the bounded buffer; while it is full, the stream is not read.
+
+        Whatever ends the stream reaches the relay loop as a FediverseError (reconnect and catch up),
+        even a failure nobody foresaw: a pump that died silently would leave the loop waiting forever.
+        """
         try:
             async for notification in stream:
-                await buffer.put(notification)
+                await buffer.put(notification, notification.retained_bytes)
         except FediverseError as exc:
             await buffer.put(exc)
+            return
+        except Exception as exc:
+            log.warning("%r failed (%s); reconnecting", stream, type(exc).__name__)
+            await buffer.put(BadResponseError("The notification stream failed."))
             return
         await buffer.put(InstanceUnreachableError("The notification stream was closed."))
 

@@ -14,8 +14,9 @@ room (re-targeted, same transaction id, when the DM changed; held while there is
 current room keeps refusing (too large; or forbidden after `forbidden_retries` looks) is logged,
 counted and dropped so the queue moves on.
 
-The queue is bounded: relays wait for `wait_for_capacity` before handing over more (at most one page per
-account beyond `max_pending`), so a flood stays on the instance, not in memory.
+The queue is bounded in count and bytes: relays wait for `wait_for_capacity` before handing over more (at
+most one page per account beyond `max_pending` / `max_pending_bytes`), so a flood stays on the instance,
+not in memory. Formatting a batch runs in a worker thread, never on the event loop.
 """
 
 from __future__ import annotations
@@ -79,6 +80,7 @@ class DeliveryItem:
     relay: bool = True
     live: bool = False  # came from the stream: created→sent latency is meaningful
     created_at: datetime | None = None
+    size: int = 0  # bytes `notification` holds in memory (counts against `max_pending_bytes`)
 
 
 @dataclass
@@ -124,6 +126,7 @@ class UserDelivery:
         self._sleep = sleep
         self._wall_clock = wall_clock
         self._pending: list[DeliveryItem] = []
+        self._pending_bytes = 0
         self._prepared: deque[_Prepared] = deque()
         self._wake = asyncio.Event()
         self._space = asyncio.Event()  # set when the pending queue shrank below max_pending
@@ -137,6 +140,7 @@ class UserDelivery:
     def submit(self, items: Sequence[DeliveryItem]) -> None:
         if items:
             self._pending.extend(items)
+            self._pending_bytes += sum(item.size for item in items)
             self._wake.set()
 
     def load_outbox(self, records: Sequence[OutboxRecord]) -> None:
@@ -148,18 +152,27 @@ class UserDelivery:
     async def forget(self, account_id: AccountId) -> None:
         """Drop the account's items not yet in the outbox (its relay restarts from the stored cursor)."""
         async with self._preparing:
-            self._pending = [i for i in self._pending if i.account_id != account_id]
-            self._shrunk()
+            self._set_pending([i for i in self._pending if i.account_id != account_id])
 
     async def drop_pending(self) -> None:
         """Drop every item not yet in the outbox (the user's relays are stopped; cursors stay behind)."""
         async with self._preparing:
-            self._pending = []
-            self._shrunk()
+            self._set_pending([])
+
+    def _set_pending(self, items: list[DeliveryItem]) -> None:
+        self._pending = items
+        self._pending_bytes = sum(item.size for item in items)
+        self._shrunk()
 
     @property
     def full(self) -> bool:
-        return len(self._pending) >= self._tuning.max_pending
+        t = self._tuning
+        return len(self._pending) >= t.max_pending or self._pending_bytes >= t.max_pending_bytes
+
+    @property
+    def pending_bytes(self) -> int:
+        """What the notifications waiting to be prepared hold in memory."""
+        return self._pending_bytes
 
     async def wait_for_capacity(self) -> None:
         """Back-pressure: return once fewer than `max_pending` items wait to be prepared."""
@@ -299,12 +312,13 @@ class UserDelivery:
         self._room_changed.clear()
         async with self._preparing:
             batch = self._pending[: self._tuning.max_batch]
-            prepared = await self._write_batch(batch)
+            # Formatting is bounded per notification but a batch is many: keep it off the event loop.
+            messages = await asyncio.to_thread(self._messages, [i for i in batch if i.relay])
+            prepared = await self._write_batch(batch, messages)
             if prepared is not None:
                 taken = {id(item) for item in batch}
-                self._pending = [i for i in self._pending if id(i) not in taken]
                 self._prepared.extend(prepared)
-                self._shrunk()
+                self._set_pending([i for i in self._pending if id(i) not in taken])
                 return True
         log.info("no DM room with %s yet; keeping its notifications queued", self.matrix_user_id)
         await self._wait_for_room()
@@ -319,7 +333,9 @@ class UserDelivery:
             nap.cancel()
             room.cancel()
 
-    async def _write_batch(self, batch: list[DeliveryItem]) -> list[_Prepared] | None:
+    async def _write_batch(
+        self, batch: list[DeliveryItem], messages: list[Message]
+    ) -> list[_Prepared] | None:
         """Write the batch's messages to the outbox (one transaction); None when there is no DM room."""
         cursors: dict[AccountId, str] = {}
         for item in batch:
@@ -328,7 +344,7 @@ class UserDelivery:
         relayed = [i for i in batch if i.relay]
         drafts: list[OutboxDraft] = []
         covered_by_draft: list[tuple[DeliveryItem, ...]] = []
-        for message in self._messages(relayed):
+        for message in messages:
             covers = set(message.covers)
             covered = tuple(i for i in relayed if i.id in covers)
             txn_id = txn_id_for([(i.account_id, i.id) for i in covered])

@@ -1,25 +1,30 @@
 """Pure formatting: a notification as the server sent it (JSON mapping) → a Matrix message (plain + HTML).
 
 Nothing in the input is trusted: every field is checked for type, remote text is cleaned and escaped,
-remote HTML is sanitised, and a notification of an unknown type or an unexpected shape becomes a
-generic line ("New notification of type X from …") instead of an error.
+remote HTML is sanitised (in bounded time: see `sanitize.render_html`), and a notification of an unknown
+type or an unexpected shape becomes a generic line ("New notification of type X from …") instead of an
+error. Formatting never raises: should rendering fail anyway, the notification becomes the short
+COULD_NOT_SHOW line (with a link to the post or account when there is a safe one), so the cursor moves on.
 """
 
 from __future__ import annotations
 
 import html
+import logging
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from bot.fediverse.notification_types import FALLBACK_WORDS, MODERATION_ACTIONS, StatusShown, type_named
-from bot.relay.sanitize import clean_line, clean_multiline, html_to_text, safe_url, sanitize_html, truncate
+from bot.relay.sanitize import MAX_HTML_CHARS, clean_line, clean_multiline, render_html, safe_url, truncate
 
 __all__ = [
+    "COULD_NOT_SHOW",
     "Actor",
     "Message",
     "actor_of",
+    "could_not_show",
     "format_notification",
     "notification_id",
     "notification_type",
@@ -36,9 +41,12 @@ MAX_LABEL_CHARS = 100
 FULL_CONTENT_CHARS = 2000
 EXCERPT_CHARS = 500
 MAX_CONTENT_HTML_BYTES = 12_000  # sanitised HTML above this falls back to the (truncated) plain text
+COULD_NOT_SHOW = "Could not show this notification"
 CW_HIDDEN = "[content hidden behind a content warning; open the post]"
 NO_TEXT = "[no text]"
 _LOOKS_LIKE_HTML = re.compile(r"<[A-Za-z/!]")
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -218,19 +226,18 @@ def _plain_to_html(text: str) -> str:
 
 def _status_body(status: Mapping[str, Any], limit: int, *, with_poll: bool) -> _Part:
     """The post's text (or a content-warning spoiler), attachments and, for polls, the results."""
-    content = _str(status, "content") or _str(status, "text") or ""
+    content = (_str(status, "content") or _str(status, "text") or "")[:MAX_HTML_CHARS]
     # "Should be HTML, but might also be plaintext in some cases" (swagger): without tags keep its lines.
-    is_html = _LOOKS_LIKE_HTML.search(content) is not None
-    text = html_to_text(content) if is_html else clean_multiline(html.unescape(content)).strip()
+    rich = render_html(content) if _LOOKS_LIKE_HTML.search(content) else None
+    text = rich.plain if rich is not None else clean_multiline(html.unescape(content)).strip()
     if len(text) > limit:
         text = truncate(text, limit)
         body = _Part(text, _plain_to_html(text))
-    elif not is_html:
+    elif rich is None:
         body = _Part(text, _plain_to_html(text))
     else:
-        cleaned = sanitize_html(content)
-        too_big = len(cleaned.encode("utf-8", "replace")) > MAX_CONTENT_HTML_BYTES
-        body = _Part(text, _plain_to_html(text) if too_big else cleaned)
+        too_big = len(rich.html.encode("utf-8", "replace")) > MAX_CONTENT_HTML_BYTES
+        body = _Part(text, _plain_to_html(text) if too_big else rich.html)
 
     extras: list[_Part] = []
     media = status.get("media_attachments")
@@ -297,11 +304,46 @@ def render_notification(
     account_label: str | None = None,
     covers: tuple[str, ...] = (),
 ) -> Message:
-    """Render `n` (its type and status) as said by `actors` (several when grouped).
+    """Render `n` (its type and status) as said by `actors` (several when grouped). Never raises.
 
     `account_label`, when given, prefixes the message ("[bob@example.org] …") so a user with several
     connected accounts can tell them apart.
     """
+    try:
+        return _render(
+            n, actors, instance_display=instance_display, account_label=account_label, covers=covers
+        )
+    except Exception as exc:  # a parser bug or a shape nobody foresaw: one short line, never a stall
+        log.warning("a notification could not be formatted (%s); relaying a short line", type(exc).__name__)
+        return could_not_show(n, covers)
+
+
+def could_not_show(n: object, covers: tuple[str, ...] = ()) -> Message:
+    """The short line that stands for a notification that cannot be rendered: link to post or account."""
+    url: str | None = None
+    try:
+        if isinstance(n, Mapping):
+            status, account = _map(n, "status"), _map(n, "account")
+            if status is not None:
+                url = safe_url(status.get("url")) or safe_url(status.get("uri"))
+            if url is None and account is not None:
+                url = safe_url(account.get("url"))
+    except Exception:  # noqa: S110 - the line without a link is the fallback of the fallback
+        pass
+    if url is None:
+        return Message(f"{COULD_NOT_SHOW}.", f"{COULD_NOT_SHOW}.", covers)
+    line = _text(f"{COULD_NOT_SHOW} (") + _link(url, url) + _text(").")
+    return Message(line.plain, line.html, covers)
+
+
+def _render(
+    n: Mapping[str, Any],
+    actors: Sequence[Actor],
+    *,
+    instance_display: str,
+    account_label: str | None,
+    covers: tuple[str, ...],
+) -> Message:
     n_type = notification_type(n)
     kind = type_named(n_type)
     content_chars = _STATUS_CHARS[kind.status] if kind is not None else None
@@ -343,10 +385,14 @@ def render_notification(
 def format_notification(
     n: Mapping[str, Any], *, instance_display: str, account_label: str | None = None
 ) -> Message:
-    """One notification → one message. Never raises on a malformed notification."""
+    """One notification → one message. Never raises."""
     if not isinstance(n, Mapping):
         return Message("New notification", "New notification", ())
-    actor = actor_of(n.get("account"), instance_display=instance_display)
+    try:
+        actor = actor_of(n.get("account"), instance_display=instance_display)
+    except Exception as exc:
+        log.warning("a notification could not be formatted (%s); relaying a short line", type(exc).__name__)
+        return could_not_show(n, (notification_id(n),))
     return render_notification(
         n,
         [actor],

@@ -159,6 +159,12 @@ class RelayManager:
         buffered = sum(running.relay.buffered for running in self._running.values())
         return buffered + sum(delivery.backlog for delivery, _ in self._deliveries.values())
 
+    @property
+    def queued_bytes(self) -> int:
+        """What the stream buffers and the delivery queues (not yet in the outbox) hold in memory."""
+        buffered = sum(running.relay.buffered_bytes for running in self._running.values())
+        return buffered + sum(delivery.pending_bytes for delivery, _ in self._deliveries.values())
+
     def account_mode(self, account_id: AccountId) -> str | None:
         """ "streaming", "polling", "starting", or None when the account is not being relayed."""
         running = self._running.get(account_id)

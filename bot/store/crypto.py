@@ -91,7 +91,7 @@ def _full_aad(key_id: str, aad: bytes) -> bytes:
 class KeyRing:
     """One current key that encrypts, older keys that still decrypt, and the e2ee store passphrase."""
 
-    __slots__ = ("_current", "_e2ee_store_key", "_keys", "_secret_observers")
+    __slots__ = ("_current", "_e2ee_store_key", "_forget_observers", "_keys", "_secret_observers")
 
     def __init__(self, current: str, keys: Mapping[str, bytes], e2ee_store_key: bytes) -> None:
         if current not in keys:
@@ -107,10 +107,20 @@ class KeyRing:
         self._keys: Mapping[str, bytes] = MappingProxyType(dict(keys))
         self._e2ee_store_key = e2ee_store_key
         self._secret_observers: list[Callable[[str], None]] = []
+        self._forget_observers: list[Callable[[str], None]] = []
 
     def on_secret(self, observer: Callable[[str], None]) -> None:
         """Tell `observer` every secret this ring encrypts or decrypts (the log redactor registers them)."""
         self._secret_observers.append(observer)
+
+    def on_forget(self, observer: Callable[[str], None]) -> None:
+        """Tell `observer` of secrets that are gone for good (`forget`): the redactor drops them."""
+        self._forget_observers.append(observer)
+
+    def forget(self, secret: str) -> None:
+        """`secret` (a revoked account's token) will not be seen again."""
+        for observer in self._forget_observers:
+            observer(secret)
 
     def _seen(self, secret: str) -> None:
         for observer in self._secret_observers:

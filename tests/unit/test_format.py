@@ -6,7 +6,9 @@ from typing import Any
 import pytest
 
 from bot.fediverse.notification_types import NOTIFICATION_TYPES, type_named
-from bot.relay.format import CW_HIDDEN, Message, actor_of, format_notification
+from bot.relay import format as format_module
+from bot.relay.format import COULD_NOT_SHOW, CW_HIDDEN, Message, actor_of, could_not_show, format_notification
+from bot.relay.grouping import Pending, group_notifications
 
 INSTANCE = "example.org"
 POST_URL = "https://example.org/@alice/statuses/01M8G20ENXWW8161BY3JGRTY9T"
@@ -282,7 +284,7 @@ def test_huge_excerpt_for_favourite_is_shorter() -> None:
 
 
 def test_content_with_many_tags_falls_back_to_text_html() -> None:
-    content = "<b></b>" * 5000 + "<p>short</p>"
+    content = '<ol start="123456"></ol>' * 900 + "<p>short</p>"
     message = fmt(notif("mention", status=status(content=content)))
     assert "<blockquote>short</blockquote>" in message.html
 
@@ -451,3 +453,53 @@ def test_every_known_type_has_words_of_its_own(kind: Any) -> None:
     message = fmt(notif(kind.name))
     assert "New notification" not in message.plain
     assert "{" not in message.plain
+
+
+# -- formatting never raises (issue 10, item 2) -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "content", ["<p><![ ]></p>", "<p><![CDATA[x]]></p>", "<!DOCTYPE x><p>a</p>", "<p><!x y z></p>"]
+)
+def test_parser_edge_cases_render(content: str) -> None:
+    message = fmt(notif("mention", status=status(content=content)))
+    assert message.plain.startswith("Bob (@bob@remote.example) mentioned you:")
+    assert message.covers == (notif("mention")["id"],)
+
+
+def _broken_renderer(content: str) -> Any:
+    raise AssertionError("a parser bug")
+
+
+def test_a_renderer_failure_becomes_a_short_line_with_the_post_link(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A fault that real input no longer produces (the old parser raised AssertionError on "<![ ]>").
+    monkeypatch.setattr(format_module, "render_html", _broken_renderer)
+    n = notif("mention", status=status(content="<p>x</p>"))
+    message = fmt(n)
+    assert message.plain == f"{COULD_NOT_SHOW} ({POST_URL})."
+    assert f'<a href="{POST_URL}">{POST_URL}</a>' in message.html
+    assert message.covers == (n["id"],)
+
+
+def test_a_failure_in_one_grouped_notification_keeps_the_others(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(format_module, "render_html", _broken_renderer)
+    items = [
+        Pending(notif("mention", id="01A", status=status(content="<p>x</p>")), INSTANCE),
+        Pending(notif("follow", id="01B"), INSTANCE),
+    ]
+    messages = group_notifications(items)
+    assert [m.covers for m in messages] == [("01A",), ("01B",)]
+    assert messages[0].plain.startswith(COULD_NOT_SHOW)
+    assert messages[1].plain == "Bob (@bob@remote.example) followed you"
+
+
+def test_the_short_line_has_no_link_when_none_is_safe() -> None:
+    message = could_not_show({"status": {"url": "javascript:x"}, "account": 7}, ("01C",))
+    assert message == Message(f"{COULD_NOT_SHOW}.", f"{COULD_NOT_SHOW}.", ("01C",))
+
+
+@pytest.mark.parametrize("field", ["display_name", "username"])
+def test_names_never_ping_the_room(field: str) -> None:
+    message = fmt(notif("follow", account=account(**{field: "@room"})))
+    assert "@room" not in message.plain
+    assert "@room" not in message.html

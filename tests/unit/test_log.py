@@ -9,7 +9,8 @@ from collections.abc import Iterator
 import pytest
 
 from bot.config import LoggingConfig
-from bot.log import REDACTED, RedactingFilter, installed_redactor, redact, setup_logging
+from bot.log import MAX_REMOTE_SECRETS, REDACTED, RedactingFilter, installed_redactor, redact, setup_logging
+from bot.store.crypto import KeyRing
 
 GTS_TOKEN = "ZJJHNDQ0ZTYTNME0OS0ZYZI4LTLMZTKTZTY4OWZKMTYZMJA1"  # reference §2.6 format
 GTS_CODE = "ZGM2OGI4NDYTY2FJZS0ZMTM5LWI0YWYTZDMWNDCZZTC3NZJK"
@@ -85,7 +86,7 @@ def test_redact_masks_token_like_text(text: str, secret: str, kept: str) -> None
     [
         f"GET https://gts.example/api/v1/notifications/{ULID} 200",
         f"client_id {ULID} registered for @alice:example.org in !room:example.org",
-        "File \"/work/main/.venv/lib/python3.11/site-packages/httpx/_transports/default.py\", line 72",
+        'File "/work/main/.venv/lib/python3.11/site-packages/httpx/_transports/default.py", line 72',
         "process finished exit_code=78 status_code=200",
         "sha256 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
         "ValueError: invalid literal for int() with base 10: 'abc'",
@@ -215,3 +216,78 @@ def test_setup_again_replaces_its_handler_and_keeps_secrets(root_state: None) ->
     assert len(ours) == 1
     logging.getLogger("bot.test").warning("value kept-across-setups")
     assert json.loads(stream.getvalue())["message"] == f"value {REDACTED}"
+
+
+# -- secrets an instance returns (issue 10, item 4) --------------------------------------------------------
+
+MASTODON_TOKEN = "Qx7bN2kPz9Lw4Rt6Yc1Vd8Hf3Jg5Ms0Ae2Ui7Oo9Pp4"  # 43 characters, base64url
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["Traceback", "@attacker:example.org", "abcd", "error", "x" * 40, "a b" * 20, "ab\ncd" * 10],
+)
+def test_an_instance_cannot_choose_words_to_erase_from_the_log(value: str) -> None:
+    flt = RedactingFilter()
+    flt.add_remote_secret(value)
+    assert flt.remote_secrets == frozenset()
+    line = f"Traceback (most recent call last): {value} said hi to @attacker:example.org"
+    assert flt.redact(line) == line
+
+
+@pytest.mark.parametrize("token", [GTS_TOKEN, MASTODON_TOKEN, CLIENT_SECRET + "-0123"])
+def test_real_tokens_are_registered_and_masked_wherever_they_appear(token: str) -> None:
+    flt = RedactingFilter()
+    flt.add_remote_secret(token)
+    assert flt.remote_secrets == {token}
+    for line in (f"got {token}.", f"x{token}y", f"url?t={token}&a=1", f"({token})"):
+        assert token not in flt.redact(line)
+
+
+def test_a_forgotten_secret_is_no_longer_tracked() -> None:
+    flt = RedactingFilter()
+    flt.add_remote_secret(MASTODON_TOKEN)
+    flt.forget_secret(MASTODON_TOKEN)
+    assert flt.remote_secrets == frozenset()
+
+
+def test_remote_secrets_are_bounded_in_number() -> None:
+    flt = RedactingFilter()
+    for i in range(MAX_REMOTE_SECRETS + 50):
+        flt.add_remote_secret(f"{i:08d}AbCdEfGhIjKlMnOpQrStUvWxYz0123")
+    assert len(flt.remote_secrets) == MAX_REMOTE_SECRETS
+    newest = f"{MAX_REMOTE_SECRETS + 49:08d}AbCdEfGhIjKlMnOpQrStUvWxYz0123"
+    assert newest in flt.remote_secrets
+
+
+def test_matching_cost_does_not_grow_with_the_number_of_secrets() -> None:
+    few, many = RedactingFilter(), RedactingFilter()
+    few.add_remote_secret(MASTODON_TOKEN)
+    for i in range(5_000):
+        many.add_remote_secret(f"{i:08d}AbCdEfGhIjKlMnOpQrStUvWxYz0123")
+    many.add_remote_secret(MASTODON_TOKEN)
+    line = f"relay of account 7 uses {MASTODON_TOKEN} and {'Zz9' * 30} " + "word " * 200
+    assert few.redact(line) == many.redact(line)
+    assert MASTODON_TOKEN not in many.redact(line)
+    # Look-ups are bounded by the length of the token-like runs in the line, whatever the count of secrets.
+    assert many._remote.lookups == few._remote.lookups <= len(line)
+
+
+def test_the_keyring_feeds_remote_secrets_and_a_revoke_drops_them() -> None:
+    ring = KeyRing.generate()
+    flt = RedactingFilter()
+    ring.on_secret(flt.add_remote_secret)
+    ring.on_forget(flt.forget_secret)
+    ring.decrypt(ring.encrypt(MASTODON_TOKEN, b"account:1"), b"account:1")
+    ring.decrypt(ring.encrypt("Traceback", b"account:2"), b"account:2")
+    assert flt.remote_secrets == {MASTODON_TOKEN}
+    ring.forget(MASTODON_TOKEN)
+    assert flt.remote_secrets == frozenset()
+
+
+def test_remote_secrets_survive_a_second_setup(root_state: None) -> None:
+    first = setup_logging(LoggingConfig(level="INFO", format="text"), stream=io.StringIO())
+    first.add_remote_secret(MASTODON_TOKEN)
+    second = setup_logging(LoggingConfig(level="INFO", format="text"), stream=io.StringIO())
+    assert second.remote_secrets == {MASTODON_TOKEN}
+    assert second.secrets == frozenset()

@@ -10,6 +10,7 @@ import nio
 import pytest
 
 from bot.matrix import dm
+from bot.matrix.adapter import notice_content
 from bot.matrix.errors import (
     MatrixForbidden,
     MatrixNotFound,
@@ -416,3 +417,11 @@ def test_a_full_state_catch_up_is_no_change_of_privacy() -> None:
     response = SimpleNamespace(rooms=rooms)
     assert events_from_sync(response, UserId(BOT), lambda e: "x", full_state=True) == []
     assert events_from_sync(response, UserId(BOT), lambda e: "x") == [RoomChanged(ROOM, UserId(ALICE))]
+
+
+def test_a_notice_never_pings_anyone() -> None:
+    """Relayed text may say @room or a user's name: an empty m.mentions turns those pings off."""
+    content = notice_content("hey @room", "hey <b>@room</b>")
+    assert content["m.mentions"] == {}
+    assert content["msgtype"] == "m.notice"
+    assert (content["body"], content["formatted_body"]) == ("hey @room", "hey <b>@room</b>")

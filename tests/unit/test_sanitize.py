@@ -1,8 +1,21 @@
 from __future__ import annotations
 
+import html
+import re
+
 import pytest
 
-from bot.relay.sanitize import clean_line, html_to_text, safe_url, sanitize_html, truncate
+from bot.relay import sanitize
+from bot.relay.sanitize import (
+    MAX_HTML_CHARS,
+    MAX_HTML_MARKUP,
+    clean_line,
+    html_to_text,
+    render_html,
+    safe_url,
+    sanitize_html,
+    truncate,
+)
 
 # GoToSocial's own rendering of a post with a mention, a hashtag, a link and two paragraphs.
 GTS_HTML = (
@@ -143,3 +156,112 @@ def test_truncate(text: str, limit: int, expected: str) -> None:
 )
 def test_safe_url(value: object, expected: str | None) -> None:
     assert safe_url(value) == expected
+
+
+# -- hostile HTML: bounded work, one tree for both bodies (issue 10, items 1, 2 and 6) ---------------------
+
+HOSTILE_HTML = [
+    "<a" * 20_000,
+    "<a" * 80_000,
+    "<div>" * 100_000 + "deep",
+    "<b>" * 100_000 + "x",
+    "<table><tr><td>" * 30_000,
+    "<!--" * 50_000,
+    "&amp;" * 100_000,
+    "<p>" + "x" * 1_000_000 + "</p>",
+    "<p><![ ]></p>",
+    "<![CDATA[<script>x</script>]]>",
+    "<p><b><i>unclosed <a href='https://e.example/'>link",
+    "&#0;&#7;&#x202E;&#xD800;&#x110000;&bogus;&amp",
+]
+
+
+@pytest.mark.parametrize("content", HOSTILE_HTML, ids=lambda c: repr(c[:24]))
+def test_the_parser_sees_bounded_input(content: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The work is bounded by what reaches the HTML parser: at most MAX_HTML_CHARS characters (plus the
+    escapes the cut adds) and at most MAX_HTML_MARKUP "<" that can open an element."""
+    seen: list[str] = []
+    real = sanitize._cleaner()
+
+    class Recording:
+        def clean(self, html: str) -> str:
+            seen.append(html)
+            return real.clean(html)
+
+    monkeypatch.setattr(sanitize, "_cleaner", Recording)
+    result = render_html(content)
+    assert len(seen) == 1
+    assert seen[0].count("<") <= MAX_HTML_MARKUP
+    assert len(seen[0]) <= 4 * MAX_HTML_CHARS
+    assert result.html.count("<") <= 3 * MAX_HTML_MARKUP
+    assert result.plain == html_to_text(content)
+    assert result.html == sanitize_html(content)
+
+
+def test_deep_nesting_keeps_its_text_and_drops_the_excess_markup() -> None:
+    result = render_html("<b>" * 5_000 + "deep" + "</b>" * 5_000)
+    assert result.plain == "deep"
+    assert result.html.count("<b>") <= MAX_HTML_MARKUP
+    assert "deep" in result.html
+
+
+def test_markup_past_the_budget_is_dropped_not_shown() -> None:
+    result = render_html("<i>x</i>" * MAX_HTML_MARKUP + "<p>tail &lt;3 a < b</p>")
+    assert result.plain.endswith("tail <3 a < b")
+    assert "<p>" not in result.plain
+
+
+@pytest.mark.parametrize(
+    ("content", "plain", "html"),
+    [
+        ("<p><![ ]></p>", "", "<p></p>"),
+        ("<p>a<!-- <b>hidden</b> -->b</p>", "ab", "<p>ab</p>"),
+        ("<p>x &lt;script&gt; &#x26; &unknown; y</p>", "x <script> & &unknown; y", None),
+        ("<p>a&#7;b&#0;c</p>", "ab\ufffdc", "<p>ab\ufffdc</p>"),
+    ],
+)
+def test_parser_edge_cases(content: str, plain: str, html: str | None) -> None:
+    result = render_html(content)
+    assert result.plain == plain
+    if html is not None:
+        assert result.html == html
+
+
+@pytest.mark.parametrize("tag", ["svg", "math", "iframe", "object", "noembed", "embed", "head", "frameset"])
+def test_plain_and_html_drop_the_same_hidden_text(tag: str) -> None:
+    result = render_html(f"<p>shown<{tag}><text>hidden words</text></{tag}> too</p>")
+    assert "hidden" not in result.plain
+    assert "hidden" not in result.html
+    assert result.plain == "shown too"
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        "<p>hi <svg><desc>a</desc></svg>b <object>c</object> <math><mi>d</mi></math></p>",
+        "<ul><li>one<li>two</ul><pre>  keep\n  me</pre><table><tr><td>x<td>y</table>",
+        '<p>a<span class="invisible">b</span><a href="https://e.example/">c</a></p>',
+    ],
+)
+def test_plain_is_the_text_of_the_html(content: str) -> None:
+    """Every word of the plain body is in the HTML body and vice versa (one tree makes both)."""
+    result = render_html(content)
+    text_of_html = html.unescape(re.sub(r"<[^>]*>", "", result.html))
+    assert "".join(result.plain.replace("•", "").split()) == "".join(text_of_html.split())
+
+
+def test_matrix_permalinks_lose_their_link() -> None:
+    result = render_html(
+        '<p><a href="https://matrix.to/#/@alice:example.org">Alice</a> and '
+        '<a href="https://MATRIX.TO./#/!room:example.org">a room</a></p>'
+    )
+    assert "matrix.to" not in result.html.lower()
+    assert result.plain == "Alice and a room"
+
+
+@pytest.mark.parametrize("content", ["<p>hey @room look</p>", "@ROOM!", "<b>@room</b>"])
+def test_room_mentions_are_neutralised(content: str) -> None:
+    result = render_html(content)
+    assert not re.search(r"@room\b", result.plain, re.IGNORECASE)
+    assert not re.search(r"@room\b", result.html, re.IGNORECASE)
+    assert "room" in result.plain.lower()

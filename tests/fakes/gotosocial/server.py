@@ -26,6 +26,7 @@ from tests.fakes.gotosocial import oauth as gts_oauth
 from tests.fakes.gotosocial import stream as gts_stream
 from tests.fakes.gotosocial import tokens as gts_token
 from tests.fakes.gotosocial.core import OOB_URI, oauth_secret
+from tests.fakes.gotosocial.hostile import Hostile
 from tests.fakes.gotosocial.httputil import STATE
 from tests.fakes.gotosocial.middleware import gts_middleware, server_header
 from tests.fakes.gotosocial.profiles import GOTOSOCIAL, PROFILES, Profile, profile_named
@@ -80,9 +81,11 @@ class FakeGoToSocial:
         rate_window: float = 300.0,
         session_max_age: int = 120,
         id_start: int | None = None,
+        hostile: bool = False,
     ) -> None:
         """``profile`` chooses the server imitated (see ``profiles.py``); ``id_start`` makes numeric ids a
-        plain counter (to cross digit counts); ``code_ttl`` overrides the profile's code lifetime."""
+        plain counter (to cross digit counts); ``code_ttl`` overrides the profile's code lifetime.
+        ``hostile=True`` adds ``self.hostile``, the hostile-instance profile (``hostile.py``)."""
         self._bind_host = host
         self._bind_port = port
         self.state = FakeState(
@@ -91,6 +94,7 @@ class FakeGoToSocial:
             rate_limit=rate_limit, rate_window=rate_window, ping_interval=ping_interval,
             session_max_age=session_max_age, id_start=id_start,
         )
+        self.hostile: Hostile | None = Hostile(self) if hostile else None
         self._runner: web.AppRunner | None = None
         self._stream_runner: web.AppRunner | None = None
         self.base_url = ""
