@@ -319,11 +319,19 @@ class FediverseClient:
                 "instance's settings (Applications) instead."
             )
         if response.status == 403:
+            if await self._token_is_gone(instance, token):
+                return  # Iceshrimp.NET answers 403 for a token it no longer knows, e.g. one revoked already
             raise OAuthError(
                 f"{instance.display} refused to revoke the token: it says the token belongs to another app."
             )
         error, description = error_fields(response)
         raise oauth_error(instance, response, error, description, redact=(token, app.client_secret))
+
+    async def _token_is_gone(self, instance: InstanceRef, token: str) -> bool:
+        """Whether the instance rejects `token` outright (401), so there is nothing left to revoke."""
+        path = "/api/v1/accounts/verify_credentials"
+        response = await self._http.request(instance, "GET", path, token=token)
+        return response.status == 401
 
     # -- account and notifications ---------------------------------------------------------------------
 

@@ -5,6 +5,7 @@ uses, and says what each server means."""
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -79,6 +80,14 @@ async def server(profile: Profile) -> AsyncIterator[FakeGoToSocial]:
         yield fake
 
 
+def pin_rate_windows(fake: FakeGoToSocial) -> None:
+    """Mastodon's windows are aligned to multiples of their period (10 minutes for registrations): pin the
+    fake's clock inside a window that ends 10 to 20 minutes from now, so none ends during the test."""
+    now = time.time()
+    pinned = now - now % 600 + 900
+    fake.state.rate_clock = lambda: pinned
+
+
 # -- the fake's servers: what the bot has to cope with ------------------------------------------------------
 
 
@@ -98,6 +107,7 @@ async def test_the_same_account_app_and_scopes_get_the_same_token_where_the_serv
 
 async def test_mastodon_headers_describe_the_tightest_bucket_and_a_429_has_no_retry_after() -> None:
     async with server(MASTODON) as fake, httpx.AsyncClient(base_url=fake.base_url) as http:
+        pin_rate_windows(fake)
         fake.spend_rate_budget("apps", 4)
         registered = await http.post(
             "/api/v1/apps", data={"client_name": "bot", "redirect_uris": "urn:ietf:wg:oauth:2.0:oob"}
@@ -149,6 +159,7 @@ async def test_a_first_connect_is_not_held_up_by_a_nearly_spent_registration_buc
     elsewhere and must not wait for that window (the command deadline is far shorter)."""
     sleep = FakeSleep()
     async with server(MASTODON) as fake, fedi_client(pacers=PacerRegistry(sleep=sleep)) as client:
+        pin_rate_windows(fake)
         fake.spend_rate_budget("apps", 4)
         flows, _ = flows_for(sessions, keyring, client, NoRelay())
         started = await flows.start(ALICE, fake.base_url, (), ALICE_DM)
@@ -377,3 +388,31 @@ async def test_a_login_disabled_later_stops_the_relay_with_its_own_words(h: Harn
     assert user == "@alice:example.org"
     assert "login is unconfirmed, waiting for approval, or disabled" in plain
     assert "not allowed to read notifications" not in plain
+
+
+async def test_a_403_for_a_token_the_server_no_longer_knows_counts_as_revoked(
+    sessions: async_sessionmaker[AsyncSession], keyring: KeyRing
+) -> None:
+    """Iceshrimp.NET answers /oauth/revoke with 403 for an unknown token (one revoked already)."""
+    iceshrimp_like = dataclasses.replace(MASTODON, name="iceshrimp", revoke_unknown_token_status=403)
+    async with server(iceshrimp_like) as fake, fedi_client() as client:
+        flows, accounts = flows_for(sessions, keyring, client, NoRelay())
+        await connect(flows, fake, ALICE, ALICE_DM)
+        fake.revoke_all("alice")  # the user removed the app in the server's settings
+        [outcome] = await accounts.revoke(ALICE, None)
+    assert outcome.revoked_on_server
+    assert outcome.problem is None
+
+
+async def test_a_403_for_another_apps_live_token_is_still_reported(
+    sessions: async_sessionmaker[AsyncSession], keyring: KeyRing
+) -> None:
+    async with server(GOTOSOCIAL) as fake, fedi_client() as client:
+        flows, accounts = flows_for(sessions, keyring, client, NoRelay())
+        await connect(flows, fake, ALICE, ALICE_DM)
+        [app] = list(fake.apps.values())
+        app.client_secret = "changed-on-the-server"  # the server no longer takes the bot's credentials
+        [outcome] = await accounts.revoke(ALICE, None)
+    assert not outcome.revoked_on_server
+    assert outcome.problem is not None
+    assert "another app" in outcome.problem

@@ -84,7 +84,7 @@ def _mastodon_buckets(state: FakeState, request: web.Request) -> list[tuple[str,
 
 def _mastodon_rate_limit(state: FakeState, request: web.Request) -> tuple[dict[str, str], bool]:
     """Count the request in every bucket it belongs to; the headers describe the most limited one."""
-    now = time.time()
+    now = state.rate_clock()
     tightest: tuple[int, int, float] | None = None  # (remaining, limit, reset)
     over = False
     for kind, who in _mastodon_buckets(state, request):

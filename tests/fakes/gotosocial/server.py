@@ -223,7 +223,7 @@ class FakeGoToSocial:
     def spend_rate_budget(self, kind: str, count: int, who: str = "127.0.0.1") -> None:
         """Count ``count`` requests in a Mastodon bucket (``apps``, ``anonymous``: ``who`` is an IP;
         ``token``: the token; ``user``, ``paging``: a user id), as if someone else had made them."""
-        self.state.count_in_bucket(kind, who, time.time(), count)
+        self.state.count_in_bucket(kind, who, self.state.rate_clock(), count)
 
     def requests_to(self, path: str, method: str | None = None) -> int:
         return sum(1 for m, p in self.state.request_log if p == path and (method is None or m == method))

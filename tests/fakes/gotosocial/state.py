@@ -160,6 +160,7 @@ class FakeState:
         self.rate_buckets: dict[tuple[str, str], tuple[float, int, float]] = {}
         # Mastodon's rack-attack throttles: kind → (limit, period in seconds) (profile "mastodon_buckets").
         self.mastodon_limits: dict[str, tuple[int, float]] = dict(MASTODON_LIMITS)
+        self.rate_clock: Callable[[], float] = time.time  # wall clock of those windows; tests may pin it
         self.request_log: list[tuple[str, str]] = []
         self.faults = FaultKnobs(_drop=self.drop_streams)
 
