@@ -15,7 +15,6 @@ minute, and the undecryptable-message notice one per room and reason per 10 minu
 from __future__ import annotations
 
 import asyncio
-import html
 import logging
 import re
 from collections import deque
@@ -23,7 +22,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from bot.chat import Reply
 from bot.commands.handlers import BotCommands
 from bot.commands.parse import ParsedCommand, parse_command
 from bot.commands.throttle import UserThrottle
@@ -42,6 +40,7 @@ from bot.matrix.types import (
     RoomId,
     UndecryptableMessage,
 )
+from bot.rich_text import RichText
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +126,7 @@ class _Context:
     prefix: str
     matrix: MatrixPort
 
-    async def reply(self, reply: Reply) -> None:
+    async def reply(self, reply: RichText) -> None:
         await self.matrix.send_notice(RoomId(self.room_id), reply.plain, reply.html)
 
 
@@ -286,17 +285,17 @@ class Router:
             if in_dm and await self._flows.has_pending(msg.sender):
                 await self._run(here, lambda: self._commands.submit_code(here, msg.body), "code")
             elif in_dm:
-                await here.reply(Reply.text(self._only_commands))
+                await here.reply(RichText.text(self._only_commands))
             return
         if len(msg.body.encode()) > MAX_COMMAND_BYTES:
-            await here.reply(Reply.text("That command is too long."))
+            await here.reply(RichText.text("That command is too long."))
             return
         command = self._commands.registry.get(parsed.name)
         if command is None:
-            await here.reply(Reply.text(f"Unknown command {parsed.name[:40]!r}. Try: {self._prefix} help"))
+            await here.reply(RichText.text(f"Unknown command {parsed.name[:40]!r}. Try: {self._prefix} help"))
             return
         if not command.accepts(parsed.args):
-            await here.reply(Reply.text("Usage: " + command.usage_line(self._prefix)))
+            await here.reply(RichText.text("Usage: " + command.usage_line(self._prefix)))
             return
         ctx = here
         if command.dm_only and not in_dm:
@@ -305,33 +304,33 @@ class Router:
             except Exception:
                 ref = new_reference()
                 log.exception("could not open a DM with %s [ref %s]", msg.sender, ref)
-                await here.reply(Reply.text(f"I could not open a direct chat with you (reference {ref})."))
+                await here.reply(RichText.text(f"I could not open a direct chat with you (reference {ref})."))
                 return
-            await here.reply(Reply.text("I've sent you a direct message."))
+            await here.reply(RichText.text("I've sent you a direct message."))
             ctx = _Context(msg.sender, dm, self._prefix, self._matrix)
         await self._run(ctx, lambda: command.handler(ctx, parsed.args), parsed.name)
 
     async def _reply(self, user_id: str, room_id: str, text: str) -> None:
-        await _Context(user_id, room_id, self._prefix, self._matrix).reply(Reply.text(text))
+        await _Context(user_id, room_id, self._prefix, self._matrix).reply(RichText.text(text))
 
     async def _run(self, ctx: _Context, action: Callable[[], Awaitable[None]], name: str) -> None:
         try:
             async with asyncio.timeout(COMMAND_DEADLINE_SECONDS):
                 await action()
         except UserFacingError as exc:
-            await ctx.reply(Reply.text(str(exc)))
+            await ctx.reply(RichText.text(str(exc)))
         except TimeoutError:
             log.warning(
                 "command %r from %s took longer than %d s", name, ctx.sender, COMMAND_DEADLINE_SECONDS
             )
             await ctx.reply(
-                Reply.text("That took too long (the instance answered too slowly). Try again later.")
+                RichText.text("That took too long (the instance answered too slowly). Try again later.")
             )
         except Exception:
             ref = new_reference()
             log.exception("command %r from %s failed [ref %s]", name, ctx.sender, ref)
             await ctx.reply(
-                Reply.text(f"Something went wrong on my side (reference {ref}). Try again later.")
+                RichText.text(f"Something went wrong on my side (reference {ref}). Try again later.")
             )
 
     async def _is_leaked_code(self, msg: IncomingMessage, is_code_command: bool) -> bool:
@@ -370,7 +369,7 @@ class Router:
         )
         dm = await self._dms.ensure(msg.sender)
         await _Context(msg.sender, dm, self._prefix, self._matrix).reply(
-            Reply.text(
+            RichText.text(
                 "You posted what looks like an authorization code in a room other than this private chat. "
                 f"{used_up} {removed} Your pending connection is cancelled. Start again here with: "
                 f"{self._prefix} connect your.instance"
@@ -390,7 +389,7 @@ class Router:
         await self._matrix.join(invite.room_id)
         if invite.is_direct and await self._dms.is_dm(invite.inviter, invite.room_id):
             await _Context(invite.inviter, invite.room_id, self._prefix, self._matrix).reply(
-                Reply.text(
+                RichText.text(
                     "Hi! I relay notifications from your fediverse account into this chat.\n"
                     f"Connect one with: {self._prefix} connect your.instance — or see: {self._prefix} help"
                 )
@@ -410,7 +409,7 @@ class Router:
             else "decrypting it failed"
         )
         await _Context(msg.sender, msg.room_id, self._prefix, self._matrix).reply(
-            Reply.text(
+            RichText.text(
                 f"I could not read your encrypted message: {why}. Your client may be set to send keys only "
                 "to verified devices; allow sending to unverified devices for this chat (or verify my "
                 "device), then send the message again."
@@ -425,7 +424,8 @@ class Router:
         """
         await self._relay.suspend_user(user_id)
         try:
-            await self._matrix.send_notice(RoomId(room_id), _NOT_PRIVATE, html.escape(_NOT_PRIVATE))
+            notice = RichText.text(_NOT_PRIVATE)
+            await self._matrix.send_notice(RoomId(room_id), notice.plain, notice.html)
         except Exception:
             log.warning("could not tell %s that its DM stopped being private", room_id, exc_info=True)
 

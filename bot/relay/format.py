@@ -18,6 +18,7 @@ from typing import Any
 
 from bot.fediverse.notification_types import FALLBACK_WORDS, MODERATION_ACTIONS, StatusShown, type_named
 from bot.relay.sanitize import MAX_HTML_CHARS, clean_line, clean_multiline, render_html, safe_url, truncate
+from bot.rich_text import RichText, blockquote, bold, link, spoiler
 
 __all__ = [
     "COULD_NOT_SHOW",
@@ -62,24 +63,7 @@ class Message:
     covers: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True)
-class _Part:
-    plain: str
-    html: str
-
-    def __add__(self, other: _Part) -> _Part:
-        return _Part(self.plain + other.plain, self.html + other.html)
-
-
-def _text(text: str) -> _Part:
-    return _Part(text, html.escape(text))
-
-
-def _link(url: str | None, label: str) -> _Part:
-    """A link (only when `url` passed `safe_url`), otherwise just the label."""
-    if url is None:
-        return _text(label)
-    return _Part(label, f'<a href="{html.escape(url, quote=True)}">{html.escape(label)}</a>')
+_text = RichText.text
 
 
 @dataclass(frozen=True)
@@ -95,8 +79,9 @@ class Actor:
         """What makes two actors the same person (for de-duplication when grouping)."""
         return self.acct or self.url or self.name
 
-    def part(self) -> _Part:
-        shown = _link(self.url, self.name)
+    def part(self) -> RichText:
+        # A link only when the URL passed `safe_url`; plain text shows just the name.
+        shown = _text(self.name) if self.url is None else link(self.url, self.name, plain=self.name)
         if not self.acct or self.acct == self.name:
             return shown
         return shown + _text(f" ({self.acct})")
@@ -170,7 +155,7 @@ _STATUS_CHARS: dict[StatusShown, int | None] = {
 _PLACEHOLDER = re.compile(r"\{([a-z_]+)\}")
 
 
-def _actors_part(actors: Sequence[Actor]) -> _Part:
+def _actors_part(actors: Sequence[Actor]) -> RichText:
     """ "A", "A and B", "A, B and C", "A, B and N others"."""
     if not actors:
         return SOMEONE.part()
@@ -184,7 +169,7 @@ def _actors_part(actors: Sequence[Actor]) -> _Part:
     return out
 
 
-def _fill(template: str, parts: Mapping[str, _Part]) -> _Part:
+def _fill(template: str, parts: Mapping[str, RichText]) -> RichText:
     """The template with each `{name}` replaced by its part (or its fallback words)."""
     out = _text("")
     last = 0
@@ -196,9 +181,9 @@ def _fill(template: str, parts: Mapping[str, _Part]) -> _Part:
     return out + _text(template[last:])
 
 
-def _details(n: Mapping[str, Any], instance_display: str) -> dict[str, _Part]:
+def _details(n: Mapping[str, Any], instance_display: str) -> dict[str, RichText]:
     """The parts a type's words may name besides `{actor}` (see `notification_types`), when present."""
-    parts: dict[str, _Part] = {}
+    parts: dict[str, RichText] = {}
     target = n.get("target")
     if isinstance(target, Mapping):
         parts["target"] = actor_of(target, instance_display=instance_display).part()
@@ -220,55 +205,42 @@ def _details(n: Mapping[str, Any], instance_display: str) -> dict[str, _Part]:
     return parts
 
 
-def _plain_to_html(text: str) -> str:
-    return html.escape(text).replace("\n", "<br>")
-
-
-def _status_body(status: Mapping[str, Any], limit: int, *, with_poll: bool) -> _Part:
+def _status_body(status: Mapping[str, Any], limit: int, *, with_poll: bool) -> RichText:
     """The post's text (or a content-warning spoiler), attachments and, for polls, the results."""
     content = (_str(status, "content") or _str(status, "text") or "")[:MAX_HTML_CHARS]
     # "Should be HTML, but might also be plaintext in some cases" (swagger): without tags keep its lines.
     rich = render_html(content) if _LOOKS_LIKE_HTML.search(content) else None
     text = rich.plain if rich is not None else clean_multiline(html.unescape(content)).strip()
     if len(text) > limit:
-        text = truncate(text, limit)
-        body = _Part(text, _plain_to_html(text))
-    elif rich is None:
-        body = _Part(text, _plain_to_html(text))
+        body = _text(truncate(text, limit))
+    elif rich is None or len(rich.html.encode("utf-8", "replace")) > MAX_CONTENT_HTML_BYTES:
+        body = _text(text)
     else:
-        too_big = len(rich.html.encode("utf-8", "replace")) > MAX_CONTENT_HTML_BYTES
-        body = _Part(text, _plain_to_html(text) if too_big else rich.html)
+        body = RichText(text, rich.html)  # sanitised by `render_html`
 
-    extras: list[_Part] = []
+    extras: list[RichText] = []
     media = status.get("media_attachments")
     if isinstance(media, list) and media:
         extras.append(_text(f"[{len(media)} attachment{'s' if len(media) != 1 else ''}]"))
     poll = _map(status, "poll")
     if with_poll and poll is not None:
         extras.extend(_poll_lines(poll))
-    for extra in extras:
-        body = _Part(
-            f"{body.plain}\n{extra.plain}" if body.plain else extra.plain,
-            f"{body.html}<br>{extra.html}" if body.html else extra.html,
-        )
+    if extras:
+        body = RichText.lines([body, *extras]) if body.plain else RichText.lines(extras)
     if not body.plain:
         body = _text(NO_TEXT)
 
     cw = clean_line(_str(status, "spoiler_text") or "", MAX_CW_CHARS)
     if cw:
-        reason = html.escape(cw, quote=True)
-        return _Part(
-            f"CW: {cw}\n{CW_HIDDEN}",
-            f'<b>CW:</b> {html.escape(cw)}<br><span data-mx-spoiler="{reason}">{body.html}</span>',
-        )
+        return RichText.lines([bold("CW:") + _text(f" {cw}"), spoiler(cw, body, plain=CW_HIDDEN)])
     return body
 
 
-def _poll_lines(poll: Mapping[str, Any]) -> list[_Part]:
+def _poll_lines(poll: Mapping[str, Any]) -> list[RichText]:
     options = poll.get("options")
     if not isinstance(options, list):
         return []
-    lines: list[_Part] = []
+    lines: list[RichText] = []
     for option in options[:20]:
         if not isinstance(option, Mapping):
             continue
@@ -281,7 +253,7 @@ def _poll_lines(poll: Mapping[str, Any]) -> list[_Part]:
     return lines
 
 
-def _report_target(n: Mapping[str, Any], instance_display: str) -> _Part | None:
+def _report_target(n: Mapping[str, Any], instance_display: str) -> RichText | None:
     report = _map(n, "report")
     target = _map(report, "target_account") if report is not None else None
     if target is None:
@@ -289,7 +261,7 @@ def _report_target(n: Mapping[str, Any], instance_display: str) -> _Part | None:
     return _text(" about ") + actor_of(target, instance_display=instance_display).part()
 
 
-def _generic(n_type: str | None, actors: _Part) -> _Part:
+def _generic(n_type: str | None, actors: RichText) -> RichText:
     shown_type = clean_line(n_type or "", MAX_TYPE_CHARS)
     if shown_type:
         return _text(f"New notification of type {shown_type} from ") + actors
@@ -332,7 +304,7 @@ def could_not_show(n: object, covers: tuple[str, ...] = ()) -> Message:
         pass
     if url is None:
         return Message(f"{COULD_NOT_SHOW}.", f"{COULD_NOT_SHOW}.", covers)
-    line = _text(f"{COULD_NOT_SHOW} (") + _link(url, url) + _text(").")
+    line = _text(f"{COULD_NOT_SHOW} (") + link(url) + _text(").")
     return Message(line.plain, line.html, covers)
 
 
@@ -350,7 +322,7 @@ def _render(
     status = _map(n, "status")
     who = _actors_part(actors)
 
-    body: _Part | None = None
+    body: RichText | None = None
     post_url: str | None = None
     if kind is None or (content_chars is not None and status is None):
         line = _generic(n_type, who)
@@ -372,14 +344,11 @@ def _render(
 
     if account_label:
         line = _text(f"[{clean_line(account_label, MAX_LABEL_CHARS)}] ") + line
-    plain, rich = line.plain, line.html
     if body is not None:
-        plain += f":\n{body.plain}"
-        rich += f":<blockquote>{body.html}</blockquote>"
+        line = line + _text(":") + blockquote(body)
     if post_url is not None:
-        plain += f"\n{post_url}"
-        rich += _link(post_url, "Open post").html
-    return Message(plain=plain, html=rich, covers=covers)
+        line = line + RichText("\n", "") + link(post_url, "Open post", plain=post_url)
+    return Message(plain=line.plain, html=line.html, covers=covers)
 
 
 def format_notification(

@@ -90,9 +90,9 @@ async def _boom(ctx: CommandContext, args: tuple[str, ...]) -> None:
 
 
 async def _echo(ctx: CommandContext, args: tuple[str, ...]) -> None:
-    from bot.chat import Reply
+    from bot.rich_text import RichText
 
-    await ctx.reply(Reply.text("pong " + " ".join(args)))
+    await ctx.reply(RichText.text("pong " + " ".join(args)))
 
 
 @pytest.fixture
@@ -263,9 +263,9 @@ class RateLimitedMatrix(RecordingMatrix):
 
 
 async def _help(ctx: CommandContext, args: tuple[str, ...]) -> None:
-    from bot.chat import Reply
+    from bot.rich_text import RichText
 
-    await ctx.reply(Reply.text("the help text"))
+    await ctx.reply(RichText.text("the help text"))
 
 
 FLOODER, BOB = "@flooder:hs.test", "@bob:hs.test"
