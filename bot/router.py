@@ -1,13 +1,17 @@
 """Matrix events → what the bot does: commands, pasted codes, invites, undecryptable messages, leaves.
 
+The router only dispatches: each user's work runs on their lane (`user_lanes`), leaked codes are handled
+by `leaked_codes`, and what the bot says unprompted lives in `greetings`. Its collaborators are the small
+protocols below, so it can be built from recording fakes.
+
 Security rules live here: only allowed users are answered; secrets (authorize URLs, codes, account
 details) only go to the sender's 1:1 DM; a code pasted anywhere else is redacted and its flow
 cancelled; exception text never reaches a room (the user gets a reference that is in the log).
 
 Fairness (README, "Fairness"): `handle` runs on the sync loop and never awaits anything a user caused.
 It only classifies the event (pure checks and in-memory counters) and hands the work to that user's
-lane: a bounded queue worked off in order by the user's own task, at most `MAX_CONCURRENT_COMMANDS`
-lanes at a time. Excess is dropped, and chatter is coalesced: ordinary chat earns at most one "I only
+lane (`user_lanes`): a bounded queue worked off in order by the user's own task, a few lanes at a
+time. Excess is dropped, and chatter is coalesced: ordinary chat earns at most one "I only
 understand commands" hint per user and room per `CHAT_HINT_SECONDS`, the throttle warning one a
 minute, and the undecryptable-message notice one per room and reason per 10 minutes.
 """
@@ -15,23 +19,19 @@ minute, and the undecryptable-message notice one per room and reason per 10 minu
 from __future__ import annotations
 
 import asyncio
-import html
 import logging
-import re
-from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
-from bot.chat import Reply
-from bot.commands.handlers import BotCommands
+from bot import greetings
 from bot.commands.parse import ParsedCommand, parse_command
+from bot.commands.registry import CommandContext, CommandRegistry
 from bot.commands.throttle import UserThrottle
 from bot.config import MatrixConfig, is_user_allowed
-from bot.connect import ConnectFlows
-from bot.dms import DmDirectory
 from bot.errors import UserFacingError, new_reference
 from bot.fediverse.oauth import extract_code
+from bot.leaked_codes import LeakedCodes, PendingFlows, looks_like_pasted_code
 from bot.matrix.types import (
     BotEvent,
     EventId,
@@ -42,49 +42,26 @@ from bot.matrix.types import (
     RoomId,
     UndecryptableMessage,
 )
+from bot.rich_text import RichText
+from bot.user_lanes import UserLanes, Work
+
+__all__ = [
+    "Commands",
+    "DmRooms",
+    "HandledEvents",
+    "MatrixPort",
+    "RelayUsers",
+    "Router",
+]
 
 log = logging.getLogger(__name__)
 
 MAX_COMMAND_BYTES = 8192
-MAX_CONCURRENT_COMMANDS = 8
-MAX_QUEUED_PER_USER = 16
 COMMAND_DEADLINE_SECONDS = 120
 CHAT_HINT_SECONDS = 60.0
 _THROTTLE_WARNING_SECONDS = 60.0
 _UNDECRYPTABLE_REPEAT_SECONDS = 600.0
-_CODE_SHAPE = re.compile(r"^(?=.*[A-Za-z])[A-Za-z0-9_\-~.]{20,256}$")
-
-
-def looks_like_pasted_code(body: str) -> bool:
-    """A message that is only an authorization code (or the OOB URL carrying one), nothing else.
-
-    Stricter than `extract_code`: one word of letters and digits, so ordinary chat is never taken for
-    a code (which would use up the user's pending flow).
-    """
-    text = body.strip()
-    if not text or any(ch.isspace() for ch in text):
-        return False
-    if "code=" in text:
-        return extract_code(text) is not None
-    word = text.strip("`'\"")
-    # Codes are random: a digit, or a length no chat word has (a 48-character code may lack digits).
-    return bool(_CODE_SHAPE.match(word)) and (any(c.isdigit() for c in word) or len(word) >= 32)
-
-
 _THROTTLED = "You are sending commands too quickly; I'll ignore them for a minute."
-_NOT_PRIVATE = (
-    "This chat is no longer private between you and me, so I stopped relaying notifications here. "
-    "Send me any command and I'll open a new private chat for them."
-)
-
-
-@dataclass
-class _Lane:
-    """One user's queued work and the task working it off (None when idle)."""
-
-    queue: deque[Callable[[], Awaitable[None]]] = field(default_factory=deque)
-    task: asyncio.Task[None] | None = None
-    dropping: bool = False
 
 
 def _remember(seen: dict[str, float], key: str, now: float, *, keep_for: float) -> None:
@@ -114,6 +91,37 @@ class RelayUsers(Protocol):
         ...
 
 
+class DmRooms(Protocol):
+    """Each user's 1:1 DM with the bot (`bot.dms.DmDirectory`)."""
+
+    async def room_for(self, user_id: str) -> str | None: ...
+
+    async def is_dm(self, user_id: str, room_id: str) -> bool: ...
+
+    async def ensure(self, user_id: str) -> str:
+        """The user's DM room, created when there is none."""
+        ...
+
+    async def recheck(self, room_id: str) -> None:
+        """Look again whether the room is still a private 1:1 chat (it tells its observers if not)."""
+        ...
+
+    async def forget_room(self, user_id: str, room_id: str) -> bool: ...
+
+    async def forget_room_of_any_user(self, room_id: str) -> str | None: ...
+
+
+class Commands(Protocol):
+    """The chat commands (`bot.commands.handlers.BotCommands`)."""
+
+    @property
+    def registry(self) -> CommandRegistry: ...
+
+    async def submit_code(self, ctx: CommandContext, pasted: str) -> None:
+        """A code pasted without the `code` command, while a connection waits for it."""
+        ...
+
+
 class HandledEvents(Protocol):
     async def mark_handled(self, event_id: str, room_id: str) -> bool:
         """False when the event was handled before (a replay after a restart)."""
@@ -127,7 +135,7 @@ class _Context:
     prefix: str
     matrix: MatrixPort
 
-    async def reply(self, reply: Reply) -> None:
+    async def reply(self, reply: RichText) -> None:
         await self.matrix.send_notice(RoomId(self.room_id), reply.plain, reply.html)
 
 
@@ -136,9 +144,9 @@ class Router:
         self,
         *,
         matrix: MatrixPort,
-        dms: DmDirectory,
-        commands: BotCommands,
-        flows: ConnectFlows,
+        dms: DmRooms,
+        commands: Commands,
+        flows: PendingFlows,
         handled: HandledEvents,
         config: MatrixConfig,
         throttle: UserThrottle,
@@ -159,10 +167,13 @@ class Router:
         self._undecryptable_warned: dict[str, float] = {}
         self._throttle_warned: dict[str, float] = {}
         self._chat_hinted: dict[str, float] = {}
-        self._lanes: dict[str, _Lane] = {}
-        self._slots = asyncio.Semaphore(MAX_CONCURRENT_COMMANDS)
-        self.dropped = 0
+        self._lanes = UserLanes()
+        self._leaks = LeakedCodes(flows=flows, matrix=matrix, dms=dms, prefix=config.command_prefix)
+
+    @property
+    def dropped(self) -> int:
         """Work items dropped because a user's lane was full."""
+        return self._lanes.dropped
 
     @property
     def _prefix(self) -> str:
@@ -194,53 +205,18 @@ class Router:
             # One bad event must not stop the sync loop; the full story is in the (redacted) log.
             log.exception("handling a %s in %s failed", type(event).__name__, event.room_id)
 
-    # ---- lanes: each user's work, in order, off the sync loop ----
+    # ---- lanes: each user's work, in order, off the sync loop (`user_lanes`) ----
 
-    def _enqueue(self, user_id: str, work: Callable[[], Awaitable[None]]) -> None:
-        lane = self._lanes.get(user_id)
-        if lane is None:
-            lane = self._lanes[user_id] = _Lane()
-        if len(lane.queue) >= MAX_QUEUED_PER_USER:
-            self.dropped += 1
-            if not lane.dropping:  # once per backlog, not once per dropped event
-                lane.dropping = True
-                log.warning(
-                    "%s has %d items queued; dropping more until they are done", user_id, MAX_QUEUED_PER_USER
-                )
-            return
-        lane.queue.append(work)
-        if lane.task is None:
-            lane.task = asyncio.create_task(self._drain(user_id, lane), name=f"lane-{user_id}")
-
-    async def _drain(self, user_id: str, lane: _Lane) -> None:
-        """Work off a user's queue, one item at a time; a slow or hostile instance delays only them."""
-        try:
-            while lane.queue:
-                work = lane.queue.popleft()
-                async with self._slots:
-                    try:
-                        await work()
-                    except Exception:
-                        log.exception("work for %s failed outside its handler", user_id)
-        finally:
-            lane.task = None
-            if self._lanes.get(user_id) is lane:
-                del self._lanes[user_id]
+    def _enqueue(self, user_id: str, work: Work) -> None:
+        self._lanes.enqueue(user_id, work)
 
     async def settled(self) -> None:
         """Until every lane is empty (tests, and a marker that queued work is done)."""
-        while self._lanes:
-            await asyncio.gather(*(lane.task for lane in list(self._lanes.values()) if lane.task))
+        await self._lanes.settled()
 
     async def aclose(self, grace: float = 10.0) -> None:
         """Let queued work finish (up to `grace` seconds), then cancel the rest."""
-        tasks = {lane.task for lane in self._lanes.values() if lane.task is not None}
-        if not tasks:
-            return
-        _, pending = await asyncio.wait(tasks, timeout=grace)
-        for task in pending:
-            task.cancel()
-        await asyncio.gather(*pending, return_exceptions=True)
+        await self._lanes.aclose(grace)
 
     def _due(self, seen: dict[str, float], key: str, interval: float) -> bool:
         """True (and noted) when `key` was not acted on within `interval` seconds."""
@@ -277,26 +253,27 @@ class Router:
 
     async def _on_addressed(self, msg: IncomingMessage, parsed: ParsedCommand | None) -> None:
         in_dm = await self._dms.is_dm(msg.sender, msg.room_id)
-        if not in_dm and await self._is_leaked_code(msg, parsed is not None and parsed.name == "code"):
+        is_code_command = parsed is not None and parsed.name == "code"
+        if not in_dm and await self._leaks.is_leaked(msg, is_code_command=is_code_command):
             pasted = parsed.args[0] if parsed is not None and parsed.args else msg.body
-            await self._handle_leak(msg, extract_code(pasted))
+            await self._leaks.handle(msg, extract_code(pasted))
             return
         here = _Context(msg.sender, msg.room_id, self._prefix, self._matrix)
         if parsed is None:
             if in_dm and await self._flows.has_pending(msg.sender):
                 await self._run(here, lambda: self._commands.submit_code(here, msg.body), "code")
             elif in_dm:
-                await here.reply(Reply.text(self._only_commands))
+                await here.reply(RichText.text(self._only_commands))
             return
         if len(msg.body.encode()) > MAX_COMMAND_BYTES:
-            await here.reply(Reply.text("That command is too long."))
+            await here.reply(RichText.text("That command is too long."))
             return
         command = self._commands.registry.get(parsed.name)
         if command is None:
-            await here.reply(Reply.text(f"Unknown command {parsed.name[:40]!r}. Try: {self._prefix} help"))
+            await here.reply(RichText.text(f"Unknown command {parsed.name[:40]!r}. Try: {self._prefix} help"))
             return
         if not command.accepts(parsed.args):
-            await here.reply(Reply.text("Usage: " + command.usage_line(self._prefix)))
+            await here.reply(RichText.text("Usage: " + command.usage_line(self._prefix)))
             return
         ctx = here
         if command.dm_only and not in_dm:
@@ -305,77 +282,34 @@ class Router:
             except Exception:
                 ref = new_reference()
                 log.exception("could not open a DM with %s [ref %s]", msg.sender, ref)
-                await here.reply(Reply.text(f"I could not open a direct chat with you (reference {ref})."))
+                await here.reply(RichText.text(f"I could not open a direct chat with you (reference {ref})."))
                 return
-            await here.reply(Reply.text("I've sent you a direct message."))
+            await here.reply(RichText.text("I've sent you a direct message."))
             ctx = _Context(msg.sender, dm, self._prefix, self._matrix)
         await self._run(ctx, lambda: command.handler(ctx, parsed.args), parsed.name)
 
     async def _reply(self, user_id: str, room_id: str, text: str) -> None:
-        await _Context(user_id, room_id, self._prefix, self._matrix).reply(Reply.text(text))
+        await _Context(user_id, room_id, self._prefix, self._matrix).reply(RichText.text(text))
 
     async def _run(self, ctx: _Context, action: Callable[[], Awaitable[None]], name: str) -> None:
         try:
             async with asyncio.timeout(COMMAND_DEADLINE_SECONDS):
                 await action()
         except UserFacingError as exc:
-            await ctx.reply(Reply.text(str(exc)))
+            await ctx.reply(RichText.text(str(exc)))
         except TimeoutError:
             log.warning(
                 "command %r from %s took longer than %d s", name, ctx.sender, COMMAND_DEADLINE_SECONDS
             )
             await ctx.reply(
-                Reply.text("That took too long (the instance answered too slowly). Try again later.")
+                RichText.text("That took too long (the instance answered too slowly). Try again later.")
             )
         except Exception:
             ref = new_reference()
             log.exception("command %r from %s failed [ref %s]", name, ctx.sender, ref)
             await ctx.reply(
-                Reply.text(f"Something went wrong on my side (reference {ref}). Try again later.")
+                RichText.text(f"Something went wrong on my side (reference {ref}). Try again later.")
             )
-
-    async def _is_leaked_code(self, msg: IncomingMessage, is_code_command: bool) -> bool:
-        if is_code_command:
-            return True
-        return looks_like_pasted_code(msg.body) and await self._flows.has_pending(msg.sender)
-
-    async def _handle_leak(self, msg: IncomingMessage, code: str | None) -> None:
-        """A code (or `code` command) in a room other than the sender's DM: burn it, remove it, warn.
-
-        Burning (redeeming the code and revoking the token) comes first: it is what makes the code
-        useless to everyone who saw it; the redaction only tidies up.
-        """
-        burned = code is not None and await self._flows.burn(msg.sender, code)
-        if not burned:
-            await self._flows.cancel(msg.sender)
-        redacted = await self._matrix.redact(
-            RoomId(msg.room_id), EventId(msg.event_id), "authorization codes belong in a private chat"
-        )
-        log.warning(
-            "a code was posted by %s in non-DM room %s; burned=%s, redacted=%s",
-            msg.sender,
-            msg.room_id,
-            burned,
-            redacted,
-        )
-        removed = (
-            "I removed that message."
-            if redacted
-            else "I could not remove that message: please delete it yourself."
-        )
-        used_up = (
-            "I used that code up myself and revoked the access it gave, so nobody who saw it can use it."
-            if burned
-            else "If it was a valid code, deny or revoke the access on your instance to be safe."
-        )
-        dm = await self._dms.ensure(msg.sender)
-        await _Context(msg.sender, dm, self._prefix, self._matrix).reply(
-            Reply.text(
-                "You posted what looks like an authorization code in a room other than this private chat. "
-                f"{used_up} {removed} Your pending connection is cancelled. Start again here with: "
-                f"{self._prefix} connect your.instance"
-            )
-        )
 
     # ---- rooms ----
 
@@ -390,10 +324,7 @@ class Router:
         await self._matrix.join(invite.room_id)
         if invite.is_direct and await self._dms.is_dm(invite.inviter, invite.room_id):
             await _Context(invite.inviter, invite.room_id, self._prefix, self._matrix).reply(
-                Reply.text(
-                    "Hi! I relay notifications from your fediverse account into this chat.\n"
-                    f"Connect one with: {self._prefix} connect your.instance — or see: {self._prefix} help"
-                )
+                greetings.welcome(self._prefix)
             )
 
     def _on_undecryptable(self, msg: UndecryptableMessage) -> None:
@@ -404,17 +335,8 @@ class Router:
             self._enqueue(msg.sender, lambda: self._explain_undecryptable(msg))
 
     async def _explain_undecryptable(self, msg: UndecryptableMessage) -> None:
-        why = (
-            "your device did not share the message's key with my device"
-            if msg.reason == "missing_room_key"
-            else "decrypting it failed"
-        )
         await _Context(msg.sender, msg.room_id, self._prefix, self._matrix).reply(
-            Reply.text(
-                f"I could not read your encrypted message: {why}. Your client may be set to send keys only "
-                "to verified devices; allow sending to unverified devices for this chat (or verify my "
-                "device), then send the message again."
-            )
+            greetings.undecryptable(msg.reason)
         )
 
     async def dm_lost(self, user_id: str, room_id: str) -> None:
@@ -425,7 +347,8 @@ class Router:
         """
         await self._relay.suspend_user(user_id)
         try:
-            await self._matrix.send_notice(RoomId(room_id), _NOT_PRIVATE, html.escape(_NOT_PRIVATE))
+            notice = greetings.dm_not_private()
+            await self._matrix.send_notice(RoomId(room_id), notice.plain, notice.html)
         except Exception:
             log.warning("could not tell %s that its DM stopped being private", room_id, exc_info=True)
 

@@ -6,11 +6,11 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from bot.accounts import AccountsService, RevokeOutcome, parse_types
-from bot.chat import Reply, bold, code, join, link
 from bot.commands.registry import Command, CommandContext, CommandRegistry
 from bot.connect import ConnectFlows
 from bot.errors import CommandError
 from bot.fediverse.oauth import extract_code
+from bot.rich_text import RichText, bold, code, join, link
 from bot.store.models import AccountState
 from bot.store.records import AccountRecord, Clock
 
@@ -101,7 +101,7 @@ class BotCommands:
         ]
 
     async def help(self, ctx: CommandContext, args: tuple[str, ...]) -> None:
-        intro = Reply.text(
+        intro = RichText.text(
             "I relay notifications from your fediverse account (GoToSocial, Mastodon, …) into this chat.\n"
             f"Start with: {ctx.prefix} connect your.instance\n"
         )
@@ -112,12 +112,12 @@ class BotCommands:
         minutes = _minutes_left(started.expires_at, self._clock())
         software = f" ({started.software})" if started.software else ""
         await ctx.reply(
-            Reply.lines(
+            RichText.lines(
                 [
                     join("To connect your account on ", bold(started.instance.display), software + ":"),
                     join("1. Open ", link(started.authorize_url)),
-                    Reply.text("2. Sign in and allow access (scopes: " + " ".join(started.scopes) + ")."),
-                    Reply.text(
+                    RichText.text("2. Sign in and allow access (scopes: " + " ".join(started.scopes) + ")."),
+                    RichText.text(
                         "3. Paste the code the page shows you here, as a message on its own. "
                         + _code_lifetime(started.code_minutes)
                         + f"; this request after {minutes} minutes."
@@ -125,7 +125,7 @@ class BotCommands:
                     join("To stop: ", code(f"{ctx.prefix} cancel")),
                 ]
                 + (
-                    [Reply.text("(This replaces your earlier request, which waited for its code.)")]
+                    [RichText.text("(This replaces your earlier request, which waited for its code.)")]
                     if started.replaced_earlier
                     else []
                 )
@@ -144,24 +144,24 @@ class BotCommands:
         connected = await self._flows.complete(ctx.sender, ctx.room_id, found)
         lines = [
             join("Connected as ", bold("@" + connected.account.acct), "."),
-            Reply.text(f"Granted scopes: {connected.account.scopes}. New notifications will appear here."),
+            RichText.text(f"Granted scopes: {connected.account.scopes}. New notifications will appear here."),
         ]
         if not connected.streaming_possible:
             lines.append(
-                Reply.text(
+                RichText.text(
                     f"With these scopes {connected.instance.display} does not allow live streaming (it "
                     "needs the `read` scope for that), so I check for new notifications every few minutes "
                     "instead."
                 )
             )
-        await ctx.reply(Reply.lines(lines))
+        await ctx.reply(RichText.lines(lines))
 
     async def cancel(self, ctx: CommandContext, args: tuple[str, ...]) -> None:
         dropped = await self._flows.cancel(ctx.sender)
         await ctx.reply(
-            Reply.text("Cancelled: the connection request was dropped.")
+            RichText.text("Cancelled: the connection request was dropped.")
             if dropped
-            else Reply.text("Nothing to cancel: no connection is waiting for a code.")
+            else RichText.text("Nothing to cancel: no connection is waiting for a code.")
         )
 
     async def status(self, ctx: CommandContext, args: tuple[str, ...]) -> None:
@@ -171,17 +171,17 @@ class BotCommands:
             text = f"You have no connected accounts. Connect one with: {ctx.prefix} connect your.instance"
             if pending:
                 text += "\nA connection is waiting for its code."
-            await ctx.reply(Reply.text(text))
+            await ctx.reply(RichText.text(text))
             return
-        lines = [Reply.text("Your accounts:")]
+        lines = [RichText.text("Your accounts:")]
         lines += [_account_line(i, account) for i, account in enumerate(accounts, 1)]
         if pending:
-            lines.append(Reply.text("A connection is waiting for its code."))
-        await ctx.reply(Reply.lines(lines))
+            lines.append(RichText.text("A connection is waiting for its code."))
+        await ctx.reply(RichText.lines(lines))
 
     async def revoke(self, ctx: CommandContext, args: tuple[str, ...]) -> None:
         outcomes = await self._accounts.revoke(ctx.sender, args[0] if args else None)
-        await ctx.reply(Reply.lines([_revoke_line(o) for o in outcomes]))
+        await ctx.reply(RichText.lines([_revoke_line(o) for o in outcomes]))
 
     async def notify(self, ctx: CommandContext, args: tuple[str, ...]) -> None:
         selector = args[0] if _is_account_selector(args[0]) else "all"
@@ -189,7 +189,7 @@ class BotCommands:
         types = parse_types(type_args)
         changed = await self._accounts.set_types(ctx.sender, selector, types)
         what = "every notification type" if types is None else ", ".join(types)
-        await ctx.reply(Reply.text(f"Relaying {what} for " + ", ".join("@" + a for a in changed) + "."))
+        await ctx.reply(RichText.text(f"Relaying {what} for " + ", ".join("@" + a for a in changed) + "."))
 
     async def pause(self, ctx: CommandContext, args: tuple[str, ...]) -> None:
         changed = await self._accounts.set_paused(ctx.sender, args[0] if args else "all", paused=True)
@@ -202,7 +202,7 @@ class BotCommands:
     async def forget_me(self, ctx: CommandContext, args: tuple[str, ...]) -> None:
         if args != ("confirm",):
             await ctx.reply(
-                Reply.text(
+                RichText.text(
                     "This revokes every connected account and deletes all I store about you. "
                     f"To go ahead, send: {ctx.prefix} forget-me confirm"
                 )
@@ -210,8 +210,8 @@ class BotCommands:
             return
         outcomes = await self._accounts.forget(ctx.sender)
         lines = [_revoke_line(o) for o in outcomes]
-        lines.append(Reply.text("Everything I stored about you is deleted."))
-        await ctx.reply(Reply.lines(lines))
+        lines.append(RichText.text("Everything I stored about you is deleted."))
+        await ctx.reply(RichText.lines(lines))
 
 
 def _code_lifetime(minutes: int | None) -> str:
@@ -221,7 +221,7 @@ def _code_lifetime(minutes: int | None) -> str:
     return f"Codes expire after about {minutes} minutes"
 
 
-def _account_line(index: int, account: AccountRecord) -> Reply:
+def _account_line(index: int, account: AccountRecord) -> RichText:
     state = {
         AccountState.ACTIVE: "relaying",
         AccountState.PAUSED: "paused",
@@ -231,24 +231,24 @@ def _account_line(index: int, account: AccountRecord) -> Reply:
     return join(f"{index}. ", bold("@" + account.acct), f" — {state}; {types}; scopes {account.scopes}")
 
 
-def _revoke_line(outcome: RevokeOutcome) -> Reply:
+def _revoke_line(outcome: RevokeOutcome) -> RichText:
     if outcome.kept_for_others:
         others = "another connection" if outcome.kept_for_others == 1 else "other connections"
-        return Reply.text(
+        return RichText.text(
             f"Deleted @{outcome.acct} here. The token stays valid on the server because {others} to the "
             f"same account through this bot use{'s' if outcome.kept_for_others == 1 else ''} it "
             f"({outcome.instance.display} gives every connection of one account the same token). "
             "To cut off all of them: " + outcome.manual_revoke_hint
         )
     if outcome.revoked_on_server:
-        return Reply.text(f"Revoked @{outcome.acct}: the token is revoked on the server and deleted here.")
-    return Reply.text(
+        return RichText.text(f"Revoked @{outcome.acct}: the token is revoked on the server and deleted here.")
+    return RichText.text(
         f"Deleted @{outcome.acct} here, but the server did not revoke the token ({outcome.problem}). "
         + outcome.manual_revoke_hint
     )
 
 
-def _changed(verb: str, accts: Sequence[str], tail: str) -> Reply:
+def _changed(verb: str, accts: Sequence[str], tail: str) -> RichText:
     if not accts:
-        return Reply.text("No account changed (accounts that stopped working must be connected again).")
-    return Reply.text(f"{verb} " + ", ".join("@" + a for a in accts) + ". " + tail)
+        return RichText.text("No account changed (accounts that stopped working must be connected again).")
+    return RichText.text(f"{verb} " + ", ".join("@" + a for a in accts) + ". " + tail)

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import html
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from bot.chat import Reply
+from bot.rich_text import RichText, bullets, code, paragraph
 
 
 class CommandContext(Protocol):
@@ -28,7 +27,7 @@ class CommandContext(Protocol):
     @property
     def prefix(self) -> str: ...
 
-    async def reply(self, reply: Reply) -> None: ...
+    async def reply(self, reply: RichText) -> None: ...
 
 
 Handler = Callable[[CommandContext, tuple[str, ...]], Awaitable[None]]
@@ -72,14 +71,9 @@ class CommandRegistry:
     def __iter__(self) -> Iterator[Command]:
         return iter(self._commands)
 
-    def help(self, prefix: str) -> Reply:
-        plain = ["Commands:"]
+    def help(self, prefix: str) -> RichText:
         rows = []
         for cmd in self._commands:
             alias = f" (alias: {', '.join(cmd.aliases)})" if cmd.aliases else ""
-            plain.append(f"  {cmd.usage_line(prefix)} — {cmd.summary}{alias}")
-            rows.append(
-                f"<li><code>{html.escape(cmd.usage_line(prefix))}</code> — {html.escape(cmd.summary)}"
-                f"{html.escape(alias)}</li>"
-            )
-        return Reply("\n".join(plain), "<p>Commands:</p><ul>" + "".join(rows) + "</ul>")
+            rows.append(code(cmd.usage_line(prefix)) + RichText.text(f" — {cmd.summary}{alias}"))
+        return paragraph(RichText.text("Commands:")) + bullets(rows)

@@ -8,9 +8,10 @@ notification keeps a bounded copy of its JSON as `raw` for anything else, and wh
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, NewType
+from typing import Any, NewType, TypeVar
 
 from bot.fediverse.bounded import bounded_copy
 
@@ -21,6 +22,8 @@ __all__ = [
     "Notification",
     "NotificationId",
     "Page",
+    "Poll",
+    "PollOption",
     "RemoteAccountId",
     "ShapeError",
     "Status",
@@ -38,6 +41,7 @@ StatusId = NewType("StatusId", str)
 NotificationId = NewType("NotificationId", str)
 
 MAX_ID_LENGTH = 128
+MAX_POLL_OPTIONS = 20
 
 
 class ShapeError(ValueError):
@@ -84,11 +88,22 @@ class FediverseAccount:
 
 
 @dataclass(frozen=True)
+class PollOption:
+    title: str
+    votes_count: int | None  # None: the server hides the count (poll still open)
+
+
+@dataclass(frozen=True)
+class Poll:
+    options: tuple[PollOption, ...]  # at most MAX_POLL_OPTIONS
+
+
+@dataclass(frozen=True)
 class Status:
     id: StatusId
     uri: str | None
     url: str | None
-    content: str  # HTML as the server sent it; sanitise before showing
+    content: str  # HTML as the server sent it (or its plain `text`); sanitise before showing
     spoiler_text: str
     visibility: str
     sensitive: bool
@@ -96,10 +111,15 @@ class Status:
     account: FediverseAccount | None
     in_reply_to_id: str | None = None
     media_count: int = 0
+    poll: Poll | None = None
+    reblog: Status | None = None  # the boosted post, when this status is a boost
 
 
 @dataclass(frozen=True)
 class Notification:
+    """A notification with what any type's message may show. Type-specific parts are "" or None when the
+    server did not send them (or sent them in a shape we cannot use)."""
+
     id: NotificationId
     type: str
     created_at: datetime
@@ -107,6 +127,12 @@ class Notification:
     status: Status | None
     raw: dict[str, Any] = field(repr=False, compare=False, hash=False)  # a bounded copy (`bounded`)
     retained_bytes: int = field(default=0, compare=False)  # what keeping `raw` costs
+    target: FediverseAccount | None = None  # `move`: the new account
+    emoji: str = ""  # emoji reactions: the emoji or its :shortcode:
+    moderation_action: str = ""  # `moderation_warning`: what the moderators did
+    event_target_name: str = ""  # `severed_relationships`: the other server
+    annual_report_year: int | None = None
+    report_target: FediverseAccount | None = None  # `admin.report`: who was reported
 
 
 @dataclass(frozen=True)
@@ -202,16 +228,43 @@ def parse_account(data: object, what: str = "account") -> FediverseAccount:
     )
 
 
-def parse_status(data: object, what: str = "status") -> Status:
+_T = TypeVar("_T")
+
+
+def _lenient(parse: Callable[[object, str], _T], value: object, what: str) -> _T | None:
+    """An optional part: None when absent or not in a shape we can use (the rest still counts)."""
+    if value is None:
+        return None
+    try:
+        return parse(value, what)
+    except ShapeError:
+        return None
+
+
+def _parse_poll(data: object, what: str = "poll") -> Poll:
+    options = _obj(data, what).get("options")
+    if not isinstance(options, list):
+        raise ShapeError(f"{what}.options is not a list")
+    parsed: list[PollOption] = []
+    for option in options[:MAX_POLL_OPTIONS]:
+        if isinstance(option, dict):
+            votes = option.get("votes_count")
+            counted = isinstance(votes, int) and not isinstance(votes, bool)
+            parsed.append(PollOption(_text(option, "title"), votes if counted else None))
+    return Poll(tuple(parsed))
+
+
+def parse_status(data: object, what: str = "status", *, depth: int = 0) -> Status:
     d = _obj(data, what)
     account = d.get("account")
     media = d.get("media_attachments")
     created = d.get("created_at")
+    reblog = d.get("reblog")
     return Status(
         id=StatusId(_str(d, "id", what, max_len=MAX_ID_LENGTH)),
         uri=_opt_str(d, "uri"),
         url=_opt_str(d, "url"),
-        content=_text(d, "content"),
+        content=_text(d, "content") or _text(d, "text"),
         spoiler_text=_text(d, "spoiler_text"),
         visibility=_opt_str(d, "visibility") or "public",
         sensitive=d.get("sensitive") is True,
@@ -219,7 +272,14 @@ def parse_status(data: object, what: str = "status") -> Status:
         account=parse_account(account, f"{what}.account") if account is not None else None,
         in_reply_to_id=_opt_str(d, "in_reply_to_id"),
         media_count=len(media) if isinstance(media, list) else 0,
+        poll=_lenient(_parse_poll, d.get("poll"), f"{what}.poll"),
+        # A boost of a boost does not exist; one level is all a message shows.
+        reblog=_lenient(_parse_boosted, reblog, f"{what}.reblog") if depth == 0 else None,
     )
+
+
+def _parse_boosted(data: object, what: str) -> Status:
+    return parse_status(data, what, depth=1)
 
 
 # Ids end up in cursors, Matrix transaction ids and URLs: URL-safe ASCII only (ULIDs, numbers, flake ids).
@@ -243,6 +303,8 @@ def parse_notification(data: object) -> Notification:
     raw: dict[str, Any] = kept.value
     raw["id"], raw["type"] = n_id, n_type  # whatever the copy had to leave out, these stay
     status = raw.get("status")
+    report, warning, event, annual = (_dict_or_empty(raw.get(k)) for k in _PARTS)
+    year = annual.get("year")
     return Notification(
         id=n_id,
         type=n_type,
@@ -251,4 +313,17 @@ def parse_notification(data: object) -> Notification:
         status=parse_status(status, "notification.status") if status is not None else None,
         raw=raw,
         retained_bytes=kept.retained_bytes,
+        target=_lenient(parse_account, raw.get("target"), "notification.target"),
+        emoji=_text(raw, "emoji"),
+        moderation_action=_text(warning, "action"),
+        event_target_name=_text(event, "target_name"),
+        annual_report_year=year if isinstance(year, int) and not isinstance(year, bool) else None,
+        report_target=_lenient(parse_account, report.get("target_account"), "notification.report.target"),
     )
+
+
+_PARTS = ("report", "moderation_warning", "event", "annual_report")
+
+
+def _dict_or_empty(value: object) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}

@@ -302,7 +302,7 @@ class AccountRelay:
                     account_id=self.account.id,
                     id=n.id,
                     type=n.type,
-                    notification=n.raw,
+                    notification=n,
                     instance_display=self.instance.display,
                     account_label=self._label,
                     relay=self._types is None or n.type in self._types,

@@ -27,12 +27,13 @@ import logging
 import random
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Protocol, cast
+from typing import TYPE_CHECKING, Protocol, cast
 
 from bot.errors import new_reference
+from bot.fediverse.models import Notification
 from bot.matrix.errors import is_permanent_send_failure, is_room_refusal
 from bot.observability.metrics import Metrics
 from bot.relay.backoff import Backoff
@@ -74,7 +75,7 @@ class DeliveryItem:
     account_id: AccountId
     id: str
     type: str
-    notification: Mapping[str, Any] = field(repr=False)
+    notification: Notification = field(repr=False)
     instance_display: str
     account_label: str | None
     relay: bool = True

@@ -1,10 +1,11 @@
-"""Pure formatting: a notification as the server sent it (JSON mapping) → a Matrix message (plain + HTML).
+"""Pure formatting: a parsed notification (`models.Notification`) → a Matrix message (plain + HTML).
 
-Nothing in the input is trusted: every field is checked for type, remote text is cleaned and escaped,
-remote HTML is sanitised (in bounded time: see `sanitize.render_html`), and a notification of an unknown
-type or an unexpected shape becomes a generic line ("New notification of type X from …") instead of an
-error. Formatting never raises: should rendering fail anyway, the notification becomes the short
-COULD_NOT_SHOW line (with a link to the post or account when there is a safe one), so the cursor moves on.
+The parser has checked every field's type and kept only a bounded copy; the text in it is still the
+server's: here it is cleaned and escaped, remote HTML is sanitised (in bounded time: see
+`sanitize.render_html`), and a notification of an unknown type or without the status its type needs
+becomes a generic line ("New notification of type X from …") instead of an error. Formatting never
+raises: should rendering fail anyway, the notification becomes the short COULD_NOT_SHOW line (with a
+link to the post or account when there is a safe one), so the cursor moves on.
 """
 
 from __future__ import annotations
@@ -14,10 +15,11 @@ import logging
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
+from bot.fediverse.models import FediverseAccount, Notification, Poll, Status
 from bot.fediverse.notification_types import FALLBACK_WORDS, MODERATION_ACTIONS, StatusShown, type_named
 from bot.relay.sanitize import MAX_HTML_CHARS, clean_line, clean_multiline, render_html, safe_url, truncate
+from bot.rich_text import RichText, blockquote, bold, link, spoiler
 
 __all__ = [
     "COULD_NOT_SHOW",
@@ -26,10 +28,7 @@ __all__ = [
     "actor_of",
     "could_not_show",
     "format_notification",
-    "notification_id",
-    "notification_type",
     "render_notification",
-    "status_id",
 ]
 
 MAX_NAME_CHARS = 100
@@ -62,24 +61,7 @@ class Message:
     covers: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True)
-class _Part:
-    plain: str
-    html: str
-
-    def __add__(self, other: _Part) -> _Part:
-        return _Part(self.plain + other.plain, self.html + other.html)
-
-
-def _text(text: str) -> _Part:
-    return _Part(text, html.escape(text))
-
-
-def _link(url: str | None, label: str) -> _Part:
-    """A link (only when `url` passed `safe_url`), otherwise just the label."""
-    if url is None:
-        return _text(label)
-    return _Part(label, f'<a href="{html.escape(url, quote=True)}">{html.escape(label)}</a>')
+_text = RichText.text
 
 
 @dataclass(frozen=True)
@@ -95,8 +77,9 @@ class Actor:
         """What makes two actors the same person (for de-duplication when grouping)."""
         return self.acct or self.url or self.name
 
-    def part(self) -> _Part:
-        shown = _link(self.url, self.name)
+    def part(self) -> RichText:
+        # A link only when the URL passed `safe_url`; plain text shows just the name.
+        shown = _text(self.name) if self.url is None else link(self.url, self.name, plain=self.name)
         if not self.acct or self.acct == self.name:
             return shown
         return shown + _text(f" ({self.acct})")
@@ -105,23 +88,13 @@ class Actor:
 SOMEONE = Actor("Someone", "", None)
 
 
-def _str(mapping: Mapping[str, Any], key: str) -> str | None:
-    value = mapping.get(key)
-    return value if isinstance(value, str) else None
-
-
-def _map(mapping: Mapping[str, Any], key: str) -> Mapping[str, Any] | None:
-    value = mapping.get(key)
-    return value if isinstance(value, Mapping) else None
-
-
-def actor_of(account: object, *, instance_display: str) -> Actor:
-    """Display form of an Account object; a local acct ("bob") gets the instance's domain."""
-    if not isinstance(account, Mapping):
+def actor_of(account: FediverseAccount | None, *, instance_display: str) -> Actor:
+    """Display form of an account; a local acct ("bob") gets the instance's domain."""
+    if account is None:
         return SOMEONE
-    display_name = clean_line(_str(account, "display_name") or "", MAX_NAME_CHARS)
-    username = clean_line(_str(account, "username") or "", MAX_NAME_CHARS)
-    raw_acct = clean_line(_str(account, "acct") or username, MAX_ACCT_CHARS).lstrip("@")
+    display_name = clean_line(account.display_name, MAX_NAME_CHARS)
+    username = clean_line(account.username, MAX_NAME_CHARS)
+    raw_acct = clean_line(account.acct or username, MAX_ACCT_CHARS).lstrip("@")
     acct = ""
     if raw_acct:
         domain = clean_line(instance_display, MAX_ACCT_CHARS)
@@ -131,35 +104,7 @@ def actor_of(account: object, *, instance_display: str) -> Actor:
     name = display_name or username or acct
     if not name:
         return SOMEONE
-    return Actor(name=name, acct=acct, url=safe_url(account.get("url")))
-
-
-def notification_id(n: object) -> str:
-    """The notification's id, or "" when it has none (a malformed notification)."""
-    if isinstance(n, Mapping):
-        value = n.get("id")
-        if isinstance(value, str):
-            return value
-    return ""
-
-
-def notification_type(n: object) -> str | None:
-    if isinstance(n, Mapping):
-        value = n.get("type")
-        if isinstance(value, str):
-            return value
-    return None
-
-
-def status_id(n: object) -> str | None:
-    """The id of the notification's status, or None when there is no usable status."""
-    if isinstance(n, Mapping):
-        status = _map(n, "status")
-        if status is not None:
-            value = status.get("id")
-            if isinstance(value, str) and value:
-                return value
-    return None
+    return Actor(name=name, acct=acct, url=safe_url(account.url))
 
 
 _STATUS_CHARS: dict[StatusShown, int | None] = {
@@ -170,7 +115,7 @@ _STATUS_CHARS: dict[StatusShown, int | None] = {
 _PLACEHOLDER = re.compile(r"\{([a-z_]+)\}")
 
 
-def _actors_part(actors: Sequence[Actor]) -> _Part:
+def _actors_part(actors: Sequence[Actor]) -> RichText:
     """ "A", "A and B", "A, B and C", "A, B and N others"."""
     if not actors:
         return SOMEONE.part()
@@ -184,7 +129,7 @@ def _actors_part(actors: Sequence[Actor]) -> _Part:
     return out
 
 
-def _fill(template: str, parts: Mapping[str, _Part]) -> _Part:
+def _fill(template: str, parts: Mapping[str, RichText]) -> RichText:
     """The template with each `{name}` replaced by its part (or its fallback words)."""
     out = _text("")
     last = 0
@@ -196,100 +141,75 @@ def _fill(template: str, parts: Mapping[str, _Part]) -> _Part:
     return out + _text(template[last:])
 
 
-def _details(n: Mapping[str, Any], instance_display: str) -> dict[str, _Part]:
+def _details(n: Notification, instance_display: str) -> dict[str, RichText]:
     """The parts a type's words may name besides `{actor}` (see `notification_types`), when present."""
-    parts: dict[str, _Part] = {}
-    target = n.get("target")
-    if isinstance(target, Mapping):
-        parts["target"] = actor_of(target, instance_display=instance_display).part()
-    emoji = clean_line(_str(n, "emoji") or "", MAX_EMOJI_CHARS)
+    parts: dict[str, RichText] = {}
+    if n.target is not None:
+        parts["target"] = actor_of(n.target, instance_display=instance_display).part()
+    emoji = clean_line(n.emoji, MAX_EMOJI_CHARS)
     if emoji:
         parts["emoji"] = _text(emoji)
-    warning = _map(n, "moderation_warning")
-    action = clean_line(_str(warning, "action") or "", MAX_TYPE_CHARS) if warning is not None else ""
+    action = clean_line(n.moderation_action, MAX_TYPE_CHARS)
     if action:
         parts["action"] = _text(MODERATION_ACTIONS.get(action, action))
-    event = _map(n, "event")
-    target_name = clean_line(_str(event, "target_name") or "", MAX_ACCT_CHARS) if event is not None else ""
+    target_name = clean_line(n.event_target_name, MAX_ACCT_CHARS)
     if target_name:
         parts["target_name"] = _text(target_name)
-    report = _map(n, "annual_report")
-    year = report.get("year") if report is not None else None
-    if isinstance(year, int) and not isinstance(year, bool) and 0 < year < 10_000:
+    year = n.annual_report_year
+    if year is not None and 0 < year < 10_000:
         parts["year"] = _text(str(year))
     return parts
 
 
-def _plain_to_html(text: str) -> str:
-    return html.escape(text).replace("\n", "<br>")
-
-
-def _status_body(status: Mapping[str, Any], limit: int, *, with_poll: bool) -> _Part:
+def _status_body(status: Status, limit: int, *, with_poll: bool) -> RichText:
     """The post's text (or a content-warning spoiler), attachments and, for polls, the results."""
-    content = (_str(status, "content") or _str(status, "text") or "")[:MAX_HTML_CHARS]
+    content = status.content[:MAX_HTML_CHARS]
     # "Should be HTML, but might also be plaintext in some cases" (swagger): without tags keep its lines.
     rich = render_html(content) if _LOOKS_LIKE_HTML.search(content) else None
     text = rich.plain if rich is not None else clean_multiline(html.unescape(content)).strip()
     if len(text) > limit:
-        text = truncate(text, limit)
-        body = _Part(text, _plain_to_html(text))
-    elif rich is None:
-        body = _Part(text, _plain_to_html(text))
+        body = _text(truncate(text, limit))
+    elif rich is None or len(rich.html.encode("utf-8", "replace")) > MAX_CONTENT_HTML_BYTES:
+        body = _text(text)
     else:
-        too_big = len(rich.html.encode("utf-8", "replace")) > MAX_CONTENT_HTML_BYTES
-        body = _Part(text, _plain_to_html(text) if too_big else rich.html)
+        body = RichText(text, rich.html)  # sanitised by `render_html`
 
-    extras: list[_Part] = []
-    media = status.get("media_attachments")
-    if isinstance(media, list) and media:
-        extras.append(_text(f"[{len(media)} attachment{'s' if len(media) != 1 else ''}]"))
-    poll = _map(status, "poll")
-    if with_poll and poll is not None:
-        extras.extend(_poll_lines(poll))
-    for extra in extras:
-        body = _Part(
-            f"{body.plain}\n{extra.plain}" if body.plain else extra.plain,
-            f"{body.html}<br>{extra.html}" if body.html else extra.html,
-        )
+    extras: list[RichText] = []
+    media = status.media_count
+    if media:
+        extras.append(_text(f"[{media} attachment{'s' if media != 1 else ''}]"))
+    if with_poll and status.poll is not None:
+        extras.extend(_poll_lines(status.poll))
+    if extras:
+        body = RichText.lines([body, *extras]) if body.plain else RichText.lines(extras)
     if not body.plain:
         body = _text(NO_TEXT)
 
-    cw = clean_line(_str(status, "spoiler_text") or "", MAX_CW_CHARS)
+    cw = clean_line(status.spoiler_text, MAX_CW_CHARS)
     if cw:
-        reason = html.escape(cw, quote=True)
-        return _Part(
-            f"CW: {cw}\n{CW_HIDDEN}",
-            f'<b>CW:</b> {html.escape(cw)}<br><span data-mx-spoiler="{reason}">{body.html}</span>',
-        )
+        return RichText.lines([bold("CW:") + _text(f" {cw}"), spoiler(cw, body, plain=CW_HIDDEN)])
     return body
 
 
-def _poll_lines(poll: Mapping[str, Any]) -> list[_Part]:
-    options = poll.get("options")
-    if not isinstance(options, list):
-        return []
-    lines: list[_Part] = []
-    for option in options[:20]:
-        if not isinstance(option, Mapping):
-            continue
-        title = clean_line(_str(option, "title") or "", 200) or "?"
-        votes = option.get("votes_count")
-        if isinstance(votes, int) and not isinstance(votes, bool):
+def _poll_lines(poll: Poll) -> list[RichText]:
+    lines: list[RichText] = []
+    for option in poll.options:
+        title = clean_line(option.title, 200) or "?"
+        votes = option.votes_count
+        if votes is not None:
             lines.append(_text(f"• {title}: {votes} vote{'s' if votes != 1 else ''}"))
         else:
             lines.append(_text(f"• {title}"))
     return lines
 
 
-def _report_target(n: Mapping[str, Any], instance_display: str) -> _Part | None:
-    report = _map(n, "report")
-    target = _map(report, "target_account") if report is not None else None
-    if target is None:
+def _report_target(n: Notification, instance_display: str) -> RichText | None:
+    if n.report_target is None:
         return None
-    return _text(" about ") + actor_of(target, instance_display=instance_display).part()
+    return _text(" about ") + actor_of(n.report_target, instance_display=instance_display).part()
 
 
-def _generic(n_type: str | None, actors: _Part) -> _Part:
+def _generic(n_type: str | None, actors: RichText) -> RichText:
     shown_type = clean_line(n_type or "", MAX_TYPE_CHARS)
     if shown_type:
         return _text(f"New notification of type {shown_type} from ") + actors
@@ -297,7 +217,7 @@ def _generic(n_type: str | None, actors: _Part) -> _Part:
 
 
 def render_notification(
-    n: Mapping[str, Any],
+    n: Notification,
     actors: Sequence[Actor],
     *,
     instance_display: str,
@@ -318,39 +238,37 @@ def render_notification(
         return could_not_show(n, covers)
 
 
-def could_not_show(n: object, covers: tuple[str, ...] = ()) -> Message:
+def could_not_show(n: Notification, covers: tuple[str, ...] = ()) -> Message:
     """The short line that stands for a notification that cannot be rendered: link to post or account."""
     url: str | None = None
     try:
-        if isinstance(n, Mapping):
-            status, account = _map(n, "status"), _map(n, "account")
-            if status is not None:
-                url = safe_url(status.get("url")) or safe_url(status.get("uri"))
-            if url is None and account is not None:
-                url = safe_url(account.get("url"))
+        if n.status is not None:
+            url = safe_url(n.status.url) or safe_url(n.status.uri)
+        if url is None:
+            url = safe_url(n.account.url)
     except Exception:  # noqa: S110 - the line without a link is the fallback of the fallback
         pass
     if url is None:
         return Message(f"{COULD_NOT_SHOW}.", f"{COULD_NOT_SHOW}.", covers)
-    line = _text(f"{COULD_NOT_SHOW} (") + _link(url, url) + _text(").")
+    line = _text(f"{COULD_NOT_SHOW} (") + link(url) + _text(").")
     return Message(line.plain, line.html, covers)
 
 
 def _render(
-    n: Mapping[str, Any],
+    n: Notification,
     actors: Sequence[Actor],
     *,
     instance_display: str,
     account_label: str | None,
     covers: tuple[str, ...],
 ) -> Message:
-    n_type = notification_type(n)
+    n_type = n.type
     kind = type_named(n_type)
     content_chars = _STATUS_CHARS[kind.status] if kind is not None else None
-    status = _map(n, "status")
+    status = n.status
     who = _actors_part(actors)
 
-    body: _Part | None = None
+    body: RichText | None = None
     post_url: str | None = None
     if kind is None or (content_chars is not None and status is None):
         line = _generic(n_type, who)
@@ -361,42 +279,33 @@ def _render(
             target = _report_target(n, instance_display)
             if target is not None:
                 line = line + target
-        if n_type == "status" and status is not None and _map(status, "reblog") is not None:
+        if n_type == "status" and status is not None and status.reblog is not None:
             # The followed account boosted something: show the boosted post and its author.
-            status = _map(status, "reblog")
-            author = actor_of(status.get("account") if status else None, instance_display=instance_display)
+            status = status.reblog
+            author = actor_of(status.account, instance_display=instance_display)
             line = _fill("{actor} boosted a post by ", {"actor": who}) + author.part()
         if content_chars is not None and status is not None:
             body = _status_body(status, content_chars, with_poll=n_type == "poll")
-            post_url = safe_url(status.get("url")) or safe_url(status.get("uri"))
+            post_url = safe_url(status.url) or safe_url(status.uri)
 
     if account_label:
         line = _text(f"[{clean_line(account_label, MAX_LABEL_CHARS)}] ") + line
-    plain, rich = line.plain, line.html
     if body is not None:
-        plain += f":\n{body.plain}"
-        rich += f":<blockquote>{body.html}</blockquote>"
+        line = line + _text(":") + blockquote(body)
     if post_url is not None:
-        plain += f"\n{post_url}"
-        rich += _link(post_url, "Open post").html
-    return Message(plain=plain, html=rich, covers=covers)
+        line = line + RichText("\n", "") + link(post_url, "Open post", plain=post_url)
+    return Message(plain=line.plain, html=line.html, covers=covers)
 
 
 def format_notification(
-    n: Mapping[str, Any], *, instance_display: str, account_label: str | None = None
+    n: Notification, *, instance_display: str, account_label: str | None = None
 ) -> Message:
     """One notification → one message. Never raises."""
-    if not isinstance(n, Mapping):
-        return Message("New notification", "New notification", ())
     try:
-        actor = actor_of(n.get("account"), instance_display=instance_display)
+        actor = actor_of(n.account, instance_display=instance_display)
     except Exception as exc:
         log.warning("a notification could not be formatted (%s); relaying a short line", type(exc).__name__)
-        return could_not_show(n, (notification_id(n),))
+        return could_not_show(n, (n.id,))
     return render_notification(
-        n,
-        [actor],
-        instance_display=instance_display,
-        account_label=account_label,
-        covers=(notification_id(n),),
+        n, [actor], instance_display=instance_display, account_label=account_label, covers=(n.id,)
     )

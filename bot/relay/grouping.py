@@ -14,21 +14,12 @@ listed in exactly one output message's `covers`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
+from bot.fediverse.models import Notification
 from bot.fediverse.notification_types import type_named
-from bot.relay.format import (
-    Actor,
-    Message,
-    actor_of,
-    format_notification,
-    notification_id,
-    notification_type,
-    render_notification,
-    status_id,
-)
+from bot.relay.format import Actor, Message, actor_of, format_notification, render_notification
 
 __all__ = ["PACK_SEPARATOR_HTML", "PACK_SEPARATOR_PLAIN", "Pending", "group_notifications", "pack_messages"]
 
@@ -39,30 +30,30 @@ PACK_SEPARATOR_HTML = "<hr>"
 
 @dataclass(frozen=True)
 class Pending:
-    """One queued notification: the server's JSON, and which connected account it came from.
+    """One queued notification, and which connected account it came from.
 
     `instance_display` is that account's instance domain (used to complete local accts); `account_label`
     is shown as a prefix when the user has several accounts (None: no prefix).
     """
 
-    notification: Mapping[str, Any]
+    notification: Notification
     instance_display: str
     account_label: str | None = None
 
     @property
     def id(self) -> str:
-        return notification_id(self.notification)
+        return self.notification.id
 
 
 def _group_key(item: Pending, index: int) -> tuple[object, ...]:
-    n_type = notification_type(item.notification)
+    n_type = item.notification.type
     kind = type_named(n_type)
     grouping = kind.grouping if kind is not None else "none"
     base = (item.account_label, item.instance_display, n_type)
     if grouping == "post":
-        post = status_id(item.notification)
-        if post is not None:
-            return ("post", *base, post)
+        status = item.notification.status
+        if status is not None:
+            return ("post", *base, status.id)
     elif grouping == "target":
         return ("target", *base)
     return ("single", index)
@@ -88,7 +79,7 @@ def group_notifications(items: Sequence[Pending]) -> list[Message]:
             continue
         actors: dict[str, Actor] = {}
         for member in members:
-            actor = actor_of(member.notification.get("account"), instance_display=member.instance_display)
+            actor = actor_of(member.notification.account, instance_display=member.instance_display)
             actors.setdefault(actor.key, actor)
         messages.append(
             render_notification(

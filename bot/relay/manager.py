@@ -28,7 +28,6 @@ how to reconnect (`notify_user`).
 from __future__ import annotations
 
 import asyncio
-import html
 import logging
 import random
 import time
@@ -49,6 +48,7 @@ from bot.relay.delivery import MatrixSender, RoomCheck, UserDelivery
 from bot.relay.delivery_store import DeliveryStore, advance_cursors
 from bot.relay.ids import max_id
 from bot.relay.tuning import RelayTuning
+from bot.rich_text import RichText, bold, code
 from bot.store.crypto import KeyRing
 from bot.store.models import AccountState
 from bot.store.outbox import OutboxRepository
@@ -68,12 +68,13 @@ def broken_message(acct: str, instance: str, reason: str, prefix: str) -> tuple[
         "login": "the instance says your login is unconfirmed, waiting for approval, or disabled",
     }.get(reason, "the token is not allowed to read notifications")
     command = f"{prefix} connect {instance}"
-    plain = f"Your account @{acct} stopped working ({why}). Reconnect with {command}"
-    rich = (
-        f"Your account <b>@{html.escape(acct)}</b> stopped working ({html.escape(why)}). "
-        f"Reconnect with <code>{html.escape(command)}</code>"
+    message = (
+        RichText.text("Your account ")
+        + bold(f"@{acct}")
+        + RichText.text(f" stopped working ({why}). Reconnect with ")
+        + code(command)
     )
-    return plain, rich
+    return message.plain, message.html
 
 
 @dataclass

@@ -7,7 +7,6 @@ import logging
 import re
 from dataclasses import dataclass, field
 from datetime import timedelta
-from types import SimpleNamespace
 
 import pytest
 from sqlalchemy import func, select
@@ -20,6 +19,7 @@ from bot.commands.throttle import InstanceShare, UserThrottle
 from bot.config import LimitsConfig, MatrixConfig
 from bot.connect import ConnectFlows
 from bot.dms import DmDirectory
+from bot.leaked_codes import looks_like_pasted_code
 from bot.matrix.sender import FairSender, RateLimitTracker
 from bot.matrix.types import (
     EventId,
@@ -31,11 +31,12 @@ from bot.matrix.types import (
     UndecryptableMessage,
     UserId,
 )
-from bot.router import MAX_QUEUED_PER_USER, Router, looks_like_pasted_code
+from bot.router import MatrixPort, Router
 from bot.store.crypto import KeyRing
 from bot.store.models import HandledEvent
 from bot.store.records import utc_now
 from bot.store.session_store import DatabaseHandledEvents
+from bot.user_lanes import MAX_QUEUED_PER_USER
 from tests.fakes.gotosocial import FakeGoToSocial
 from tests.integration.fedi_support import fedi_client, settings
 from tests.integration.relay_support import wait_until
@@ -90,39 +91,68 @@ async def _boom(ctx: CommandContext, args: tuple[str, ...]) -> None:
 
 
 async def _echo(ctx: CommandContext, args: tuple[str, ...]) -> None:
-    from bot.chat import Reply
+    from bot.rich_text import RichText
 
-    await ctx.reply(Reply.text("pong " + " ".join(args)))
+    await ctx.reply(RichText.text("pong " + " ".join(args)))
+
+
+@dataclass
+class NoFlows:
+    """No connection ever waits for a code."""
+
+    async def has_pending(self, user_id: str) -> bool:
+        return False
+
+    async def cancel(self, user_id: str) -> int:
+        return 0
+
+    async def burn(self, user_id: str, code: str) -> bool:
+        return False
+
+
+@dataclass
+class RegistryOnly:
+    """Commands from a registry of test handlers; a pasted code is never expected here."""
+
+    registry: CommandRegistry
+
+    async def submit_code(self, ctx: CommandContext, pasted: str) -> None:
+        raise AssertionError("no code should be submitted here")
+
+
+@dataclass
+class World:
+    sessions: async_sessionmaker[AsyncSession]
+    matrix: RecordingMatrix = field(default_factory=RecordingMatrix)
+    rooms: Rooms = field(default_factory=lambda: Rooms({(DM, ALICE)}))
+    relay: Relay = field(default_factory=Relay)
+    registry: CommandRegistry = field(default_factory=CommandRegistry)
+
+    def __post_init__(self) -> None:
+        self.registry.add(Command("boom", "", "fails", _boom, dm_only=True))
+        self.registry.add(Command("ping", "[x]", "answers", _echo, max_args=1, dm_only=True))
+        self.dms = DmDirectory(self.sessions, self.rooms)
+        self.router = self.router_with(self.matrix)
+
+    def router_with(self, matrix: MatrixPort) -> Router:
+        """A router over this world, sending through `matrix`."""
+        return Router(
+            matrix=matrix,
+            dms=self.dms,
+            commands=RegistryOnly(self.registry),
+            flows=NoFlows(),
+            handled=DatabaseHandledEvents(self.sessions),
+            config=MatrixConfig(homeserver="https://hs.test", user_id=BOT, allowed_users=("@*:hs.test",)),
+            throttle=UserThrottle(5, clock=lambda: 0.0),
+            relay=self.relay,
+            bot_user_id=BOT,
+            clock=lambda: 0.0,
+        )
 
 
 @pytest.fixture
-def world(sessions: async_sessionmaker[AsyncSession]) -> SimpleNamespace:
-    registry = CommandRegistry()
-    registry.add(Command("boom", "", "fails", _boom, dm_only=True))
-    registry.add(Command("ping", "[x]", "answers", _echo, max_args=1, dm_only=True))
-    matrix, rooms, relay = RecordingMatrix(), Rooms({(DM, ALICE)}), Relay()
-    flows = SimpleNamespace(has_pending=_false, cancel=_zero, burn=_false)
-    router = Router(
-        matrix=matrix,
-        dms=DmDirectory(sessions, rooms),
-        commands=SimpleNamespace(registry=registry),  # type: ignore[arg-type]
-        flows=flows,  # type: ignore[arg-type]
-        handled=DatabaseHandledEvents(sessions),
-        config=MatrixConfig(homeserver="https://hs.test", user_id=BOT, allowed_users=("@*:hs.test",)),
-        throttle=UserThrottle(5, clock=lambda: 0.0),
-        relay=relay,
-        bot_user_id=BOT,
-        clock=lambda: 0.0,
-    )
-    return SimpleNamespace(router=router, matrix=matrix, rooms=rooms, relay=relay, sessions=sessions)
-
-
-async def _false(user: str, *args: object) -> bool:
-    return False
-
-
-async def _zero(user: str) -> int:
-    return 0
+def world(sessions: async_sessionmaker[AsyncSession]) -> World:
+    return World(sessions)
 
 
 def message(sender: str, room: str, body: str, event: str = "$e1") -> IncomingMessage:
@@ -134,7 +164,7 @@ async def settle(router: Router) -> None:
 
 
 async def test_an_internal_error_gives_a_reference_never_the_exception_text(
-    world: SimpleNamespace, caplog: pytest.LogCaptureFixture
+    world: World, caplog: pytest.LogCaptureFixture
 ) -> None:
     with caplog.at_level(logging.ERROR):
         await world.router.handle(message(ALICE, DM, "!gts boom"))
@@ -149,20 +179,20 @@ async def test_an_internal_error_gives_a_reference_never_the_exception_text(
     assert "RuntimeError" in caplog.text
 
 
-async def test_users_who_are_not_allowed_get_nothing(world: SimpleNamespace) -> None:
+async def test_users_who_are_not_allowed_get_nothing(world: World) -> None:
     await world.router.handle(message(EVE, DM, "!gts ping"))
     await settle(world.router)
     assert world.matrix.sent == []
 
 
-async def test_a_replayed_command_event_is_acted_on_once(world: SimpleNamespace) -> None:
+async def test_a_replayed_command_event_is_acted_on_once(world: World) -> None:
     for _ in range(3):
         await world.router.handle(message(ALICE, DM, "!gts ping x", event="$same"))
     await settle(world.router)
     assert world.matrix.sent == [(DM, "pong x")]
 
 
-async def test_ordinary_group_chat_costs_no_write_and_no_state_fetch(world: SimpleNamespace) -> None:
+async def test_ordinary_group_chat_costs_no_write_and_no_state_fetch(world: World) -> None:
     for i in range(20):
         await world.router.handle(message(ALICE, GROUP, f"just chatting {i}", event=f"$chat{i}"))
     await settle(world.router)
@@ -173,14 +203,14 @@ async def test_ordinary_group_chat_costs_no_write_and_no_state_fetch(world: Simp
     assert world.matrix.sent == []
 
 
-async def test_commands_of_one_user_run_in_order(world: SimpleNamespace) -> None:
+async def test_commands_of_one_user_run_in_order(world: World) -> None:
     for i in range(4):
         await world.router.handle(message(ALICE, DM, f"!gts ping {i}", event=f"$p{i}"))
     await settle(world.router)
     assert [body for _, body in world.matrix.sent] == [f"pong {i}" for i in range(4)]
 
 
-async def test_the_throttle_answers_once_then_stays_quiet(world: SimpleNamespace) -> None:
+async def test_the_throttle_answers_once_then_stays_quiet(world: World) -> None:
     for i in range(8):
         await world.router.handle(message(ALICE, DM, f"!gts ping {i}", event=f"$t{i}"))
     await settle(world.router)
@@ -189,7 +219,7 @@ async def test_the_throttle_answers_once_then_stays_quiet(world: SimpleNamespace
     assert len([b for b in bodies if b.startswith("pong")]) == 5
 
 
-async def test_leaving_the_dm_suspends_relaying(world: SimpleNamespace) -> None:
+async def test_leaving_the_dm_suspends_relaying(world: World) -> None:
     await world.router.handle(message(ALICE, DM, "!gts ping", event="$p"))
     await settle(world.router)  # the DM is now recorded
     await world.router.handle(MemberLeft(RoomId(DM), UserId(ALICE)))
@@ -200,13 +230,13 @@ async def test_leaving_the_dm_suspends_relaying(world: SimpleNamespace) -> None:
     assert world.relay.suspended == [ALICE]
 
 
-async def test_a_slow_command_does_not_hold_up_others(world: SimpleNamespace) -> None:
+async def test_a_slow_command_does_not_hold_up_others(world: World) -> None:
     gate = asyncio.Event()
 
     async def slow(ctx: CommandContext, args: tuple[str, ...]) -> None:
         await gate.wait()
 
-    world.router._commands.registry.add(Command("slow", "", "waits", slow, dm_only=True))
+    world.registry.add(Command("slow", "", "waits", slow, dm_only=True))
     world.rooms.one_to_one.add((DM, "@bob:hs.test"))
     await world.router.handle(message(ALICE, DM, "!gts slow", event="$slow"))
     await asyncio.wait_for(world.router.handle(message("@bob:hs.test", DM, "!gts ping", event="$b")), 5)
@@ -263,9 +293,9 @@ class RateLimitedMatrix(RecordingMatrix):
 
 
 async def _help(ctx: CommandContext, args: tuple[str, ...]) -> None:
-    from bot.chat import Reply
+    from bot.rich_text import RichText
 
-    await ctx.reply(Reply.text("the help text"))
+    await ctx.reply(RichText.text("the help text"))
 
 
 FLOODER, BOB = "@flooder:hs.test", "@bob:hs.test"
@@ -273,24 +303,24 @@ FLOOD_DM, BOB_DM = "!flooddm:hs.test", "!bobdm:hs.test"
 
 
 async def test_a_flooder_does_not_stall_the_sync_loop_or_sit_ahead_of_another_users_reply(
-    world: SimpleNamespace,
+    world: World,
 ) -> None:
     matrix = RateLimitedMatrix()
-    world.router._matrix = matrix
-    world.router._commands.registry.add(Command("help", "", "helps", _help, max_args=None))
+    router = world.router_with(matrix)
+    world.registry.add(Command("help", "", "helps", _help, max_args=None))
     world.rooms.one_to_one |= {(FLOOD_DM, FLOODER), (BOB_DM, BOB)}
-    await world.router._dms.record(FLOODER, FLOOD_DM)
+    await world.dms.record(FLOODER, FLOOD_DM)
     # The flooder's DM already has a backlog of relayed notifications waiting for the homeserver.
     backlog = [asyncio.create_task(matrix.send_notice(RoomId(FLOOD_DM), f"relay {i}", "")) for i in range(50)]
 
     async def sync_loop() -> None:  # as the adapter does: each event's handler awaited in turn
         for i in range(200):
-            await world.router.handle(message(FLOODER, FLOOD_DM, f"spam line {i}", event=f"$spam{i}"))
-        await world.router.handle(
+            await router.handle(message(FLOODER, FLOOD_DM, f"spam line {i}", event=f"$spam{i}"))
+        await router.handle(
             UndecryptableMessage(RoomId(FLOOD_DM), EventId("$u"), UserId(FLOODER), "missing_room_key", 0)
         )
-        await world.router.handle(Invite(RoomId("!elsewhere:hs.test"), UserId(FLOODER), False))
-        await world.router.handle(message(BOB, BOB_DM, "!gts help", event="$help"))
+        await router.handle(Invite(RoomId("!elsewhere:hs.test"), UserId(FLOODER), False))
+        await router.handle(message(BOB, BOB_DM, "!gts help", event="$help"))
 
     # The homeserver accepts nothing yet, and still the sync loop gets through every event.
     await asyncio.wait_for(sync_loop(), timeout=30)
@@ -300,7 +330,7 @@ async def test_a_flooder_does_not_stall_the_sync_loop_or_sit_ahead_of_another_us
     # flooder's hint (their key notice waits behind it in their own lane) and bob's help.
     await wait_until(lambda: matrix.sender.queued == 49 + 2, what="replies queued")
     matrix.open.set()
-    await settle(world.router)
+    await settle(router)
     await asyncio.gather(*backlog)
     bodies = [body for _, body in matrix.sent]
     assert bodies.index("the help text") <= 2  # bob's turn comes after at most one flooder send
@@ -396,9 +426,9 @@ class _NoRelay:
 
 
 async def test_a_dm_that_stops_being_private_loses_its_relay_and_gets_only_a_generic_line(
-    world: SimpleNamespace,
+    world: World,
 ) -> None:
-    dms: DmDirectory = world.router._dms
+    dms = world.dms
     dms.on_lost(world.router.dm_lost)
     await dms.record(ALICE, DM)
     await world.router.handle(RoomChanged(RoomId(DM), UserId(ALICE)))  # e.g. the topic… still 1:1
@@ -418,16 +448,16 @@ async def test_a_dm_that_stops_being_private_loses_its_relay_and_gets_only_a_gen
 
 
 async def test_a_users_queue_is_bounded_and_the_excess_dropped_with_one_warning(
-    world: SimpleNamespace, caplog: pytest.LogCaptureFixture
+    world: World, caplog: pytest.LogCaptureFixture
 ) -> None:
     matrix = RateLimitedMatrix()  # joins wait for the homeserver: the user's queue fills up
-    world.router._matrix = matrix
-    with caplog.at_level(logging.WARNING, logger="bot.router"):
+    router = world.router_with(matrix)
+    with caplog.at_level(logging.WARNING, logger="bot.user_lanes"):
         for i in range(MAX_QUEUED_PER_USER + 30):
-            await world.router.handle(Invite(RoomId(f"!room{i}:hs.test"), UserId(ALICE), False))
+            await router.handle(Invite(RoomId(f"!room{i}:hs.test"), UserId(ALICE), False))
     # The sync loop never yielded meanwhile: MAX_QUEUED_PER_USER wait, the rest were dropped.
-    assert world.router.dropped == 30
+    assert router.dropped == 30
     assert len([r for r in caplog.records if "dropping more" in r.getMessage()]) == 1
     matrix.open.set()
-    await settle(world.router)
+    await settle(router)
     assert len(matrix.joins) == MAX_QUEUED_PER_USER

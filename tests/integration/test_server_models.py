@@ -16,7 +16,6 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.accounts import AccountsService, RelayControl
-from bot.chat import Reply
 from bot.commands.handlers import BotCommands
 from bot.commands.throttle import InstanceShare
 from bot.config import LimitsConfig, RelayConfig
@@ -24,6 +23,7 @@ from bot.connect import ConnectFlows
 from bot.errors import InactiveLoginError, RateLimitedError, TokenRejectedError
 from bot.fediverse.client import FediverseClient
 from bot.fediverse.ratelimit import PacerRegistry
+from bot.rich_text import RichText
 from bot.store.crypto import KeyRing
 from bot.store.records import AccountId, utc_now
 from tests.fakes.gotosocial import FakeGoToSocial
@@ -314,7 +314,7 @@ class Chat:
     prefix: str = "!gts"
     replies: list[str] = field(default_factory=list)
 
-    async def reply(self, reply: Reply) -> None:
+    async def reply(self, reply: RichText) -> None:
         self.replies.append(reply.plain)
 
 

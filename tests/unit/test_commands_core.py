@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import pytest
 
-from bot.chat import Reply, code, join, link
 from bot.commands.parse import ParsedCommand, parse_command
 from bot.commands.registry import Command, CommandContext, CommandRegistry
 from bot.commands.throttle import UserThrottle
@@ -70,14 +69,6 @@ def test_registry_refuses_duplicate_names() -> None:
 )
 def test_command_arity(min_args: int, max_args: int | None, args: tuple[str, ...], ok: bool) -> None:
     assert Command("x", "", "", _noop, min_args=min_args, max_args=max_args).accepts(args) is ok
-
-
-def test_reply_escapes_and_joins() -> None:
-    reply = join("Open ", link("https://e.org/oauth/authorize?a=1&b=2"), " then paste ", code("<code>"))
-    assert reply.plain == "Open https://e.org/oauth/authorize?a=1&b=2 then paste <code>"
-    assert '<a href="https://e.org/oauth/authorize?a=1&amp;b=2">' in reply.html
-    assert "<code>&lt;code&gt;</code>" in reply.html
-    assert Reply.text("a <b>\nc").html == "a &lt;b&gt;<br>c"
 
 
 def test_throttle_bucket_refills_over_time() -> None:

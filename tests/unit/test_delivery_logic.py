@@ -9,6 +9,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
+from bot.fediverse.models import parse_notification
 from bot.matrix.errors import error_from_response
 from bot.matrix.types import EventId, RoomId
 from bot.relay.delivery import DeliveryItem, UserDelivery, txn_id_for
@@ -77,12 +78,14 @@ def mention(nid: str, text: str, *, relay: bool = True) -> DeliveryItem:
     notification = {
         "id": nid, "type": "mention", "created_at": "2026-12-01T10:00:00.000Z",
         "account": {
-            "id": "1", "acct": "bob@remote.example", "display_name": "Bob", "url": "https://remote.example/@bob",
+            "id": "1", "username": "bob", "acct": "bob@remote.example", "display_name": "Bob", "url": "https://remote.example/@bob",
         },
         "status": {"id": f"s{nid}", "content": f"<p>{text}</p>", "url": f"https://remote.example/s/{nid}",
                    "visibility": "public", "spoiler_text": "", "sensitive": False},
     }
-    return DeliveryItem(ACCOUNT, nid, "mention", notification, "gts.example", None, relay=relay)
+    return DeliveryItem(
+        ACCOUNT, nid, "mention", parse_notification(notification), "gts.example", None, relay=relay
+    )
 
 
 async def deliver(store: MemoryStore, sender: RecordingSender, items: list[DeliveryItem]) -> None:
