@@ -95,6 +95,7 @@ class RelayManager:
         metrics: Metrics | None = None,
         tuning: RelayTuning | None = None,
         clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         rng: random.Random | None = None,
     ) -> None:
         self._sessions = sessions
@@ -106,6 +107,7 @@ class RelayManager:
         self._metrics = metrics
         self._tuning = tuning if tuning is not None else RelayTuning()
         self._rng = rng if rng is not None else random.Random()  # noqa: S311 - jitter, not security
+        self._sleep = sleep
         self._deps = RelayDeps(
             client=client,
             connector=connector,
@@ -113,6 +115,7 @@ class RelayManager:
             tuning=self._tuning,
             rng=self._rng,
             clock=clock,
+            sleep=sleep,
             on_stream_change=self._stream_changed,
         )
         t = self._tuning
@@ -152,6 +155,11 @@ class RelayManager:
         messages not yet sent."""
         buffered = sum(running.relay.buffered for running in self._running.values())
         return buffered + sum(delivery.backlog for delivery, _ in self._deliveries.values())
+
+    @property
+    def relays_held_back(self) -> int:
+        """Account relays waiting for room in their user's delivery queue (back-pressure at work)."""
+        return sum(delivery.relays_waiting for delivery, _ in self._deliveries.values())
 
     def account_mode(self, account_id: AccountId) -> str | None:
         """ "streaming", "polling", "starting", or None when the account is not being relayed."""
@@ -270,6 +278,7 @@ class RelayManager:
                 tuning=self._tuning,
                 metrics=self._metrics,
                 rng=self._rng,
+                sleep=self._sleep,
             )
             task = asyncio.create_task(delivery.run(), name=f"relay-delivery-{matrix_user_id}")
             entry = (delivery, task)
