@@ -13,11 +13,15 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-__all__ = ["DEFAULT_TIMEOUT", "wait_for_value", "wait_until", "wait_until_sync"]
+__all__ = ["DEFAULT_TIMEOUT", "WaitTimeout", "wait_for_value", "wait_until", "wait_until_sync"]
 
 DEFAULT_TIMEOUT = 60.0
 
 T = TypeVar("T")
+
+
+class WaitTimeout(AssertionError):
+    """The condition did not hold within the timeout (a test failure, not an error in the test)."""
 
 
 async def wait_for_value(
@@ -36,7 +40,7 @@ async def wait_for_value(
         if value is not None:
             return value  # type: ignore[return-value]
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what or _describe(probe)}")
+            raise WaitTimeout(f"timed out after {timeout:g} s waiting for {what or _describe(probe)}")
         await asyncio.sleep(interval)
 
 
@@ -70,7 +74,7 @@ def wait_until_sync(
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what or _describe(predicate)}")
+            raise WaitTimeout(f"timed out after {timeout:g} s waiting for {what or _describe(predicate)}")
         time.sleep(interval)
 
 
