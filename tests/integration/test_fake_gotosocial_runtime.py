@@ -54,14 +54,14 @@ async def test_streaming_frames_pings_and_revoke(gts: FakeGoToSocial, http: http
             data={"client_id": app["client_id"], "client_secret": app["client_secret"], "token": token},
         )
         note = gts.notify("alice", "mention", "bob", status_text="hi")
-        frame_a = await a.receive(timeout=5)
+        frame_a = await a.receive(timeout=60)
         assert frame_a.type == aiohttp.WSMsgType.TEXT
         assert list(json.loads(frame_a.data)) == ["stream", "event", "payload"]
         assert json.loads(frame_a.data)["stream"] == ["user:notification"]
         assert json.loads(json.loads(frame_a.data)["payload"]) == note
-        frame_b = await b.receive(timeout=5)
+        frame_b = await b.receive(timeout=60)
         assert json.loads(frame_b.data)["stream"] == ["user"]
-        ping = await c.receive(timeout=5)
+        ping = await c.receive(timeout=60)
         assert ping.type == aiohttp.WSMsgType.PING
         assert ping.data == b"ping!"
         for ws in (a, b, c):
@@ -194,7 +194,7 @@ async def test_drop_streams(gts: FakeGoToSocial, http: httpx.AsyncClient) -> Non
         )
         assert gts.open_streams("alice") == 1
         assert gts.faults.drop_streams() == 1
-        msg = await ws.receive(timeout=5)
+        msg = await ws.receive(timeout=60)
         assert msg.type in (aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR, aiohttp.WSMsgType.CLOSE)
         await ws.close()
 
