@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -134,6 +135,18 @@ def test_two_metrics_instances_share_nothing() -> None:
 
 
 # --- Health checks -----------------------------------------------------------------------------------
+
+
+@pytest.fixture(autouse=True)
+async def aiosqlite_threads_end() -> AsyncIterator[None]:
+    """After a failed connect aiosqlite stops its worker thread without waiting for it; on a busy machine
+    that thread can outlive the test's event loop and fail a later test ("Event loop is closed"). Torn
+    down last (after the engines are disposed), this waits for the test's worker threads to end."""
+    before = set(threading.enumerate())
+    yield
+    for thread in set(threading.enumerate()) - before:
+        if thread.name.endswith("(_connection_worker_thread)"):
+            await asyncio.to_thread(thread.join, 60)
 
 
 @pytest.fixture
