@@ -44,7 +44,7 @@ pytestmark = pytest.mark.e2e
 EMAIL, PASSWORD = "alice@example.org", "Long-Strong-Passw0rd!"
 
 KILL_ROUNDS = 5
-HANG_GUARD = 240.0  # a hang fails the test with a message (before pytest-timeout's 300 s)
+HANG_GUARD = 480.0  # a hang fails the test with a message and cleans up (before pytest-timeout's 600 s)
 
 
 @pytest.fixture
