@@ -150,16 +150,16 @@ class RelayManager:
         return self._breakers.open_count
 
     @property
+    def relays_held_back(self) -> int:
+        """Account relays waiting for room in their user's delivery queue (back-pressure at work)."""
+        return sum(delivery.relays_waiting for delivery, _ in self._deliveries.values())
+
+    @property
     def queued_notifications(self) -> int:
         """Notifications received (stream buffers) or handed over but not yet delivered, plus outbox
         messages not yet sent."""
         buffered = sum(running.relay.buffered for running in self._running.values())
         return buffered + sum(delivery.backlog for delivery, _ in self._deliveries.values())
-
-    @property
-    def relays_held_back(self) -> int:
-        """Account relays waiting for room in their user's delivery queue (back-pressure at work)."""
-        return sum(delivery.relays_waiting for delivery, _ in self._deliveries.values())
 
     def account_mode(self, account_id: AccountId) -> str | None:
         """ "streaming", "polling", "starting", or None when the account is not being relayed."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+import time
 from pathlib import Path
 from typing import Any
 
@@ -174,3 +175,16 @@ class Human:
 
     async def messages_from(self, room_id: str, sender: str, count: int, timeout: float = 60.0) -> list[Any]:
         return [await self.wait_message(room_id, sender, timeout) for _ in range(count)]
+
+    async def no_more_messages(self, room_id: str, sender: str, wait: float = 1.5) -> bool:
+        """Sync for `wait` seconds; True if no message from `sender` arrived in the room meanwhile.
+
+        Only for the demo's narration ("3 seconds pass: nothing arrives"). A test must not prove an
+        absence this way: it waits for a later, distinct message and checks nothing came before it."""
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            await self.sync(200)
+        return not any(
+            rid == room_id and isinstance(e, nio.RoomMessage) and e.sender == sender
+            for rid, e in self._timeline
+        )
