@@ -131,7 +131,7 @@ async def test_sigkill_at_random_moments_relays_every_notification_exactly_once(
 
     problems = exactly_once_problems(reading, expected)
     assert not problems, f"{'; '.join(problems)}\n--- last bot run ---\n{bot.tail(60)}"
-    assert link.sends >= KILL_ROUNDS  # the bot really sent through the slow link
+    assert link.sends > 0  # the bot's sends really went through the slow link
     assert _outbox_rows(data_dir) == 0  # nothing left waiting to be sent
 
 
