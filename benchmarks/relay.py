@@ -45,6 +45,7 @@ from bot.store.crypto import KeyRing
 from bot.store.db import create_engine, session_factory
 from bot.store.migrate import upgrade
 from bot.store.repositories import Repositories
+from tests.fakes.matrix import RecordingMatrix
 
 # --- the fake GoToSocial, in its own process ---------------------------------------------------------
 
@@ -110,32 +111,35 @@ class FakeProcess:
 
 
 @dataclass
-class TimedSender:
-    """Records when each send happens; optionally a token bucket like Synapse's (rate/s, burst)."""
+class HomeserverLimit:
+    """A token bucket like Synapse's (rate/s, burst) for the recording Matrix fake's `pace`: sends wait it
+    out one at a time, in order, like the adapter's sender, and `rate_limited` says when they do."""
 
-    rate: float | None = None
+    matrix: RecordingMatrix
+    rate: float
     burst: int = 10
-    sends: list[tuple[float, str]] = field(default_factory=list)
-    rate_limited: bool = False
     _tokens: float = 10.0
     _last: float = field(default_factory=time.monotonic)
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
-    async def send_notice(self, room_id: str, body: str, html: str, *, txn_id: str | None = None) -> str:
-        if self.rate is not None:
-            async with self._lock:  # one at a time, in order, like the adapter's sender
-                while True:
-                    now = time.monotonic()
-                    self._tokens = min(self.burst, self._tokens + (now - self._last) * self.rate)
-                    self._last = now
-                    if self._tokens >= 1:
-                        self._tokens -= 1
-                        break
-                    self.rate_limited = True
-                    await asyncio.sleep((1 - self._tokens) / self.rate)
-                self.rate_limited = False
-        self.sends.append((time.time(), txn_id or ""))
-        return f"$e{len(self.sends)}"
+    async def __call__(self) -> None:
+        async with self._lock:
+            while True:
+                now = time.monotonic()
+                self._tokens = min(self.burst, self._tokens + (now - self._last) * self.rate)
+                self._last = now
+                if self._tokens >= 1:
+                    self._tokens -= 1
+                    break
+                self.matrix.rate_limited = True
+                await asyncio.sleep((1 - self._tokens) / self.rate)
+            self.matrix.rate_limited = False
+
+
+def rate_limited_matrix(rate: float, burst: int) -> RecordingMatrix:
+    matrix = RecordingMatrix()
+    matrix.pace = HomeserverLimit(matrix, rate, burst, _tokens=float(burst))
+    return matrix
 
 
 # --- the bot side --------------------------------------------------------------------------------------
@@ -225,7 +229,7 @@ async def bench(args: argparse.Namespace) -> None:
 
             # -- phase 1: N streaming accounts, idle, then R notifications/s
             engine, sessions = await setup_db(Path(tmp.name) / "a.sqlite3", keyring, info, range(n), "0")
-            sender = TimedSender()
+            sender = RecordingMatrix()
             relay = manager(sessions, sender)
             t0 = time.monotonic()
             await relay.start()
@@ -250,7 +254,8 @@ async def bench(args: argparse.Namespace) -> None:
             cpu = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
             latencies = []
             grouped = 0
-            for at, txn in sender.sends:
+            for sent in sender.events:
+                at, txn = sent.at, sent.txn_id or ""
                 nid = txn.rsplit(".", 1)[-1] if not txn.startswith("gts.g.") else None
                 if nid in created:
                     latencies.append(at - created[nid])
@@ -258,7 +263,7 @@ async def bench(args: argparse.Namespace) -> None:
                     grouped += 1
             print(
                 f"load: {count} notifications at {args.rate:g}/s; all delivered: {delivered}; "
-                f"{len(sender.sends)} messages ({grouped} grouped)"
+                f"{len(sender.events)} messages ({grouped} grouped)"
             )
             print(
                 f"latency created→send: p50 {percentile(latencies, 0.5) * 1000:.0f} ms, "
@@ -276,7 +281,7 @@ async def bench(args: argparse.Namespace) -> None:
                 engine, sessions = await setup_db(
                     Path(tmp.name) / "b.sqlite3", keyring, info, range(k), newest
                 )
-                limited = TimedSender(rate=0.2, burst=10)
+                limited = rate_limited_matrix(rate=0.2, burst=10)
                 relay = manager(sessions, limited)
                 await relay.start()
                 await wait_for(lambda: _true(relay.live_streams == k), 60)
@@ -286,8 +291,8 @@ async def bench(args: argparse.Namespace) -> None:
                 done = await wait_for(lambda: _true(relay.queued_notifications == 0), 600)
                 print(
                     f"rate-limited homeserver (0.2/s, burst 10): {rl_count} notifications for {k} users at "
-                    f"{args.rl_rate:g}/s → {len(limited.sends)} messages = "
-                    f"{len(limited.sends) / rl_count:.2f} messages per notification (all delivered: {done})"
+                    f"{args.rl_rate:g}/s → {len(limited.events)} messages = "
+                    f"{len(limited.events) / rl_count:.2f} messages per notification (all delivered: {done})"
                 )
                 await relay.stop()
                 await engine.dispose()

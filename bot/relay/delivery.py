@@ -135,6 +135,7 @@ class UserDelivery:
         self._room_changed = asyncio.Event()
         self._preparing = asyncio.Lock()
         self._send_backoff = Backoff(base=tuning.send_retry_base, cap=tuning.send_retry_cap, rng=rng)
+        self.relays_waiting = 0  # relays inside wait_for_capacity now
 
     # -- producers --------------------------------------------------------------------------------
 
@@ -179,7 +180,11 @@ class UserDelivery:
         """Back-pressure: return once fewer than `max_pending` items wait to be prepared."""
         while self.full:
             self._space.clear()
-            await self._space.wait()
+            self.relays_waiting += 1
+            try:
+                await self._space.wait()
+            finally:
+                self.relays_waiting -= 1
 
     async def wait_drained(self) -> None:
         """Return once everything handed over has been delivered (or dropped)."""

@@ -99,6 +99,7 @@ class RelayManager:
         metrics: Metrics | None = None,
         tuning: RelayTuning | None = None,
         clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         rng: random.Random | None = None,
         room_check: RoomCheck | None = None,
     ) -> None:
@@ -112,6 +113,7 @@ class RelayManager:
         self._metrics = metrics
         self._tuning = tuning if tuning is not None else RelayTuning()
         self._rng = rng if rng is not None else random.Random()  # noqa: S311 - jitter, not security
+        self._sleep = sleep
         self._deps = RelayDeps(
             client=client,
             connector=connector,
@@ -119,6 +121,7 @@ class RelayManager:
             tuning=self._tuning,
             rng=self._rng,
             clock=clock,
+            sleep=sleep,
             on_stream_change=self._stream_changed,
         )
         t = self._tuning
@@ -152,6 +155,11 @@ class RelayManager:
     @property
     def open_circuit_breakers(self) -> int:
         return self._breakers.open_count
+
+    @property
+    def relays_held_back(self) -> int:
+        """Account relays waiting for room in their user's delivery queue (back-pressure at work)."""
+        return sum(delivery.relays_waiting for delivery, _ in self._deliveries.values())
 
     @property
     def queued_notifications(self) -> int:
@@ -288,6 +296,7 @@ class RelayManager:
                 metrics=self._metrics,
                 rng=self._rng,
                 room_check=self._room_check,
+                sleep=self._sleep,
             )
             task = asyncio.create_task(delivery.run(), name=f"relay-delivery-{matrix_user_id}")
             entry = (delivery, task)

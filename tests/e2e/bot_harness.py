@@ -47,7 +47,7 @@ class RunningBot:
 
     async def shutdown(self) -> None:
         self.stop.set()
-        await asyncio.wait_for(self.task, 30)
+        await asyncio.wait_for(self.task, 60)
 
 
 @asynccontextmanager
@@ -85,11 +85,11 @@ def text_of(event: Any) -> str:
     return body
 
 
-async def next_text(human: Human, room_id: str, bot_user: str, timeout: float = 30.0) -> str:
+async def next_text(human: Human, room_id: str, bot_user: str, timeout: float = 60.0) -> str:
     return text_of(await human.wait_message(room_id, bot_user, timeout))
 
 
-async def say(human: Human, room_id: str, bot_user: str, body: str, timeout: float = 30.0) -> str:
+async def say(human: Human, room_id: str, bot_user: str, body: str, timeout: float = 60.0) -> str:
     await human.send_text(room_id, body)
     return await next_text(human, room_id, bot_user, timeout)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import secrets
 import time
 from pathlib import Path
@@ -11,6 +10,7 @@ from typing import Any
 import nio
 
 from tests.e2e.synapse import Synapse
+from tests.waiting import wait_for_value
 
 MEGOLM = "m.megolm.v1.aes-sha2"
 
@@ -66,14 +66,13 @@ class Human:
         await c.send_to_device_messages()
 
     async def _sync_until(self, what: str, check: Any, timeout: float) -> Any:
-        deadline = time.monotonic() + timeout
-        while True:
+        async def synced_check() -> Any:
             found = check()
-            if found is not None:
-                return found
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{self.user_id}: timed out after {timeout} s waiting for {what}")
-            await self.sync(500)
+            if found is None:
+                await self.sync(500)
+            return found
+
+        return await wait_for_value(synced_check, what=f"{self.user_id}: {what}", timeout=timeout, interval=0)
 
     # ---- rooms ----
 
@@ -104,10 +103,10 @@ class Human:
         await self.wait_room(room_id)
         return room_id
 
-    async def wait_room(self, room_id: str, timeout: float = 10.0) -> None:
+    async def wait_room(self, room_id: str, timeout: float = 60.0) -> None:
         await self._sync_until(f"room {room_id}", lambda: self.client.rooms.get(room_id), timeout)
 
-    async def wait_member(self, room_id: str, user_id: str, timeout: float = 20.0) -> None:
+    async def wait_member(self, room_id: str, user_id: str, timeout: float = 60.0) -> None:
         """Until `user_id` has joined `room_id` (as this client sees it)."""
 
         def joined() -> bool | None:
@@ -117,13 +116,13 @@ class Human:
 
         await self._sync_until(f"{user_id} to join {room_id}", joined, timeout)
 
-    async def wait_invite(self, timeout: float = 20.0) -> str:
+    async def wait_invite(self, timeout: float = 60.0) -> str:
         room_id: str = await self._sync_until(
             "an invite", lambda: self._invites.pop(0) if self._invites else None, timeout
         )
         return room_id
 
-    async def accept_invite(self, timeout: float = 20.0) -> str:
+    async def accept_invite(self, timeout: float = 60.0) -> str:
         room_id = await self.wait_invite(timeout)
         _ok(await self.client.join(room_id))
         await self.wait_room(room_id)
@@ -161,7 +160,7 @@ class Human:
         olm.outbound_group_sessions[room_id].shared = True  # nio now encrypts without sending the key
         return await self.send_text(room_id, body)
 
-    async def wait_message(self, room_id: str, sender: str, timeout: float = 20.0) -> Any:
+    async def wait_message(self, room_id: str, sender: str, timeout: float = 60.0) -> Any:
         """The next m.room.message (decrypted when possible) or undecryptable event from `sender`."""
 
         def pop() -> Any:
@@ -178,10 +177,13 @@ class Human:
         return [await self.wait_message(room_id, sender, timeout) for _ in range(count)]
 
     async def no_more_messages(self, room_id: str, sender: str, wait: float = 1.5) -> bool:
+        """Sync for `wait` seconds; True if no message from `sender` arrived in the room meanwhile.
+
+        Only for the demo's narration ("3 seconds pass: nothing arrives"). A test must not prove an
+        absence this way: it waits for a later, distinct message and checks nothing came before it."""
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline:
             await self.sync(200)
-            await asyncio.sleep(0)
         return not any(
             rid == room_id and isinstance(e, nio.RoomMessage) and e.sender == sender
             for rid, e in self._timeline

@@ -5,11 +5,11 @@ history, decrypted)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import signal
 import sys
-import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -22,6 +22,7 @@ from aiohttp import web
 
 from tests.e2e.human import Human
 from tests.fakes.gotosocial import FakeGoToSocial
+from tests.waiting import WaitTimeout, wait_until
 
 RUNNING_LINE = "gts-bot is running as"
 MARKER = re.compile(r"\bnote-\d{4}\b")
@@ -80,16 +81,15 @@ class BotProcess:
             f.seek(self.log_offset)
             return f.read().decode(errors="replace")
 
-    async def wait_running(self, timeout: float = 60.0) -> float:
-        """Until the bot logs that it runs; returns the seconds that took. Fails if it exits first."""
-        started = time.monotonic()
-        while RUNNING_LINE not in self.output():
+    async def wait_running(self, timeout: float = 120.0) -> None:
+        """Until the bot logs that it runs. Fails if it exits first."""
+
+        def running() -> bool:
             if self.proc.returncode is not None:
                 raise AssertionError(f"the bot exited with {self.proc.returncode}:\n{self.tail()}")
-            if time.monotonic() - started > timeout:
-                raise AssertionError(f"the bot did not start within {timeout:.0f} s:\n{self.tail()}")
-            await asyncio.sleep(0.05)
-        return time.monotonic() - started
+            return RUNNING_LINE in self.output()
+
+        await wait_until(running, timeout=timeout, interval=0.05, what=f"the bot to start ({self.log_path})")
 
     async def kill(self) -> None:
         """SIGKILL: no cleanup of any kind runs in the bot."""
@@ -97,7 +97,7 @@ class BotProcess:
             os.kill(self.pid, signal.SIGKILL)
         await self.proc.wait()
 
-    async def terminate(self, timeout: float = 30.0) -> int:
+    async def terminate(self, timeout: float = 60.0) -> int:
         """SIGTERM and wait for the clean shutdown; returns the exit code."""
         if self.proc.returncode is None:
             self.proc.send_signal(signal.SIGTERM)
@@ -131,6 +131,7 @@ class SlowLink:
         self._runner: web.AppRunner | None = None
         self._http: aiohttp.ClientSession | None = None
         self.base_url = ""
+        self.send_requests = 0  # room message sends that reached the link
         self.sends = 0  # room message sends the homeserver answered
 
     async def start(self) -> None:
@@ -154,6 +155,7 @@ class SlowLink:
         is_send = request.method == "PUT" and "/send/" in request.path
         body = await request.read()
         if is_send:
+            self.send_requests += 1
             await asyncio.sleep(self._send_delay())
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP}
         async with self._http.request(
@@ -174,12 +176,11 @@ class SlowLink:
 
 @dataclass
 class MentionSource:
-    """Creates alice's mention notifications at a steady rate, each with a unique marker, up to `limit`."""
+    """Creates alice's mention notifications, each with a unique marker."""
 
     gts: FakeGoToSocial
     username: str
-    interval: float
-    limit: int
+    interval: float  # the pace of the outage tests' steady stream
     created: list[str] = field(default_factory=list)
 
     def notify_one(self) -> str:
@@ -188,10 +189,11 @@ class MentionSource:
         self.created.append(text)
         return text
 
-    async def run(self) -> None:
-        while len(self.created) < self.limit:
+    async def produce(self, count: int, pause: Callable[[], float]) -> None:
+        """Create `count` notifications, `pause()` seconds apart (the pace varies; nothing depends on it)."""
+        for _ in range(count):
             self.notify_one()
-            await asyncio.sleep(self.interval)
+            await asyncio.sleep(pause())
 
 
 @dataclass(frozen=True)
@@ -235,14 +237,18 @@ def _body(event: Any) -> str:
 async def wait_for_markers(
     human: Human, room_id: str, sender: str, expected: Iterable[str], timeout: float
 ) -> RoomReading:
-    """Read the room until every expected marker is there (or the time is up); returns the last reading."""
+    """Read the room until every expected marker is there (or the time is up); returns the last reading,
+    which the caller checks (a timeout shows up as lost markers)."""
     wanted = set(expected)
-    deadline = time.monotonic() + timeout
-    while True:
-        reading = await read_room(human, room_id, sender)
-        if wanted <= set(reading.marker_counts()) or time.monotonic() > deadline:
-            return reading
-        await asyncio.sleep(0.5)
+    last: list[RoomReading] = []
+
+    async def complete() -> bool:
+        last[:] = [await read_room(human, room_id, sender)]
+        return wanted <= set(last[0].marker_counts())
+
+    with contextlib.suppress(WaitTimeout):
+        await wait_until(complete, timeout=timeout, interval=0.5, what="every marker in the room")
+    return last[0]
 
 
 def exactly_once_problems(reading: RoomReading, expected: Iterable[str]) -> list[str]:

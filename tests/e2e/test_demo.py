@@ -29,7 +29,7 @@ def test_demo_plays_the_whole_conversation_without_printing_secrets(tmp_path: Pa
         env=env,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=480,  # bounds a hang, below pytest-timeout's 600 s
         check=False,
     )
     out = result.stdout

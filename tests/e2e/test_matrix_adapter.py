@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import secrets
 import shutil
-import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
@@ -34,6 +33,7 @@ from bot.matrix.types import (
 )
 from tests.e2e.conftest import MakeHuman
 from tests.e2e.synapse import Synapse
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -102,19 +102,16 @@ class Recorder:
         await self._queue.put(event)
 
     async def next(
-        self, kind: type[E], where: Callable[[E], bool] = lambda e: True, timeout: float = 20.0
+        self, kind: type[E], where: Callable[[E], bool] = lambda e: True, timeout: float = 60.0
     ) -> E:
-        deadline = time.monotonic() + timeout
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise AssertionError(f"no {kind.__name__} within {timeout} s; seen: {self.seen}")
-            try:
-                event = await asyncio.wait_for(self._queue.get(), remaining)
-            except TimeoutError:
-                continue
-            if isinstance(event, kind) and where(event):
-                return event
+        try:
+            async with asyncio.timeout(timeout):
+                while True:
+                    event = await self._queue.get()
+                    if isinstance(event, kind) and where(event):
+                        return event
+        except TimeoutError:
+            raise AssertionError(f"no {kind.__name__} within {timeout} s; seen: {self.seen}") from None
 
     def messages(self) -> list[str]:
         return [e.body for e in self.seen if isinstance(e, IncomingMessage)]
@@ -124,20 +121,13 @@ class Recorder:
 async def running(adapter: MatrixAdapter, handler: Recorder) -> AsyncIterator[None]:
     task = asyncio.create_task(adapter.run(handler))
     try:
-        await until(lambda: adapter.sync_token is not None or task.done())
+        await wait_until(lambda: adapter.sync_token is not None or task.done(), what="the first sync")
         if task.done():
             task.result()
         yield
     finally:
         await adapter.stop()
         await task
-
-
-async def until(condition: Callable[[], bool], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.05)
 
 
 async def test_first_start_ignores_history_restart_restores_session_and_catches_up(
@@ -211,7 +201,9 @@ async def test_send_notice_in_encrypted_dm_before_join_and_in_plain_dm(
         assert isinstance(msg, nio.RoomMessageNotice), msg
         assert msg.decrypted
         assert (msg.body, msg.formatted_body, msg.event_id) == ("hello bob", "<b>hello</b> bob", first)
-        assert await bob.no_more_messages(dm, bot.user_id)
+        await adapter.send_notice(dm, "after hello", "after hello")  # a later, distinct message...
+        later = await bob.wait_message(dm, bot.user_id)
+        assert later.body == "after hello"  # ...is the next one bob sees: no second hello before it
 
         plain = RoomId(await bob.create_dm(bot.user_id, encrypted=False))
         invite = await rec.next(Invite, lambda i: i.room_id == plain)
@@ -394,7 +386,7 @@ async def test_token_rejected_while_running_logs_in_again_without_redelivery(
             bot.sessions.session.access_token, "POST", "/_matrix/client/v3/logout", {}
         )
         assert resp.status_code == 200
-        await until(lambda: adapter.logins == 2)
+        await wait_until(lambda: adapter.logins == 2, what="a second login")
         assert adapter.device_id != old_device
         await ivan.send_text(room, "after")
         await rec.next(IncomingMessage, lambda m: m.body == "after")

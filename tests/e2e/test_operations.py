@@ -18,6 +18,7 @@ from tests.e2e.bot_harness import bot_config, connect_account, new_bot_account, 
 from tests.e2e.conftest import MakeHuman
 from tests.e2e.synapse import Synapse
 from tests.fakes.gotosocial import FakeGoToSocial
+from tests.waiting import wait_for_value
 
 pytestmark = pytest.mark.e2e
 
@@ -59,11 +60,12 @@ async def test_metrics_and_health_follow_a_real_run(
             async with httpx.AsyncClient() as http:
                 health = await http.get(base + "/healthz")
                 # The counter moves when the cursor is committed, just after the message was accepted.
-                for _ in range(100):
-                    metrics = _samples((await http.get(base + "/metrics")).text)
-                    if metrics["gtsbot_notifications_relayed_total{type=favourite}"] >= 1:
-                        break
-                    await asyncio.sleep(0.05)
+                async def relayed() -> dict[str, float] | None:
+                    samples = _samples((await http.get(base + "/metrics")).text)
+                    moved = samples["gtsbot_notifications_relayed_total{type=favourite}"] >= 1
+                    return samples if moved else None
+
+                metrics = await wait_for_value(relayed, interval=0.05, what="the relayed counter to move")
         finally:
             await bot.matrix.stop()
             with contextlib.suppress(asyncio.CancelledError):
@@ -106,7 +108,7 @@ async def test_sigterm_stops_the_bot_cleanly(synapse: Synapse, tmp_path: Path) -
         assert line, output.decode(errors="replace")
         output += line
     proc.send_signal(signal.SIGTERM)
-    rest, _ = await asyncio.wait_for(proc.communicate(), 30)
+    rest, _ = await asyncio.wait_for(proc.communicate(), 60)
     output += rest
     assert proc.returncode == 0, output.decode(errors="replace")
     assert b"gts-bot stopped" in output

@@ -37,14 +37,14 @@ from tests.e2e.reliability_support import (
 )
 from tests.e2e.synapse import Synapse, SynapseProcess
 from tests.fakes.gotosocial import FakeGoToSocial
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
 
 EMAIL, PASSWORD = "alice@example.org", "Long-Strong-Passw0rd!"
 
 KILL_ROUNDS = 5
-MAX_NOTIFICATIONS = 100
-HANG_GUARD = 150.0  # a hang fails the test with a message instead of blocking the run
+HANG_GUARD = 480.0  # a hang fails the test with a message and cleans up (before pytest-timeout's 600 s)
 
 
 @pytest.fixture
@@ -72,6 +72,11 @@ def _outbox_rows(data_dir: Path) -> int:
 async def test_sigkill_at_random_moments_relays_every_notification_exactly_once(
     synapse: Synapse, make_human: MakeHuman, gts: FakeGoToSocial, tmp_path: Path
 ) -> None:
+    """Each round: notifications are created while the bot runs; once the bot is sending (through a slow
+    link, so a kill can land before a send, during it, or after the homeserver stored the event but before
+    the bot learnt so) it is SIGKILLed at a random moment; more notifications are created while it is
+    dead; it restarts. The moments are counted in events (sends seen), not in seconds, so a slow machine
+    changes only how long the test takes."""
     rng = random.Random(_seed())
     link_rng = random.Random(rng.random())
     link = SlowLink(synapse.base_url, lambda: link_rng.uniform(0.0, 0.3))
@@ -81,8 +86,7 @@ async def test_sigkill_at_random_moments_relays_every_notification_exactly_once(
     env = bot_env(link.base_url, bot_user, bot_password, data_dir)
     log_path = tmp_path / "bot.log"
     alice = await make_human("alice")
-    source = MentionSource(gts, "alice", interval=0.25, limit=MAX_NOTIFICATIONS)
-    kill_pids: list[int] = []
+    source = MentionSource(gts, "alice", interval=0.25)  # (its pace here: `produce`)
 
     bot = await BotProcess.start(env, tmp_path, log_path)
     try:
@@ -92,26 +96,34 @@ async def test_sigkill_at_random_moments_relays_every_notification_exactly_once(
             reply, _ = await connect_account(alice, room, bot_user, gts, EMAIL, PASSWORD)
             assert f"Connected as @alice@{gts.host}" in reply
 
-            producer = asyncio.create_task(source.run(), name="mentions")
             for round_no in range(KILL_ROUNDS):
-                alive = rng.uniform(0.3, 3.0)
-                dead = rng.uniform(0.3, 1.5)
-                await asyncio.sleep(alive)
+                seen = link.send_requests
+                producing = asyncio.create_task(
+                    source.produce(rng.randint(3, 8), lambda: rng.uniform(0.0, 0.3)), name="mentions"
+                )
+                await wait_until(
+                    lambda seen=seen: link.send_requests > seen,
+                    what=f"round {round_no}: the bot sending again",
+                )
+                await asyncio.sleep(rng.uniform(0.0, 0.6))  # where in the send (or the next) it dies
                 await bot.kill()
-                kill_pids.append(bot.pid)
-                print(f"round {round_no}: killed pid {bot.pid} after {alive:.2f} s up, "
-                      f"{len(source.created)} notifications so far; restarting in {dead:.2f} s")
-                await asyncio.sleep(dead)  # notifications keep coming while the bot is dead
-                producer_done = producer.done()
+                await producing  # what was still to come is created while the bot is dead
+                for _ in range(rng.randint(1, 3)):
+                    source.notify_one()
+                print(
+                    f"round {round_no}: killed pid {bot.pid}; {len(source.created)} notifications so far, "
+                    f"{link.sends} sends answered"
+                )
                 bot = await BotProcess.start(env, tmp_path, log_path)
                 await bot.wait_running()
-            producer.cancel()  # the last restart drains everything
-            await asyncio.gather(producer, return_exceptions=True)
+            # The last run drains everything. A final marker, created after all the others, arrives after
+            # anything still queued (delivery keeps order, outbox rows first), so once it is there a late
+            # duplicate cannot come any more.
+            await wait_for_markers(alice, room, bot_user, source.created, timeout=120.0)
+            source.notify_one()
             expected = list(source.created)
-            print(f"{len(expected)} notifications over {len(kill_pids)} SIGKILLed runs; draining")
-            await wait_for_markers(alice, room, bot_user, expected, timeout=60.0)
-            await asyncio.sleep(3.0)  # anything still in flight (a late duplicate) lands meanwhile
-            reading = await wait_for_markers(alice, room, bot_user, expected, timeout=0.0)
+            print(f"{len(expected)} notifications over {KILL_ROUNDS} SIGKILLed runs")
+            reading = await wait_for_markers(alice, room, bot_user, expected, timeout=120.0)
             assert await bot.terminate() == 0, bot.tail()
     finally:
         await bot.kill()
@@ -119,10 +131,7 @@ async def test_sigkill_at_random_moments_relays_every_notification_exactly_once(
 
     problems = exactly_once_problems(reading, expected)
     assert not problems, f"{'; '.join(problems)}\n--- last bot run ---\n{bot.tail(60)}"
-    assert len(kill_pids) == KILL_ROUNDS
-    assert not producer_done  # notifications were still being created at the last kill
-    assert len(expected) >= 10  # notifications really flowed across the kills
-    assert link.sends >= 5  # and the bot sent through the slow link
+    assert link.sends > 0  # the bot's sends really went through the slow link
     assert _outbox_rows(data_dir) == 0  # nothing left waiting to be sent
 
 
@@ -144,7 +153,7 @@ async def test_instance_down_for_a_while_loses_nothing(
     bot_user, bot_password = await new_bot_account(synapse)
     config = bot_config(synapse, bot_user, bot_password, tmp_path / "data")
     alice = await make_human("alice")
-    source = MentionSource(gts, "alice", interval=0.5, limit=MAX_NOTIFICATIONS)
+    source = MentionSource(gts, "alice", interval=0.5)
     async with asyncio.timeout(HANG_GUARD), run_bot(config) as running:
         room = await open_dm(alice, bot_user)
         reply, _ = await connect_account(alice, room, bot_user, gts, EMAIL, PASSWORD)
@@ -159,6 +168,10 @@ async def test_instance_down_for_a_while_loses_nothing(
         for _ in range(round(seconds / source.interval)):  # a notification every half second
             source.notify_one()
             await asyncio.sleep(source.interval)
+        if seconds > 10:  # the long outage lasts until the catch-up has failed again and again
+            await wait_until(
+                lambda: running.log.getvalue().count("; retrying in ") >= 3, what="three failed catch-ups"
+            )
         assert gts.open_streams("alice") == 0  # the outage was real: no stream came back meanwhile
         gts.faults.down = False
         source.notify_one()
@@ -173,8 +186,6 @@ async def test_instance_down_for_a_while_loses_nothing(
     assert not problems, "; ".join(problems)
     logs = running.log.getvalue()
     assert "stream ended" in logs  # the relay did see the outage
-    if seconds > 10:
-        assert logs.count("; retrying in ") >= 3  # catch-up failed again and again, then came through
 
 
 @pytest.mark.parametrize("outage", ["restart", "freeze"])
@@ -188,7 +199,7 @@ async def test_homeserver_down_for_a_while_loses_nothing(
     workdir.mkdir()
     process = SynapseProcess(workdir)
     homeserver = await asyncio.to_thread(process.start)
-    source = MentionSource(gts, "alice", interval=0.5, limit=MAX_NOTIFICATIONS)
+    source = MentionSource(gts, "alice", interval=0.5)
     try:
         bot_user, bot_password = await new_bot_account(homeserver)
         config = bot_config(homeserver, bot_user, bot_password, tmp_path / "data")

@@ -1,12 +1,11 @@
-"""Shared pieces of the relay tests: a recording Matrix sender that dedups by transaction id like Synapse,
-fast relay settings, and a harness that wires the RelayManager to a FakeGoToSocial and a real database."""
+"""Shared pieces of the relay tests: fast relay settings, and a harness that wires the RelayManager to a
+FakeGoToSocial, a real database and the recording Matrix fake (tests/fakes/matrix.py)."""
 
 from __future__ import annotations
 
 import asyncio
 import random
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 
@@ -25,6 +24,7 @@ from bot.store.outbox import OutboxRecord, OutboxRepository
 from bot.store.records import AccountId, AccountRecord
 from bot.store.repositories import Repositories
 from tests.fakes.gotosocial import FakeGoToSocial
+from tests.fakes.matrix import RecordingMatrix
 from tests.integration.fedi_support import fedi_client, settings
 
 FAST = RelayTuning(
@@ -42,57 +42,6 @@ FAST = RelayTuning(
 FAST_POLL = RelayConfig(streaming=True, poll_interval=0.1, poll_jitter=0.2)
 
 
-class SendFailed(Exception):
-    pass
-
-
-@dataclass
-class Sent:
-    room_id: str
-    body: str
-    html: str
-    txn_id: str | None
-
-
-@dataclass
-class RecordingSender:
-    """A fake homeserver seam. `events` is what the room shows (a txn id seen before is dropped, as Synapse
-    does); `attempts` every call. `fail` makes sends raise; `refuse(room, body)` returns the homeserver's
-    error for a send (e.g. MatrixForbidden for a room the bot was kicked from) or None; `gate` holds sends
-    until set; `hang_after_record` records the event and then never returns (the process "dies" before it
-    learns the send worked)."""
-
-    events: list[Sent] = field(default_factory=list)
-    attempts: list[Sent] = field(default_factory=list)
-    fail: bool = False
-    rate_limited: bool = False
-    gate: asyncio.Event | None = None
-    hang_after_record: bool = False
-    refuse: Callable[[str, str], Exception | None] | None = None
-    _seen: set[str] = field(default_factory=set)
-
-    async def send_notice(self, room_id: str, body: str, html: str, *, txn_id: str | None = None) -> str:
-        sent = Sent(room_id, body, html, txn_id)
-        self.attempts.append(sent)
-        if self.gate is not None:
-            await self.gate.wait()
-        if self.fail:
-            raise SendFailed("homeserver unavailable")
-        refused = None if self.refuse is None else self.refuse(room_id, body)
-        if refused is not None:
-            raise refused
-        if txn_id is None or txn_id not in self._seen:
-            self.events.append(sent)
-            if txn_id is not None:
-                self._seen.add(txn_id)
-        if self.hang_after_record:
-            await asyncio.Event().wait()
-        return f"$event{len(self.events)}"
-
-    def bodies(self) -> list[str]:
-        return [e.body for e in self.events]
-
-
 @dataclass
 class Notified:
     calls: list[tuple[str, str, str]] = field(default_factory=list)
@@ -101,22 +50,19 @@ class Notified:
         self.calls.append((user, plain, html))
 
 
-async def wait_until(predicate: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)
+@dataclass
+class Naps:
+    """The relay's injected sleep: it really sleeps, and records each delay, so a test can wait until the
+    relay has reached a pause (or has looked again N times) instead of sleeping a guessed time itself."""
 
+    delays: list[float] = field(default_factory=list)
 
-async def wait_for_async(
-    predicate: Callable[[], Awaitable[bool]], timeout: float = 10.0, what: str = "condition"
-) -> None:
-    deadline = time.monotonic() + timeout
-    while not await predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
+    async def __call__(self, delay: float) -> None:
+        self.delays.append(delay)
+        await asyncio.sleep(delay)
+
+    def count(self, delay: float) -> int:
+        return self.delays.count(delay)
 
 
 @dataclass
@@ -125,8 +71,9 @@ class Harness:
     keyring: KeyRing
     client: FediverseClient
     connector: StreamConnector
-    sender: RecordingSender
+    sender: RecordingMatrix
     notified: Notified
+    naps: Naps = field(default_factory=Naps)
     managers: list[RelayManager] = field(default_factory=list)
 
     def manager(
@@ -134,7 +81,7 @@ class Harness:
         *,
         config: RelayConfig = FAST_POLL,
         tuning: RelayTuning = FAST,
-        sender: RecordingSender | None = None,
+        sender: RecordingMatrix | None = None,
         metrics: Metrics | None = None,
         room_check: RoomCheck | None = None,
     ) -> RelayManager:
@@ -150,6 +97,7 @@ class Harness:
             notify_user=self.notified,
             metrics=metrics,
             tuning=tuning,
+            sleep=self.naps,
             rng=random.Random(7),
             room_check=room_check,
         )
@@ -219,7 +167,7 @@ async def harness(sessions: async_sessionmaker[AsyncSession], keyring: KeyRing) 
     async with AsyncExitStack() as stack:
         client = await stack.enter_async_context(fedi_client())
         connector = build_stream_connector(settings(), ping_interval=5.0, ping_timeout=5.0)
-        h = Harness(sessions, keyring, client, connector, RecordingSender(), Notified())
+        h = Harness(sessions, keyring, client, connector, RecordingMatrix(), Notified())
         try:
             yield h
         finally:

@@ -21,7 +21,6 @@ from tests.integration.relay_support import (
     Notified,
     RecordingSender,
     cursor_is,
-    wait_for_async,
     wait_until,
 )
 
@@ -69,10 +68,10 @@ async def test_a_hostile_instance_cannot_stall_the_bot_or_hide_good_notification
         last_bob = good.notify("bob", "mention", "dave", status_text="bob last")
 
         # The other user's notifications keep arriving while alice's instance does all that.
-        await wait_for_async(
+        await wait_until(
             lambda: cursor_is(h, bob.id, last_bob["id"]), timeout=LONG, what="bob's notifications"
         )
-        await wait_for_async(
+        await wait_until(
             lambda: cursor_is(h, alice.id, alice_good[-1]["id"]),
             timeout=LONG,
             what="alice's well-formed notifications",

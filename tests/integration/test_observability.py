@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -136,6 +137,18 @@ def test_two_metrics_instances_share_nothing() -> None:
 # --- Health checks -----------------------------------------------------------------------------------
 
 
+@pytest.fixture(autouse=True)
+async def aiosqlite_threads_end() -> AsyncIterator[None]:
+    """After a failed connect aiosqlite stops its worker thread without waiting for it; on a busy machine
+    that thread can outlive the test's event loop and fail a later test ("Event loop is closed"). Torn
+    down last (after the engines are disposed), this waits for the test's worker threads to end."""
+    before = set(threading.enumerate())
+    yield
+    for thread in set(threading.enumerate()) - before:
+        if thread.name.endswith("(_connection_worker_thread)"):
+            await asyncio.to_thread(thread.join, 60)
+
+
 @pytest.fixture
 async def sqlite_engine(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
     engine = create_async_engine(f"sqlite+aiosqlite:///{tmp_path / 'bot.sqlite3'}")
@@ -170,10 +183,10 @@ async def test_sync_freshness_check() -> None:
 async def test_database_check_against_real_sqlite(
     sqlite_engine: AsyncEngine, broken_sqlite_engine: AsyncEngine
 ) -> None:
-    assert await DatabaseCheck(sqlalchemy_ping(sqlite_engine), timeout=5)() == CheckResult(
+    assert await DatabaseCheck(sqlalchemy_ping(sqlite_engine), timeout=60)() == CheckResult(
         True, "database: reachable"
     )
-    assert await DatabaseCheck(sqlalchemy_ping(broken_sqlite_engine), timeout=5)() == CheckResult(
+    assert await DatabaseCheck(sqlalchemy_ping(broken_sqlite_engine), timeout=60)() == CheckResult(
         False, "database: ping failed (OperationalError)"
     )
 
@@ -204,7 +217,7 @@ async def test_database_check_never_echoes_the_exception_text() -> None:
     async def ping() -> None:
         raise ConnectionError("could not connect to postgresql://bot:hunter2@db/bot")
 
-    result = await DatabaseCheck(ping, timeout=1)()
+    result = await DatabaseCheck(ping, timeout=60)()
     assert result == CheckResult(False, "database: ping failed (ConnectionError)")
 
 
@@ -238,7 +251,7 @@ async def healthy(sqlite_engine: AsyncEngine) -> AsyncIterator[Harness]:
     clock = ManualClock()
     sync = SyncFreshnessCheck(clock, max_age=90)
     sync.mark_synced()
-    h = await start_harness([sync, DatabaseCheck(sqlalchemy_ping(sqlite_engine), timeout=5)], clock, sync)
+    h = await start_harness([sync, DatabaseCheck(sqlalchemy_ping(sqlite_engine), timeout=60)], clock, sync)
     yield h
     await stop_harness(h)
 
@@ -270,7 +283,7 @@ async def test_healthz_503_names_every_failing_check(broken_sqlite_engine: Async
     clock = ManualClock()
     sync = SyncFreshnessCheck(clock, max_age=90)  # never synced
     h = await start_harness(
-        [sync, DatabaseCheck(sqlalchemy_ping(broken_sqlite_engine), timeout=5)], clock, sync
+        [sync, DatabaseCheck(sqlalchemy_ping(broken_sqlite_engine), timeout=60)], clock, sync
     )
     try:
         response = await h.client.get("/healthz")

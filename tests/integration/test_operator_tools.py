@@ -37,8 +37,9 @@ from tests.integration.operator_support import (
     seed_every_table,
     table_rows,
 )
-from tests.integration.relay_support import harness, wait_until
+from tests.integration.relay_support import harness
 from tests.pg import PostgresServer
+from tests.waiting import wait_until
 
 DB_PASSWORD = "db-pw-never-printed-0815"
 

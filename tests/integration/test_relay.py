@@ -8,7 +8,8 @@ from bot.store.models import AccountState
 from bot.store.records import AccountId
 from bot.store.repositories import Repositories
 from tests.fakes.gotosocial import FakeGoToSocial
-from tests.integration.relay_support import Harness, cursor_is, wait_for_async, wait_until
+from tests.integration.relay_support import Harness, cursor_is
+from tests.waiting import wait_until
 
 
 async def test_a_live_notification_arrives_over_the_stream_and_commits_the_cursor(
@@ -29,7 +30,7 @@ async def test_a_live_notification_arrives_over_the_stream_and_commits_the_curso
     assert "hello over the stream" in event.body
     assert event.room_id == "!dm:example.org"
     assert event.txn_id == txn_id_for([(account.id, n["id"])])
-    await wait_for_async(lambda: cursor_is(h, account.id, n["id"]), what="cursor commit")
+    await wait_until(lambda: cursor_is(h, account.id, n["id"]), what="cursor commit")
     assert await h.outbox() == []
 
 
@@ -40,7 +41,7 @@ async def test_first_start_begins_at_the_newest_notification_without_a_backlog(
     backlog = [gts.notify("alice", "mention", "bob", status_text=f"old {i}") for i in range(5)]
     account = await h.add_account(gts, "alice")  # cursor NULL: never relayed before
     await h.manager().start()
-    await wait_for_async(lambda: cursor_is(h, account.id, backlog[-1]["id"]), what="cursor at newest")
+    await wait_until(lambda: cursor_is(h, account.id, backlog[-1]["id"]), what="cursor at newest")
     await wait_until(lambda: gts.open_streams("alice") == 1)
     gts.notify("alice", "mention", "bob", status_text="new one")
     await wait_until(lambda: len(h.sender.events) >= 1)
@@ -54,11 +55,11 @@ async def test_first_start_on_an_account_without_notifications_relays_the_first_
 ) -> None:
     account = await h.add_account(gts, "alice")
     await h.manager().start()
-    await wait_for_async(lambda: cursor_is(h, account.id, "0"), what="start cursor")
+    await wait_until(lambda: cursor_is(h, account.id, "0"), what="start cursor")
     await wait_until(lambda: gts.open_streams("alice") == 1)
     n = gts.notify("alice", "follow", "bob")
     await wait_until(lambda: len(h.sender.events) == 1)
-    await wait_for_async(lambda: cursor_is(h, account.id, n["id"]))
+    await wait_until(lambda: cursor_is(h, account.id, n["id"]))
 
 
 async def test_catch_up_after_the_stream_drops_delivers_the_missed_ones_exactly_once(
@@ -77,7 +78,7 @@ async def test_catch_up_after_the_stream_drops_delivers_the_missed_ones_exactly_
     await wait_until(lambda: gts.open_streams("alice") == 0)
     missed = [gts.notify("alice", "mention", "bob", status_text=f"missed {i}") for i in range(3)]
     gts.faults.streaming_enabled = True
-    await wait_for_async(lambda: cursor_is(h, account.id, missed[-1]["id"]), what="catch-up commit")
+    await wait_until(lambda: cursor_is(h, account.id, missed[-1]["id"]), what="catch-up commit")
     text = "\n".join(h.sender.bodies())
     for i in range(3):
         assert text.count(f"missed {i}") == 1
@@ -103,7 +104,7 @@ async def test_a_failed_send_keeps_the_cursor_and_the_notification_arrives_after
     await wait_until(lambda: len(h.sender.events) == 1)
     assert "survives the outage" in h.sender.events[0].body
     assert {a.txn_id for a in h.sender.attempts} == {h.sender.events[0].txn_id}  # same txn id each time
-    await wait_for_async(lambda: cursor_is(h, account.id, n["id"]))
+    await wait_until(lambda: cursor_is(h, account.id, n["id"]))
     assert await h.outbox() == []
 
 
@@ -125,7 +126,7 @@ async def test_a_crash_between_send_and_commit_resends_with_the_same_txn_id(
 
     h.sender.hang_after_record = False
     await h.manager().start()
-    await wait_for_async(lambda: cursor_is(h, account.id, n["id"]), what="commit after restart")
+    await wait_until(lambda: cursor_is(h, account.id, n["id"]), what="commit after restart")
     assert await h.outbox() == []
     assert [a.txn_id for a in h.sender.attempts] == [txn_id_for([(account.id, n["id"])])] * 2
     assert len(h.sender.events) == 1  # the homeserver dropped the repeat; the user saw it once
@@ -146,7 +147,7 @@ async def test_a_rejected_token_marks_the_account_broken_tells_the_user_once_and
     await wait_until(lambda: gts.open_streams("alice") == 1)
     gts.revoke_all("alice")
     gts.drop_streams()  # the reconnect meets the 401
-    await wait_for_async(lambda: _state_is(h, account.id, AccountState.BROKEN), what="broken")
+    await wait_until(lambda: _state_is(h, account.id, AccountState.BROKEN), what="broken")
     await wait_until(lambda: len(h.notified.calls) == 1)
     user, plain, html = h.notified.calls[0]
     assert user == account.matrix_user_id
@@ -163,7 +164,7 @@ async def test_a_rejected_token_marks_the_account_broken_tells_the_user_once_and
     await manager.restart_account(account.id)
     await wait_until(lambda: len(h.sender.events) == 1, what="resumed delivery")
     assert "while broken" in h.sender.events[0].body
-    await wait_for_async(lambda: cursor_is(h, account.id, missed["id"]))
+    await wait_until(lambda: cursor_is(h, account.id, missed["id"]))
     assert len(h.notified.calls) == 1
 
 
@@ -179,7 +180,7 @@ async def test_remove_account_closes_the_stream_before_returning(gts: FakeGoToSo
     await manager.remove_account(account.id)
     assert manager.live_streams == 0
     assert manager.account_mode(account.id) is None
-    await wait_until(lambda: gts.open_streams("alice") == 0, timeout=2.0, what="server saw the close")
+    await wait_until(lambda: gts.open_streams("alice") == 0, what="server saw the close")
     gts.notify("alice", "mention", "bob")
     await manager.restart_account(AccountId(account.id + 1000))  # unknown ids are ignored
     assert h.sender.attempts == []
@@ -199,7 +200,7 @@ async def test_no_dm_room_keeps_the_cursor_until_one_is_recorded(gts: FakeGoToSo
         await Repositories(s, h.keyring).dm_rooms.set(account.matrix_user_id, "!late:example.org")
     await wait_until(lambda: len(h.sender.events) == 1)
     assert h.sender.events[0].room_id == "!late:example.org"
-    await wait_for_async(lambda: cursor_is(h, account.id, n["id"]))
+    await wait_until(lambda: cursor_is(h, account.id, n["id"]))
 
 
 async def test_stop_closes_every_stream(gts: FakeGoToSocial, h: Harness) -> None:
@@ -210,7 +211,7 @@ async def test_stop_closes_every_stream(gts: FakeGoToSocial, h: Harness) -> None
     await wait_until(lambda: gts.open_streams() == 2)
     await manager.stop()
     assert manager.live_streams == 0
-    await wait_until(lambda: gts.open_streams() == 0, timeout=2.0)
+    await wait_until(lambda: gts.open_streams() == 0)
 
 
 async def test_a_notification_seen_by_both_the_stream_and_the_catch_up_is_delivered_once(
@@ -224,8 +225,8 @@ async def test_a_notification_seen_by_both_the_stream_and_the_catch_up_is_delive
     await manager.start()
     await wait_until(lambda: gts.open_streams("alice") == 1)
     n = gts.notify("alice", "mention", "bob", status_text="seen twice, sent once")
-    await wait_for_async(lambda: cursor_is(h, account.id, n["id"]), what="delivery")
+    await wait_until(lambda: cursor_is(h, account.id, n["id"]), what="delivery")
     gts.faults.delay = 0.0
     later = gts.notify("alice", "follow", "carol")
-    await wait_for_async(lambda: cursor_is(h, account.id, later["id"]))
+    await wait_until(lambda: cursor_is(h, account.id, later["id"]))
     assert "\n".join(h.sender.bodies()).count("seen twice, sent once") == 1

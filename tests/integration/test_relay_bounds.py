@@ -11,10 +11,10 @@ from bot.config import RelayConfig
 from bot.relay.tuning import RelayTuning
 from bot.store.outbox import OutboxRepository
 from tests.fakes.gotosocial import FakeGoToSocial
-from tests.integration.relay_support import FAST, Harness, cursor_is, wait_for_async, wait_until
+from tests.integration.relay_support import FAST, Harness, cursor_is
+from tests.waiting import wait_until
 
 NOTIFICATIONS = "/api/v1/notifications"
-SETTLE = 0.5  # how long a relay gets to (wrongly) keep reading before a bound is checked
 
 
 def assert_each_once_in_order(h: Harness, count: int) -> None:
@@ -41,13 +41,14 @@ async def test_a_catch_up_backlog_waits_for_delivery_instead_of_filling_memory(
     manager = h.manager(tuning=tight(page_limit=2, catch_up_pages=100))
     await manager.start()
     await wait_until(lambda: len(h.sender.attempts) == 1, what="first send")
-    await asyncio.sleep(SETTLE)
+    # The send never returns, so once the relay waits for room in the queue nothing can move any more.
+    await wait_until(lambda: manager.relays_held_back == 1, what="the relay held back by the full queue")
     # At most max_pending + one page waiting, plus the batch being sent; not the whole backlog.
     assert manager.queued_notifications <= 4 + 2 + 6
     assert gts.requests_to(NOTIFICATIONS) <= 6
 
     h.sender.gate.set()
-    await wait_for_async(lambda: cursor_is(h, account.id, flood[-1]["id"]), what="all delivered")
+    await wait_until(lambda: cursor_is(h, account.id, flood[-1]["id"]), what="all delivered")
     assert_each_once_in_order(h, 30)
     assert await h.outbox() == []
 
@@ -62,14 +63,20 @@ async def test_a_burst_on_the_stream_is_not_read_while_delivery_is_blocked(
     manager = h.manager(tuning=tight(stream_buffer=3))
     await manager.start()
     await wait_until(lambda: gts.open_streams("alice") == 1)
-    flood = [gts.notify("alice", "mention", "bob", status_text=f"flood {i}") for i in range(40)]
+    # The first notification is the send the homeserver holds; once it is being sent the catch-up is
+    # over, so the flood can only come in over the stream.
+    gts.notify("alice", "mention", "bob", status_text="flood 0")
     await wait_until(lambda: len(h.sender.attempts) == 1, what="first send")
-    await asyncio.sleep(SETTLE)
-    # pending <= max_pending, buffered <= stream_buffer, plus what the blocked send carries
-    assert manager.queued_notifications <= 4 + 3 + 5
+    flood = [gts.notify("alice", "mention", "bob", status_text=f"flood {i}") for i in range(1, 40)]
+    # Everything stops: the relay waits for room in the queue (max_pending = 4 handed over), the stream
+    # pump for room in the full buffer (3), and the held send carries the first notification.
+    await wait_until(
+        lambda: manager.relays_held_back == 1 and manager.queued_notifications == 4 + 3 + 1,
+        what="the relay and its stream held back",
+    )
 
     h.sender.gate.set()
-    await wait_for_async(lambda: cursor_is(h, account.id, flood[-1]["id"]), what="all delivered")
+    await wait_until(lambda: cursor_is(h, account.id, flood[-1]["id"]), what="all delivered")
     assert_each_once_in_order(h, 40)
     assert await h.outbox() == []
 
@@ -82,8 +89,8 @@ async def test_catch_up_stops_after_its_page_budget_and_pauses(gts: FakeGoToSoci
     tuning = dataclasses.replace(FAST, page_limit=2, catch_up_pages=3, catch_up_pause=60.0)
     manager = h.manager(config=RelayConfig(streaming=False, poll_interval=0.05), tuning=tuning)
     await manager.start()
-    await wait_for_async(lambda: cursor_is(h, account.id, flood[5]["id"]), what="first round delivered")
-    await asyncio.sleep(SETTLE)
+    await wait_until(lambda: cursor_is(h, account.id, flood[5]["id"]), what="first round delivered")
+    await wait_until(lambda: h.naps.count(60.0) == 1, what="the pause after the page budget")
     assert gts.requests_to(NOTIFICATIONS) == 3  # an instance with endless pages gets no more than this
     assert (await h.account(account.id)).cursor == flood[5]["id"]
     assert_each_once_in_order(h, 6)
@@ -99,11 +106,11 @@ async def test_a_long_backlog_continues_after_each_pause_until_it_is_all_deliver
     account = await h.add_account(gts, "alice", cursor=start["id"])
     manager = h.manager(tuning=dataclasses.replace(FAST, page_limit=2, catch_up_pages=2, catch_up_pause=0.05))
     await manager.start()
-    await wait_for_async(lambda: cursor_is(h, account.id, flood[-1]["id"]), what="all delivered")
+    await wait_until(lambda: cursor_is(h, account.id, flood[-1]["id"]), what="all delivered")
     assert_each_once_in_order(h, 15)
     await wait_until(lambda: gts.open_streams("alice") == 1, what="streaming after the catch-up")
     live = gts.notify("alice", "mention", "carol", status_text="live after")
-    await wait_for_async(lambda: cursor_is(h, account.id, live["id"]))
+    await wait_until(lambda: cursor_is(h, account.id, live["id"]))
 
 
 async def test_a_stale_outbox_row_never_moves_the_cursor_back(gts: FakeGoToSocial, h: Harness) -> None:
@@ -121,11 +128,11 @@ async def test_a_stale_outbox_row_never_moves_the_cursor_back(gts: FakeGoToSocia
             cursors={account.id: old["id"]},
         )
     await h.manager().start()
-    await wait_for_async(lambda: _outbox_empty(h), what="stale row sent")
+    await wait_until(lambda: _outbox_empty(h), what="stale row sent")
     assert (await h.account(account.id)).cursor == newest["id"]
     await wait_until(lambda: gts.open_streams("alice") == 1)
     later = gts.notify("alice", "mention", "bob", status_text="after the stale row")
-    await wait_for_async(lambda: cursor_is(h, account.id, later["id"]))
+    await wait_until(lambda: cursor_is(h, account.id, later["id"]))
     assert h.sender.bodies()[0] == "stale"
     assert "after the stale row" in h.sender.bodies()[-1]
 

@@ -12,7 +12,7 @@ from aiohttp import web
 from bot.fediverse.streaming import build_stream_connector
 from tests.fakes.gotosocial import FakeGoToSocial
 from tests.integration.fedi_support import loopback, serve, settings
-from tests.integration.relay_support import FAST, Harness, cursor_is, wait_for_async, wait_until
+from tests.integration.relay_support import FAST, Harness, cursor_is, wait_until
 
 BUDGET = 64 * 1024
 BIG = 12_000  # characters of status text (content and text): each notification holds ~25 KiB parsed
@@ -47,7 +47,7 @@ async def test_big_notifications_stop_being_read_when_the_byte_budgets_are_used(
     assert queued <= 10, queued
 
     h.sender.gate.set()
-    await wait_for_async(lambda: cursor_is(h, account.id, flood[-1]["id"]), what="all delivered")
+    await wait_until(lambda: cursor_is(h, account.id, flood[-1]["id"]), what="all delivered")
     seen = [int(n) for n in re.findall(r"flood (\d+)\b", "\n".join(h.sender.bodies()))]
     assert seen == list(range(30))
     assert manager.queued_bytes == 0

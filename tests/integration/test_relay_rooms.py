@@ -19,7 +19,8 @@ from bot.relay.delivery import txn_id_for
 from bot.store.models import AccountState
 from bot.store.outbox import OutboxRepository
 from tests.fakes.gotosocial import FakeGoToSocial
-from tests.integration.relay_support import FAST, Harness, cursor_is, wait_for_async, wait_until
+from tests.integration.relay_support import FAST, Harness, cursor_is
+from tests.waiting import wait_until
 
 DM = "!dm:example.org"
 NEW_DM = "!new:example.org"
@@ -54,7 +55,7 @@ async def test_a_message_refused_by_the_old_dm_goes_to_the_new_dm_with_the_same_
 
     await h.set_dm(account.matrix_user_id, NEW_DM)
     manager.dm_room_changed(account.matrix_user_id)
-    await wait_for_async(lambda: cursor_is(h, account.id, n["id"]), what="delivered to the new dm")
+    await wait_until(lambda: cursor_is(h, account.id, n["id"]), what="delivered to the new dm")
     assert [(e.room_id, e.txn_id) for e in h.sender.events] == [(NEW_DM, txn_id_for([(account.id, n["id"])]))]
     assert "follows the dm" in h.sender.events[0].body
     assert await h.outbox() == []
@@ -79,7 +80,7 @@ async def test_a_message_too_large_for_the_room_is_dropped_with_a_reference_and_
         gts.notify("alice", "mention", "bob", status_text="HUGE")
         await wait_until(lambda: len(h.sender.attempts) >= 1, what="refused send")
         fine = gts.notify("alice", "mention", "carol", status_text="small and fine")
-        await wait_for_async(lambda: cursor_is(h, account.id, fine["id"]), what="the queue moved on")
+        await wait_until(lambda: cursor_is(h, account.id, fine["id"]), what="the queue moved on")
     assert [e.body for e in h.sender.events if "HUGE" in e.body] == []
     assert "small and fine" in h.sender.events[-1].body
     assert sum("HUGE" in a.body for a in h.sender.attempts) == 1  # not retried
@@ -99,14 +100,14 @@ async def test_the_current_dm_refusing_for_good_drops_the_message_after_a_few_lo
     await manager.start()
     await wait_until(lambda: gts.open_streams("alice") == 1)
     stuck = gts.notify("alice", "mention", "bob", status_text="never arrives")
-    await wait_for_async(lambda: cursor_is(h, account.id, stuck["id"]), what="given up")
+    await wait_until(lambda: cursor_is(h, account.id, stuck["id"]), what="given up")
     assert len(h.sender.attempts) == 3  # the first try and two more looks at the same DM
     assert h.sender.events == []
     assert await h.outbox() == []
 
     h.sender.refuse = None  # the next message is not stuck behind it
     later = gts.notify("alice", "mention", "carol", status_text="arrives")
-    await wait_for_async(lambda: cursor_is(h, account.id, later["id"]))
+    await wait_until(lambda: cursor_is(h, account.id, later["id"]))
     assert "arrives" in h.sender.events[0].body
 
 
@@ -121,7 +122,9 @@ async def test_suspend_user_stops_relaying_and_a_new_dm_resumes_without_loss(
     manager = h.manager()
     await manager.start()
     await wait_until(lambda: gts.open_streams("alice") == 1)
-    queued = [gts.notify("alice", "mention", "bob", status_text=f"queued {i}") for i in range(3)]
+    queued = [gts.notify("alice", "mention", "bob", status_text="queued 0")]
+    await wait_until(lambda: len(h.sender.attempts) == 1, what="the first send, held by the homeserver")
+    queued += [gts.notify("alice", "mention", "bob", status_text=f"queued {i}") for i in (1, 2)]
     await wait_until(lambda: manager.queued_notifications == 3, what="one sending, two queued")
 
     await h.set_dm(user, None)  # the router: the user left the DM
@@ -132,14 +135,14 @@ async def test_suspend_user_stops_relaying_and_a_new_dm_resumes_without_loss(
     assert (await h.account(account.id)).state is AccountState.ACTIVE
     await wait_until(lambda: gts.open_streams("alice") == 0)
     h.sender.gate.set()  # the send in flight when the user left completes
-    await wait_for_async(lambda: cursor_is(h, account.id, queued[0]["id"]), what="in-flight send")
+    await wait_until(lambda: cursor_is(h, account.id, queued[0]["id"]), what="in-flight send")
     meanwhile = gts.notify("alice", "mention", "carol", status_text="while suspended")
-    await asyncio.sleep(0.2)
-    assert len(h.sender.attempts) == 1
 
     await h.set_dm(user, NEW_DM)  # the router: a new DM was recorded
     manager.dm_room_changed(user)
-    await wait_for_async(lambda: cursor_is(h, account.id, meanwhile["id"]), what="resumed")
+    await wait_until(lambda: cursor_is(h, account.id, meanwhile["id"]), what="resumed")
+    # Nothing was sent while suspended: every send after the held one went to the new DM.
+    assert [a.room_id for a in h.sender.attempts[1:]] == [NEW_DM] * (len(h.sender.attempts) - 1)
     later = [e for e in h.sender.events if e.room_id == NEW_DM]
     text = "\n".join(e.body for e in later)
     assert [text.count(t) for t in ("queued 1", "queued 2", "while suspended")] == [1, 1, 1]
@@ -161,14 +164,15 @@ async def test_outbox_messages_of_a_suspended_user_wait_for_the_next_dm(
     await wait_until(lambda: len(h.sender.attempts) >= 1, what="refused")
     await h.set_dm(account.matrix_user_id, None)
     await manager.suspend_user(account.matrix_user_id)
-    attempts = len(h.sender.attempts)
-    await asyncio.sleep(0.3)
-    assert len(h.sender.attempts) == attempts  # no DM: held, not retried into the old room
+    attempts, looks = len(h.sender.attempts), h.naps.count(FAST.no_room_retry)
+    # Delivery looks for a DM room again and again (its injected sleep counts the looks) ...
+    await wait_until(lambda: h.naps.count(FAST.no_room_retry) >= looks + 3, what="three more looks for a DM")
+    assert len(h.sender.attempts) == attempts  # ... and, finding none, holds: no retry into the old room
     assert len(await h.outbox()) == 1
 
     await h.set_dm(account.matrix_user_id, NEW_DM)
     manager.dm_room_changed(account.matrix_user_id)
-    await wait_for_async(lambda: cursor_is(h, account.id, n["id"]))
+    await wait_until(lambda: cursor_is(h, account.id, n["id"]))
     assert [e.room_id for e in h.sender.events] == [NEW_DM]
 
 
@@ -191,7 +195,7 @@ async def test_a_late_401_for_an_old_token_does_not_break_a_reconnected_account(
     await manager.restart_account(account.id)  # what the connect flow's on_connected does
     await wait_until(lambda: gts.open_streams("alice") == 1)
     n = gts.notify("alice", "mention", "bob", status_text="new token works")
-    await wait_for_async(lambda: cursor_is(h, account.id, n["id"]))
+    await wait_until(lambda: cursor_is(h, account.id, n["id"]))
     assert (await h.account(account.id)).state is AccountState.ACTIVE
 
 
@@ -206,9 +210,11 @@ async def test_forget_user_drops_the_users_queue_and_outbox_and_nothing_else(
     manager = h.manager()
     await manager.start()
     await wait_until(lambda: gts.open_streams() == 2)
-    for i in range(3):
-        gts.notify("alice", "mention", "carol", status_text=f"alice {i}")
+    gts.notify("alice", "mention", "carol", status_text="alice 0")
     gts.notify("bob", "mention", "carol", status_text="bob's")
+    await wait_until(lambda: len(h.sender.attempts) == 2, what="alice's and bob's first sends, held")
+    for i in (1, 2):
+        gts.notify("alice", "mention", "carol", status_text=f"alice {i}")
     await wait_until(lambda: manager.queued_notifications == 4, what="queued")
 
     await manager.forget_user(account.matrix_user_id)
@@ -219,10 +225,10 @@ async def test_forget_user_drops_the_users_queue_and_outbox_and_nothing_else(
     async def only_bobs_row() -> bool:  # bob's batch may still be on its way into the outbox
         return [r.matrix_user_id for r in await h.outbox()] == [bob.matrix_user_id]
 
-    await wait_for_async(only_bobs_row, what="only bob's message in the outbox")
+    await wait_until(only_bobs_row, what="only bob's message in the outbox")
     h.sender.gate.set()
-    await wait_for_async(lambda: _outbox_empty(h), what="bob's message sent")
-    await asyncio.sleep(0.2)
+    await wait_until(lambda: _outbox_empty(h), what="bob's message sent")
+    # alice's delivery was stopped (and awaited) by forget_user, so her held send can never complete
     assert [e.body for e in h.sender.events if "alice" in e.body] == []
     assert any("bob's" in e.body for e in h.sender.events)
 
@@ -294,7 +300,7 @@ async def test_nothing_is_relayed_into_a_dm_that_is_no_longer_private(
     await manager.start()
     await wait_until(lambda: gts.open_streams("alice") == 1)
     first = gts.notify("alice", "mention", "bob", status_text="while private")
-    await wait_for_async(lambda: cursor_is(h, account.id, first["id"]), what="delivered")
+    await wait_until(lambda: cursor_is(h, account.id, first["id"]), what="delivered")
 
     private[DM] = False  # eve joined the DM between two notifications
     gts.notify("alice", "mention", "carol", status_text="eve must not see this")

@@ -38,31 +38,12 @@ from bot.store.records import utc_now
 from bot.store.session_store import DatabaseHandledEvents
 from bot.user_lanes import MAX_QUEUED_PER_USER
 from tests.fakes.gotosocial import FakeGoToSocial
+from tests.fakes.matrix import RecordingMatrix
 from tests.integration.fedi_support import fedi_client, settings
-from tests.integration.relay_support import wait_until
+from tests.waiting import wait_until
 
 BOT, ALICE, EVE = "@bot:hs.test", "@alice:hs.test", "@eve:elsewhere.test"
 DM, GROUP = "!dm:hs.test", "!group:hs.test"
-
-
-@dataclass
-class RecordingMatrix:
-    sent: list[tuple[str, str]] = field(default_factory=list)
-
-    async def send_notice(
-        self, room_id: RoomId, body: str, html: str, *, txn_id: str | None = None
-    ) -> EventId:
-        self.sent.append((room_id, body))
-        return EventId(f"$sent{len(self.sent)}")
-
-    async def join(self, room_id: RoomId) -> RoomId:
-        return room_id
-
-    async def leave(self, room_id: RoomId) -> None:
-        return None
-
-    async def redact(self, room_id: RoomId, event_id: EventId, reason: str | None = None) -> bool:
-        return False
 
 
 @dataclass
@@ -160,7 +141,8 @@ def message(sender: str, room: str, body: str, event: str = "$e1") -> IncomingMe
 
 
 async def settle(router: Router) -> None:
-    await router.aclose(grace=5)
+    """Let every started command finish (the grace only bounds a hang)."""
+    await router.aclose(grace=60)
 
 
 async def test_an_internal_error_gives_a_reference_never_the_exception_text(
@@ -169,7 +151,7 @@ async def test_an_internal_error_gives_a_reference_never_the_exception_text(
     with caplog.at_level(logging.ERROR):
         await world.router.handle(message(ALICE, DM, "!gts boom"))
         await settle(world.router)
-    [(room, body)] = world.matrix.sent
+    [(room, body)] = world.matrix.messages()
     assert room == DM
     ref = re.search(r"reference ([0-9a-f]{8})", body)
     assert ref is not None
@@ -182,14 +164,14 @@ async def test_an_internal_error_gives_a_reference_never_the_exception_text(
 async def test_users_who_are_not_allowed_get_nothing(world: World) -> None:
     await world.router.handle(message(EVE, DM, "!gts ping"))
     await settle(world.router)
-    assert world.matrix.sent == []
+    assert world.matrix.messages() == []
 
 
 async def test_a_replayed_command_event_is_acted_on_once(world: World) -> None:
     for _ in range(3):
         await world.router.handle(message(ALICE, DM, "!gts ping x", event="$same"))
     await settle(world.router)
-    assert world.matrix.sent == [(DM, "pong x")]
+    assert world.matrix.messages() == [(DM, "pong x")]
 
 
 async def test_ordinary_group_chat_costs_no_write_and_no_state_fetch(world: World) -> None:
@@ -200,21 +182,21 @@ async def test_ordinary_group_chat_costs_no_write_and_no_state_fetch(world: Worl
         handled = (await session.execute(select(func.count()).select_from(HandledEvent))).scalar_one()
     assert handled == 0
     assert world.rooms.state_fetches == 0
-    assert world.matrix.sent == []
+    assert world.matrix.messages() == []
 
 
 async def test_commands_of_one_user_run_in_order(world: World) -> None:
     for i in range(4):
         await world.router.handle(message(ALICE, DM, f"!gts ping {i}", event=f"$p{i}"))
     await settle(world.router)
-    assert [body for _, body in world.matrix.sent] == [f"pong {i}" for i in range(4)]
+    assert [body for _, body in world.matrix.messages()] == [f"pong {i}" for i in range(4)]
 
 
 async def test_the_throttle_answers_once_then_stays_quiet(world: World) -> None:
     for i in range(8):
         await world.router.handle(message(ALICE, DM, f"!gts ping {i}", event=f"$t{i}"))
     await settle(world.router)
-    bodies = [body for _, body in world.matrix.sent]
+    bodies = [body for _, body in world.matrix.messages()]
     assert bodies.count("You are sending commands too quickly; I'll ignore them for a minute.") == 1
     assert len([b for b in bodies if b.startswith("pong")]) == 5
 
@@ -239,12 +221,10 @@ async def test_a_slow_command_does_not_hold_up_others(world: World) -> None:
     world.registry.add(Command("slow", "", "waits", slow, dm_only=True))
     world.rooms.one_to_one.add((DM, "@bob:hs.test"))
     await world.router.handle(message(ALICE, DM, "!gts slow", event="$slow"))
-    await asyncio.wait_for(world.router.handle(message("@bob:hs.test", DM, "!gts ping", event="$b")), 5)
-    for _ in range(100):
-        if world.matrix.sent:
-            break
-        await asyncio.sleep(0.01)
-    assert world.matrix.sent == [(DM, "pong ")]
+    # handle() must not wait for alice's command (it never ends before the gate opens); 60 s bounds a hang
+    await asyncio.wait_for(world.router.handle(message("@bob:hs.test", DM, "!gts ping", event="$b")), 60)
+    await wait_until(lambda: world.matrix.messages() != [], what="bob's answer while alice's command waits")
+    assert world.matrix.messages() == [(DM, "pong ")]
     gate.set()
     await settle(world.router)
 
@@ -275,7 +255,6 @@ class RateLimitedMatrix(RecordingMatrix):
         super().__init__()
         self.sender = FairSender(RateLimitTracker())
         self.open = asyncio.Event()
-        self.joins: list[str] = []
 
     async def send_notice(
         self, room_id: RoomId, body: str, html: str, *, txn_id: str | None = None
@@ -288,7 +267,7 @@ class RateLimitedMatrix(RecordingMatrix):
 
     async def join(self, room_id: RoomId) -> RoomId:
         await self.open.wait()
-        self.joins.append(room_id)
+        self.joined.append(room_id)
         return room_id
 
 
@@ -324,7 +303,7 @@ async def test_a_flooder_does_not_stall_the_sync_loop_or_sit_ahead_of_another_us
 
     # The homeserver accepts nothing yet, and still the sync loop gets through every event.
     await asyncio.wait_for(sync_loop(), timeout=30)
-    assert matrix.sent == []
+    assert matrix.messages() == []
 
     # Wait until the replies are queued behind the backlog (one relay in flight, 49 waiting): the
     # flooder's hint (their key notice waits behind it in their own lane) and bob's help.
@@ -332,22 +311,12 @@ async def test_a_flooder_does_not_stall_the_sync_loop_or_sit_ahead_of_another_us
     matrix.open.set()
     await settle(router)
     await asyncio.gather(*backlog)
-    bodies = [body for _, body in matrix.sent]
+    bodies = [body for _, body in matrix.messages()]
     assert bodies.index("the help text") <= 2  # bob's turn comes after at most one flooder send
-    flooder_replies = [b for room, b in matrix.sent if room == FLOOD_DM and not b.startswith("relay")]
+    flooder_replies = [b for room, b in matrix.messages() if room == FLOOD_DM and not b.startswith("relay")]
     assert len(flooder_replies) == 2  # one "I only understand commands" hint and one key notice
     assert [b for b in bodies if b.startswith("relay")] == [f"relay {i}" for i in range(50)]
-    assert matrix.joins == ["!elsewhere:hs.test"]
-
-
-class RedactingMatrix(RecordingMatrix):
-    def __init__(self) -> None:
-        super().__init__()
-        self.redacted: list[str] = []
-
-    async def redact(self, room_id: RoomId, event_id: EventId, reason: str | None = None) -> bool:
-        self.redacted.append(event_id)
-        return True
+    assert matrix.joined == ["!elsewhere:hs.test"]
 
 
 async def test_a_code_leaked_in_a_group_room_is_burned_before_another_member_can_redeem_it(
@@ -370,7 +339,7 @@ async def test_a_code_leaked_in_a_group_room_is_burned_before_another_member_can
         accounts = AccountsService(
             sessions=sessions, keyring=keyring, client=client, relay=_NoRelay(), allow_http=True
         )
-        matrix = RedactingMatrix()
+        matrix = RecordingMatrix(may_redact=True)
         rooms = Rooms({(victim_dm, victim), (other_dm, other)})
         router = Router(
             matrix=matrix,
@@ -391,11 +360,11 @@ async def test_a_code_leaked_in_a_group_room_is_burned_before_another_member_can
         with caplog.at_level(logging.DEBUG):
             await router.handle(message(victim, GROUP, code, event="$leak"))  # pasted in the wrong room
             await settle(router)
-        assert matrix.redacted == ["$leak"]
+        assert [event for _room, event, _reason in matrix.redactions] == ["$leak"]
         assert gts.active_tokens("victim") == []  # the bot redeemed the code and revoked the token
         assert gts.requests_to("/oauth/revoke") == 1
         assert not await flows.has_pending(victim)
-        [(room, warning)] = matrix.sent
+        [(room, warning)] = matrix.messages()
         assert room == victim_dm
         assert "used that code up myself" in warning
         assert code not in caplog.text
@@ -405,7 +374,7 @@ async def test_a_code_leaked_in_a_group_room_is_burned_before_another_member_can
         await router.handle(message(other, other_dm, f"!gts connect {gts.base_url}", event="$c"))
         await router.handle(message(other, other_dm, code, event="$steal"))
         await settle(router)
-        assert "Connected as" not in matrix.sent[-1][1]
+        assert "Connected as" not in matrix.messages()[-1][1]
         assert gts.active_tokens("victim") == []
         assert await accounts.for_user(other) == []
 
@@ -442,7 +411,7 @@ async def test_a_dm_that_stops_being_private_loses_its_relay_and_gets_only_a_gen
     await settle(world.router)
     assert world.relay.suspended == [ALICE]
     assert await dms.room_for(ALICE) is None
-    [(room, line)] = world.matrix.sent
+    [(room, line)] = world.matrix.messages()
     assert room == DM
     assert "no longer private" in line
 

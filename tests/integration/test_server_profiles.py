@@ -21,7 +21,7 @@ from bot.store.models import AccountState
 from tests.fakes.gotosocial import AKKOMA, GOTOSOCIAL, MASTODON, PROFILES, FakeGoToSocial, Profile
 from tests.fakes.gotosocial.testkit import bearer
 from tests.integration.fedi_support import StubResolver, connection_counter, fedi_client, settings
-from tests.integration.relay_support import Harness, cursor_is, wait_for_async, wait_until
+from tests.integration.relay_support import Harness, cursor_is, wait_until
 
 ALL = pytest.mark.parametrize("profile", list(PROFILES.values()), ids=list(PROFILES))
 
@@ -275,10 +275,10 @@ async def test_a_catch_up_of_100_waiting_notifications_loses_none(profile: Profi
         account = await h.add_account(gts, "alice", cursor=start["id"])
         manager = h.manager()
         await manager.start()
-        await wait_for_async(lambda: cursor_is(h, account.id, waiting[-1]), what="the whole backlog")
+        await wait_until(lambda: cursor_is(h, account.id, waiting[-1]), what="the whole backlog")
         await wait_until(lambda: manager.live_streams == 1, what="streaming after the catch-up")
         live = gts.notify("alice", "mention", "bob", status_text="live after the backlog")
-        await wait_for_async(lambda: cursor_is(h, account.id, live["id"]), what="the live one")
+        await wait_until(lambda: cursor_is(h, account.id, live["id"]), what="the live one")
     text = "\n".join(h.sender.bodies())
     assert "live after the backlog" in text
     assert await h.outbox() == []
@@ -294,7 +294,7 @@ async def test_live_relay_streams_from_each_server(profile: Profile, h: Harness)
         await manager.start()
         await wait_until(lambda: gts.open_streams("alice") == 1, what="a stream")
         sent = gts.notify("alice", "mention", "bob", status_text="streamed")
-        await wait_for_async(lambda: cursor_is(h, account.id, sent["id"]))
+        await wait_until(lambda: cursor_is(h, account.id, sent["id"]))
         assert manager.account_mode(account.id) == "streaming"
         assert "streamed" in h.sender.events[-1].body
 
@@ -310,7 +310,7 @@ async def test_a_refused_handshake_with_a_working_token_falls_back_to_polling(
         await manager.start()
         await wait_until(lambda: manager.account_mode(account.id) == "polling", what="poll mode")
         sent = gts.notify("alice", "follow", "bob")
-        await wait_for_async(lambda: cursor_is(h, account.id, sent["id"]), what="polled delivery")
+        await wait_until(lambda: cursor_is(h, account.id, sent["id"]), what="polled delivery")
         assert (await h.account(account.id)).state is AccountState.ACTIVE
         token = (await h.account(account.id)).token
     notes = [r.getMessage() for r in caplog.records if "polling instead" in r.getMessage()]
@@ -330,7 +330,7 @@ async def test_an_in_stream_error_frame_moves_the_account_to_polling(
         await manager.start()
         await wait_until(lambda: manager.account_mode(account.id) == "polling", what="poll mode")
         sent = gts.notify("alice", "follow", "bob")
-        await wait_for_async(lambda: cursor_is(h, account.id, sent["id"]), what="polled delivery")
+        await wait_until(lambda: cursor_is(h, account.id, sent["id"]), what="polled delivery")
         assert (await h.account(account.id)).state is AccountState.ACTIVE
     assert any("error frame" in r.getMessage() for r in caplog.records)
 
@@ -344,7 +344,7 @@ async def test_a_revoked_token_breaks_the_account_on_every_server(profile: Profi
         await wait_until(lambda: gts.open_streams("alice") == 1, what="a stream")
         gts.revoke_all("alice")
         gts.drop_streams()  # GoToSocial keeps streaming after a revoke; the next connect is what fails
-        await wait_for_async(
+        await wait_until(
             lambda: _state_is(h, account, AccountState.BROKEN), what="the account marked broken"
         )
 

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import event, text
 from sqlalchemy.exc import IntegrityError, StatementError
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from bot.fediverse.scopes import scope_string
 from bot.store.crypto import KeyRing
 from bot.store.records import AccountId, AccountState, AppId, utc_now
 from bot.store.repositories import Repositories
+from tests.waiting import wait_until
 
 ALICE, BOB = "@alice:example.org", "@bob:example.org"
 INSTANCE = "https://example.org"
@@ -344,7 +346,7 @@ async def test_expired_flow_is_still_returned_by_consume(
 
 
 async def test_two_concurrent_consumers_get_the_flow_once(
-    sessions: async_sessionmaker[AsyncSession], keyring: KeyRing
+    engine: AsyncEngine, sessions: async_sessionmaker[AsyncSession], keyring: KeyRing
 ) -> None:
     async with sessions() as s, s.begin():
         repos = Repositories(s, keyring)
@@ -356,16 +358,34 @@ async def test_two_concurrent_consumers_get_the_flow_once(
             dm_room_id="!dm:example.org",
             ttl=timedelta(minutes=10),
         )
+    second_issued = asyncio.Event()
+
+    def on_statement(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if statement.lstrip().upper().startswith("DELETE FROM PENDING_FLOWS"):
+            second_issued.set()
+
     async with sessions() as first, sessions() as second:
         await first.begin()
         assert await Repositories(first, keyring).flows.consume(flow.id) == flow
         # The second consumer blocks on the first one's lock until it commits, then finds nothing.
-        racing = asyncio.create_task(Repositories(second, keyring).flows.consume(flow.id))
-        await asyncio.sleep(0.2)
+        event.listen(engine.sync_engine, "before_cursor_execute", on_statement)
+        try:
+            racing = asyncio.create_task(Repositories(second, keyring).flows.consume(flow.id))
+            await asyncio.wait_for(second_issued.wait(), 60)
+        finally:
+            event.remove(engine.sync_engine, "before_cursor_execute", on_statement)
+        if engine.dialect.name == "postgresql":  # the server can say that it waits for the lock
+            await wait_until(lambda: _someone_waits_for_a_lock(engine), what="the second DELETE to wait")
         assert not racing.done()
         await first.commit()
         assert await racing is None
         await second.commit()
+
+
+async def _someone_waits_for_a_lock(engine: AsyncEngine) -> bool:
+    async with engine.connect() as conn:
+        query = text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'")
+        return bool((await conn.execute(query)).scalar_one())
 
 
 async def test_dm_rooms(

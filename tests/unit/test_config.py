@@ -207,7 +207,11 @@ def test_an_explicit_missing_file_is_an_error(tmp_path: Path) -> None:
 
 
 def test_gts_bot_config_is_not_an_unknown_setting() -> None:
-    load_config(None, {**REQUIRED, "GTS_BOT_CONFIG": "whatever.yaml"})
+    """GTS_BOT_CONFIG names the file (see config_path); as a setting it is neither refused nor read."""
+    with_it = load_config(None, {**REQUIRED, "GTS_BOT_CONFIG": "whatever.yaml"})
+    assert with_it == load_config(None, REQUIRED)
+    # ...while a variable that only looks like it is an unknown setting
+    assert any("GTS_BOT_CONFIGS" in p for p in problems_of(None, {**REQUIRED, "GTS_BOT_CONFIGS": "x"}))
 
 
 # -- secrets from files -----------------------------------------------------------------------------

@@ -10,11 +10,14 @@ import pytest
 from bot.matrix.errors import error_from_response, is_permanent_send_failure, is_room_refusal
 from bot.relay.backoff import Backoff
 from bot.relay.breaker import BreakerRegistry, BreakerState, CircuitBreaker
-from bot.relay.delivery import txn_id_for
+from bot.relay.delivery import DeliveryItem, UserDelivery, txn_id_for
 from bot.relay.manager import broken_message
 from bot.relay.tuning import RelayTuning
+from bot.store.crypto import KeyRing
 from bot.store.outbox import format_cursors, parse_cursors
 from bot.store.records import AccountId
+from tests.fakes.matrix import RecordingMatrix
+from tests.waiting import wait_until
 
 
 class Clock:
@@ -94,7 +97,7 @@ async def test_waiters_wake_when_the_probe_succeeds() -> None:
     await asyncio.sleep(0)
     assert not waiter.done()
     breaker.record_success()
-    await asyncio.wait_for(waiter, 1.0)
+    await asyncio.wait_for(waiter, 60)
 
 
 def test_breakers_are_per_instance_and_report_how_many_are_open() -> None:
@@ -165,6 +168,36 @@ def test_send_failures_that_repeating_cannot_fix_are_permanent(
     assert is_room_refusal(error) is room
 
 
-def test_the_relay_bounds_have_their_documented_defaults() -> None:
+async def test_a_users_queue_holds_relays_back_at_max_pending_until_there_is_room() -> None:
+    """The memory bound behind back-pressure, with the shipped tuning: relays hand over freely below
+    `max_pending`, wait at it, and go on as soon as the queue shrinks."""
     tuning = RelayTuning()
-    assert (tuning.stream_buffer, tuning.max_pending, tuning.catch_up_pages) == (500, 1_000, 10)
+    delivery = UserDelivery(
+        "@alice:example.org",
+        sessions=None,  # type: ignore[arg-type]  # never reached: nothing here prepares or sends
+        keyring=KeyRing.generate(),
+        sender=RecordingMatrix(),
+        tuning=tuning,
+        metrics=None,
+        rng=random.Random(1),
+    )
+
+    def items(first: int, count: int) -> list[DeliveryItem]:
+        return [
+            DeliveryItem(AccountId(1), str(i), "mention", {}, "social.example", None)
+            for i in range(first, first + count)
+        ]
+
+    delivery.submit(items(0, tuning.max_pending - 1))
+    assert not delivery.full
+    await asyncio.wait_for(delivery.wait_for_capacity(), 60)  # room for one more: no wait
+
+    delivery.submit(items(tuning.max_pending - 1, 1))
+    assert delivery.full
+    waiting = asyncio.create_task(delivery.wait_for_capacity())
+    await wait_until(lambda: delivery.relays_waiting == 1, what="the relay waiting for room")
+    assert delivery.backlog == tuning.max_pending
+
+    await delivery.forget(AccountId(1))  # the queue shrinks (here: the account's items are dropped)
+    await asyncio.wait_for(waiting, 60)
+    assert delivery.relays_waiting == 0
