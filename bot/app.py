@@ -30,6 +30,7 @@ from bot.matrix.session import Credentials
 from bot.matrix.types import RoomId, TrustPolicy, UserId
 from bot.observability import DatabaseCheck, HealthServer, Metrics, SyncFreshnessCheck, sqlalchemy_ping
 from bot.relay.manager import RelayManager
+from bot.relay.tuning import RelayTuning
 from bot.router import Router
 from bot.runtime import open_database, open_fediverse_client
 from bot.store.crypto import KeyRing
@@ -128,6 +129,7 @@ async def running_bot(config: Config, *, resolver: Resolver | None = None) -> As
             notify_user=notify_user,
             metrics=metrics,
             room_check=dms.still_private,
+            tuning=RelayTuning(max_message_bytes=config.limits.max_message_bytes),
         )
         dms.on_recorded(relay.dm_room_changed)
         flows = ConnectFlows(

@@ -99,6 +99,15 @@ def _fraction(value: float) -> float:
     return value
 
 
+def _between(low: int, high: int) -> Validator:
+    def check(value: int) -> int:
+        if not low <= value <= high:
+            raise Invalid(f"must be between {low} and {high}, got {value!r}")
+        return value
+
+    return check
+
+
 def _port(value: int) -> int:
     if not 0 <= value <= 65535:
         raise Invalid(f"must be a TCP port between 0 and 65535, got {value!r}")
@@ -204,7 +213,7 @@ class RelayConfig:
 class LimitsConfig:
     commands_per_minute: int = setting(20, check=_at_least(1))
     max_accounts_per_user: int = setting(10, check=_at_least(1))
-    max_message_bytes: int = setting(4096, check=_at_least(256))
+    max_message_bytes: int = setting(24_000, check=_between(4_096, 60_000))
 
 
 @dataclass(frozen=True)

@@ -432,3 +432,16 @@ def test_unicode_instance_list_entries_are_stored_as_punycode() -> None:
 def test_an_instance_pattern_that_cannot_match_any_host_is_refused() -> None:
     problems = problems_of(None, {**REQUIRED, "GTS_BOT_FEDIVERSE__INSTANCE_DENYLIST": "*ü.example"})
     assert any("fediverse.instance_denylist" in p and "ASCII" in p for p in problems)
+
+
+@pytest.mark.parametrize(
+    ("value", "ok"), [("4096", True), ("60000", True), ("4095", False), ("70000", False)]
+)
+def test_max_message_bytes_stays_within_what_a_matrix_event_can_carry(value: str, ok: bool) -> None:
+    environ = {**REQUIRED, "GTS_BOT_LIMITS__MAX_MESSAGE_BYTES": value}
+    if ok:
+        assert load_config(None, environ).limits.max_message_bytes == int(value)
+    else:
+        [problem] = problems_of(None, environ)
+        assert problem.startswith("limits.max_message_bytes")
+        assert "between 4096 and 60000" in problem
