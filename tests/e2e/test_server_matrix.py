@@ -23,7 +23,7 @@ from tests.e2e.conftest import MakeHuman
 from tests.e2e.human import Human
 from tests.e2e.synapse import Synapse
 from tests.fakes.gotosocial import AKKOMA, GOTOSOCIAL, MASTODON, FakeGoToSocial, Profile
-from tests.integration.relay_support import wait_until
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
 

@@ -14,15 +14,10 @@ from bot.fediverse.streaming import build_stream_connector
 from bot.store.crypto import KeyRing
 from tests.fakes.gotosocial import FakeGoToSocial
 from tests.fakes.gotosocial.hostile import HOSTILE_FRAMES, HOSTILE_HTML, Hostile
+from tests.fakes.matrix import RecordingMatrix
 from tests.integration.fedi_support import fedi_client, settings
-from tests.integration.relay_support import (
-    FAST,
-    Harness,
-    Notified,
-    RecordingSender,
-    cursor_is,
-    wait_until,
-)
+from tests.integration.relay_support import FAST, Harness, Notified, cursor_is
+from tests.waiting import wait_until
 
 LONG = 120.0  # an upper bound for a loaded machine, not a performance figure
 RESPONSE_BYTES = 1_048_576  # the production default: hostile posts of a few hundred kB must fit a page
@@ -34,7 +29,7 @@ async def h(sessions: async_sessionmaker[AsyncSession], keyring: KeyRing) -> Asy
         connector = build_stream_connector(
             settings(max_response_bytes=RESPONSE_BYTES), ping_interval=5.0, ping_timeout=5.0
         )
-        harness = Harness(sessions, keyring, client, connector, RecordingSender(), Notified())
+        harness = Harness(sessions, keyring, client, connector, RecordingMatrix(), Notified())
         try:
             yield harness
         finally:

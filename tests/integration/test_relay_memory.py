@@ -12,7 +12,8 @@ from aiohttp import web
 from bot.fediverse.streaming import build_stream_connector
 from tests.fakes.gotosocial import FakeGoToSocial
 from tests.integration.fedi_support import loopback, serve, settings
-from tests.integration.relay_support import FAST, Harness, cursor_is, wait_until
+from tests.integration.relay_support import FAST, Harness, cursor_is
+from tests.waiting import wait_until
 
 BUDGET = 64 * 1024
 BIG = 12_000  # characters of status text (content and text): each notification holds ~25 KiB parsed

@@ -11,7 +11,8 @@ from bot.relay.delivery import txn_id_for
 from bot.store.models import AccountState
 from bot.store.repositories import Repositories
 from tests.fakes.gotosocial import MASTODON, FakeGoToSocial
-from tests.integration.relay_support import FAST, Harness, cursor_is, wait_until
+from tests.integration.relay_support import FAST, Harness, cursor_is
+from tests.waiting import wait_until
 
 
 async def test_polls_when_the_token_lacks_the_read_scope_streaming_needs(

@@ -30,7 +30,8 @@ from tests.fakes.gotosocial import FakeGoToSocial
 from tests.fakes.gotosocial.profiles import AKKOMA, GOTOSOCIAL, MASTODON, Profile
 from tests.fakes.gotosocial.testkit import PW, authorize_url, bearer, register, token_form
 from tests.integration.fedi_support import FakeSleep, fedi_client, settings
-from tests.integration.relay_support import Harness, wait_until
+from tests.integration.relay_support import Harness
+from tests.waiting import wait_until
 
 EMAIL = "alice@example.org"
 ALICE, BOB = "@alice:matrix.test", "@bob:matrix.test"

@@ -21,7 +21,8 @@ from bot.store.models import AccountState
 from tests.fakes.gotosocial import AKKOMA, GOTOSOCIAL, MASTODON, PROFILES, FakeGoToSocial, Profile
 from tests.fakes.gotosocial.testkit import bearer
 from tests.integration.fedi_support import StubResolver, connection_counter, fedi_client, settings
-from tests.integration.relay_support import Harness, cursor_is, wait_until
+from tests.integration.relay_support import Harness, cursor_is
+from tests.waiting import wait_until
 
 ALL = pytest.mark.parametrize("profile", list(PROFILES.values()), ids=list(PROFILES))
 

@@ -11,12 +11,12 @@ from datetime import UTC, datetime
 
 from bot.fediverse.models import parse_notification
 from bot.matrix.errors import error_from_response
-from bot.matrix.types import EventId, RoomId
 from bot.relay.delivery import DeliveryItem, UserDelivery, txn_id_for
 from bot.relay.delivery_store import OutboxDraft
 from bot.relay.tuning import RelayTuning
 from bot.store.outbox import OutboxId, OutboxRecord
 from bot.store.records import AccountId
+from tests.fakes.matrix import RecordingMatrix
 
 ACCOUNT = AccountId(7)
 ROOM = "!dm:example.net"
@@ -59,19 +59,8 @@ class MemoryStore:
         self.outbox.remove(record)
 
 
-@dataclass
-class RecordingSender:
-    sent: list[tuple[str, str, str | None]] = field(default_factory=list)
-    refuse_bodies_with: str | None = None
-    rate_limited: bool = False
-
-    async def send_notice(
-        self, room_id: RoomId, body: str, html: str, *, txn_id: str | None = None
-    ) -> EventId:
-        if self.refuse_bodies_with is not None and self.refuse_bodies_with in body:
-            raise error_from_response("too large", "M_TOO_LARGE", 413)
-        self.sent.append((room_id, body, txn_id))
-        return EventId(f"$e{len(self.sent)}")
+def refuse_huge(room_id: str, body: str) -> Exception | None:
+    return error_from_response("too large", "M_TOO_LARGE", 413) if "HUGE" in body else None
 
 
 def mention(nid: str, text: str, *, relay: bool = True) -> DeliveryItem:
@@ -88,7 +77,7 @@ def mention(nid: str, text: str, *, relay: bool = True) -> DeliveryItem:
     )
 
 
-async def deliver(store: MemoryStore, sender: RecordingSender, items: list[DeliveryItem]) -> None:
+async def deliver(store: MemoryStore, sender: RecordingMatrix, items: list[DeliveryItem]) -> None:
     delivery = UserDelivery(
         "@alice:example.net", store=store, sender=sender, tuning=RelayTuning(), metrics=None,
         rng=random.Random(1),
@@ -102,12 +91,12 @@ async def deliver(store: MemoryStore, sender: RecordingSender, items: list[Deliv
 
 
 async def test_each_message_carries_its_transaction_id_and_the_last_one_moves_the_cursor() -> None:
-    store, sender = MemoryStore(), RecordingSender()
+    store, sender = MemoryStore(), RecordingMatrix()
     await deliver(store, sender, [mention("01A", "first")])
     await deliver(store, sender, [mention("01B", "second")])
-    assert ["first" in body for _room, body, _txn in sender.sent] == [True, False]
-    assert ["second" in body for _room, body, _txn in sender.sent] == [False, True]
-    assert [txn for _room, _body, txn in sender.sent] == [
+    assert ["first" in body for body in sender.bodies()] == [True, False]
+    assert ["second" in body for body in sender.bodies()] == [False, True]
+    assert [sent.txn_id for sent in sender.events] == [
         txn_id_for([(ACCOUNT, "01A")]), txn_id_for([(ACCOUNT, "01B")])
     ]
     assert store.cursors == {ACCOUNT: "01B"}
@@ -115,16 +104,16 @@ async def test_each_message_carries_its_transaction_id_and_the_last_one_moves_th
 
 
 async def test_filtered_out_notifications_move_the_cursor_and_send_nothing() -> None:
-    store, sender = MemoryStore(), RecordingSender()
+    store, sender = MemoryStore(), RecordingMatrix()
     await deliver(store, sender, [mention("01A", "muted", relay=False)])
-    assert sender.sent == []
+    assert sender.events == []
     assert store.cursors == {ACCOUNT: "01A"}
 
 
 async def test_a_message_the_room_refuses_for_size_is_dropped_and_the_cursor_moves_past_it() -> None:
-    store, sender = MemoryStore(), RecordingSender(refuse_bodies_with="HUGE")
+    store, sender = MemoryStore(), RecordingMatrix(refuse=refuse_huge)
     await deliver(store, sender, [mention("01A", "HUGE")])
     await deliver(store, sender, [mention("01B", "fits")])
-    assert [body for _room, body, _txn in sender.sent if "HUGE" in body] == []
-    assert any("fits" in body for _room, body, _txn in sender.sent)
+    assert [body for body in sender.bodies() if "HUGE" in body] == []
+    assert any("fits" in body for body in sender.bodies())
     assert store.cursors == {ACCOUNT: "01B"}
