@@ -32,7 +32,7 @@ from bot.fediverse.guard import build_http_client
 from bot.fediverse.streaming import build_stream_connector
 from bot.relay.manager import RelayManager
 from bot.relay.tuning import RelayTuning
-from bot.store.crypto import KeyRing
+from bot.store.keyring import KeyRing
 
 # --- the hostile instance, in its own process ----------------------------------------------------------
 

@@ -41,8 +41,8 @@ from bot.fediverse.instance import parse_instance
 from bot.fediverse.streaming import build_stream_connector
 from bot.relay.manager import RelayManager
 from bot.relay.tuning import RelayTuning
-from bot.store.crypto import KeyRing
 from bot.store.db import create_engine, session_factory
+from bot.store.keyring import KeyRing
 from bot.store.migrate import upgrade
 from bot.store.repositories import Repositories
 from tests.fakes.matrix import RecordingMatrix

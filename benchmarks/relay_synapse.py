@@ -45,8 +45,8 @@ from bot.matrix.session import Credentials
 from bot.matrix.types import BotEvent, EventId, RoomId, UserId
 from bot.relay.manager import RelayManager
 from bot.relay.tuning import RelayTuning
-from bot.store.crypto import KeyRing
 from bot.store.db import create_engine, session_factory
+from bot.store.keyring import KeyRing
 from bot.store.migrate import upgrade
 from bot.store.repositories import Repositories
 from bot.store.session_store import DatabaseSessionStore

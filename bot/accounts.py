@@ -15,7 +15,7 @@ from bot.fediverse.client import FediverseClient
 from bot.fediverse.instance import InstanceRef
 from bot.fediverse.notification_types import TYPE_NAMES
 from bot.must_finish import MustFinish
-from bot.store.crypto import KeyRing
+from bot.store.keyring import KeyRing
 from bot.store.models import AccountState
 from bot.store.records import AccountId, AccountRecord, Clock, utc_now
 from bot.store.repositories import Repositories

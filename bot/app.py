@@ -20,7 +20,7 @@ from bot.commands.handlers import BotCommands
 from bot.commands.throttle import InstanceShare, UserThrottle
 from bot.config import Config
 from bot.connect import ConnectFlows
-from bot.dms import DmDirectory
+from bot.dm_registry import DmDirectory
 from bot.fediverse.guard import Resolver
 from bot.fediverse.ratelimit import PacerRegistry
 from bot.fediverse.streaming import build_stream_connector
@@ -31,10 +31,10 @@ from bot.matrix.types import RoomId, TrustPolicy, UserId
 from bot.observability import DatabaseCheck, HealthServer, Metrics, SyncFreshnessCheck, sqlalchemy_ping
 from bot.relay.manager import RelayManager
 from bot.relay.tuning import RelayTuning
+from bot.resources import open_database, open_fediverse_client
 from bot.router import Router
-from bot.runtime import open_database, open_fediverse_client
-from bot.store.crypto import KeyRing
-from bot.store.keys import open_keyring
+from bot.store.key_rotation import open_keyring
+from bot.store.keyring import KeyRing
 from bot.store.private_files import ensure_private_dir
 from bot.store.records import utc_now
 from bot.store.repositories import AppsRepository, FlowsRepository, HandledEventsRepository

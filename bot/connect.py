@@ -34,7 +34,7 @@ from bot.fediverse.scopes import (
     streams_with,
 )
 from bot.must_finish import MustFinish
-from bot.store.crypto import KeyRing
+from bot.store.keyring import KeyRing
 from bot.store.records import AccountId, AccountRecord, AppId, AppRecord, Clock, utc_now
 from bot.store.repositories import Repositories
 

@@ -92,7 +92,7 @@ class RelayUsers(Protocol):
 
 
 class DmRooms(Protocol):
-    """Each user's 1:1 DM with the bot (`bot.dms.DmDirectory`)."""
+    """Each user's 1:1 DM with the bot (`bot.dm_registry.DmDirectory`)."""
 
     async def room_for(self, user_id: str) -> str | None: ...
 

@@ -14,8 +14,8 @@ import asyncpg  # type: ignore[import-untyped]
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from bot.store.crypto import KeyRing
 from bot.store.db import create_engine, session_factory
+from bot.store.keyring import KeyRing
 from bot.store.migrate import upgrade
 from tests.pg import PostgresServer
 

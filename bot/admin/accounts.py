@@ -19,8 +19,8 @@ from bot.accounts import AccountsService, RevokeOutcome
 from bot.admin import EXIT_NOTHING_SELECTED, OperatorError
 from bot.config import Config
 from bot.fediverse.guard import Resolver
-from bot.runtime import open_database, open_fediverse_client
-from bot.store.keys import open_keyring
+from bot.resources import open_database, open_fediverse_client
+from bot.store.key_rotation import open_keyring
 from bot.store.models import Account
 from bot.store.records import AccountId, words
 

@@ -18,7 +18,7 @@ __all__ = ["list_accounts", "revoke_accounts"]
 
 def list_accounts(invocation: Invocation) -> int:
     from bot.admin import accounts
-    from bot.runtime import open_database
+    from bot.resources import open_database
 
     config = invocation.load_config()
     start_logging(config)

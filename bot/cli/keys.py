@@ -15,7 +15,7 @@ __all__ = ["generate", "retire", "rotate"]
 
 
 def generate(invocation: Invocation) -> int:
-    from bot.store.crypto import KeyRing
+    from bot.store.keyring import KeyRing
 
     path: Path = invocation.args.key_file or invocation.load_config().encryption.key_file
     KeyRing.generate_file(path)
@@ -28,7 +28,7 @@ def generate(invocation: Invocation) -> int:
 
 
 def rotate(invocation: Invocation) -> int:
-    from bot.store.keys import rotate_keys
+    from bot.store.key_rotation import rotate_keys
 
     config = invocation.load_config()
     start_logging(config)
@@ -42,7 +42,7 @@ def rotate(invocation: Invocation) -> int:
 
 
 def retire(invocation: Invocation) -> int:
-    from bot.store.keys import retire_old_keys
+    from bot.store.key_rotation import retire_old_keys
 
     config = invocation.load_config()
     start_logging(config)

@@ -26,7 +26,7 @@ from typing import Any
 
 import nio
 
-from bot.matrix import dm, roomstate
+from bot.matrix import dm_rules, roomstate
 from bot.matrix.errors import (
     MatrixError,
     MatrixForbidden,
@@ -37,7 +37,7 @@ from bot.matrix.errors import (
 )
 from bot.matrix.events import events_from_sync
 from bot.matrix.gaps import Gaps, fetch_gaps
-from bot.matrix.nioglue import FIRST_SYNC_FILTER, SYNC_FILTER, call
+from bot.matrix.nio_client import FIRST_SYNC_FILTER, SYNC_FILTER, call
 from bot.matrix.sender import (
     FairSender,
     RateLimitObserver,
@@ -357,7 +357,7 @@ class MatrixAdapter:
 
     async def create_dm(self, user_id: UserId) -> RoomId:
         """Create a private direct chat with `user_id` and invite them (encrypted if the adapter says so)."""
-        args = dm.dm_create_args(user_id, encrypted=self._encrypt_new_dms)
+        args = dm_rules.dm_create_args(user_id, encrypted=self._encrypt_new_dms)
         resp = await retry_rate_limited(
             lambda: call(
                 "create room",
@@ -370,7 +370,7 @@ class MatrixAdapter:
         return RoomId(str(resp.room_id))
 
     async def is_one_to_one(self, room_id: RoomId, user_id: UserId) -> bool:
-        """True when the room is a private 1:1 chat with `user_id` (`dm.is_private_dm`; asks the server).
+        """True when the room is a private 1:1 chat with `user_id` (`is_private_dm`; asks the server).
 
         The synced members answer "no" without a download when they include anyone else (a busy group
         room holds thousands); only a room whose synced members are at most the two, or one the sync has
@@ -384,7 +384,7 @@ class MatrixAdapter:
             state = await self._room_state(room_id)
         except MatrixForbidden:
             return False
-        return dm.is_private_dm(state, self.user_id, user_id)
+        return dm_rules.is_private_dm(state, self.user_id, user_id)
 
     async def redact(self, room_id: RoomId, event_id: EventId, reason: str | None = None) -> bool:
         """Redact an event; False when the bot lacks the power to (M_FORBIDDEN). Retries on 429.

@@ -16,7 +16,7 @@ from typing import Any
 import nio
 
 from bot.matrix.errors import MatrixError
-from bot.matrix.nioglue import call
+from bot.matrix.nio_client import call
 from bot.matrix.sender import RateLimitTracker, retry_rate_limited
 from bot.matrix.types import RoomId
 

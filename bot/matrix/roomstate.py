@@ -7,7 +7,7 @@ from typing import Any
 
 import nio
 
-from bot.matrix.nioglue import call
+from bot.matrix.nio_client import call
 from bot.matrix.types import RoomId
 
 

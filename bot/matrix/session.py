@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from bot.matrix.errors import MatrixError, MatrixLoginError, MatrixStoreError, MatrixUnknownToken
-from bot.matrix.nioglue import call, make_client, store_file
+from bot.matrix.nio_client import call, make_client, store_file
 from bot.matrix.sender import RateLimitTracker, retry_rate_limited
 from bot.matrix.types import DeviceId, SessionStore, StoredSession, UserId
 from bot.store.private_files import ensure_private_dir

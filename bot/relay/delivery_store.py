@@ -2,7 +2,7 @@
 
 Cursor writes are monotonic: a cursor only ever moves to a newer id (`ids` ordering), read and compared
 in the same transaction, so a stale outbox row committed late can never move an account backwards.
-The DM room is only read here; `bot.dms` owns that record.
+The DM room is only read here; `bot.dm_registry` owns that record.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Protocol
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.relay.ids import is_newer
-from bot.store.crypto import KeyRing
+from bot.store.keyring import KeyRing
 from bot.store.outbox import OutboxRecord, OutboxRepository
 from bot.store.records import AccountId
 from bot.store.repositories import AccountsRepository, DmRoomsRepository

@@ -49,7 +49,7 @@ from bot.relay.delivery_store import DeliveryStore, advance_cursors
 from bot.relay.ids import max_id
 from bot.relay.tuning import RelayTuning
 from bot.rich_text import RichText, bold, code
-from bot.store.crypto import KeyRing
+from bot.store.keyring import KeyRing
 from bot.store.models import AccountState
 from bot.store.outbox import OutboxRepository
 from bot.store.records import AccountId, AccountRecord

@@ -12,10 +12,10 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.store.crypto import KeyRing
+from bot.store.encrypted_columns import matrix_token_aad
+from bot.store.keyring import KeyRing
 from bot.store.models import DmRoom, HandledEvent, MatrixSession
 from bot.store.records import Clock, MatrixSessionRecord, utc_now
-from bot.store.sealed import matrix_token_aad
 
 __all__ = ["DmRoomsRepository", "HandledEventsRepository", "MatrixSessionRepository"]
 

@@ -16,7 +16,8 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.fediverse.scopes import scope_string
-from bot.store.crypto import KeyRing
+from bot.store.encrypted_columns import account_token_aad, app_secret_aad
+from bot.store.keyring import KeyRing
 from bot.store.matrix_state import DmRoomsRepository, HandledEventsRepository, MatrixSessionRepository
 from bot.store.models import (
     Account,
@@ -36,7 +37,6 @@ from bot.store.records import (
     utc_now,
     words,
 )
-from bot.store.sealed import account_token_aad, app_secret_aad
 
 __all__ = [
     "AccountId",

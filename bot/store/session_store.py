@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.matrix.types import DeviceId, StoredSession, UserId
-from bot.store.crypto import KeyRing
+from bot.store.keyring import KeyRing
 from bot.store.repositories import HandledEventsRepository, MatrixSessionRepository
 
 

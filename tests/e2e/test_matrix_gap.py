@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.matrix.nioglue import SYNC_FILTER
+from bot.matrix.nio_client import SYNC_FILTER
 from bot.matrix.types import IncomingMessage, Invite, RoomId, UserId
 from tests.e2e.conftest import MakeHuman
 from tests.e2e.synapse import Synapse

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bot.store.crypto import KeyRing
+from bot.store.keyring import KeyRing
 from tests.fakes.gotosocial import FakeGoToSocial
 from tests.integration.relay_support import Harness, harness
 

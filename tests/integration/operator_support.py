@@ -14,9 +14,9 @@ from sqlalchemy import select
 from bot.admin.dbcopy import copied_tables
 from bot.cli import main
 from bot.fediverse.instance import parse_instance
-from bot.runtime import open_database
-from bot.store.crypto import KeyRing
+from bot.resources import open_database
 from bot.store.db import create_engine
+from bot.store.keyring import KeyRing
 from bot.store.outbox import OutboxRepository
 from bot.store.records import AccountRecord
 from bot.store.repositories import Repositories

@@ -19,7 +19,7 @@ from bot.observability.metrics import Metrics
 from bot.relay.delivery import RoomCheck
 from bot.relay.manager import RelayManager
 from bot.relay.tuning import RelayTuning
-from bot.store.crypto import KeyRing
+from bot.store.keyring import KeyRing
 from bot.store.outbox import OutboxRecord, OutboxRepository
 from bot.store.records import AccountId, AccountRecord
 from bot.store.repositories import Repositories
@@ -149,7 +149,7 @@ class Harness:
         return record
 
     async def set_dm(self, matrix_user_id: str, room_id: str | None) -> None:
-        """Record (or, with None, forget) the user's DM room, as bot.dms does."""
+        """Record (or, with None, forget) the user's DM room, as bot.dm_registry does."""
         async with self.sessions() as s, s.begin():
             rooms = Repositories(s, self.keyring).dm_rooms
             if room_id is None:

@@ -32,7 +32,7 @@ from bot.errors import (
 from bot.fediverse.client import FediverseClient
 from bot.fediverse.models import AppRegistration
 from bot.fediverse.oauth import pkce_challenge, pkce_verifier
-from bot.store.crypto import KeyRing
+from bot.store.keyring import KeyRing
 from bot.store.records import AccountId
 from bot.store.repositories import Repositories
 from tests.fakes.gotosocial import FakeGoToSocial

@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.fediverse.streaming import build_stream_connector
-from bot.store.crypto import KeyRing
+from bot.store.keyring import KeyRing
 from tests.fakes.gotosocial import FakeGoToSocial
 from tests.fakes.gotosocial.hostile import HOSTILE_FRAMES, HOSTILE_HTML, Hostile
 from tests.fakes.matrix import RecordingMatrix

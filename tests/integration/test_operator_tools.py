@@ -16,12 +16,12 @@ from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Connection
 
 from bot.admin.dbcopy import copy_database
-from bot.runtime import open_database
-from bot.store.crypto import KeyRing
+from bot.resources import open_database
 from bot.store.db import create_engine
+from bot.store.encrypted_columns import all_readable_with, count_sealed
+from bot.store.keyring import KeyRing
 from bot.store.migrate import alembic_config, current_revision, head_revision
 from bot.store.repositories import Repositories
-from bot.store.sealed import all_readable_with, count_sealed
 from tests.fakes.gotosocial import FakeGoToSocial
 from tests.integration.operator_support import (
     ALICE,

@@ -18,7 +18,7 @@ from bot.commands.registry import Command, CommandContext, CommandRegistry
 from bot.commands.throttle import InstanceShare, UserThrottle
 from bot.config import LimitsConfig, MatrixConfig
 from bot.connect import ConnectFlows
-from bot.dms import DmDirectory
+from bot.dm_registry import DmDirectory
 from bot.leaked_codes import looks_like_pasted_code
 from bot.matrix.sender import FairSender, RateLimitTracker
 from bot.matrix.types import (
@@ -32,7 +32,7 @@ from bot.matrix.types import (
     UserId,
 )
 from bot.router import MatrixPort, Router
-from bot.store.crypto import KeyRing
+from bot.store.keyring import KeyRing
 from bot.store.models import HandledEvent
 from bot.store.records import utc_now
 from bot.store.session_store import DatabaseHandledEvents

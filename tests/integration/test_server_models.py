@@ -24,7 +24,7 @@ from bot.errors import InactiveLoginError, RateLimitedError, TokenRejectedError
 from bot.fediverse.client import FediverseClient
 from bot.fediverse.ratelimit import PacerRegistry
 from bot.rich_text import RichText
-from bot.store.crypto import KeyRing
+from bot.store.keyring import KeyRing
 from bot.store.records import AccountId, utc_now
 from tests.fakes.gotosocial import FakeGoToSocial
 from tests.fakes.gotosocial.profiles import AKKOMA, GOTOSOCIAL, MASTODON, Profile

@@ -14,11 +14,11 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.errors import KeyRingError
-from bot.store import keys
-from bot.store.crypto import KeyRing
-from bot.store.keys import open_keyring, retire_old_keys, rotate_keys
+from bot.store import key_rotation
+from bot.store.encrypted_columns import all_readable_with
+from bot.store.key_rotation import open_keyring, retire_old_keys, rotate_keys
+from bot.store.keyring import KeyRing
 from bot.store.repositories import Repositories
-from bot.store.sealed import all_readable_with
 
 if TYPE_CHECKING:
     from bot.config import Config
@@ -89,7 +89,7 @@ async def test_open_keyring_creates_a_key_for_an_empty_database(
     tmp_path: Path, sessions: async_sessionmaker[AsyncSession], caplog: pytest.LogCaptureFixture
 ) -> None:
     key_file = tmp_path / "secret" / "keyring.json"
-    with caplog.at_level(logging.WARNING, logger="bot.store.keys"):
+    with caplog.at_level(logging.WARNING, logger="bot.store.key_rotation"):
         ring = await open_keyring(key_file, sessions)
     assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
     assert KeyRing.load(key_file).current_key_id == ring.current_key_id
@@ -189,7 +189,7 @@ async def test_rotation_interrupted_before_commit_leaves_a_readable_database(
     async def crash(session: AsyncSession, ring: KeyRing) -> int:
         raise RuntimeError("power cut")
 
-    monkeypatch.setattr(keys, "reencrypt_all", crash)  # a crash cannot be made for real in-process
+    monkeypatch.setattr(key_rotation, "reencrypt_all", crash)  # a crash cannot be made for real in-process
     with pytest.raises(RuntimeError, match="power cut"):
         await rotate_keys(_config(tmp_path, db_url, key_file))
 

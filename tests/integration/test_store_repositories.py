@@ -12,7 +12,7 @@ from sqlalchemy.exc import IntegrityError, StatementError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from bot.fediverse.scopes import scope_string
-from bot.store.crypto import KeyRing
+from bot.store.keyring import KeyRing
 from bot.store.records import AccountId, AccountState, AppId, utc_now
 from bot.store.repositories import Repositories
 from tests.waiting import wait_until

@@ -10,12 +10,12 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.errors import DecryptionError
-from bot.store.crypto import KeyRing
 from bot.store.db import create_engine, session_factory
+from bot.store.encrypted_columns import SEALED_COLUMNS
+from bot.store.keyring import KeyRing
 from bot.store.migrate import upgrade
 from bot.store.models import Base
 from bot.store.repositories import AccountId, Repositories
-from bot.store.sealed import SEALED_COLUMNS
 
 INSTANCE = "https://example.org"
 APP_SECRET = "client-secret-QWERTY-0123456789"

@@ -53,7 +53,7 @@ def test_python_m_bot_check_config_exit_code_in_a_real_process(tmp_path: Path) -
 
 HEAVY_MODULES = (
     "nio", "sqlalchemy", "aiohttp", "httpx", "httpcore", "alembic", "cryptography", "websockets",
-    "bot.app", "bot.store", "bot.runtime",
+    "bot.app", "bot.store", "bot.resources",
 )  # fmt: skip
 
 
@@ -248,7 +248,7 @@ def test_keys_generate_to_an_explicit_path_needs_no_configuration(
 def test_migrate_then_rotate_keys(
     tmp_path: Path, env: dict[str, str], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from bot.store.crypto import KeyRing
+    from bot.store.keyring import KeyRing
 
     assert main(["migrate"], environ=env) == 0
     out = capsys.readouterr().out

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from bot.errors import DecryptionError, KeyFileExposedError, KeyRingError
-from bot.store.crypto import KeyRing, aad_for
+from bot.store.keyring import KeyRing, aad_for
 
 AAD = aad_for("account-token", "@alice:example.org", "https://example.org", "01ABC")
 SECRET = "tok-3f9a-very-secret"

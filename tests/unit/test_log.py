@@ -10,7 +10,7 @@ import pytest
 
 from bot.config import LoggingConfig
 from bot.log import MAX_REMOTE_SECRETS, REDACTED, RedactingFilter, installed_redactor, redact, setup_logging
-from bot.store.crypto import KeyRing
+from bot.store.keyring import KeyRing
 
 GTS_TOKEN = "ZJJHNDQ0ZTYTNME0OS0ZYZI4LTLMZTKTZTY4OWZKMTYZMJA1"  # reference §2.6 format
 GTS_CODE = "ZGM2OGI4NDYTY2FJZS0ZMTM5LWI0YWYTZDMWNDCZZTC3NZJK"

@@ -9,7 +9,7 @@ from typing import Any
 import nio
 import pytest
 
-from bot.matrix import dm
+from bot.matrix import dm_rules
 from bot.matrix.adapter import notice_content
 from bot.matrix.errors import (
     MatrixForbidden,
@@ -34,13 +34,13 @@ def member(user: str, membership: str) -> dict[str, Any]:
 
 
 def test_dm_create_args() -> None:
-    encrypted = dm.dm_create_args(ALICE, encrypted=True)
+    encrypted = dm_rules.dm_create_args(ALICE, encrypted=True)
     assert encrypted["is_direct"] is True
     assert encrypted["invite"] == [ALICE]
     assert encrypted["initial_state"] == [
         {"type": "m.room.encryption", "state_key": "", "content": {"algorithm": "m.megolm.v1.aes-sha2"}}
     ]
-    assert dm.dm_create_args(ALICE, encrypted=False)["initial_state"] == []
+    assert dm_rules.dm_create_args(ALICE, encrypted=False)["initial_state"] == []
 
 
 @pytest.mark.parametrize(
@@ -56,7 +56,7 @@ def test_dm_create_args() -> None:
     ],
 )
 def test_is_one_to_one(state: list[dict[str, Any]], expected: bool) -> None:
-    assert dm.is_one_to_one(dm.current_members(state), BOT, ALICE) is expected
+    assert dm_rules.is_one_to_one(dm_rules.current_members(state), BOT, ALICE) is expected
 
 
 def room_state(
@@ -97,7 +97,7 @@ def room_state(
     ],
 )
 def test_is_private_dm(state: list[dict[str, Any]], expected: bool) -> None:
-    assert dm.is_private_dm(state, BOT, ALICE) is expected
+    assert dm_rules.is_private_dm(state, BOT, ALICE) is expected
 
 
 @pytest.mark.parametrize(
@@ -111,7 +111,7 @@ def test_room_creators(version: str, expected: set[str]) -> None:
         "sender": BOT,
         "content": {"room_version": version, "additional_creators": [CAROL]},
     }
-    assert dm.room_creators([member(BOT, "join"), create]) == expected
+    assert dm_rules.room_creators([member(BOT, "join"), create]) == expected
 
 
 def message(content: dict[str, Any]) -> dict[str, Any]:

@@ -13,9 +13,9 @@ from bot.relay.breaker import BreakerRegistry, BreakerState, CircuitBreaker
 from bot.relay.delivery import DeliveryItem, UserDelivery, txn_id_for
 from bot.relay.manager import broken_message
 from bot.relay.tuning import RelayTuning
-from bot.store.crypto import KeyRing
 from bot.store.outbox import format_cursors, parse_cursors
 from bot.store.records import AccountId
+from tests.fakes.delivery import MemoryStore
 from tests.fakes.matrix import RecordingMatrix
 from tests.waiting import wait_until
 
@@ -174,8 +174,7 @@ async def test_a_users_queue_holds_relays_back_at_max_pending_until_there_is_roo
     tuning = RelayTuning()
     delivery = UserDelivery(
         "@alice:example.org",
-        sessions=None,  # type: ignore[arg-type]  # never reached: nothing here prepares or sends
-        keyring=KeyRing.generate(),
+        store=MemoryStore(),
         sender=RecordingMatrix(),
         tuning=tuning,
         metrics=None,

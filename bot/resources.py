@@ -2,7 +2,7 @@
 
 Each is an async context manager that owns what it opens: the database (engine migrated to head, with
 its session factory) and the fediverse client (over the guarded HTTP stack). The key ring comes from
-`bot.store.keys.open_keyring`, which needs the migrated database.
+`bot.store.key_rotation.open_keyring`, which needs the migrated database.
 """
 
 from __future__ import annotations

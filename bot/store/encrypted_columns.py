@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.store.crypto import KeyRing, aad_for
+from bot.store.keyring import KeyRing, aad_for
 from bot.store.models import Account, Base, FediverseApp, MatrixSession
 
 __all__ = [

@@ -21,10 +21,10 @@ from typing import TYPE_CHECKING
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.errors import DecryptionError, KeyRingError
-from bot.store.crypto import KeyRing
 from bot.store.db import create_engine, session_factory
+from bot.store.encrypted_columns import all_readable_with, reencrypt_all, sample_sealed
+from bot.store.keyring import KeyRing
 from bot.store.migrate import upgrade
-from bot.store.sealed import all_readable_with, reencrypt_all, sample_sealed
 
 if TYPE_CHECKING:
     from bot.config import Config

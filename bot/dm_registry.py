@@ -1,7 +1,7 @@
 """The bot's own record of each user's DM room.
 
 The homeserver does not write `m.direct` for the bot, so the bot keeps the record itself. A room counts
-as a user's DM only while it is a private 1:1 chat (`matrix.dm.is_private_dm`); a DM that gained a third
+as a user's DM only while it is a private 1:1 chat (`matrix.dm_rules.is_private_dm`); a DM that gained a third
 member, or that the user left, is replaced by a new one when needed.
 
 The relay re-checks that with `still_private` before each delivery, and the router whenever the room's
