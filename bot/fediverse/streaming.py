@@ -139,9 +139,10 @@ class _QuietLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
 MAX_FRAME_BYTES = 256 * 1024
 """A larger streaming frame closes the connection (websockets answers 1009); the relay reconnects and
 fetches over REST whatever it carried. A real notification frame is a few kilobytes."""
-MAX_QUEUED_FRAMES = 2
-"""Frames websockets reads ahead while the relay's buffer is full: per account at most
-(MAX_QUEUED_FRAMES + 1) x MAX_FRAME_BYTES wait in memory, then TCP pushes back on the instance."""
+MAX_QUEUED_FRAMES = 1
+"""Frames websockets reads ahead while the relay's buffer is full: it stops reading the socket once more
+than this many are queued, so per account at most (MAX_QUEUED_FRAMES + 1) x MAX_FRAME_BYTES wait in
+memory (plus one socket read, 256 KiB), then TCP pushes back on the instance."""
 MAX_FRAME_CONTAINERS = 4_096
 """JSON objects and arrays a frame may open (counted before parsing, payload included): a frame of
 `[[],[],...]` would otherwise cost ~20 bytes of memory per byte of text while it is parsed."""
@@ -374,6 +375,9 @@ class NotificationStream:
                         status=status,
                         in_stream=True,
                     )
+                # The frame text (up to MAX_FRAME_BYTES) must not stay alive while the consumer is
+                # blocked on a full buffer: only the bounded notification is kept.
+                del message
                 if notification is not None:
                     yield notification
         except websockets.ConnectionClosed as exc:

@@ -13,9 +13,9 @@ class RelayTuning:
     catch_up_pages: int = 10  # pages per catch-up round; then wait for delivery to drain and pause
     catch_up_pause: float = 5.0  # the pause between catch-up rounds (an endless backlog is paced)
     stream_buffer: int = 500  # stream notifications buffered per account; a full buffer stops reading
-    stream_buffer_bytes: int = 256 * 1024  # ... and the bytes they may hold (`Notification.retained_bytes`)
+    stream_buffer_bytes: int = 128 * 1024  # ... and the bytes they may hold (`Notification.retained_bytes`)
     max_pending: int = 1_000  # notifications queued per Matrix user before relays stop taking more
-    max_pending_bytes: int = 512 * 1024  # ... and the bytes they may hold
+    max_pending_bytes: int = 256 * 1024  # ... and the bytes they may hold
     reconnect_base: float = 1.0  # first reconnect / retry delay after an instance failure
     reconnect_cap: float = 300.0  # never more than 12 attempts an hour per account at steady state
     stream_healthy_after: float = 60.0  # a stream that lived this long resets the failure count

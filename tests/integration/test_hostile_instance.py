@@ -1,24 +1,38 @@
 """A connected account on a hostile instance (the fake's hostile profile) cannot stall the bot, hide
-well-formed notifications, ping anyone, or make the plain and HTML bodies disagree (issue 10)."""
+well-formed notifications, ping anyone, or make the plain and HTML bodies disagree; another user's
+commands are answered meanwhile (issue 10)."""
 
 from __future__ import annotations
 
 import dataclasses
 import re
 from collections.abc import AsyncIterator
+from datetime import timedelta
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from bot.accounts import AccountsService
+from bot.commands.handlers import BotCommands
+from bot.commands.throttle import InstanceShare, UserThrottle
+from bot.config import LimitsConfig, MatrixConfig
+from bot.connect import ConnectFlows
+from bot.dm_registry import DmDirectory
 from bot.fediverse.streaming import build_stream_connector
+from bot.relay.manager import RelayManager
+from bot.router import Router
 from bot.store.keyring import KeyRing
+from bot.store.records import utc_now
+from bot.store.session_store import DatabaseHandledEvents
 from tests.fakes.gotosocial import FakeGoToSocial
 from tests.fakes.gotosocial.hostile import HOSTILE_FRAMES, HOSTILE_HTML, Hostile
 from tests.fakes.matrix import RecordingMatrix
 from tests.integration.fedi_support import fedi_client, settings
 from tests.integration.relay_support import FAST, Harness, Notified, cursor_is
+from tests.integration.test_router import Rooms, message
 from tests.waiting import wait_until
 
+BOB, BOB_DM = "@bob:example.org", "!bobdm:example.org"
 LONG = 120.0  # an upper bound for a loaded machine, not a performance figure
 RESPONSE_BYTES = 1_048_576  # the production default: hostile posts of a few hundred kB must fit a page
 
@@ -46,9 +60,13 @@ async def test_a_hostile_instance_cannot_stall_the_bot_or_hide_good_notification
         evil.add_user("alice")
         good.add_user("bob")
         alice = await h.add_account(evil, "alice", cursor=evil.notify("alice", "follow", "zed")["id"])
-        bob = await h.add_account(good, "bob", cursor=good.notify("bob", "follow", "zed")["id"])
+        bob = await h.add_account(
+            good, "bob", cursor=good.notify("bob", "follow", "zed")["id"], dm_room=BOB_DM
+        )
         # Two per page, so that each page of hostile posts stays within the response limit.
         manager = h.manager(tuning=dataclasses.replace(FAST, page_limit=2))
+        matrix = RecordingMatrix()
+        router = _router(h, manager, matrix)
         await manager.start()
         await wait_until(lambda: evil.open_streams("alice") == 1 and good.open_streams("bob") == 1)
 
@@ -62,6 +80,21 @@ async def test_a_hostile_instance_cannot_stall_the_bot_or_hide_good_notification
         hostile.slow(1.0)  # and from now on it answers slowly too
         last_bob = good.notify("bob", "mention", "dave", status_text="bob last")
 
+        # Bob's commands go through the real router and are answered while alice's instance is still
+        # being worked through: her last well-formed notification, behind every hostile post and frame
+        # and paged over REST at one slow answer a second, has not been relayed yet.
+        await router.handle(message(BOB, BOB_DM, "!gts help", event="$help"))
+        await router.handle(message(BOB, BOB_DM, "!gts status", event="$status"))
+        await wait_until(lambda: len(matrix.messages()) == 2, timeout=LONG, what="answers to bob's commands")
+        assert not any(f"well-formed {len(HOSTILE_HTML) - 1}" in body for body in h.sender.bodies())
+        assert not await cursor_is(h, alice.id, alice_good[-1]["id"])
+        (help_room, help_text), (status_room, status_text) = matrix.messages()
+        assert help_room == status_room == BOB_DM
+        assert "!gts status" in help_text
+        assert "Your accounts:" in status_text
+        assert "@bob@" in status_text
+        assert "relaying" in status_text
+
         # The other user's notifications keep arriving while alice's instance does all that.
         await wait_until(
             lambda: cursor_is(h, bob.id, last_bob["id"]), timeout=LONG, what="bob's notifications"
@@ -72,6 +105,7 @@ async def test_a_hostile_instance_cannot_stall_the_bot_or_hide_good_notification
             what="alice's well-formed notifications",
         )
         hostile.slow(0.0)
+        await router.aclose(grace=5)
 
     bodies = h.sender.bodies()
     text = "\n".join(bodies)
@@ -91,3 +125,34 @@ async def test_a_hostile_instance_cannot_stall_the_bot_or_hide_good_notification
     # The malformed frames were logged once per connection, not once per frame.
     malformed = [r for r in caplog.records if "malformed streaming frame" in r.getMessage()]
     assert len(malformed) < len(HOSTILE_FRAMES) * len(HOSTILE_HTML) // 4
+
+
+def _router(h: Harness, manager: RelayManager, matrix: RecordingMatrix) -> Router:
+    """The command router as the bot wires it, with a recording Matrix side; bob's DM is private."""
+    flows = ConnectFlows(
+        sessions=h.sessions,
+        keyring=h.keyring,
+        client=h.client,
+        fediverse=settings(max_response_bytes=RESPONSE_BYTES),
+        limits=LimitsConfig(),
+        flow_ttl=timedelta(minutes=10),
+        on_connected=manager.restart_account,
+        share=InstanceShare(lambda: 0.0),
+    )
+    accounts = AccountsService(
+        sessions=h.sessions, keyring=h.keyring, client=h.client, relay=manager, allow_http=True
+    )
+    return Router(
+        matrix=matrix,
+        dms=DmDirectory(h.sessions, Rooms({(BOB_DM, BOB)})),
+        commands=BotCommands(flows=flows, accounts=accounts, clock=utc_now),
+        flows=flows,
+        handled=DatabaseHandledEvents(h.sessions),
+        config=MatrixConfig(
+            homeserver="https://hs.test", user_id="@bot:hs.test", allowed_users=("@*:example.org",)
+        ),
+        throttle=UserThrottle(20, clock=lambda: 0.0),
+        relay=manager,
+        bot_user_id="@bot:hs.test",
+        clock=lambda: 0.0,
+    )
