@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.relay import TimedSender, setup_db
+from benchmarks.relay import rate_limited_matrix, setup_db
 from bot.config import FediverseConfig, RelayConfig
 from bot.fediverse.client import FediverseClient
 from bot.fediverse.guard import build_http_client
@@ -66,7 +66,8 @@ async def serve_hostile(accounts: int, frame_bytes: int) -> None:
         return web.json_response([])
 
     async def streaming(request: web.Request) -> web.WebSocketResponse:
-        ws = web.WebSocketResponse(autoping=True, max_msg_size=0)
+        token = request.headers.get("Sec-WebSocket-Protocol")  # the bot sends its token here; echo it
+        ws = web.WebSocketResponse(protocols=(token,) if token else (), autoping=True, max_msg_size=0)
         await ws.prepare(request)
         sent["connections"] += 1
         reader = asyncio.create_task(ws.receive())  # answers pings; ends when the client closes
@@ -148,7 +149,7 @@ async def bench(args: argparse.Namespace) -> None:
             engine, sessions = await setup_db(
                 Path(tmp.name) / "h.sqlite3", keyring, info, range(args.accounts), "0"
             )
-            sender = TimedSender(rate=0.2, burst=10)
+            sender = rate_limited_matrix(rate=0.2, burst=10)
             relay = RelayManager(
                 sessions=sessions,
                 keyring=keyring,
@@ -177,7 +178,7 @@ async def bench(args: argparse.Namespace) -> None:
                 print(
                     f"t={time.monotonic() - start:5.0f} s  RSS {now:6.1f} MB  peak {peak:6.1f} MB  "
                     f"queued {relay.queued_bytes / 2**20:6.2f} MiB / {relay.queued_notifications:5d} items  "
-                    f"streams {relay.live_streams:3d}  sent {len(sender.sends):4d} messages  "
+                    f"streams {relay.live_streams:3d}  sent {len(sender.events):4d} messages  "
                     f"instance: {figures['frames']:7d} frames, {figures['connections']:5d} connections",
                     flush=True,
                 )
