@@ -16,10 +16,11 @@ from aiohttp import ClientSession, WSMsgType, WSServerHandshakeError
 from bot.errors import FediverseError, ForbiddenAddressError, InstanceUnreachableError, StreamRefusedError
 from bot.fediverse.instance import InstanceRef, parse_instance
 from bot.fediverse.models import Notification
+from bot.fediverse.oauth import extract_code
 from bot.fediverse.streaming import NotificationStream, build_stream_connector, stream_endpoint
 from bot.store.models import AccountState
 from tests.fakes.gotosocial import AKKOMA, GOTOSOCIAL, MASTODON, PROFILES, FakeGoToSocial, Profile
-from tests.fakes.gotosocial.testkit import bearer
+from tests.fakes.gotosocial.testkit import PW, authorize_url, bearer, register, token_form
 from tests.integration.fedi_support import StubResolver, connection_counter, fedi_client, settings
 from tests.integration.relay_support import Harness, cursor_is
 from tests.waiting import wait_until
@@ -363,3 +364,20 @@ async def test_many_accounts_on_one_instance_ask_where_it_streams_once(h: Harnes
     asked = gts.requests_to("/api/v2/instance") + gts.requests_to("/api/v1/instance")
     assert asked == 1
     assert gts.requests_to("/api/v1/streaming") == len(accounts)  # each went straight to the streaming host
+
+
+@ALL
+async def test_each_server_shows_its_own_code_page_and_code_format_and_the_bot_reads_both(
+    profile: Profile,
+) -> None:
+    async with FakeGoToSocial(profile=profile) as gts, httpx.AsyncClient(base_url=gts.base_url) as http:
+        gts.add_user("alice", "alice@example.org", PW)
+        app = await register(http)
+        code = await gts.authorize(authorize_url(gts, app), "alice@example.org", PW)
+        assert len(code) == profile.code_length
+        pasted_page = f"{gts.base_url}{profile.oob_path}?code={code}&state=s1"
+        assert extract_code(pasted_page) == code
+        assert extract_code(f"  {code}\n") == code
+        r = await http.post("/oauth/token", data=token_form(app, code))
+        assert r.status_code == 200, r.text
+        assert r.json()["access_token"]

@@ -128,6 +128,14 @@ def oauth_secret() -> str:
     return raw.upper()
 
 
+def authorization_code(length: int) -> str:
+    """A code in the server's own format: GoToSocial's 48-character `oauth_secret`, or Doorkeeper's and
+    Akkoma's unpadded base64url of 32 random bytes (43 characters)."""
+    if length == 48:
+        return oauth_secret()
+    return base64.urlsafe_b64encode(os.urandom(32)).decode().rstrip("=")[:length]
+
+
 def vapid_key() -> str:
     return base64.urlsafe_b64encode(b"\x04" + os.urandom(64)).decode().rstrip("=")
 

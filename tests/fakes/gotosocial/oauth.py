@@ -11,6 +11,7 @@ from aiohttp import web
 from tests.fakes.gotosocial.core import (
     HELPFUL_ADVICE,
     OOB_URI,
+    authorization_code,
     oauth_secret,
     random_ulid,
     scopes_covered,
@@ -252,12 +253,12 @@ async def authorize_post(request: web.Request) -> web.Response:
         return _redirect(302, _with_query(redirect_uri, {"error": "server_error",
                                                          "error_description": _SERVER_ERROR,
                                                          "state": client_state}))
-    code = oauth_secret()
+    code = authorization_code(state.profile.code_length)
     state.codes[code] = FakeCode(code=code, client_id=app.client_id, user_id=user.user_id,
                                  redirect_uri=redirect_uri, scope=scope, created=time.monotonic())
     params = {"code": code, "state": client_state}
     if redirect_uri == OOB_URI:
-        return _redirect(302, "/oauth/oob?" + _encode(params))
+        return _redirect(302, f"{state.profile.oob_path}?" + _encode(params))
     return _redirect(302, _with_query(redirect_uri, params))
 
 

@@ -114,6 +114,8 @@ class FakeGoToSocial:
         r.add_get("/auth/sign_in", gts_oauth.sign_in_get, allow_head=False)
         r.add_post("/auth/sign_in", gts_oauth.sign_in_post)
         r.add_get("/oauth/oob", gts_oauth.oob_get, allow_head=False)
+        if self.state.profile.oob_path != "/oauth/oob":  # Mastodon: /oauth/authorize/native
+            r.add_get(self.state.profile.oob_path, gts_oauth.oob_get, allow_head=False)
         r.add_post("/oauth/token", gts_token.token)
         r.add_post("/oauth/revoke", gts_token.revoke)
         r.add_get("/api/v1/accounts/verify_credentials", gts_api.verify_credentials, allow_head=False)
@@ -332,9 +334,9 @@ async def _browser_flow(browser: aiohttp.ClientSession, base: str, authorize_url
         error, desc = query["error"][0], query.get("error_description", [""])[0]
         raise AuthorizeError("POST /oauth/authorize", 302, f"redirected with error={error}: {desc}",
                              error=error, error_description=desc)
-    if not location.startswith("/oauth/oob"):
+    if not location.startswith("/"):
         return query["code"][0]  # a real redirect_uri: the code is in the redirect
-    _, page = await step("GET /oauth/oob", "GET", location, 200)
+    _, page = await step("GET the out-of-band page", "GET", location, 200)
     match = _OOB_CODE.search(page)
     if match is None:
         raise AuthorizeError("GET /oauth/oob", 200, "no oob-token section on the page")
