@@ -429,4 +429,4 @@ async def test_a_users_queue_is_bounded_and_the_excess_dropped_with_one_warning(
     assert len([r for r in caplog.records if "dropping more" in r.getMessage()]) == 1
     matrix.open.set()
     await settle(router)
-    assert len(matrix.joins) == MAX_QUEUED_PER_USER
+    assert len(matrix.joined) == MAX_QUEUED_PER_USER
