@@ -112,6 +112,7 @@ async def list_notifications(request: web.Request) -> web.Response:
     if page:
         extra = [("exclude_types[]", t) for t in excluded] + [("types[]", t) for t in types]
         headers["Link"] = _link_header(state, page, limit, extra)
+    state.served_over_rest.update(n.id for n in page)
     return json_response([n.body for n in page], headers=headers)
 
 

@@ -231,6 +231,10 @@ class FakeGoToSocial:
         ``token``: the token; ``user``, ``paging``: a user id), as if someone else had made them."""
         self.state.count_in_bucket(kind, who, self.state.rate_clock(), count)
 
+    def served_over_rest(self, notification_id: str) -> bool:
+        """Whether any `GET /api/v1/notifications` page has returned this notification."""
+        return notification_id in self.state.served_over_rest
+
     def requests_to(self, path: str, method: str | None = None) -> int:
         return sum(1 for m, p in self.state.request_log if p == path and (method is None or m == method))
 
