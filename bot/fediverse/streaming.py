@@ -20,13 +20,11 @@ Reconnecting with backoff is the caller's job; this module gives one connection 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import re
 import ssl
 import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
 from types import TracebackType
 
 import websockets
@@ -46,7 +44,12 @@ from bot.errors import (
 )
 from bot.fediverse.guard import AddressGuard, HttpSettings, Resolver, make_ssl_context
 from bot.fediverse.instance import InstanceRef, parse_instance
-from bot.fediverse.models import Notification, ShapeError, parse_notification
+from bot.fediverse.models import Notification, ShapeError
+from bot.fediverse.stream_frames import (
+    MAX_FRAME_BYTES,
+    StreamErrorFrame,
+    parse_stream_frame,
+)
 
 __all__ = [
     "NotificationStream",
@@ -119,13 +122,6 @@ class StreamEndpoints:
         self._known[instance.key] = endpoint
 
 
-@dataclass(frozen=True)
-class StreamErrorFrame:
-    """`{"error": "…", "status": 401}` without `event`: the server will not send this stream."""
-
-    status: int
-
-
 class _QuietLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
     """websockets logs request headers (our bearer token) and frames at DEBUG; never let it."""
 
@@ -136,48 +132,10 @@ class _QuietLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
         return None
 
 
-MAX_FRAME_BYTES = 256 * 1024
-"""A larger streaming frame closes the connection (websockets answers 1009); the relay reconnects and
-fetches over REST whatever it carried. A real notification frame is a few kilobytes."""
 MAX_QUEUED_FRAMES = 1
 """Frames websockets reads ahead while the relay's buffer is full: it stops reading the socket once more
 than this many are queued, so per account at most (MAX_QUEUED_FRAMES + 1) x MAX_FRAME_BYTES wait in
 memory (plus one socket read, 256 KiB), then TCP pushes back on the instance."""
-MAX_FRAME_CONTAINERS = 4_096
-"""JSON objects and arrays a frame may open (counted before parsing, payload included): a frame of
-`[[],[],...]` would otherwise cost ~20 bytes of memory per byte of text while it is parsed."""
-
-
-def parse_stream_frame(message: str | bytes) -> Notification | StreamErrorFrame | None:
-    """A streaming frame → the Notification it carries, a StreamErrorFrame, or None for other events.
-    ShapeError if malformed."""
-    if isinstance(message, bytes):
-        containers = message.count(b"[") + message.count(b"{")
-    else:
-        containers = message.count("[") + message.count("{")
-    if containers > MAX_FRAME_CONTAINERS:
-        raise ShapeError("frame has too many JSON objects or arrays")
-    try:
-        frame = json.loads(message)
-    except (ValueError, RecursionError):
-        raise ShapeError("frame is not JSON") from None
-    if not isinstance(frame, dict):
-        raise ShapeError("frame is not a JSON object")
-    if "event" not in frame and "error" in frame:
-        status = frame.get("status")
-        return StreamErrorFrame(status if isinstance(status, int) and 100 <= status <= 599 else 0)
-    if frame.get("event") != "notification":
-        return None
-    payload = frame.get("payload")
-    if not isinstance(payload, str):
-        raise ShapeError("frame.payload is not a string")
-    try:
-        data = json.loads(payload)
-    except (ValueError, RecursionError):
-        raise ShapeError("frame.payload is not JSON") from None
-    return parse_notification(data)
-
-
 class StreamConnector:
     """What every stream needs: the address guard, TLS settings and timeouts. Build one per process."""
 

@@ -12,7 +12,7 @@ import pytest
 from bot.errors import BadResponseError, FediverseError
 from bot.fediverse.bounded import JsonLimits, bounded_copy
 from bot.fediverse.models import Notification, ShapeError, parse_notification
-from bot.fediverse.streaming import MAX_FRAME_CONTAINERS, parse_stream_frame
+from bot.fediverse.stream_frames import MAX_FRAME_CONTAINERS, parse_stream_frame
 from bot.relay.account_relay import AccountRelay
 from bot.relay.buffer import BoundedBuffer
 

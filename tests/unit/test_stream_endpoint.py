@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from bot.fediverse.instance import InstanceRef
-from bot.fediverse.streaming import StreamErrorFrame, parse_stream_frame, stream_endpoint
+from bot.fediverse.stream_frames import StreamErrorFrame, parse_stream_frame
+from bot.fediverse.streaming import stream_endpoint
 
 HTTPS = InstanceRef("https", "social.example")
 HTTP_LOOPBACK = InstanceRef("http", "127.0.0.1", 8080)
