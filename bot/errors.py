@@ -19,6 +19,7 @@
             ├── UnexpectedRedirectError  the instance redirected somewhere else
             ├── NotAFediverseServerError the host does not speak the Mastodon client API
             ├── BadResponseError         malformed JSON, wrong shape, body too large, unexpected status
+            │   └── ResponseTooLargeError a body past max_response_bytes (keeps the part read, never shown)
             ├── RateLimitedError         429 from the instance (carries retry_after seconds)
             ├── TokenRejectedError       401: the token is revoked, unknown, or the account is gone
             ├── InsufficientScopeError   403: the token lacks a scope the call needs
@@ -129,6 +130,24 @@ class NotAFediverseServerError(FediverseError):
 
 class BadResponseError(FediverseError):
     pass
+
+
+class ResponseTooLargeError(BadResponseError):
+    """The body passed `max_response_bytes`. `prefix` is what was read up to that limit, so a caller can
+    still learn something from it (the first item's id); it is never part of the message."""
+
+    def __init__(self, message: str, prefix: bytes = b"") -> None:
+        super().__init__(message)
+        self.prefix = prefix
+
+
+class PageTooLargeError(ResponseTooLargeError):
+    """A notification page too large to read; `first_id` is its first notification's id, if it could be
+    read from the start of the body."""
+
+    def __init__(self, message: str, first_id: str | None) -> None:
+        super().__init__(message)
+        self.first_id = first_id
 
 
 class RateLimitedError(FediverseError):

@@ -23,6 +23,7 @@ from bot.errors import (
     InstanceUnreachableError,
     InsufficientScopeError,
     RateLimitedError,
+    ResponseTooLargeError,
     TlsError,
     TokenRejectedError,
     UnexpectedRedirectError,
@@ -206,13 +207,8 @@ class InstanceHttp:
             ) from None
 
     async def _read_capped(self, instance: InstanceRef, response: httpx.Response) -> bytes:
-        too_big = BadResponseError(
-            f"{instance.display} sent a response larger than {self._max_bytes:,} bytes; "
-            "the bot stopped reading."
-        )
-        declared = response.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > self._max_bytes:
-            raise too_big
+        """The body, decompressed, up to `max_response_bytes`. Past that, `ResponseTooLargeError` carries
+        the part read (a declared Content-Length is not trusted either way; reading stops at the limit)."""
         encoding = response.headers.get("content-encoding", "identity").strip().lower()
         decoder: zlib._Decompress | None
         if encoding in ("", "identity"):
@@ -229,12 +225,14 @@ class InstanceHttp:
             async for raw in response.aiter_raw():
                 # Decompress with a bound so a small compressed body cannot expand without limit.
                 piece = raw if decoder is None else decoder.decompress(raw, self._max_bytes + 1 - size)
-                if decoder is not None and decoder.unconsumed_tail:
-                    raise too_big
-                size += len(piece)
-                if size > self._max_bytes:
-                    raise too_big
                 chunks.append(piece)
+                size += len(piece)
+                if size > self._max_bytes or (decoder is not None and decoder.unconsumed_tail):
+                    raise ResponseTooLargeError(
+                        f"{instance.display} sent a response larger than {self._max_bytes:,} bytes; "
+                        "the bot stopped reading.",
+                        prefix=b"".join(chunks)[: self._max_bytes],
+                    )
         except zlib.error:
             raise BadResponseError(f"{instance.display} sent a corrupt compressed response.") from None
         return b"".join(chunks)

@@ -21,7 +21,9 @@ from bot.errors import (
     InstanceUnreachableError,
     NotAFediverseServerError,
     OAuthError,
+    PageTooLargeError,
     RateLimitedError,
+    ResponseTooLargeError,
     RevokeUnsupportedError,
 )
 from bot.fediverse._http import (
@@ -53,6 +55,7 @@ from bot.fediverse.models import (
 )
 from bot.fediverse.oauth import OOB_REDIRECT_URI
 from bot.fediverse.oauth_errors import NO_ROWS, oauth_error
+from bot.fediverse.oversized import first_item_id
 from bot.fediverse.ratelimit import PacerRegistry
 from bot.fediverse.scopes import normalize_scopes
 
@@ -381,7 +384,10 @@ class FediverseClient:
         params += [("types[]", str(t)) for t in types]
         params += [("exclude_types[]", str(t)) for t in exclude_types]
         path = "/api/v1/notifications"
-        response = await self._http.request(instance, "GET", path, params=params, token=token)
+        try:
+            response = await self._http.request(instance, "GET", path, params=params, token=token)
+        except ResponseTooLargeError as exc:
+            raise PageTooLargeError(str(exc), first_item_id(exc.prefix)) from None
         if response.status != 200:
             raise status_error(instance, response)
         data = decode_json(instance, response)

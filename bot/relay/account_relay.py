@@ -42,6 +42,7 @@ from bot.errors import (
     InactiveLoginError,
     InstanceUnreachableError,
     InsufficientScopeError,
+    PageTooLargeError,
     RateLimitedError,
     StreamRefusedError,
     TokenRejectedError,
@@ -255,7 +256,12 @@ class AccountRelay:
         """No cursor yet: start at the newest notification, relaying none of the backlog."""
 
         async def newest() -> str:
-            page = await self._d.client.notifications(self.instance, self.account.token, limit=1)
+            try:
+                page = await self._d.client.notifications(self.instance, self.account.token, limit=1)
+            except PageTooLargeError as exc:
+                if exc.first_id is None:
+                    raise
+                return exc.first_id
             return max_id(page.all_ids) or NO_NOTIFICATIONS_CURSOR
 
         cursor = await self._instance_call(newest)
@@ -280,9 +286,13 @@ class AccountRelay:
         for index in range(self._d.tuning.catch_up_pages):
             if index > 0 and self._delivery.full:  # (the caller waited for room before the first page)
                 return "full"
-            page = await self._d.client.notifications(
-                self.instance, self.account.token, min_id=self._cursor, limit=limit
-            )
+            try:
+                page = await self._d.client.notifications(
+                    self.instance, self.account.token, min_id=self._cursor, limit=limit
+                )
+            except PageTooLargeError as exc:
+                limit = self._past_oversized(exc, limit)
+                continue
             newest = max_id(page.all_ids)
             if newest is None or not is_newer(newest, self._cursor):
                 return "done"  # nothing (more) after the cursor
@@ -290,6 +300,17 @@ class AccountRelay:
             self._cursor = newest  # also past unreadable items (page.skipped_ids), which are not relayed
             # A short page is not the end: only a page with nothing after the cursor is.
         return "more"
+
+    def _past_oversized(self, exc: PageTooLargeError, limit: int) -> int:
+        """A page too large to read: ask for fewer notifications; at one, skip that one by its id, so one
+        oversized notification cannot stop the cursor. Returns the limit for the next page."""
+        if limit > 1:
+            return max(1, limit // 8)
+        if exc.first_id is None or not is_newer(exc.first_id, self._cursor):
+            raise exc  # nothing safe to skip to: retried with backoff, like any bad answer
+        log.warning("%s: notification %s is larger than the bot reads; skipping it", self, exc.first_id)
+        self._cursor = exc.first_id
+        return self._d.tuning.page_limit
 
     def _hand_over(self, notifications: list[Notification], *, live: bool) -> None:
         out: list[DeliveryItem] = []
