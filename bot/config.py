@@ -33,7 +33,7 @@ __all__ = [
     "CONFIG_PATH_ENV", "DEFAULT_CONFIG_PATH", "DEFAULT_DATA_DIR", "ENV_PREFIX",
     "Config", "DatabaseConfig", "EncryptionConfig", "FediverseConfig", "LimitsConfig", "LoggingConfig",
     "MatrixConfig", "ObservabilityConfig", "RelayConfig",
-    "config_path", "env_name", "is_user_allowed", "known_keys", "load_config",
+    "config_path", "env_name", "is_user_allowed", "known_keys", "load_config", "own_server_name",
 ]  # fmt: skip
 
 ENV_PREFIX = "GTS_BOT_"
@@ -246,8 +246,15 @@ class Config:
 
 
 def is_user_allowed(matrix: MatrixConfig, user_id: str) -> bool:
-    """Whether `user_id` may use the bot: it matches one `allowed_users` glob, or the list is empty."""
-    return not matrix.allowed_users or any(fnmatch.fnmatchcase(user_id, p) for p in matrix.allowed_users)
+    """Whether `user_id` may use the bot: it matches one `allowed_users` glob; with none configured, only
+    users of the bot's own homeserver may (an operator opens the bot to everyone with `"*"`)."""
+    if not matrix.allowed_users:
+        return user_id.partition(":")[2] == own_server_name(matrix)
+    return any(fnmatch.fnmatchcase(user_id, p) for p in matrix.allowed_users)
+
+
+def own_server_name(matrix: MatrixConfig) -> str:
+    return matrix.user_id.partition(":")[2]
 
 
 # -- loading ----------------------------------------------------------------------------------------

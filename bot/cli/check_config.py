@@ -24,12 +24,15 @@ def check_config(invocation: Invocation) -> int:
 
 def describe_config(config: Config) -> list[str]:
     """A short summary of `config` for people: never a secret."""
+    from bot.config import own_server_name  # already imported by loading the config
+
     m, f, r, o = config.matrix, config.fediverse, config.relay, config.observability
     login = "access token" if m.access_token else "password"
     key_state = "exists" if config.encryption.key_file.exists() else "missing: run `gts-bot keys generate`"
     return [
         f"matrix: {m.user_id} on {m.homeserver} ({login} login), commands start with {m.command_prefix!r}",
-        "allowed users: " + (", ".join(m.allowed_users) or "everyone"),
+        "allowed users: "
+        + (", ".join(m.allowed_users) or f"users of {own_server_name(m)} only (the bot's own homeserver)"),
         f"data directory: {config.data_dir}",
         f"database: {describe_database(config.database.url)}",
         f"key file: {config.encryption.key_file} ({key_state})",

@@ -403,7 +403,10 @@ def test_env_names() -> None:
 @pytest.mark.parametrize(
     ("patterns", "user", "allowed"),
     [
-        ((), "@anyone:anywhere.org", True),
+        ((), "@anyone:anywhere.org", False),  # none configured: the bot's own homeserver only
+        ((), "@alice:m.org", True),
+        ((), "@alice:evil-m.org", False),
+        (("*",), "@anyone:anywhere.org", True),
         (("@*:a.org",), "@alice:a.org", True),
         (("@*:a.org",), "@alice:b.org", False),
         (("@*:a.org",), "@alice:evil-a.org", False),
