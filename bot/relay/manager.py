@@ -28,7 +28,7 @@ Split deployments (`gts-bot run --role relay|matrix` on PostgreSQL):
   the outbox (hand-off mode, fenced by `write_guard`).
 - The Matrix process's manager gets `accounts_elsewhere`: it relays no account itself; `restart_account`
   and `remove_account` announce the change to the workers through it, and the outbox rows the workers write
-  reach it through `take_outbox` (see `bot.workers.outbox_feed`).
+  reach it through `take_outbox` (see `bot.relay.outbox_feed`).
 
 A 401 marks the account BROKEN (unless a reconnect stored another token meanwhile) and tells the user once
 how to reconnect (`notify_user`).

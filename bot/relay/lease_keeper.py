@@ -121,10 +121,10 @@ class LeaseKeeper:
                 else:
                     claimed = await leases.claim(self.worker_id, now, t.ttl, share - len(held))
                 await leases.prune_workers(now - t.forget_workers_after)
-            kept = set(held)
-            lost = sorted(self._held - kept)
-            new = [a for a in claimed if a not in self._held]
-            self._held = kept | set(claimed)
+            now_held = set(held) | set(claimed)
+            lost = sorted(self._held - now_held)
+            new = sorted(now_held - self._held)  # also leases kept from before a restart under this id
+            self._held = now_held
         for account_id in lost:
             await self._on_lost(account_id)
         for account_id in new:
