@@ -108,6 +108,8 @@ class LeaseKeeper:
         async with self._round_lock:
             t = self._timing
             async with self._sessions() as session, session.begin():
+                await LeasesRepository(session).add_missing()
+            async with self._sessions() as session, session.begin():
                 leases = LeasesRepository(session)
                 now = self._clock()
                 await leases.heartbeat(self.worker_id, now, t.ttl)

@@ -80,20 +80,9 @@ class LeasesRepository:
 
     async def claim(self, worker: str, now: datetime, ttl: timedelta, limit: int) -> list[AccountId]:
         """Take up to `limit` free (or expired) leases on ACTIVE accounts, skipping rows another worker is
-        claiming right now."""
+        claiming right now. Lease rows come from `add_missing`, in a transaction of its own before."""
         if limit <= 0:
             return []
-        # Every ACTIVE account gets a lease row (free) the first time a worker looks.
-        await self._session.execute(
-            insert(RelayLease)
-            .from_select(
-                ["account_id", "holder", "expires_at"],
-                select(Account.id, null(), literal(_NEVER, UtcDateTime()))
-                .where(Account.state == AccountState.ACTIVE.value)
-                .where(Account.id.not_in(select(RelayLease.account_id))),
-            )
-            .on_conflict_do_nothing(index_elements=["account_id"])
-        )
         free = (
             select(RelayLease.account_id)
             .join(Account, Account.id == RelayLease.account_id)
@@ -110,6 +99,20 @@ class LeasesRepository:
             .returning(RelayLease.account_id)
         )
         return sorted(AccountId(i) for i in (await self._session.execute(stmt)).scalars())
+
+    async def add_missing(self) -> None:
+        """Every ACTIVE account gets a (free) lease row the first time a worker looks. Two workers adding
+        the same row wait for each other's commit, so keep this transaction short."""
+        await self._session.execute(
+            insert(RelayLease)
+            .from_select(
+                ["account_id", "holder", "expires_at"],
+                select(Account.id, null(), literal(_NEVER, UtcDateTime()))
+                .where(Account.state == AccountState.ACTIVE.value)
+                .where(Account.id.not_in(select(RelayLease.account_id))),
+            )
+            .on_conflict_do_nothing(index_elements=["account_id"])
+        )
 
     async def release(self, worker: str, account_ids: Iterable[AccountId]) -> None:
         ids = list(account_ids)
