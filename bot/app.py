@@ -25,7 +25,7 @@ from bot.commands.throttle import InstanceShare, UserThrottle
 from bot.config import Config
 from bot.connect import ConnectFlows
 from bot.dm_registry import DmDirectory
-from bot.errors import ConfigError
+from bot.errors import ConfigError, KeyRingError
 from bot.fediverse.client import FediverseClient
 from bot.fediverse.guard import Resolver
 from bot.fediverse.ratelimit import PacerRegistry
@@ -77,6 +77,9 @@ def require_postgres(config: Config, role: Role) -> None:
         )
 
 
+WORKER_ID_MAX = 64  # models.RelayWorker.id
+
+
 def default_worker_id() -> str:
     return f"{socket.gethostname()[:40]}-{os.getpid()}"
 
@@ -116,12 +119,23 @@ class _Base:
 
 
 async def _open_base(
-    stack: AsyncExitStack, config: Config, resolver: Resolver | None, worker: str | None
+    stack: AsyncExitStack,
+    config: Config,
+    resolver: Resolver | None,
+    worker: str | None,
+    *,
+    may_create_key: bool = True,
 ) -> _Base:
     # Only the bot's user may look inside: the database, key file and E2EE store live here.
     await asyncio.to_thread(ensure_private_dir, config.data_dir)
     metrics = Metrics(_version(), worker=worker)
     database = await stack.enter_async_context(open_database(config.database.url))
+    if not may_create_key and not await asyncio.to_thread(config.encryption.key_file.exists):
+        # Two processes must never each create a key: the Matrix process makes it, the workers share it.
+        raise KeyRingError(
+            f"key file {config.encryption.key_file} is missing: a relay worker only reads the key file the "
+            "Matrix process (`run --role matrix`) creates; start that first, or copy the file here"
+        )
     keyring = await open_keyring(config.encryption.key_file, database.sessions)
     redactor = installed_redactor()
     if redactor is not None:
@@ -300,8 +314,10 @@ async def running_relay_worker(
     It never talks to Matrix: a user notice (an account stopped working) goes through the outbox too."""
     require_postgres(config, Role.RELAY)
     worker_id = worker_id or default_worker_id()
+    if not 0 < len(worker_id) <= WORKER_ID_MAX:
+        raise ConfigError([f"--worker-id: 1 to {WORKER_ID_MAX} characters, not {len(worker_id)}"])
     async with AsyncExitStack() as stack:
-        base = await _open_base(stack, config, resolver, worker_id)
+        base = await _open_base(stack, config, resolver, worker_id, may_create_key=False)
         sessions = base.sessions
         holder: list[LeaseKeeper] = []  # the manager's guard and the keeper's callbacks refer to each other
 
