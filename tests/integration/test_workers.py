@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -179,7 +179,6 @@ async def test_accounts_list_names_the_worker_and_the_lease_expiry(gts: FakeGoTo
     assert summary.worker is None
 
 
-
 @dataclass
 class Heard:
     """What a LISTENing connection received."""
@@ -264,8 +263,8 @@ async def test_the_feed_hands_each_row_over_once_and_forgets_rows_that_are_gone(
 
 
 def worker_manager(h: Harness, keeper_: list[LeaseKeeper]) -> RelayManager:
-    async def guard(session: AsyncSession, account_ids: object) -> None:
-        await keeper_[0].write_guard(session, account_ids)  # type: ignore[arg-type]
+    async def guard(session: AsyncSession, account_ids: Collection[AccountId]) -> None:
+        await keeper_[0].write_guard(session, account_ids)  # the keeper is made after the manager
 
     manager = RelayManager(
         sessions=h.sessions,
