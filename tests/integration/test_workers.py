@@ -370,3 +370,40 @@ async def test_exactly_once_when_a_worker_dies_with_written_but_unsent_messages(
     finally:
         feeding.cancel()
         await asyncio.gather(feeding, return_exceptions=True)
+
+
+async def test_a_changed_account_is_restarted_by_its_holder_and_claimed_when_new(
+    gts: FakeGoToSocial, h: Harness
+) -> None:
+    [first] = await add_accounts(h, gts, 1)
+    a, calls = keeper(h.sessions, "worker-a", Clock())
+    running = asyncio.create_task(a.run())  # one round now; the next only when woken (heartbeat: 1 h)
+    try:
+        await wait_until(lambda: first in a.held, what="the first round")
+        await a.account_changed(first)  # e.g. reconnected with a new token: the holder restarts it
+        assert calls.claimed == [first, first]
+        second = (await h.add_account(gts, "newcomer", cursor="0")).id
+        await a.account_changed(second)  # not held yet: a wake-up, and that round claims it
+        await wait_until(lambda: second in a.held, what="the new account claimed")
+    finally:
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+    assert calls.claimed == [first, first, second]
+
+
+async def test_a_worker_tells_a_user_through_the_outbox_and_wakes_the_matrix_process(
+    h: Harness, listening: tuple[Listener, Heard, asyncio.Event]
+) -> None:
+    _, heard, _ = listening
+    notices = OutboxNotices(h.sessions)
+    await notices("@nobody:example.org", "plain", "<b>html</b>")  # no DM room: nothing to write
+    await h.set_dm("@u:example.org", "!dm:example.org")
+    await notices("@u:example.org", "Your account stopped working", "<b>Your account</b> stopped working")
+    [row] = await h.outbox()
+    assert (row.matrix_user_id, row.room_id, row.body) == (
+        "@u:example.org",
+        "!dm:example.org",
+        "Your account stopped working",
+    )
+    assert row.cursors == {}
+    await wait_until(lambda: (OUTBOX_CHANNEL, "") in heard.items, what="the NOTIFY")
