@@ -77,6 +77,11 @@ async def holders(dsn: str) -> dict[int, str]:
     return {row["account_id"]: row["holder"] for row in rows}
 
 
+async def _all_held_by(dsn: str, worker: str, count: int) -> bool:
+    held = await holders(dsn)
+    return len(held) == count and set(held.values()) == {worker}
+
+
 async def test_three_workers_share_the_accounts_and_survive_a_sigkill_exactly_once(
     synapse: Synapse,
     make_human: MakeHuman,
@@ -163,6 +168,13 @@ async def test_three_workers_share_the_accounts_and_survive_a_sigkill_exactly_on
                 held = await holders(dsn)
                 assert len(held) == len(accounts)
                 assert victim not in held.values()
+
+                # A clean stop (SIGTERM) frees the worker's leases at once; the last worker takes them.
+                assert await workers[WORKERS[0]].terminate() == 0
+                assert WORKERS[0] not in (await holders(dsn)).values()
+                await wait_until(
+                    lambda: _all_held_by(dsn, WORKERS[2], len(accounts)), what="the last worker holding all"
+                )
         finally:
             for process in processes:
                 await process.kill()
