@@ -134,6 +134,7 @@ class LeasesRepository:
             .join(Account, Account.id == RelayLease.account_id)
             .where(RelayLease.account_id.in_(ids), RelayLease.holder == worker, RelayLease.expires_at > now)
             .where(Account.state == AccountState.ACTIVE.value)
+            .order_by(RelayLease.account_id)  # one lock order for every writer
             .with_for_update(of=RelayLease)
         )
         held = set((await self._session.execute(stmt)).scalars())
