@@ -407,3 +407,16 @@ async def test_a_worker_tells_a_user_through_the_outbox_and_wakes_the_matrix_pro
     )
     assert row.cursors == {}
     await wait_until(lambda: (OUTBOX_CHANNEL, "") in heard.items, what="the NOTIFY")
+
+
+async def test_no_outbox_write_succeeds_for_a_revoked_account(gts: FakeGoToSocial, h: Harness) -> None:
+    [account] = await add_accounts(h, gts, 1)
+    a, _ = keeper(h.sessions, "worker-a", Clock())
+    await a.round()
+    store = DeliveryStore(h.sessions, h.keyring, "@user0:example.org", write_guard=a.write_guard)
+    async with h.sessions() as s, s.begin():
+        await Repositories(s, h.keyring).accounts.delete(account)  # e.g. `gts-bot accounts revoke`
+    assert a.held == {account}  # the worker has not noticed yet
+    with pytest.raises(LeaseLost):
+        await store.write_batch([OutboxDraft(txn_id="gts.1.12", body="x", html="x")], {account: "12"})
+    assert await h.outbox() == []
