@@ -10,17 +10,21 @@ import random
 from collections.abc import AsyncIterator, Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.admin.accounts import account_table, list_accounts
+from bot.config import load_config
+from bot.errors import KeyRingError
 from bot.relay.delivery_store import DeliveryStore, LeaseLost, OutboxDraft
 from bot.relay.lease_keeper import LeaseKeeper, LeaseTiming
 from bot.relay.manager import AccountsElsewhere, RelayManager
 from bot.relay.notices import OutboxNotices
 from bot.relay.outbox_feed import OutboxFeed
+from bot.relay_worker import running_relay_worker
 from bot.store.leases import LeasesRepository
 from bot.store.models import AccountState
 from bot.store.outbox import OutboxRecord
@@ -420,3 +424,20 @@ async def test_no_outbox_write_succeeds_for_a_revoked_account(gts: FakeGoToSocia
     with pytest.raises(LeaseLost):
         await store.write_batch([OutboxDraft(txn_id="gts.1.12", body="x", html="x")], {account: "12"})
     assert await h.outbox() == []
+
+
+async def test_a_relay_worker_never_creates_the_key_file(db_url: str, tmp_path: Path) -> None:
+    config = load_config(
+        None,
+        {
+            "GTS_BOT_MATRIX__HOMESERVER": "https://matrix.test.org",
+            "GTS_BOT_MATRIX__USER_ID": "@bot:test.org",
+            "GTS_BOT_MATRIX__PASSWORD": "pw",
+            "GTS_BOT_DATA_DIR": str(tmp_path / "data"),
+            "GTS_BOT_DATABASE__URL": db_url,
+        },
+    )
+    with pytest.raises(KeyRingError, match="only reads the key file"):
+        async with running_relay_worker(config, worker_id="relay-1"):
+            pass
+    assert not config.encryption.key_file.exists()
