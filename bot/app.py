@@ -11,32 +11,29 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from datetime import timedelta
-from importlib.metadata import PackageNotFoundError, version
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from bot.accounts import AccountsService
+from bot.app_base import Role, cancel_task, open_base, require_postgres, start_health, start_listener
 from bot.commands.handlers import BotCommands
 from bot.commands.throttle import InstanceShare, UserThrottle
 from bot.config import Config
 from bot.connect import ConnectFlows
 from bot.dm_registry import DmDirectory
 from bot.fediverse.guard import Resolver
-from bot.fediverse.ratelimit import PacerRegistry
-from bot.fediverse.streaming import build_stream_connector
-from bot.log import installed_redactor
 from bot.matrix.adapter import MatrixAdapter
 from bot.matrix.session import Credentials
 from bot.matrix.types import RoomId, TrustPolicy, UserId
 from bot.observability import DatabaseCheck, HealthServer, Metrics, SyncFreshnessCheck, sqlalchemy_ping
 from bot.relay.manager import RelayManager
+from bot.relay.outbox_feed import OutboxFeed
 from bot.relay.tuning import RelayTuning
-from bot.resources import open_database, open_fediverse_client
+from bot.relay_worker import RelayWorker, running_relay_worker
 from bot.router import Router
-from bot.store.key_rotation import open_keyring
 from bot.store.keyring import KeyRing
-from bot.store.private_files import ensure_private_dir
-from bot.store.records import utc_now
+from bot.store.pg_notify import ACCOUNTS_CHANNEL, OUTBOX_CHANNEL, notify
+from bot.store.records import AccountId, utc_now
 from bot.store.repositories import AppsRepository, FlowsRepository, HandledEventsRepository
 from bot.store.session_store import DatabaseHandledEvents, DatabaseSessionStore
 from bot.store.stats import store_counts
@@ -46,13 +43,6 @@ log = logging.getLogger(__name__)
 HOUSEKEEPING_SECONDS = 60.0
 HANDLED_EVENTS_KEPT = timedelta(days=7)
 UNUSED_APPS_KEPT = timedelta(days=1)
-
-
-def _version() -> str:
-    try:
-        return version("gts-bot")
-    except PackageNotFoundError:
-        return "0+unknown"
 
 
 @dataclass
@@ -71,28 +61,18 @@ class Bot:
 
 
 @asynccontextmanager
-async def running_bot(config: Config, *, resolver: Resolver | None = None) -> AsyncIterator[Bot]:
-    """Start everything; on exit stop it in reverse order (relay, Matrix, HTTP, database)."""
-    async with AsyncExitStack() as stack:
-        # Only the bot's user may look inside: the database, key file and E2EE store live here.
-        await asyncio.to_thread(ensure_private_dir, config.data_dir)
-        metrics = Metrics(_version())
-        database = await stack.enter_async_context(open_database(config.database.url))
-        engine, sessions = database.engine, database.sessions
-        keyring = await open_keyring(config.encryption.key_file, sessions)
-        redactor = installed_redactor()
-        if redactor is not None:
-            redactor.add_secret(keyring.e2ee_store_key())
-            # Every token and client secret, as it passes (token-shaped ones only; dropped on revoke).
-            keyring.on_secret(redactor.add_remote_secret)
-            keyring.on_forget(redactor.forget_secret)
+async def running_bot(
+    config: Config, *, resolver: Resolver | None = None, role: Role = Role.ALL
+) -> AsyncIterator[Bot]:
+    """Start everything; on exit stop it in reverse order (relay, Matrix, HTTP, database).
 
-        client = await stack.enter_async_context(
-            open_fediverse_client(
-                config.fediverse, resolver, pacers=PacerRegistry(), on_response=metrics.instance_request
-            )
-        )
-        connector = build_stream_connector(config.fediverse, resolver)
+    `role` MATRIX: relay no account here; send what relay workers write to the outbox (woken by their
+    NOTIFY, polling slowly as a safety net), and announce connected/changed/revoked accounts to them."""
+    require_postgres(config, role)
+    async with AsyncExitStack() as stack:
+        base = await open_base(stack, config, resolver, "matrix" if role is Role.MATRIX else None)
+        metrics, engine, sessions, keyring = base.metrics, base.engine, base.sessions, base.keyring
+        client, connector = base.client, base.connector
 
         matrix = MatrixAdapter(
             Credentials(
@@ -117,12 +97,17 @@ async def running_bot(config: Config, *, resolver: Resolver | None = None) -> As
             room = await dms.ensure(user_id)
             await matrix.send_notice(RoomId(room), plain, html)
 
+        async def accounts_elsewhere(account_id: AccountId) -> None:
+            async with sessions() as session, session.begin():
+                await notify(session, ACCOUNTS_CHANNEL, str(account_id))
+
         relay = RelayManager(
             sessions=sessions,
             keyring=keyring,
             client=client,
             connector=connector,
             sender=matrix,
+            accounts_elsewhere=accounts_elsewhere if role is Role.MATRIX else None,
             relay_config=config.relay,
             allow_http=config.fediverse.allow_http,
             command_prefix=config.matrix.command_prefix,
@@ -164,22 +149,27 @@ async def running_bot(config: Config, *, resolver: Resolver | None = None) -> As
         dms.on_lost(router.dm_lost)
         await relay.start()
         stack.push_async_callback(relay.stop)
+        if role is Role.MATRIX:
+            feed = OutboxFeed(sessions, relay.take_outbox)
+            start_listener(stack, config, [OUTBOX_CHANNEL], lambda _channel, _payload: feed.wake())
+            feeding = asyncio.create_task(feed.run(), name="outbox-feed")
+            stack.push_async_callback(cancel_task, feeding)
         stack.push_async_callback(flows.settle)  # a token a cancelled command got is stored or revoked
         stack.push_async_callback(accounts.settle)  # a revoke a cancelled command started completes
         stack.push_async_callback(router.aclose)  # commands in flight finish before the relay stops
 
         sync_check = SyncFreshnessCheck()
         matrix.on_sync(sync_check.mark_synced)
-        health: HealthServer | None = None
-        if config.observability.enabled:
-            health = HealthServer(
+        health = await start_health(
+            stack,
+            config,
+            HealthServer(
                 config.observability.host,
                 config.observability.port,
                 metrics,
                 [sync_check, DatabaseCheck(sqlalchemy_ping(engine))],
-            )
-            await health.start()
-            stack.push_async_callback(health.stop)
+            ),
+        )
 
         housekeeping = asyncio.create_task(_housekeeping(sessions, keyring, metrics), name="housekeeping")
         stack.callback(housekeeping.cancel)
@@ -204,9 +194,21 @@ async def _housekeeping(
         await asyncio.sleep(HOUSEKEEPING_SECONDS)
 
 
-async def serve(config: Config, stop: asyncio.Event, *, resolver: Resolver | None = None) -> None:
-    """Run the bot until `stop` is set or the sync loop fails."""
-    async with running_bot(config, resolver=resolver) as bot:
+async def serve(
+    config: Config,
+    stop: asyncio.Event,
+    *,
+    resolver: Resolver | None = None,
+    role: Role = Role.ALL,
+    worker_id: str | None = None,
+) -> None:
+    """Run the bot (or one role of it) until `stop` is set or the sync loop fails."""
+    if role is Role.RELAY:
+        async with running_relay_worker(config, resolver=resolver, worker_id=worker_id):
+            await stop.wait()
+        log.info("gts-bot relay worker stopped")
+        return
+    async with running_bot(config, resolver=resolver, role=role) as bot:
         sync = asyncio.create_task(bot.matrix.run(bot.router.handle), name="matrix-sync")
         stopper = asyncio.create_task(stop.wait(), name="stop")
         log.info("gts-bot is running as %s", config.matrix.user_id)
@@ -221,18 +223,28 @@ async def serve(config: Config, stop: asyncio.Event, *, resolver: Resolver | Non
     log.info("gts-bot stopped")
 
 
-async def _main(config: Config) -> int:
+async def _main(config: Config, role: Role, worker_id: str | None) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    await serve(config, stop)
+    await serve(config, stop, role=role, worker_id=worker_id)
     return 0
 
 
-def run(config: Config) -> int:
+def run(config: Config, role: Role = Role.ALL, worker_id: str | None = None) -> int:
     """`gts-bot run`: the process exits with the returned code."""
-    return asyncio.run(_main(config))
+    require_postgres(config, role)
+    return asyncio.run(_main(config, role, worker_id))
 
 
-__all__ = ["Bot", "run", "running_bot", "serve"]
+__all__ = [
+    "Bot",
+    "RelayWorker",
+    "Role",
+    "require_postgres",
+    "run",
+    "running_bot",
+    "running_relay_worker",
+    "serve",
+]

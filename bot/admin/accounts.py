@@ -21,7 +21,7 @@ from bot.config import Config
 from bot.fediverse.guard import Resolver
 from bot.resources import open_database, open_fediverse_client
 from bot.store.key_rotation import open_keyring
-from bot.store.models import Account
+from bot.store.models import Account, RelayLease
 from bot.store.records import AccountId, words
 
 __all__ = [
@@ -55,6 +55,8 @@ class AccountSummary:
     cursor: str | None
     created_at: datetime
     updated_at: datetime
+    worker: str | None = None  # the relay worker holding its lease (split deployments), None if none
+    lease_expires_at: datetime | None = None
 
     def as_json(self) -> dict[str, object]:
         return {
@@ -67,6 +69,8 @@ class AccountSummary:
             "cursor": self.cursor,
             "created_at": self.created_at.isoformat(),
             "updated_at": self.updated_at.isoformat(),
+            "worker": self.worker,
+            "lease_expires_at": None if self.lease_expires_at is None else self.lease_expires_at.isoformat(),
         }
 
 
@@ -84,7 +88,10 @@ async def list_accounts(
         Account.cursor,
         Account.created_at,
         Account.updated_at,
-    ).order_by(Account.matrix_user_id, Account.id)
+        RelayLease.holder,
+        RelayLease.expires_at,
+    ).outerjoin(RelayLease, RelayLease.account_id == Account.id)
+    stmt = stmt.order_by(Account.matrix_user_id, Account.id)
     if matrix_user_id is not None:
         stmt = stmt.where(Account.matrix_user_id == matrix_user_id)
     async with sessions() as session:
@@ -100,6 +107,8 @@ async def list_accounts(
             cursor=row.cursor,
             created_at=row.created_at,
             updated_at=row.updated_at,
+            worker=row.holder,
+            lease_expires_at=row.expires_at if row.holder is not None else None,
         )
         for row in rows
     ]
@@ -109,9 +118,16 @@ def _when(value: datetime) -> str:
     return value.strftime("%Y-%m-%d %H:%M:%SZ")
 
 
+def _lease(account: AccountSummary) -> str:
+    """Which relay worker holds the account, until when ("-": none, as in a single-process bot)."""
+    if account.worker is None or account.lease_expires_at is None:
+        return "-"
+    return f"{account.worker} (lease until {_when(account.lease_expires_at)})"
+
+
 def account_table(accounts: Sequence[AccountSummary]) -> list[str]:
     """The accounts as an aligned text table, one line per account after the header."""
-    header = ("USER", "ACCOUNT", "INSTANCE", "STATE", "NOTIFY", "CURSOR", "CREATED", "UPDATED")
+    header = ("USER", "ACCOUNT", "INSTANCE", "STATE", "NOTIFY", "CURSOR", "CREATED", "UPDATED", "WORKER")
     rows = [
         (
             a.matrix_user_id,
@@ -122,6 +138,7 @@ def account_table(accounts: Sequence[AccountSummary]) -> list[str]:
             a.cursor or "-",
             _when(a.created_at),
             _when(a.updated_at),
+            _lease(a),
         )
         for a in accounts
     ]

@@ -44,9 +44,14 @@ class CopyReport:
         return sum(self.rows.values())
 
 
+# Which relay worker holds which account is the running processes' state, not data: a copy starts with
+# no lease held and no worker alive.
+RUNTIME_TABLES = frozenset({"alembic_version", "relay_leases", "relay_workers"})
+
+
 def copied_tables() -> list[Table]:
-    """Every table of the models, parents before children."""
-    return [t for t in Base.metadata.sorted_tables if t.name != "alembic_version"]
+    """Every table of the models but the runtime ones, parents before children."""
+    return [t for t in Base.metadata.sorted_tables if t.name not in RUNTIME_TABLES]
 
 
 def describe_url(url: str) -> str:

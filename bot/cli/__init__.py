@@ -96,6 +96,23 @@ def _key_file_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _run_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--role",
+        choices=("all", "matrix", "relay"),
+        default="all",
+        help="all: everything in one process (default). With PostgreSQL, split it: one `matrix` process "
+        "(Matrix sync, commands, E2EE, sending) and any number of `relay` workers (they share the "
+        "fediverse accounts through leases in the database).",
+    )
+    parser.add_argument(
+        "--worker-id",
+        metavar="ID",
+        help="A relay worker's name in `accounts list` and the metrics (default: HOSTNAME-PID). "
+        "Give each running worker its own.",
+    )
+
+
 def _accounts_list_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--user", metavar="@USER:SERVER", help="Only this Matrix user's accounts.")
     parser.add_argument("--json", action="store_true", help="One JSON object per line instead of a table.")
@@ -136,6 +153,7 @@ SUBCOMMANDS: tuple[Subcommand, ...] = (
         "Run the bot: log in to Matrix, apply database migrations, answer commands and relay "
         "notifications until stopped with Ctrl-C or SIGTERM.",
         Lazy("bot.cli.run", "run"),
+        _run_arguments,
     ),
     Subcommand(
         ("migrate",),

@@ -15,6 +15,8 @@ __all__ = ["run"]
 def run(invocation: Invocation) -> int:
     config = invocation.load_config()
     start_logging(config, narrate_migrations=True)
+    from bot.app import Role
     from bot.app import run as run_bot
 
-    return run_bot(config)
+    role = Role(getattr(invocation.args, "role", Role.ALL.value))
+    return run_bot(config, role, getattr(invocation.args, "worker_id", None))

@@ -8,16 +8,22 @@ Label cardinality is bounded: notification types outside `KNOWN_NOTIFICATION_TYP
 "other", and instance labels are normalised hosts, at most `max_instance_labels` of them: when a new host
 would exceed that, the series of the host not heard from for longest are dropped (probing many hosts
 cannot grow the registry; a busy, connected instance stays).
+
+In a split deployment (`run --role relay|matrix`) every series carries a `worker` label naming the process
+(the relay worker's id, or "matrix"), so the processes' series never collide when scraped together.
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections import OrderedDict
+from collections.abc import Iterator
 from typing import Final
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.metrics_core import Metric
+from prometheus_client.samples import Sample
 
 from bot.fediverse.notification_types import TYPE_NAMES
 
@@ -42,7 +48,8 @@ def _instance_label(instance: str) -> str:
 class Metrics:
     """All gts-bot instruments, registered in a registry of their own."""
 
-    def __init__(self, version: str, *, max_instance_labels: int = 256) -> None:
+    def __init__(self, version: str, *, max_instance_labels: int = 256, worker: str | None = None) -> None:
+        self._worker = worker
         self._instance_labels: OrderedDict[str, None] = OrderedDict()
         self._max_instance_labels = max(1, max_instance_labels)
         self.registry: Final = CollectorRegistry(auto_describe=True)
@@ -158,4 +165,21 @@ class Metrics:
 
     def render(self) -> tuple[bytes, str]:
         """The registry in Prometheus text format: (body, content type)."""
-        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+        source = self.registry if self._worker is None else _Labelled(self.registry, "worker", self._worker)
+        return generate_latest(source), CONTENT_TYPE_LATEST
+
+
+class _Labelled:
+    """A registry's metrics with one more label on every sample."""
+
+    def __init__(self, registry: CollectorRegistry, name: str, value: str) -> None:
+        self._registry, self._name, self._value = registry, name, value
+
+    def collect(self) -> Iterator[Metric]:
+        for metric in self._registry.collect():
+            labelled = Metric(metric.name, metric.documentation, metric.type, metric.unit)
+            labelled.samples = [
+                Sample(s.name, {**s.labels, self._name: self._value}, s.value, s.timestamp, s.exemplar)
+                for s in metric.samples
+            ]
+            yield labelled

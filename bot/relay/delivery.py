@@ -14,6 +14,11 @@ room (re-targeted, same transaction id, when the DM changed; held while there is
 current room keeps refusing (too large; or forbidden after `forbidden_retries` looks) is logged,
 counted and dropped so the queue moves on.
 
+Hand-off mode (`sender` None, a relay worker of a split deployment): a batch is done once its outbox rows
+are written; the Matrix process sends them. A write refused because this worker lost an account's lease
+(`LeaseLost`) waits and is tried again; the lease keeper meanwhile stops that account, which drops its
+items (`forget`).
+
 The queue is bounded in count and bytes: relays wait for `wait_for_capacity` before handing over more (at
 most one page per account beyond `max_pending` / `max_pending_bytes`), so a flood stays on the instance,
 not in memory. Formatting a batch runs in a worker thread, never on the event loop.
@@ -37,7 +42,7 @@ from bot.fediverse.models import Notification
 from bot.matrix.errors import is_permanent_send_failure, is_room_refusal
 from bot.observability.metrics import Metrics
 from bot.relay.backoff import Backoff
-from bot.relay.delivery_store import DeliveryStorage, OutboxDraft
+from bot.relay.delivery_store import DeliveryStorage, LeaseLost, OutboxDraft
 from bot.relay.format import Message
 from bot.relay.grouping import Pending, group_notifications, pack_messages
 from bot.relay.ids import is_newer, max_id
@@ -110,7 +115,7 @@ class UserDelivery:
         matrix_user_id: str,
         *,
         store: DeliveryStorage,
-        sender: MatrixSender,
+        sender: MatrixSender | None,
         tuning: RelayTuning,
         metrics: Metrics | None,
         rng: random.Random,
@@ -219,13 +224,22 @@ class UserDelivery:
                     self._wake.clear()
                     await self._wake.wait()
                     continue
-                if self._sender.rate_limited and self._tuning.group_window > 0:
+                if self._sender is not None and self._sender.rate_limited and self._tuning.group_window > 0:
                     await self._sleep(self._tuning.group_window)  # let the burst gather
                 if not await self._guard(self._prepare_batch):
                     continue
                 if not self._prepared:
                     continue
+            if self._sender is None:
+                self._handed_off()
+                continue
             await self._deliver_head()
+
+    def _handed_off(self) -> None:
+        """Hand-off mode: the rows are in the outbox, for the Matrix process to send."""
+        while self._prepared:
+            self._count_relayed(self._prepared.popleft())
+        self._shrunk()
 
     async def _deliver_head(self) -> None:
         head = self._prepared[0]
@@ -320,13 +334,21 @@ class UserDelivery:
             batch = self._pending[: self._tuning.max_batch]
             # Formatting is bounded per notification but a batch is many: keep it off the event loop.
             messages = await asyncio.to_thread(self._messages, [i for i in batch if i.relay])
-            prepared = await self._write_batch(batch, messages)
+            try:
+                prepared = await self._write_batch(batch, messages)
+            except LeaseLost as lost:
+                log.info("%s; holding the batch until the account is stopped here", lost)
+                prepared = None
+                lease_lost = True
+            else:
+                lease_lost = False
             if prepared is not None:
                 taken = {id(item) for item in batch}
                 self._prepared.extend(prepared)
                 self._set_pending([i for i in self._pending if id(i) not in taken])
                 return True
-        log.info("no DM room with %s yet; keeping its notifications queued", self.matrix_user_id)
+        if not lease_lost:
+            log.info("no DM room with %s yet; keeping its notifications queued", self.matrix_user_id)
         await self._wait_for_room()
         return False
 
@@ -368,6 +390,7 @@ class UserDelivery:
         return pack_messages(group_notifications(pending), max_bytes=self._tuning.max_message_bytes)
 
     async def _send(self, prepared: _Prepared) -> None:
+        assert self._sender is not None  # hand-off mode never gets here
         r = prepared.record
         await self._sender.send_notice(cast("RoomId", r.room_id), r.body, r.html, txn_id=r.txn_id)
 

@@ -3,12 +3,16 @@
 Cursor writes are monotonic: a cursor only ever moves to a newer id (`ids` ordering), read and compared
 in the same transaction, so a stale outbox row committed late can never move an account backwards.
 The DM room is only read here; `bot.dm_registry` owns that record.
+
+A relay worker (`run --role relay`) passes a `write_guard`: it runs first in every transaction that writes
+outbox rows or cursors, may refuse it (`LeaseLost`: another worker holds one of the accounts now), and
+NOTIFYs the Matrix process, which sends the rows.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from typing import Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -19,7 +23,14 @@ from bot.store.outbox import OutboxRecord, OutboxRepository
 from bot.store.records import AccountId
 from bot.store.repositories import AccountsRepository, DmRoomsRepository
 
-__all__ = ["DeliveryStorage", "DeliveryStore", "OutboxDraft", "advance_cursors"]
+__all__ = ["DeliveryStorage", "DeliveryStore", "LeaseLost", "OutboxDraft", "WriteGuard", "advance_cursors"]
+
+WriteGuard = Callable[[AsyncSession, Collection[AccountId]], Awaitable[None]]
+"""Runs inside an outbox/cursor write for these accounts; raises `LeaseLost` to refuse it."""
+
+
+class LeaseLost(Exception):
+    """This relay worker no longer holds the lease of an account it was about to write for."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,6 +58,9 @@ class DeliveryStorage(Protocol):
 
 async def advance_cursors(accounts: AccountsRepository, cursors: Mapping[AccountId, str]) -> None:
     """Move each account's cursor forward to the given id; an older (or equal) id changes nothing."""
+    if not cursors:
+        return
+    await accounts.lock(cursors.keys())  # a relay worker and the Matrix process may both move one
     for account_id, cursor in sorted(cursors.items()):
         account = await accounts.get(account_id)
         if account is not None and is_newer(cursor, account.cursor):
@@ -55,9 +69,15 @@ async def advance_cursors(accounts: AccountsRepository, cursors: Mapping[Account
 
 class DeliveryStore:
     def __init__(
-        self, sessions: async_sessionmaker[AsyncSession], keyring: KeyRing, matrix_user_id: str
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        keyring: KeyRing,
+        matrix_user_id: str,
+        *,
+        write_guard: WriteGuard | None = None,
     ) -> None:
         self._sessions = sessions
+        self._write_guard = write_guard
         self._keyring = keyring
         self._user = matrix_user_id
 
@@ -74,6 +94,8 @@ class DeliveryStore:
             room_id = await DmRoomsRepository(session).get(self._user)
             if room_id is None:
                 return None
+            if self._write_guard is not None:
+                await self._write_guard(session, cursors.keys())
             if not drafts:
                 await advance_cursors(AccountsRepository(session, self._keyring), cursors)
                 return []

@@ -21,6 +21,15 @@ Lifecycle for the composition root and the commands:
 - `await stop()`: streams closed, workers stopped; a message being sent stays in the outbox and is sent
   again (same transaction id) on the next start.
 
+Split deployments (`gts-bot run --role relay|matrix` on PostgreSQL):
+
+- A relay worker's manager has no `sender`: `start()` starts nothing, its lease keeper calls
+  `restart_account` for each account it claims and `remove_account` for each it loses; deliveries only write
+  the outbox (hand-off mode, fenced by `write_guard`).
+- The Matrix process's manager gets `accounts_elsewhere`: it relays no account itself; `restart_account`
+  and `remove_account` announce the change to the workers through it, and the outbox rows the workers write
+  reach it through `take_outbox` (see `bot.relay.outbox_feed`).
+
 A 401 marks the account BROKEN (unless a reconnect stored another token meanwhile) and tells the user once
 how to reconnect (`notify_user`).
 """
@@ -45,21 +54,22 @@ from bot.observability.metrics import Metrics
 from bot.relay.account_relay import AccountBroken, AccountRelay, RelayDeps
 from bot.relay.breaker import BreakerRegistry
 from bot.relay.delivery import MatrixSender, RoomCheck, UserDelivery
-from bot.relay.delivery_store import DeliveryStore, advance_cursors
+from bot.relay.delivery_store import DeliveryStore, WriteGuard, advance_cursors
 from bot.relay.ids import max_id
 from bot.relay.tuning import RelayTuning
 from bot.rich_text import RichText, bold, code
 from bot.store.keyring import KeyRing
 from bot.store.models import AccountState
-from bot.store.outbox import OutboxRepository
+from bot.store.outbox import OutboxRecord, OutboxRepository
 from bot.store.records import AccountId, AccountRecord
 from bot.store.repositories import AccountsRepository
 
-__all__ = ["NotifyUser", "RelayManager", "broken_message"]
+__all__ = ["AccountsElsewhere", "NotifyUser", "RelayManager", "broken_message"]
 
 log = logging.getLogger(__name__)
 
 NotifyUser = Callable[[str, str, str], Awaitable[None]]  # (matrix user id, plain, html)
+AccountsElsewhere = Callable[[AccountId], Awaitable[None]]  # tells relay workers an account changed
 
 
 def broken_message(acct: str, instance: str, reason: str, prefix: str) -> tuple[str, str]:
@@ -91,7 +101,7 @@ class RelayManager:
         keyring: KeyRing,
         client: FediverseClient,
         connector: StreamConnector,
-        sender: MatrixSender,
+        sender: MatrixSender | None,
         relay_config: RelayConfig,
         allow_http: bool,
         command_prefix: str,
@@ -102,8 +112,12 @@ class RelayManager:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         rng: random.Random | None = None,
         room_check: RoomCheck | None = None,
+        write_guard: WriteGuard | None = None,
+        accounts_elsewhere: AccountsElsewhere | None = None,
     ) -> None:
         self._sessions = sessions
+        self._write_guard = write_guard
+        self._elsewhere = accounts_elsewhere
         self._room_check = room_check
         self._keyring = keyring
         self._sender = sender
@@ -179,22 +193,37 @@ class RelayManager:
         running = self._running.get(account_id)
         return None if running is None else running.relay.mode
 
+    @property
+    def _relays_all_accounts(self) -> bool:
+        """A single-process bot: every ACTIVE account is relayed here from the start."""
+        return self._sender is not None and self._elsewhere is None
+
     async def start(self) -> None:
         self._started = True
+        if not self._relays_all_accounts:
+            return  # a worker: its lease keeper says what to relay; split Matrix process: OutboxFeed
         async with self._sessions() as session, session.begin():
             leftovers = await OutboxRepository(session).list_all()
             accounts = await AccountsRepository(session, self._keyring).list_active()
-        by_user: dict[str, list] = {}  # type: ignore[type-arg]
-        for record in leftovers:
-            by_user.setdefault(record.matrix_user_id, []).append(record)
-        for user, records in by_user.items():
-            log.info("re-sending %d relay message(s) left in the outbox for %s", len(records), user)
-            self._delivery(user).load_outbox(records)
+        if leftovers:
+            log.info("re-sending %d relay message(s) left in the outbox", len(leftovers))
+        self.take_outbox(leftovers)
         for account in accounts:
             async with self._lock(account.id):
                 await self._start_account(account)
 
+    def take_outbox(self, records: list[OutboxRecord]) -> None:
+        """Send these outbox rows (oldest first), each after what its user's delivery already holds."""
+        by_user: dict[str, list[OutboxRecord]] = {}
+        for record in records:
+            by_user.setdefault(record.matrix_user_id, []).append(record)
+        for user, rows in by_user.items():
+            self._delivery(user).load_outbox(rows)
+
     async def restart_account(self, account_id: AccountId) -> None:
+        if self._elsewhere is not None:
+            await self._elsewhere(account_id)
+            return
         async with self._lock(account_id):
             self._removed.discard(account_id)
             await self._stop_account(account_id)
@@ -206,6 +235,9 @@ class RelayManager:
                 await self._start_account(account)
 
     async def remove_account(self, account_id: AccountId) -> None:
+        if self._elsewhere is not None:
+            await self._elsewhere(account_id)  # the worker stops it once it sees the account changed
+            return
         async with self._lock(account_id):
             self._removed.add(account_id)
             await self._stop_account(account_id)
@@ -231,7 +263,7 @@ class RelayManager:
         entry = self._deliveries.get(matrix_user_id)
         if entry is not None:
             entry[0].room_changed()
-        if self._started:
+        if self._started and self._relays_all_accounts:
             task = asyncio.create_task(
                 self.resume_user(matrix_user_id), name=f"relay-resume-{matrix_user_id}"
             )
@@ -290,7 +322,9 @@ class RelayManager:
         if entry is None:
             delivery = UserDelivery(
                 matrix_user_id,
-                store=DeliveryStore(self._sessions, self._keyring, matrix_user_id),
+                store=DeliveryStore(
+                    self._sessions, self._keyring, matrix_user_id, write_guard=self._write_guard
+                ),
                 sender=self._sender,
                 tuning=self._tuning,
                 metrics=self._metrics,
@@ -305,7 +339,8 @@ class RelayManager:
 
     async def _start_account(self, account: AccountRecord) -> None:
         if (
-            account.matrix_user_id in self._suspended
+            self._elsewhere is not None
+            or account.matrix_user_id in self._suspended
             or account.id in self._running
             or account.id in self._removed
         ):
@@ -318,13 +353,15 @@ class RelayManager:
         async with self._sessions() as session, session.begin():
             accounts = AccountsRepository(session, self._keyring)
             several = await accounts.count_for_user(account.matrix_user_id) > 1
+            # Written to the outbox (maybe by another worker, before it died) but not sent yet.
+            waiting = await OutboxRepository(session).waiting_cursors(account.matrix_user_id, account.id)
         if account.matrix_user_id in self._suspended or not self._started:
             return  # suspended (or stopped) while the count was read
         delivery = self._delivery(account.matrix_user_id)
         cursor = account.cursor
         inflight = delivery.inflight_cursor(account.id)
-        if cursor is not None and inflight is not None:
-            cursor = max_id([cursor, inflight])
+        if cursor is not None:
+            cursor = max_id([cursor, *waiting, *([inflight] if inflight is not None else [])])
         relay = AccountRelay(
             self._deps,
             account,

@@ -181,3 +181,28 @@ class OutboxMessage(Base):
     html: Mapped[str] = mapped_column(Text)
     cursors: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class RelayWorker(Base):
+    """A `run --role relay` process, alive while `expires_at` is in the future (renewed by its heartbeat).
+    The live count sets each worker's fair share of the accounts."""
+
+    __tablename__ = "relay_workers"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    started_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime(), index=True)
+
+
+class RelayLease(Base):
+    """Which relay worker streams an account, until when. A lease whose `expires_at` has passed (or whose
+    holder is NULL) is free to claim. Only written by `run --role relay` workers (PostgreSQL)."""
+
+    __tablename__ = "relay_leases"
+
+    # CASCADE: a deleted (revoked) account loses its lease, and its worker sees that on the next renewal.
+    account_id: Mapped[int] = mapped_column(
+        ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True, autoincrement=False
+    )
+    holder: Mapped[str | None] = mapped_column(String(64), index=True)
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime())

@@ -92,6 +92,13 @@ class OutboxRepository:
         stmt = select(OutboxMessage).order_by(OutboxMessage.id)
         return [self._record(row) for row in (await self._session.execute(stmt)).scalars()]
 
+    async def waiting_cursors(self, matrix_user_id: str, account_id: AccountId) -> list[str]:
+        """The account's cursors in the user's waiting messages (not committed to the account yet)."""
+        stmt = select(OutboxMessage.cursors).where(OutboxMessage.matrix_user_id == matrix_user_id)
+        rows = (await self._session.execute(stmt)).scalars()
+        found = (parse_cursors(text).get(account_id) for text in rows)
+        return [cursor for cursor in found if cursor is not None]
+
     async def delete(self, outbox_id: OutboxId) -> bool:
         result = await self._session.execute(delete(OutboxMessage).where(OutboxMessage.id == outbox_id))
         count = getattr(result, "rowcount", 0)

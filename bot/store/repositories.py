@@ -218,6 +218,12 @@ class AccountsRepository:
         row = await self._session.get(Account, account_id)
         return None if row is None else self._record(row)
 
+    async def lock(self, account_ids: Iterable[AccountId]) -> None:
+        """Lock these rows until the transaction ends (PostgreSQL; SQLite has one writer anyway), so a
+        read-compare-write by two processes cannot interleave."""
+        stmt = select(Account.id).where(Account.id.in_(sorted(account_ids))).with_for_update()
+        await self._session.execute(stmt)
+
     async def list_for_user(self, matrix_user_id: str) -> list[AccountRecord]:
         stmt = select(Account).where(Account.matrix_user_id == matrix_user_id).order_by(Account.id)
         return [self._record(row) for row in (await self._session.execute(stmt)).scalars()]

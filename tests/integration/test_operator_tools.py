@@ -103,10 +103,11 @@ async def test_accounts_list_shows_every_account_and_no_secret(
         "CURSOR",
         "CREATED",
         "UPDATED",
+        "WORKER",
     ]
     assert alice.split()[:6] == [ALICE, "@alice@social.example", INSTANCE, "active", "all", "01ALICECURSOR"]
     assert bob.split()[:6] == [BOB, "@bob@social.example", INSTANCE, "active", "follow,mention", "-"]
-    assert alice.endswith("Z")
+    assert alice.endswith(" -")  # no relay worker holds it: a single-process bot
     assert alice.index(INSTANCE) == header.index("INSTANCE")
     for value in SECRETS:
         assert value not in out
@@ -120,6 +121,8 @@ async def test_accounts_list_shows_every_account_and_no_secret(
     assert record["notify_types"] == ["follow", "mention"]
     assert record["cursor"] is None
     assert record["created_at"].endswith("+00:00")
+    assert record["worker"] is None
+    assert record["lease_expires_at"] is None
     assert "token" not in " ".join(record)
     assert not any(value in out for value in SECRETS)
 

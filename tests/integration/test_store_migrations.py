@@ -35,7 +35,9 @@ TABLES = {
     "handled_events",
     "matrix_session",
     "pending_flows",
+    "relay_leases",
     "relay_outbox",
+    "relay_workers",
 }
 
 
