@@ -33,6 +33,8 @@ from bot.relay.manager import RelayManager
 from bot.relay.tuning import RelayTuning
 from bot.resources import open_database, open_fediverse_client
 from bot.router import Router
+from bot.store.action_journal import ActionJournalRepository
+from bot.store.event_map import RelayedEventsRepository
 from bot.store.key_rotation import open_keyring
 from bot.store.keyring import KeyRing
 from bot.store.private_files import ensure_private_dir
@@ -45,6 +47,8 @@ log = logging.getLogger(__name__)
 
 HOUSEKEEPING_SECONDS = 60.0
 HANDLED_EVENTS_KEPT = timedelta(days=7)
+# How long a relayed message can still be reacted or replied to (the event map and the action journal).
+ACTIONABLE_EVENTS_KEPT = timedelta(days=90)
 UNUSED_APPS_KEPT = timedelta(days=1)
 
 
@@ -196,6 +200,8 @@ async def _housekeeping(
                 await FlowsRepository(session).delete_expired(now)
                 await AppsRepository(session, keyring).delete_unused(now - UNUSED_APPS_KEPT)
                 await HandledEventsRepository(session).prune(now - HANDLED_EVENTS_KEPT)
+                await RelayedEventsRepository(session).prune(now - ACTIONABLE_EVENTS_KEPT)
+                await ActionJournalRepository(session).prune(now - ACTIONABLE_EVENTS_KEPT)
                 counts = await store_counts(session)
             metrics.set_connected_accounts(counts.accounts)
             metrics.set_pending_flows(counts.pending_flows)

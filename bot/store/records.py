@@ -19,6 +19,7 @@ __all__ = [
     "FlowId",
     "FlowRecord",
     "MatrixSessionRecord",
+    "affected_rows",
     "utc_now",
     "words",
 ]
@@ -31,6 +32,12 @@ Clock = Callable[[], datetime]
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
+
+
+def affected_rows(result: object) -> int:
+    """How many rows an UPDATE or DELETE result touched (0 when the driver does not say)."""
+    count = getattr(result, "rowcount", 0)
+    return count if isinstance(count, int) else 0
 
 
 def words(value: str | None) -> tuple[str, ...] | None:

@@ -16,7 +16,9 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.fediverse.scopes import scope_string
+from bot.store.action_journal import ActionJournalRepository
 from bot.store.encrypted_columns import account_token_aad, app_secret_aad
+from bot.store.event_map import RelayedEventsRepository
 from bot.store.keyring import KeyRing
 from bot.store.matrix_state import DmRoomsRepository, HandledEventsRepository, MatrixSessionRepository
 from bot.store.models import (
@@ -218,6 +220,10 @@ class AccountsRepository:
         row = await self._session.get(Account, account_id)
         return None if row is None else self._record(row)
 
+    async def exists(self, account_id: AccountId) -> bool:
+        """Whether the account is stored (no decryption)."""
+        return await self._session.get(Account, account_id) is not None
+
     async def list_for_user(self, matrix_user_id: str) -> list[AccountRecord]:
         stmt = select(Account).where(Account.matrix_user_id == matrix_user_id).order_by(Account.id)
         return [self._record(row) for row in (await self._session.execute(stmt)).scalars()]
@@ -369,6 +375,19 @@ class Repositories:
         self.dm_rooms = DmRoomsRepository(session, clock)
         self.matrix_session = MatrixSessionRepository(session, keyring, clock)
         self.handled_events = HandledEventsRepository(session, clock)
+        self.relayed_events = RelayedEventsRepository(session, clock)
+        self.action_journal = ActionJournalRepository(session, clock)
+
+    async def delete_account(self, account_id: AccountId) -> bool:
+        """Delete an account with its event map and action journal."""
+        await self.relayed_events.delete_for_account(account_id)
+        await self.action_journal.delete_for_account(account_id)
+        return await self.accounts.delete(account_id)
+
+    async def delete_user_actions(self, matrix_user_id: str) -> None:
+        """Forget every relayed event and action of a user (forget-me)."""
+        await self.relayed_events.delete_for_user(matrix_user_id)
+        await self.action_journal.delete_for_user(matrix_user_id)
 
 
 def _rowcount(result: Any) -> int:

@@ -48,6 +48,6 @@ class MemoryStore:
     async def retarget(self, record: OutboxRecord, room_id: str) -> OutboxRecord:
         return replace(record, room_id=room_id)
 
-    async def commit(self, record: OutboxRecord) -> None:
+    async def commit(self, record: OutboxRecord, *, sent_as: str | None = None) -> None:
         self.cursors.update(record.cursors)
         self.outbox.remove(record)
