@@ -16,6 +16,8 @@ from importlib.metadata import PackageNotFoundError, version
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from bot.accounts import AccountsService
+from bot.actions.journal import ActionJournal
+from bot.actions.service import ActionService
 from bot.commands.handlers import BotCommands
 from bot.commands.throttle import InstanceShare, UserThrottle
 from bot.config import Config
@@ -153,10 +155,18 @@ async def running_bot(config: Config, *, resolver: Resolver | None = None) -> As
             relay=relay,
             allow_http=config.fediverse.allow_http,
         )
+        actions = ActionService(
+            journal=ActionJournal(sessions, keyring),
+            writer=client.actions,
+            credentials=client,
+            allow_http=config.fediverse.allow_http,
+            clock=time.monotonic,
+        )
         router = Router(
+            actions=actions,
             matrix=matrix,
             dms=dms,
-            commands=BotCommands(flows=flows, accounts=accounts, clock=utc_now),
+            commands=BotCommands(flows=flows, accounts=accounts, clock=utc_now, posting=actions),
             flows=flows,
             handled=DatabaseHandledEvents(sessions),
             config=config.matrix,

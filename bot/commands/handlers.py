@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Protocol
 
 from bot.accounts import AccountsService, RevokeOutcome, parse_types
 from bot.commands.registry import Command, CommandContext, CommandRegistry
@@ -23,18 +25,45 @@ def _is_account_selector(word: str) -> bool:
     return "@" in word or word.isdigit()
 
 
+class Posting(Protocol):
+    """`post` (`bot.actions.service.ActionService`)."""
+
+    async def post(self, ctx: CommandContext, event_id: str, rest: str) -> None: ...
+
+
+_COMMAND_WORDS = re.compile(r"\s*\S+\s+\S+")  # the prefix and the command's name
+
+
 class BotCommands:
     """Builds the registry; holds the services the handlers call."""
 
-    def __init__(self, *, flows: ConnectFlows, accounts: AccountsService, clock: Clock) -> None:
+    def __init__(
+        self, *, flows: ConnectFlows, accounts: AccountsService, clock: Clock, posting: Posting | None = None
+    ) -> None:
         self._flows = flows
         self._accounts = accounts
         self._clock = clock
+        self._posting = posting
         self.registry = CommandRegistry()
         for command in self._commands():
             self.registry.add(command)
 
     def _commands(self) -> list[Command]:
+        posting = [] if self._posting is None else [self._post_command()]
+        return [*self._account_commands(), *posting]
+
+    def _post_command(self) -> Command:
+        return Command(
+            "post",
+            "[<account>] [public|unlisted|private|direct] <text>",
+            "Post to the fediverse (visibility: your account's default unless you name one)",
+            self.post,
+            min_args=1,
+            max_args=None,
+            dm_only=True,
+        )
+
+    def _account_commands(self) -> list[Command]:
         return [
             Command("help", "", "Show this help", self.help, max_args=None),
             Command(
@@ -106,6 +135,12 @@ class BotCommands:
             f"Start with: {ctx.prefix} connect your.instance\n"
         )
         await ctx.reply(intro + self.registry.help(ctx.prefix))
+
+    async def post(self, ctx: CommandContext, args: tuple[str, ...]) -> None:
+        assert self._posting is not None  # registered only with a posting service
+        words = _COMMAND_WORDS.match(ctx.body)
+        rest = ctx.body[words.end() :] if words is not None else " ".join(args)
+        await self._posting.post(ctx, ctx.event_id, rest)
 
     async def connect(self, ctx: CommandContext, args: tuple[str, ...]) -> None:
         started = await self._flows.start(ctx.sender, args[0], args[1:], ctx.room_id)
