@@ -129,6 +129,7 @@ class FaultKnobs:
     huge_body_paths: set[str] = field(default_factory=set)
     huge_body_size: int = 8 * 1024 * 1024
     malformed_json_paths: set[str] = field(default_factory=set)
+    drop_after_write: set[str] = field(default_factory=set)  # handled, then the connection is dropped
     redirect_paths: dict[str, str] = field(default_factory=dict)
     down: bool = False
     down_status: int | None = None  # None: drop connections without an answer; else answer this status
