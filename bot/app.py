@@ -16,6 +16,7 @@ from importlib.metadata import PackageNotFoundError, version
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from bot.accounts import AccountsService
+from bot.actions.intents import ReactionKeys
 from bot.actions.journal import ActionJournal
 from bot.actions.service import ActionService
 from bot.commands.handlers import BotCommands
@@ -161,6 +162,7 @@ async def running_bot(config: Config, *, resolver: Resolver | None = None) -> As
             credentials=client,
             allow_http=config.fediverse.allow_http,
             clock=time.monotonic,
+            keys=ReactionKeys.of(config.actions.favourite_reactions, config.actions.boost_reactions),
         )
         router = Router(
             actions=actions,
