@@ -168,3 +168,31 @@ async def test_a_reply_whose_answer_was_lost_is_not_posted_twice_after_a_restart
             # The positive marker that the replay is over: a later command's answer.
             assert "@alice@" in await say(alice, room, bot_user, "!gts status")
             assert len(replies(gts)) == 1
+
+
+async def test_another_users_reaction_in_the_same_room_does_nothing(
+    synapse: Synapse, make_human: MakeHuman, tmp_path: Path
+) -> None:
+    async with FakeGoToSocial(profile=GOTOSOCIAL) as gts:
+        gts.add_user("alice", EMAIL, PASSWORD)
+        bot_user, bot_password = await new_bot_account(synapse)
+        alice, eve = await make_human("alice"), await make_human("eve")
+        async with run_bot(bot_config(synapse, bot_user, bot_password, tmp_path / "data")):
+            room = await open_dm(alice, bot_user)
+            await connect(alice, room, bot_user, gts, ACT)
+            gts.notify("alice", "mention", "bob@remote.example", status_text="@alice for alice only")
+            message = await relayed(alice, room, bot_user, "for alice only")
+
+            await alice.invite(room, eve.user_id)
+            await eve.accept_invite()
+            await eve.react(room, message.event_id, "⭐")
+            await eve.react(room, message.event_id, "🔁", encrypted=True)
+            await eve.reply(room, message.event_id, "posted as alice?")
+            # Eve's next command runs after her reactions and reply (one queue per user): its answer
+            # is the marker that they were handled.
+            await eve.send_text(room, "!gts help")
+            texts = [await next_text(alice, room, bot_user) for _ in range(2)]
+            while not any("Start with:" in t for t in texts):
+                texts.append(await next_text(alice, room, bot_user))
+            assert gts.write_calls == []
+            assert not any(t.startswith(("Favourited", "Boosted", "Replied")) for t in texts)
