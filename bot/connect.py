@@ -28,6 +28,8 @@ from bot.fediverse.models import AppRegistration, FediverseAccount, TokenGrant
 from bot.fediverse.oauth import authorize_url, code_lifetime_minutes, pkce_verifier
 from bot.fediverse.scopes import (
     KNOWN_SCOPES,
+    action_scopes,
+    can_act,
     normalize_scopes,
     relay_scope_problem,
     scopes_cover,
@@ -47,6 +49,8 @@ OnConnected = Callable[[AccountId], Awaitable[None]]
 # and the revoke of a replaced token.
 START_REQUESTS = 5
 COMPLETE_REQUESTS = 4
+# `connect <instance> interactive`: ask for the action scopes too (issue 12), not only what relaying needs.
+INTERACTIVE = "interactive"
 
 
 @dataclass(frozen=True)
@@ -60,6 +64,8 @@ class StartedFlow:
     """About how long the server keeps a code valid (None: not known for this server)."""
     replaced_earlier: bool
     """An earlier request that still waited for its code was cancelled by this one."""
+    with_actions: bool = False
+    """The flow asks for the scopes to act (reply, favourite, boost, follow requests) as well."""
 
 
 @dataclass(frozen=True)
@@ -69,6 +75,8 @@ class Connected:
     streaming_possible: bool
     """False when this server does not stream with the granted scopes (GoToSocial needs `read`): the bot
     polls instead."""
+    acting_allowed: bool = False
+    """The granted scopes let the bot act for the account (issue 12)."""
 
 
 def requested_scopes(args: tuple[str, ...], default: tuple[str, ...]) -> tuple[str, ...]:
@@ -131,8 +139,18 @@ class ConnectFlows:
         self._share = share
 
     async def start(
-        self, user_id: str, instance_text: str, scope_args: tuple[str, ...], dm_room_id: str
+        self,
+        user_id: str,
+        instance_text: str,
+        scope_args: tuple[str, ...],
+        dm_room_id: str,
+        *,
+        with_actions: bool = False,
     ) -> StartedFlow:
+        """Start a connection. `interactive` among `scope_args` (or `with_actions`) adds the least scopes
+        that let the bot act; relaying alone asks only for what it needs."""
+        with_actions = with_actions or any(a.lower() == INTERACTIVE for a in scope_args)
+        scope_args = tuple(a for a in scope_args if a.lower() != INTERACTIVE)
         instance = parse_instance(instance_text, allow_http=self._fediverse.allow_http)
         if not instance_permitted(
             instance.host, self._fediverse.instance_allowlist, self._fediverse.instance_denylist
@@ -142,6 +160,10 @@ class ConnectFlows:
         self._spend(user_id, instance, START_REQUESTS)
         info = await self._client.probe(instance)
         self._client.learn_software(instance, info.software)
+        if with_actions:
+            scopes = normalize_scopes(scopes + tuple(action_scopes(info.software)))
+        # Apps are registered per scope set: GoToSocial refuses (invalid_scope) an authorization asking
+        # for a scope its app did not register, so acting gets its own registration.
         app = await self._app_for(instance, scopes)
         async with self._sessions() as session, session.begin():
             repos = Repositories(session, self._keyring, self._clock)
@@ -159,7 +181,9 @@ class ConnectFlows:
             )
         url = authorize_url(instance, app.client_id, scopes, flow.oauth_state)
         lifetime = code_lifetime_minutes(info.software)
-        return StartedFlow(url, instance, scopes, flow.expires_at, info.software, lifetime, replaced > 0)
+        return StartedFlow(
+            url, instance, scopes, flow.expires_at, info.software, lifetime, replaced > 0, with_actions
+        )
 
     async def _app_for(self, instance: InstanceRef, scopes: tuple[str, ...]) -> AppRecord:
         """The stored app registration for this instance and scope set, registering one if needed."""
@@ -325,7 +349,7 @@ class ConnectFlows:
             old_app = await self._app_by_id(previous.app_id)
             if old_app is not None:
                 await self._revoke_quietly(instance, old_app, previous.token)
-        return Connected(stored, instance, streams_with(granted, software))
+        return Connected(stored, instance, streams_with(granted, software), can_act(granted, software))
 
     async def settle(self) -> None:
         """Wait for exchanges whose command gave up (deadline) to be stored or revoked."""
@@ -379,6 +403,7 @@ def registration_of(record: AppRecord) -> AppRegistration:
 
 
 __all__ = [
+    "INTERACTIVE",
     "ConnectFlows",
     "Connected",
     "StartedFlow",

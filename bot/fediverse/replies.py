@@ -14,8 +14,10 @@ reduced to the plain text a server accepts.
 from __future__ import annotations
 
 import enum
+import html
 import re
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from bot.fediverse.models import Status
 from bot.relay.sanitize import html_to_text
@@ -114,9 +116,11 @@ def compose_reply(
 ) -> StatusDraft:
     """The draft of a reply to `original` by `own_acct` (full `user@domain`) saying `text`.
 
-    `visibility` is what the user asked for (or their default); the reply takes the narrower of it and
-    the original's.
+    `visibility` is what the user asked for, or their default (`source.privacy`): Mastodon's own client
+    replies with the narrower of the default and the original's, and so does this. A boost is answered
+    by replying to the boosted post.
     """
+    original = original.reblog or original
     already = _mentioned_at_start(text)
     prefix = [f"@{acct}" for acct in reply_mentions(original, own_acct) if acct.lower() not in already]
     body = text.strip()
@@ -149,11 +153,25 @@ def _strip_fallback_lines(body: str) -> str:
     return "\n".join(lines[index:])
 
 
+# A link whose text is plain (what Matrix clients make of a Markdown link): its address is kept in the
+# text, since the post is plain text. Each attempt stops at the next "<", so the match is linear.
+_PLAIN_LINK = re.compile(r'<a\b[^<>]*\bhref="(https?://[^"<>]*)"[^<>]*>([^<]*)</a>', re.IGNORECASE)
+
+
+def _keep_link_address(match: re.Match[str]) -> str:
+    href, label = match.group(1), match.group(2)
+    address = html.unescape(href)
+    if urlsplit(address).hostname == "matrix.to" or html.unescape(label).strip() in ("", address):
+        return label  # a pill or a bare link: its text says it all
+    return f"{label} ({href})"
+
+
 def matrix_body_to_status_text(body: str, formatted_body: str | None) -> str:
-    """The plain text to post for a Matrix message: reply fallback removed, HTML reduced to text."""
+    """The plain text to post for a Matrix message: reply fallback removed, HTML reduced to text (a
+    link keeps its address after its text)."""
     if formatted_body:
         without_fallback = _MX_REPLY.sub("", formatted_body[:_MAX_BODY_CHARS], count=1)
-        text = html_to_text(without_fallback)
+        text = html_to_text(_PLAIN_LINK.sub(_keep_link_address, without_fallback))
     else:
         text = _strip_fallback_lines(body[:_MAX_BODY_CHARS])
     return text.strip()

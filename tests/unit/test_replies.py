@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from bot.fediverse.models import FediverseAccount, RemoteAccountId, Status, StatusId
@@ -114,7 +116,24 @@ def test_visibility_order_and_words() -> None:
         ("ignored", "line one<br>line two", "line one\nline two"),
         ("ignored", '<a href="https://matrix.to/#/@bob:example.org">Bob</a>: hi', "Bob: hi"),
         ("ignored", "<ul><li>one</li><li>two</li></ul>", "• one\n• two"),
+        (
+            "ignored",
+            'see <a href="https://a.example/x?y=1&amp;z=2">the docs</a>',
+            "see the docs (https://a.example/x?y=1&z=2)",
+        ),
+        ("ignored", '<a href="https://a.example/">https://a.example/</a>', "https://a.example/"),
+        ("ignored", '<a href="javascript:alert(1)">click</a>', "click"),
     ],
 )
 def test_matrix_body_to_status_text(body: str, formatted: str | None, expected: str) -> None:
     assert matrix_body_to_status_text(body, formatted) == expected
+
+
+def test_a_reply_to_a_boost_answers_the_boosted_post() -> None:
+    boosted = status("carol@x.example", (), "unlisted", "cw")
+    boost = replace(status("bob@remote.example"), id=StatusId("B1"), reblog=boosted)
+    draft = compose_reply(boost, OWN, "nice")
+    assert draft.in_reply_to_id == "S1"
+    assert draft.text == "@carol@x.example nice"
+    assert draft.visibility is Visibility.UNLISTED
+    assert draft.spoiler_text == "cw"

@@ -35,7 +35,7 @@ from tests.fakes.gotosocial.httputil import (
     state_of,
     token_auth,
 )
-from tests.fakes.gotosocial.render import account_json, status_json
+from tests.fakes.gotosocial.render import DEFAULT_PRIVACY, account_json, status_json
 from tests.fakes.gotosocial.state import FakeState, FakeUser, StoredStatus
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -64,9 +64,13 @@ def write_auth(request: web.Request, *scopes: str) -> Auth:
     state = state_of(request)
     auth = token_auth(request)
     if not token_permits(auth.token.scope, *scopes):
-        raise _error(state, 403, "token has insufficient scope permission",
-                     "This action is outside the authorized scopes",
-                     f"Insufficient permissions: {' | '.join(scopes)}.")
+        raise _error(
+            state,
+            403,
+            "token has insufficient scope permission",
+            "This action is outside the authorized scopes",
+            f"Insufficient permissions: {' | '.join(scopes)}.",
+        )
     return auth
 
 
@@ -82,9 +86,11 @@ def recorded(handler: Handler) -> Handler:
     async def wrapper(request: web.Request) -> web.StreamResponse:
         state = state_of(request)
         bound = await bind(request)
-        body = {k: v for k, v in bound.json.items() if isinstance(v, str)} if bound.kind == "json" else {
-            k: v[0] for k, v in bound.form.items() if k not in request.query
-        }
+        body = (
+            {k: v for k, v in bound.json.items() if isinstance(v, str)}
+            if bound.kind == "json"
+            else {k: v[0] for k, v in bound.form.items() if k not in request.query}
+        )
         state.writes.calls.append((request.method, request.path, body))
         key = request.headers.get("Idempotency-Key")
         if state.profile.idempotency != "response_cache" or not key:
@@ -94,8 +100,9 @@ def recorded(handler: Handler) -> Handler:
         cached = state.writes.cached_responses.get(cache_key)
         if cached is not None and now - cached[3] < AKKOMA_IDEMPOTENCY_TTL:
             status, content_type, payload, _ = cached
-            replay = web.Response(status=status, body=payload, headers={
-                "idempotency-key": key, "idempotent-replayed": "true"})
+            replay = web.Response(
+                status=status, body=payload, headers={"idempotency-key": key, "idempotent-replayed": "true"}
+            )
             replay.content_type = content_type
             return replay
         try:
@@ -105,7 +112,11 @@ def recorded(handler: Handler) -> Handler:
         if isinstance(response, web.Response) and response.body is not None:
             assert isinstance(response.body, bytes)
             state.writes.cached_responses[cache_key] = (
-                response.status, response.content_type, response.body, now)
+                response.status,
+                response.content_type,
+                response.body,
+                now,
+            )
             response.headers["idempotency-key"] = key
         return response
 
@@ -150,27 +161,39 @@ async def get_status(request: web.Request) -> web.Response:
     return json_response(_rendered(state, _find_status(state, request.match_info["id"], viewer), viewer))
 
 
-def store_status(state: FakeState, author: FakeUser, text: str, *, visibility: str = "public",
-                 spoiler_text: str = "", in_reply_to: StoredStatus | None = None,
-                 status_html: str | None = None) -> StoredStatus:
+def store_status(
+    state: FakeState,
+    author: FakeUser,
+    text: str,
+    *,
+    visibility: str = "public",
+    spoiler_text: str = "",
+    in_reply_to: StoredStatus | None = None,
+    status_html: str | None = None,
+) -> StoredStatus:
     """Create a status as its server would: mentions resolved from `@acct` words of the text."""
     status_id = state.new_id()
     mentioned: list[FakeUser] = []
     for name in _MENTION.findall(text):
-        user = state.users.get(name) or state.users.get(name.split("@", 1)[0] if name.endswith(
-            "@" + state.account_domain) else name)
+        user = state.users.get(name.removesuffix("@" + state.account_domain))
         if user is not None and user not in mentioned:
             mentioned.append(user)
     content = status_html if status_html is not None else f"<p>{html.escape(text)}</p>"
     body = status_json(state, author, status_id, iso_seconds(time.time()), content, spoiler_text)
     body["visibility"] = visibility
-    body["mentions"] = [{"id": u.account_id, "username": u.username, "acct": u.acct,
-                         "url": account_json(state, u)["url"]} for u in mentioned]
+    body["mentions"] = [
+        {"id": u.account_id, "username": u.username, "acct": u.acct, "url": account_json(state, u)["url"]}
+        for u in mentioned
+    ]
     if in_reply_to is not None:
         body["in_reply_to_id"] = in_reply_to.body["id"]
         body["in_reply_to_account_id"] = in_reply_to.author_account_id
-    stored = StoredStatus(body=body, author_account_id=author.account_id, visibility=visibility,
-                          mentioned_account_ids=frozenset(u.account_id for u in mentioned))
+    stored = StoredStatus(
+        body=body,
+        author_account_id=author.account_id,
+        visibility=visibility,
+        mentioned_account_ids=frozenset(u.account_id for u in mentioned),
+    )
     state.writes.statuses[status_id] = stored
     state.statuses_by_user[author.account_id] = state.statuses_by_user.get(author.account_id, 0) + 1
     return stored
@@ -179,23 +202,33 @@ def store_status(state: FakeState, author: FakeUser, text: str, *, visibility: s
 def _status_form(state: FakeState, fields: dict[str, str]) -> tuple[str, str, str, str | None]:
     text, spoiler = fields.get("status", ""), fields.get("spoiler_text", "")
     if not text.strip():
-        raise _error(state, 400 if state.profile.software == "gotosocial" else 422,
-                     "no status content, content warning, media, or poll provided",
-                     "Validation failed: Text can't be blank",
-                     "Cannot post an empty status without attachments")
+        raise _error(
+            state,
+            400 if state.profile.software == "gotosocial" else 422,
+            "no status content, content warning, media, or poll provided",
+            "Validation failed: Text can't be blank",
+            "Cannot post an empty status without attachments",
+        )
     length = len(text) + len(spoiler)
     if length > state.profile.status_char_limit:
         limit = state.profile.status_char_limit
-        raise _error(state, 400 if state.profile.software == "gotosocial" else 422,
-                     f"status too long, {length} characters provided (including spoiler/content warning) "
-                     f"but limit is {limit}",
-                     f"Validation failed: Text character limit of {limit} exceeded",
-                     "The status is over the character limit")
+        raise _error(
+            state,
+            400 if state.profile.software == "gotosocial" else 422,
+            f"status too long, {length} characters provided (including spoiler/content warning) "
+            f"but limit is {limit}",
+            f"Validation failed: Text character limit of {limit} exceeded",
+            "The status is over the character limit",
+        )
     visibility = fields.get("visibility") or ""
     if visibility and visibility not in VISIBILITIES:
-        raise _error(state, 400 if state.profile.software == "gotosocial" else 422,
-                     f"visibility {visibility} not recognized",
-                     "Validation failed: Visibility is not included in the list", "Invalid visibility")
+        raise _error(
+            state,
+            400 if state.profile.software == "gotosocial" else 422,
+            f"visibility {visibility} not recognized",
+            "Validation failed: Visibility is not included in the list",
+            "Invalid visibility",
+        )
     return text, spoiler, visibility, fields.get("in_reply_to_id") or None
 
 
@@ -205,8 +238,11 @@ async def create_status(request: web.Request) -> web.Response:
     state = state_of(request)
     author = _account_of(state, _viewer(auth))
     bound = await bind(request)
-    fields = {k: v for k, v in bound.json.items() if isinstance(v, str)} if bound.kind == "json" else {
-        k: v[0] for k, v in bound.form.items()}
+    fields = (
+        {k: v for k, v in bound.json.items() if isinstance(v, str)}
+        if bound.kind == "json"
+        else {k: v[0] for k, v in bound.form.items()}
+    )
     key = request.headers.get("Idempotency-Key")
     if state.profile.idempotency == "status_per_account" and key:
         remembered = state.writes.posted_by_key.get((author.account_id, key))
@@ -214,8 +250,14 @@ async def create_status(request: web.Request) -> web.Response:
             return json_response(_rendered(state, state.writes.statuses[remembered[0]], author))
     text, spoiler, visibility, reply_to_id = _status_form(state, fields)
     parent = _find_status(state, reply_to_id, author) if reply_to_id else None
-    stored = store_status(state, author, text, visibility=visibility or "unlisted", spoiler_text=spoiler,
-                          in_reply_to=parent)
+    stored = store_status(
+        state,
+        author,
+        text,
+        visibility=visibility or DEFAULT_PRIVACY,
+        spoiler_text=spoiler,
+        in_reply_to=parent,
+    )
     if state.profile.idempotency == "status_per_account" and key:
         state.writes.posted_by_key[(author.account_id, key)] = (stored.body["id"], time.monotonic())
     return json_response(_rendered(state, stored, author))
@@ -233,13 +275,17 @@ async def account_statuses(request: web.Request) -> web.Response:
         limit = max(1, min(40, int(request.query.get("limit") or 20)))
     except ValueError:
         raise ApiError(400, "bad integer limit value") from None
-    own = [s for s in reversed(state.writes.statuses.values())
-           if s.author_account_id == account_id and visible_to(s, viewer.account_id)]
+    own = [
+        s
+        for s in reversed(state.writes.statuses.values())
+        if s.author_account_id == account_id and visible_to(s, viewer.account_id)
+    ]
     return json_response([_rendered(state, s, viewer) for s in own[:limit]])
 
 
-async def _status_action(request: web.Request, scope: str, act: Callable[[FakeState, FakeUser, StoredStatus],
-                                                                          dict[str, Any]]) -> web.Response:
+async def _status_action(
+    request: web.Request, scope: str, act: Callable[[FakeState, FakeUser, StoredStatus], dict[str, Any]]
+) -> web.Response:
     require_accept(request, JSON_TYPE)
     auth = write_auth(request, scope)
     state = state_of(request)
@@ -260,8 +306,13 @@ def _unfavourite(state: FakeState, viewer: FakeUser, stored: StoredStatus) -> di
 
 def _reblog(state: FakeState, viewer: FakeUser, stored: StoredStatus) -> dict[str, Any]:
     if stored.visibility in ("private", "direct") and stored.author_account_id != viewer.account_id:
-        raise _error(state, 403, "you are not allowed to reblog this status", "This action is not allowed",
-                     "Could not repeat")
+        raise _error(
+            state,
+            403,
+            "you are not allowed to reblog this status",
+            "This action is not allowed",
+            "Could not repeat",
+        )
     key = (viewer.account_id, stored.body["id"])
     boost_id = state.writes.reblogs.setdefault(key, state.new_id())
     wrapper = status_json(state, viewer, boost_id, iso_seconds(time.time()), "", "")
@@ -309,10 +360,22 @@ async def list_follow_requests(request: web.Request) -> web.Response:
 
 def _relationship(state: FakeState, viewer: FakeUser, other_id: str) -> dict[str, Any]:
     followed_by = other_id in state.writes.followers.get(viewer.account_id, set())
-    return {"id": other_id, "following": False, "followed_by": followed_by, "showing_reblogs": False,
-            "notifying": False, "blocking": False, "blocked_by": False, "muting": False,
-            "muting_notifications": False, "requested": False, "requested_by": False,
-            "domain_blocking": False, "endorsed": False, "note": ""}
+    return {
+        "id": other_id,
+        "following": False,
+        "followed_by": followed_by,
+        "showing_reblogs": False,
+        "notifying": False,
+        "blocking": False,
+        "blocked_by": False,
+        "muting": False,
+        "muting_notifications": False,
+        "requested": False,
+        "requested_by": False,
+        "domain_blocking": False,
+        "endorsed": False,
+        "note": "",
+    }
 
 
 async def _answer_follow_request(request: web.Request, accept: bool) -> web.Response:
@@ -341,8 +404,12 @@ async def reject_follow_request(request: web.Request) -> web.Response:
 def add_routes(router: web.UrlDispatcher) -> None:
     router.add_get("/api/v1/statuses/{id}", get_status, allow_head=False)
     router.add_post("/api/v1/statuses", recorded(create_status))
-    for name, handler in (("favourite", favourite), ("unfavourite", unfavourite), ("reblog", reblog),
-                          ("unreblog", unreblog)):
+    for name, handler in (
+        ("favourite", favourite),
+        ("unfavourite", unfavourite),
+        ("reblog", reblog),
+        ("unreblog", unreblog),
+    ):
         router.add_post(f"/api/v1/statuses/{{id}}/{name}", recorded(handler))
     router.add_get("/api/v1/accounts/{id}/statuses", account_statuses, allow_head=False)
     router.add_get("/api/v1/follow_requests", list_follow_requests, allow_head=False)
