@@ -211,10 +211,7 @@ class ActionService:
         instance = instance_from_key(account.instance, allow_http=self._allow_http)
 
         async def post(key: str) -> _Outcome:
-            visibility = request.visibility
-            if visibility is None:
-                me = await self._credentials.verify_credentials(instance, account.token)
-                visibility = Visibility.parse(me.default_visibility or "public")
+            visibility = request.visibility or await self._default(account)
             draft = StatusDraft(request.text, None, visibility)
             return _Outcome(
                 await self._writer.post_status(instance, account.token, draft, idempotency_key=key)
@@ -222,6 +219,12 @@ class ActionService:
 
         job = _Job(ActionKind.POST, None, post, find=lambda: self._find(account, None, request.text))
         await self._run(ctx, event_id, account, job)
+
+    async def _default(self, account: AccountRecord) -> Visibility:
+        """The account's own default visibility (`source.privacy`), as its settings say."""
+        instance = instance_from_key(account.instance, allow_http=self._allow_http)
+        me = await self._credentials.verify_credentials(instance, account.token)
+        return Visibility.parse(me.default_visibility or "public")
 
     # ---- gating ----
 
@@ -272,7 +275,7 @@ class ActionService:
 
             async def reply(key: str) -> _Outcome:
                 original = await self._writer.get_status(instance, account.token, status_id)
-                draft = compose_reply(original, account.acct, text)
+                draft = compose_reply(original, account.acct, text, visibility=await self._default(account))
                 posted = await self._writer.post_status(instance, account.token, draft, idempotency_key=key)
                 return _Outcome(posted)
 

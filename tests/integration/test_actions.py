@@ -213,6 +213,10 @@ async def test_a_matrix_reply_becomes_a_reply_with_mentions_visibility_and_cw(wo
     assert confirmation.startswith("Replied as @")
     assert posted["url"] in confirmation
 
+    public = await world.relay(fake.notify("alice", "mention", "bob@remote.example", status_text="@alice hi"))
+    await world.handle(reply("hello", public, "$reply2"))
+    assert posted_replies(fake)[-1]["visibility"] == "unlisted"  # the account's default is narrower
+
 
 @ALL
 async def test_star_favourites_boost_boosts_and_removing_them_undoes(world: World) -> None:
