@@ -7,7 +7,7 @@ import contextlib
 import logging
 import signal
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from datetime import timedelta
@@ -178,6 +178,9 @@ async def running_bot(config: Config, *, resolver: Resolver | None = None) -> As
             clock=time.monotonic,
         )
         dms.on_lost(router.dm_lost)
+        resume = _AfterFirstSync(router.resume_actions)  # the rooms are known again by then
+        matrix.on_sync(resume)
+        stack.callback(resume.cancel)
         await relay.start()
         stack.push_async_callback(relay.stop)
         stack.push_async_callback(flows.settle)  # a token a cancelled command got is stored or revoked
@@ -200,6 +203,28 @@ async def running_bot(config: Config, *, resolver: Resolver | None = None) -> As
         housekeeping = asyncio.create_task(_housekeeping(sessions, keyring, metrics), name="housekeeping")
         stack.callback(housekeeping.cancel)
         yield Bot(engine, sessions, keyring, matrix, relay, router, metrics, dms, health)
+
+
+class _AfterFirstSync:
+    """Runs `work` once, in a task of its own, after the first sync; failures are logged."""
+
+    def __init__(self, work: Callable[[], Awaitable[None]]) -> None:
+        self._work = work
+        self._task: asyncio.Task[None] | None = None
+
+    def __call__(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="after-first-sync")
+
+    async def _run(self) -> None:
+        try:
+            await self._work()
+        except Exception:
+            log.exception("resuming unfinished actions failed")
+
+    def cancel(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
 
 
 async def _housekeeping(

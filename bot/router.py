@@ -47,6 +47,7 @@ from bot.matrix.types import (
     UndecryptableMessage,
 )
 from bot.rich_text import RichText
+from bot.store.action_journal import ActionRecord
 from bot.user_lanes import UserLanes, Work
 
 __all__ = [
@@ -141,6 +142,10 @@ class Actions(Protocol):
     async def take_back(self, ctx: CommandContext, event_id: str, redacts: str) -> None: ...
 
     async def reply(self, ctx: CommandContext, event_id: str, reply_to: str, text: str) -> None: ...
+
+    async def unfinished(self) -> list[ActionRecord]: ...
+
+    async def resume(self, ctx: CommandContext, entry: ActionRecord) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -321,6 +326,21 @@ class Router:
         was (the service only ever answers in the user's DM)."""
         here = _Context(event.sender, event.room_id, self._prefix, self._matrix, event.event_id)
         await self._run(here, lambda: work(here), name)
+
+    async def resume_actions(self) -> None:
+        """Queue the actions a stopped bot left unfinished (`Actions.unfinished`) on their users' lanes,
+        answering in each user's DM."""
+        if self._actions is None:
+            return
+        actions = self._actions
+        for entry in await actions.unfinished():
+            room = await self._dms.room_for(entry.matrix_user_id)
+            if room is not None:
+                here = _Context(entry.matrix_user_id, room, self._prefix, self._matrix, entry.event_id)
+                self._enqueue(entry.matrix_user_id, self._resuming(actions, here, entry))
+
+    def _resuming(self, actions: Actions, here: _Context, entry: ActionRecord) -> Work:
+        return lambda: self._run(here, lambda: actions.resume(here, entry), "resume")
 
     async def _hint_in_dm(self, msg: IncomingMessage) -> None:
         if await self._dms.room_for(msg.sender) == msg.room_id:

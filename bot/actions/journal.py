@@ -50,6 +50,14 @@ class ActionJournal:
             dm = await DmRoomsRepository(session).get(user_id)
         return Surroundings(dm, mapped, account, earlier)
 
+    async def account(self, account_id: AccountId) -> AccountRecord | None:
+        async with self._sessions() as session:
+            return await AccountsRepository(session, self._keyring, self._clock).get(account_id)
+
+    async def pending(self) -> list[ActionRecord]:
+        async with self._sessions() as session:
+            return await ActionJournalRepository(session, self._clock).pending()
+
     async def accounts_of(self, user_id: str) -> list[AccountRecord]:
         async with self._sessions() as session:
             return await AccountsRepository(session, self._keyring, self._clock).list_for_user(user_id)

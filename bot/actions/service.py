@@ -19,6 +19,7 @@ import logging
 import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Protocol
 
 from bot.accounts import select_accounts
@@ -48,14 +49,15 @@ from bot.fediverse.replies import StatusDraft, Visibility, compose_reply
 from bot.fediverse.scopes import can_act
 from bot.relay.sanitize import html_to_text
 from bot.rich_text import RichText, join, link
-from bot.store.action_journal import ActionKind, ActionState
-from bot.store.records import AccountRecord
+from bot.store.action_journal import ActionKind, ActionRecord, ActionState
+from bot.store.records import AccountRecord, utc_now
 
 __all__ = ["ActionService", "FediverseWriter", "PostRequest", "parse_post"]
 
 log = logging.getLogger(__name__)
 
 HINT_INTERVAL = 24 * 3600.0
+RESUME_WITHIN = timedelta(days=1)
 RECENT_STATUSES_SEARCHED = 20
 # A definite "no" from the server: nothing happened there, so the entry is dropped (asking again is new).
 _REFUSALS = (ActionRefusedError, RemoteNotFoundError, InsufficientScopeError, TokenRejectedError)
@@ -220,6 +222,26 @@ class ActionService:
         job = _Job(ActionKind.POST, None, post, find=lambda: self._find(account, None, request.text))
         await self._run(ctx, event_id, account, job)
 
+    # ---- after a restart ----
+
+    async def unfinished(self) -> list[ActionRecord]:
+        """Actions a stopped bot left pending that can be finished without their Matrix event: those
+        that only name their target (favourite, boost, their undoing, follow requests), from the last
+        `RESUME_WITHIN`. A pending reply or post waits for its event to be replayed (its text is not
+        stored)."""
+        since = utc_now() - RESUME_WITHIN
+        return [e for e in await self._journal.pending() if e.action in _RESUMABLE and e.created_at >= since]
+
+    async def resume(self, ctx: CommandContext, entry: ActionRecord) -> None:
+        """Finish `entry` (from `unfinished`), answering in the user's DM (`ctx`)."""
+        account = await self._journal.account(entry.account_id)
+        if account is None or account.matrix_user_id != entry.matrix_user_id or entry.target_id is None:
+            return
+        if not can_act(account.scopes, None):
+            return
+        job = _Job(entry.action, entry.target_id, self._simple(account, entry.action, entry.target_id))
+        await self._run(ctx, entry.event_id, account, job)
+
     async def _default(self, account: AccountRecord) -> Visibility:
         """The account's own default visibility (`source.privacy`), as its settings say."""
         instance = instance_from_key(account.instance, allow_http=self._allow_http)
@@ -364,6 +386,12 @@ class ActionService:
 
 
 _FOLLOW_ANSWERS = frozenset({ActionKind.AUTHORIZE, ActionKind.REJECT})
+_RESUMABLE = _FOLLOW_ANSWERS | {
+    ActionKind.FAVOURITE,
+    ActionKind.UNFAVOURITE,
+    ActionKind.REBLOG,
+    ActionKind.UNREBLOG,
+}
 
 
 def _verdict(ctx: CommandContext, around: Surroundings, *, account_can_act: bool = True) -> Gate:

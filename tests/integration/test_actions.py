@@ -111,7 +111,9 @@ async def build_world(
     me = await client.verify_credentials(instance, token)
     async with sessions() as s, s.begin():
         repos = Repositories(s, keyring)
-        app = await repos.apps.add(instance=instance.key, scopes=scopes, client_id="cid", client_secret="cs")
+        app = await repos.apps.get(instance.key, scopes) or await repos.apps.add(
+            instance=instance.key, scopes=scopes, client_id="cid", client_secret="cs"
+        )
         account = await repos.accounts.upsert(
             matrix_user_id=ALICE,
             instance=instance.key,
@@ -355,3 +357,34 @@ async def test_revoke_and_forget_me_delete_the_event_map_and_journal(world: Worl
         repos = Repositories(s, world.keyring)
         assert await repos.relayed_events.get(relayed) is None
         assert await repos.action_journal.get("$star") is None
+
+
+@pytest.mark.parametrize("profile", [PROFILES["gotosocial"]], ids=["gotosocial"])
+async def test_after_a_restart_unfinished_reactions_are_finished_and_replies_wait_for_their_event(
+    sessions: async_sessionmaker[AsyncSession],
+    keyring: KeyRing,
+    fake: FakeGoToSocial,
+    client: FediverseClient,
+) -> None:
+    journal = FinishFails(sessions, keyring)
+    journal.failures = 2
+    world = await build_world(sessions, keyring, fake, client, journal=journal)
+    notification = fake.notify("alice", "mention", "bob@remote.example", status_text="@alice x")
+    relayed = await world.relay(notification)
+    await world.handle(reaction("⭐", relayed, "$star"), reply("answer", relayed, "$reply"))
+    assert fake.favourited("alice", notification["status"]["id"])
+    assert not any(b.startswith(("Favourited", "Replied")) for b in world.said())
+
+    restarted = await build_world(sessions, keyring, fake, client)  # same database, a new bot
+    await restarted.router.resume_actions()
+    await restarted.router.settled()
+
+    assert restarted.said() == [f"Favourited as @{world.account.acct}."]
+    async with sessions() as s:
+        repos = Repositories(s, keyring)
+        star, answer = await repos.action_journal.get("$star"), await repos.action_journal.get("$reply")
+    assert star is not None
+    assert star.state is ActionState.DONE
+    assert answer is not None
+    assert answer.state is ActionState.PENDING  # its text lives only in the Matrix event
+    assert len(posted_replies(fake)) == 1
