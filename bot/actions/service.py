@@ -301,7 +301,11 @@ class ActionService:
                 posted = await self._writer.post_status(instance, account.token, draft, idempotency_key=key)
                 return _Outcome(posted)
 
-            job = _Job(intent, status_id, reply, find=lambda: self._find(account, status_id, text))
+            async def find() -> PostedStatus | None:
+                original = await self._writer.get_status(instance, account.token, status_id)
+                return await self._find(account, (original.reblog or original).id, text)  # as compose_reply
+
+            job = _Job(intent, status_id, reply, find=find)
             await self._run(ctx, event_id, account, job)
             return
         target_id = target.requester_account_id if intent in _FOLLOW_ANSWERS else target.status_id
