@@ -28,7 +28,8 @@ from bot.router import Router
 from bot.store.keyring import KeyRing
 from bot.store.records import AccountId, utc_now
 from bot.store.session_store import DatabaseHandledEvents
-from tests.fakes.gotosocial import PROFILES, FakeGoToSocial, Profile
+from tests.fakes.gotosocial import PROFILES, AuthorizeError, FakeGoToSocial, Profile
+from tests.fakes.gotosocial.testkit import authorize_url
 from tests.fakes.matrix import RecordingMatrix
 from tests.integration.fedi_support import fedi_client, settings
 
@@ -221,3 +222,20 @@ async def test_help_lists_the_new_commands(chat: Chat) -> None:
     help_text = await chat.say("!gts help")
     assert "allow-actions [<account>]" in help_text
     assert "connect <instance> [interactive|scopes]" in help_text
+
+
+@ALL
+async def test_the_read_only_app_could_not_have_asked_for_action_scopes(chat: Chat) -> None:
+    """Why acting gets its own app registration: the server refuses scopes its app did not register."""
+    await chat.connect()
+    [read_app] = chat.fake.apps.values()
+    assert read_app.scopes == ["read"]
+    wider = authorize_url(chat.fake, {"client_id": read_app.client_id}, "read write:statuses")
+    with pytest.raises(AuthorizeError) as refused:
+        await chat.fake.authorize(wider, EMAIL, PW)
+    assert refused.value.error == "invalid_scope"
+    await chat.authorize_and_paste(await chat.say("!gts allow-actions"))
+    assert sorted(sorted(app.scopes) for app in chat.fake.apps.values()) == [
+        ["read"],
+        sorted({"read"} | ACTION_SCOPES),
+    ]

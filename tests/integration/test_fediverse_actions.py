@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
+from aiohttp import web
 
 from bot.errors import (
     ActionRefusedError,
@@ -18,9 +19,10 @@ from bot.errors import (
 from bot.fediverse.actions import FediverseActions
 from bot.fediverse.client import FediverseClient
 from bot.fediverse.instance import InstanceRef, parse_instance
+from bot.fediverse.models import MAX_MENTIONS
 from bot.fediverse.replies import StatusDraft, Visibility, compose_reply
 from tests.fakes.gotosocial import PROFILES, FakeGoToSocial, Profile
-from tests.integration.fedi_support import fedi_client
+from tests.integration.fedi_support import fedi_client, loopback, serve
 
 ALL = pytest.mark.parametrize("profile", list(PROFILES.values()), ids=list(PROFILES))
 ACT = "read write:statuses write:favourites write:follows"
@@ -291,3 +293,33 @@ async def test_mastodon_remembers_the_key_per_account_and_ignores_it_elsewhere()
         assert len(fake.posted_statuses("bob")) == 1
     finally:
         await fake.stop()
+
+
+async def test_a_server_that_echoes_the_token_or_sends_hostile_shapes_gets_no_secret_into_errors() -> None:
+    """A hostile server quotes the bearer token back in its refusal and sends thousands of mentions."""
+    token = "SECRET-TOKEN-" + uuid.uuid4().hex
+
+    async def echo_refusal(request: web.Request) -> web.Response:
+        return web.json_response({"error": f"bad {request.headers['Authorization']} \x1b[31m"}, status=422)
+
+    async def hostile_status(request: web.Request) -> web.Response:
+        mentions: list[object] = [{"acct": f"u{i}@x.example"} for i in range(5000)]
+        return web.json_response(
+            {
+                "id": "S1",
+                "account": {"id": "1", "username": "b", "acct": "b@x.example"},
+                "mentions": [7, *mentions],
+            }
+        )
+
+    app = web.Application()
+    app.router.add_post("/api/v1/statuses", echo_refusal)
+    app.router.add_get("/api/v1/statuses/S1", hostile_status)
+    async with serve(app) as port, fedi_client(max_response_bytes=1024 * 1024) as client:
+        instance = loopback(port)
+        with pytest.raises(ActionRefusedError) as caught:
+            await client.actions.post_status(instance, token, StatusDraft("hi"), idempotency_key=key())
+        assert token not in str(caught.value)
+        assert "\x1b" not in str(caught.value)
+        status = await client.actions.get_status(instance, token, "S1")
+    assert len(status.mentions) == MAX_MENTIONS - 1  # bounded; the entry that is not an object is skipped
