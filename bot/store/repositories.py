@@ -282,6 +282,7 @@ class FlowsRepository:
             dm_room_id=row.dm_room_id,
             created_at=row.created_at,
             expires_at=row.expires_at,
+            upgrades=None if row.upgrades_account_id is None else AccountId(row.upgrades_account_id),
         )
 
     async def add(
@@ -294,9 +295,11 @@ class FlowsRepository:
         dm_room_id: str,
         ttl: timedelta,
         software: str | None = None,
+        upgrades: AccountId | None = None,
     ) -> FlowRecord:
         now = self._clock()
         row = PendingFlow(
+            upgrades_account_id=upgrades,
             matrix_user_id=matrix_user_id,
             instance=instance,
             app_id=app_id,
