@@ -235,6 +235,27 @@ async def test_allow_actions_signed_in_as_another_account_changes_nothing_and_re
     assert chat.fake.active_tokens("alice") == [after.token]
 
 
+@ALL
+async def test_signing_in_as_another_connected_account_leaves_its_connection_working(chat: Chat) -> None:
+    """Mastodon and Akkoma hand the same token again for the same account, app and scopes: the token a
+    mismatched upgrade got may be the one another stored connection uses, and is then kept."""
+    chat.fake.add_user("bob", BOB_EMAIL, PW)
+    await chat.connect()
+    assert "Connected as" in await chat.authorize_and_paste(
+        await chat.say(f"!gts connect {chat.fake.base_url} interactive"), email=BOB_EMAIL
+    )
+    before = await chat.accounts.for_user(ALICE)
+    alice = next(a for a in before if a.acct.startswith("alice@"))
+    refused = await chat.authorize_and_paste(
+        await chat.say(f"!gts allow-actions @{alice.acct}"), email=BOB_EMAIL
+    )
+    assert f"Sign in as @{alice.acct} and try again" in refused
+    assert await chat.accounts.for_user(ALICE) == before
+    [bob_token] = [a.token for a in before if a.acct.startswith("bob@")]
+    assert chat.fake.active_tokens("bob") == [bob_token]
+    assert chat.fake.active_tokens("alice") == [alice.token]
+
+
 @pytest.mark.parametrize("profile", [PROFILES["gotosocial"]], ids=["gotosocial"])
 async def test_an_upgrade_waiting_for_its_code_ends_when_its_account_is_revoked(chat: Chat) -> None:
     await chat.connect()
