@@ -314,7 +314,8 @@ class ConnectFlows:
             log.info("an upgrade of account %s was signed in as another account; nothing stored", upgraded.id)
             raise CommandError(
                 f"You signed in as @{account.acct[:200]}, but this request was for @{upgraded.acct}. "
-                "Nothing was changed, and the access you just gave was revoked. "
+                "Nothing was changed, and I revoked the access you just gave (unless another of your "
+                "connections uses it). "
                 f"Sign in as @{upgraded.acct} and try again."
             )
         granted = grant.scope or tuple(asked.split())

@@ -138,8 +138,8 @@ class BotCommands:
         await self._reply_started(
             ctx,
             started,
-            f"Sign in as @{account.acct} (signed in as another account, nothing changes). The new access "
-            "replaces the current one; I then revoke the old token.",
+            f"Sign in as @{account.acct} (if you sign in as another one, nothing is changed). The new "
+            "access replaces the current one; I then revoke the old token.",
         )
 
     async def _reply_started(self, ctx: CommandContext, started: StartedFlow, note: str = "") -> None:

@@ -299,12 +299,12 @@ class FlowsRepository:
     ) -> FlowRecord:
         now = self._clock()
         row = PendingFlow(
-            upgrades_account_id=upgrades,
             matrix_user_id=matrix_user_id,
             instance=instance,
             app_id=app_id,
             scopes=scope_string(scopes),
             software=software[:64] if software else None,
+            upgrades_account_id=upgrades,
             oauth_state=secrets.token_urlsafe(32),
             dm_room_id=dm_room_id,
             created_at=now,
