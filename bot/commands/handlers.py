@@ -167,12 +167,14 @@ class BotCommands:
             return
         # What the account relays with stays as it is; the flow adds the action scopes to it.
         kept = tuple(s for s in account.scopes.split() if s in KNOWN_SCOPES)
-        started = await self._flows.start(ctx.sender, account.instance, kept, ctx.room_id, with_actions=True)
+        started = await self._flows.start(
+            ctx.sender, account.instance, kept, ctx.room_id, with_actions=True, upgrades=account.id
+        )
         await self._reply_started(
             ctx,
             started,
-            f"Sign in as @{account.acct}. The new access replaces the current one; I then revoke the old "
-            "token.",
+            f"Sign in as @{account.acct} (if you sign in as another one, nothing is changed). The new "
+            "access replaces the current one; I then revoke the old token.",
         )
 
     async def _reply_started(self, ctx: CommandContext, started: StartedFlow, note: str = "") -> None:

@@ -123,6 +123,11 @@ class PendingFlow(Base):
     app_id: Mapped[int] = mapped_column(ForeignKey("fediverse_apps.id", ondelete="CASCADE"), index=True)
     scopes: Mapped[str] = mapped_column(String(255))
     software: Mapped[str | None] = mapped_column(String(64))  # the server's software, as probed at start
+    # `allow-actions`: the stored account this flow upgrades; the code must sign in as that account.
+    # CASCADE: an upgrade of an account that was revoked meanwhile has nothing left to upgrade.
+    upgrades_account_id: Mapped[int | None] = mapped_column(
+        ForeignKey("accounts.id", ondelete="CASCADE"), index=True
+    )
     oauth_state: Mapped[str] = mapped_column(String(128), unique=True)
     dm_room_id: Mapped[str] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())

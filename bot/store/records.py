@@ -83,6 +83,8 @@ class FlowRecord:
     dm_room_id: str
     created_at: datetime
     expires_at: datetime
+    upgrades: AccountId | None = None
+    """The stored account this flow gives new scopes to (`allow-actions`); None for a plain connect."""
 
     def expired(self, now: datetime) -> bool:
         return now >= self.expires_at

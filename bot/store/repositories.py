@@ -288,6 +288,7 @@ class FlowsRepository:
             dm_room_id=row.dm_room_id,
             created_at=row.created_at,
             expires_at=row.expires_at,
+            upgrades=None if row.upgrades_account_id is None else AccountId(row.upgrades_account_id),
         )
 
     async def add(
@@ -300,6 +301,7 @@ class FlowsRepository:
         dm_room_id: str,
         ttl: timedelta,
         software: str | None = None,
+        upgrades: AccountId | None = None,
     ) -> FlowRecord:
         now = self._clock()
         row = PendingFlow(
@@ -308,6 +310,7 @@ class FlowsRepository:
             app_id=app_id,
             scopes=scope_string(scopes),
             software=software[:64] if software else None,
+            upgrades_account_id=upgrades,
             oauth_state=secrets.token_urlsafe(32),
             dm_room_id=dm_room_id,
             created_at=now,

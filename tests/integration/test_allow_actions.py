@@ -36,6 +36,7 @@ from tests.integration.fedi_support import fedi_client, settings
 BOT, ALICE = "@bot:hs.test", "@alice:hs.test"
 DM = "!dm:hs.test"
 EMAIL, PW = "alice@example.org", "Long-Strong-Passw0rd!"
+BOB_EMAIL = "bob@example.org"
 ACTION_SCOPES = {"write:statuses", "write:favourites", "write:follows"}
 ALL = pytest.mark.parametrize("profile", list(PROFILES.values()), ids=list(PROFILES))
 
@@ -89,11 +90,14 @@ class Chat:
         started = await self.say(" ".join(["!gts connect", self.fake.base_url, *words]))
         return await self.authorize_and_paste(started)
 
-    async def authorize_and_paste(self, reply: str) -> str:
+    async def authorize(self, reply: str, email: str = EMAIL) -> str:
+        """Open the link in `reply`, sign in (as alice unless told otherwise) and allow; returns the code."""
         url = re.search(r"https?://\S+/oauth/authorize\?\S+", reply)
         assert url is not None, reply
-        code = await self.fake.authorize(url.group(0).rstrip(").,"), EMAIL, PW)
-        return await self.say(code)
+        return await self.fake.authorize(url.group(0).rstrip(").,"), email, PW)
+
+    async def authorize_and_paste(self, reply: str, email: str = EMAIL) -> str:
+        return await self.say(await self.authorize(reply, email))
 
 
 @pytest.fixture
@@ -200,6 +204,82 @@ async def test_allow_actions_replaces_the_read_only_token_and_revokes_the_old_on
     await favourite_with_stored_token(chat)
     assert "can act" in await chat.say("!gts status")
     assert "can already act" in await chat.say("!gts allow-actions 1")
+
+
+@ALL
+async def test_allow_actions_signed_in_as_another_account_changes_nothing_and_revokes_the_new_token(
+    chat: Chat,
+) -> None:
+    chat.fake.add_user("bob", BOB_EMAIL, PW)
+    await chat.connect()
+    [before] = await chat.accounts.for_user(ALICE)
+    bob = "bob@" + before.acct.split("@", 1)[1]
+    refused = await chat.authorize_and_paste(await chat.say("!gts allow-actions"), email=BOB_EMAIL)
+    assert f"You signed in as @{bob}, but this request was for @{before.acct}" in refused
+    assert f"Sign in as @{before.acct} and try again" in refused
+    assert "Connected as" not in refused
+    # Nothing stored: no second account, and alice's read-only token is the same and still works.
+    [unchanged] = await chat.accounts.for_user(ALICE)
+    assert (unchanged.id, unchanged.token, unchanged.scopes) == (before.id, before.token, "read")
+    assert chat.fake.active_tokens("alice") == [before.token]
+    # The server issued bob a token for the code, and the bot revoked it at once.
+    assert chat.fake.requests_to("/oauth/token", "POST") == 2
+    assert chat.fake.requests_to("/oauth/revoke", "POST") == 1
+    assert chat.fake.active_tokens("bob") == []
+    assert chat.fake.write_calls == []
+    # Trying again as the right account upgrades it.
+    done = await chat.authorize_and_paste(await chat.say("!gts allow-actions"))
+    assert "I can act for this account" in done
+    [after] = await chat.accounts.for_user(ALICE)
+    assert after.id == before.id
+    assert chat.fake.active_tokens("alice") == [after.token]
+
+
+@ALL
+async def test_signing_in_as_another_connected_account_leaves_its_connection_working(chat: Chat) -> None:
+    """Mastodon and Akkoma hand the same token again for the same account, app and scopes: the token a
+    mismatched upgrade got may be the one another stored connection uses, and is then kept."""
+    chat.fake.add_user("bob", BOB_EMAIL, PW)
+    await chat.connect()
+    assert "Connected as" in await chat.authorize_and_paste(
+        await chat.say(f"!gts connect {chat.fake.base_url} interactive"), email=BOB_EMAIL
+    )
+    before = await chat.accounts.for_user(ALICE)
+    alice = next(a for a in before if a.acct.startswith("alice@"))
+    refused = await chat.authorize_and_paste(
+        await chat.say(f"!gts allow-actions @{alice.acct}"), email=BOB_EMAIL
+    )
+    assert f"Sign in as @{alice.acct} and try again" in refused
+    assert await chat.accounts.for_user(ALICE) == before
+    [bob_token] = [a.token for a in before if a.acct.startswith("bob@")]
+    assert chat.fake.active_tokens("bob") == [bob_token]
+    assert chat.fake.active_tokens("alice") == [alice.token]
+
+
+@pytest.mark.parametrize("profile", [PROFILES["gotosocial"]], ids=["gotosocial"])
+async def test_an_upgrade_waiting_for_its_code_ends_when_its_account_is_revoked(chat: Chat) -> None:
+    await chat.connect()
+    started = await chat.say("!gts allow-actions")
+    assert "Revoked @" in await chat.say("!gts revoke")
+    code = await chat.authorize(started)
+    assert "No connection is waiting for a code" in await chat.say(f"!gts code {code}")
+    assert chat.fake.requests_to("/oauth/token", "POST") == 1  # the code was never redeemed
+    assert await chat.accounts.for_user(ALICE) == []
+    assert chat.fake.active_tokens("alice") == []
+
+
+@ALL
+async def test_connect_interactive_for_a_connected_read_only_account_upgrades_it_in_place(chat: Chat) -> None:
+    await chat.connect()
+    [before] = await chat.accounts.for_user(ALICE)
+    done = await chat.connect("interactive")
+    assert "I can act for this account" in done
+    [after] = await chat.accounts.for_user(ALICE)  # not a second connection of the same account
+    assert after.id == before.id
+    assert after.token != before.token
+    assert set(after.scopes.split()) == {"read"} | ACTION_SCOPES
+    assert chat.fake.active_tokens("alice") == [after.token]  # the read-only token is revoked
+    await favourite_with_stored_token(chat)
 
 
 @ALL
