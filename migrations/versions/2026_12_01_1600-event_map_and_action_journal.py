@@ -2,7 +2,7 @@
 message is sent, and the action journal that makes actions from Matrix happen exactly once (issue 12).
 
 Revision ID: event_map_action_journal
-Revises: 7c3e9a1d5b20
+Revises: flow_upgrades_account
 Create Date: 2026-12-01 16:00:00.000000
 
 """
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "event_map_action_journal"
-down_revision: str | Sequence[str] | None = "7c3e9a1d5b20"
+down_revision: str | Sequence[str] | None = "flow_upgrades_account"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
