@@ -361,6 +361,7 @@ class ConnectFlows:
                 acct=account.acct,
                 token=token,
                 scopes=granted,
+                software=software,
             )
             if previous is None:
                 await repos.accounts.set_cursor(stored.id, cursor)

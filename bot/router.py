@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from bot import greetings
-from bot.commands.parse import ParsedCommand, parse_command
+from bot.commands.parse import ParsedCommand, after_command_words, parse_command
 from bot.commands.registry import CommandContext, CommandRegistry
 from bot.commands.throttle import UserThrottle
 from bot.config import MatrixConfig, is_user_allowed
@@ -143,6 +143,14 @@ class Actions(Protocol):
 
     async def reply(self, ctx: CommandContext, event_id: str, reply_to: str, text: str) -> None: ...
 
+    async def note_reply(self, sender: str, room_id: str, event_id: str, reply_to: str, text: str) -> None:
+        """Make a reply's action durable at intake (before the sync token is saved)."""
+        ...
+
+    async def note_post(self, sender: str, event_id: str, rest: str) -> None:
+        """Make a `post` command durable at intake (before the sync token is saved)."""
+        ...
+
     async def unfinished(self) -> list[ActionRecord]: ...
 
     async def resume(self, ctx: CommandContext, entry: ActionRecord) -> None: ...
@@ -214,7 +222,7 @@ class Router:
         """Classify `event` and queue its work on a user's lane; returns without awaiting that work."""
         try:
             if isinstance(event, IncomingMessage):
-                self._on_message(event)
+                await self._on_message(event)
             elif isinstance(event, Reaction):
                 self._on_reaction(event)
             elif isinstance(event, Redaction):
@@ -256,7 +264,7 @@ class Router:
 
     # ---- messages ----
 
-    def _on_message(self, msg: IncomingMessage) -> None:
+    async def _on_message(self, msg: IncomingMessage) -> None:
         if not self._allowed(msg.sender) or msg.msgtype != "m.text":
             return
         body = msg.body
@@ -268,6 +276,7 @@ class Router:
             # A reply to a relayed message acts on it; to anything else it is ignored without a word.
             if self._actions is not None and self._throttle.allow(msg.sender):
                 actions, reply_to = self._actions, msg.reply_to
+                await self._durably(actions.note_reply(msg.sender, msg.room_id, msg.event_id, reply_to, body))
                 self._enqueue(
                     msg.sender,
                     lambda: self._act(
@@ -284,7 +293,23 @@ class Router:
             if self._due(self._throttle_warned, msg.sender, _THROTTLE_WARNING_SECONDS):
                 self._enqueue(msg.sender, lambda: self._reply(msg.sender, msg.room_id, _THROTTLED))
             return
+        if self._actions is not None and parsed is not None and self._is_post(parsed):
+            rest = after_command_words(body) or ""
+            await self._durably(self._actions.note_post(msg.sender, msg.event_id, rest))
         self._enqueue(msg.sender, lambda: self._on_addressed_once(msg, parsed))
+
+    def _is_post(self, parsed: ParsedCommand) -> bool:
+        command = self._commands.registry.get(parsed.name)
+        return command is not None and command.name == "post" and command.accepts(parsed.args)
+
+    @staticmethod
+    async def _durably(noting: Awaitable[None]) -> None:
+        """Write an action's intent before the sync token moves on; if that fails, the action still
+        runs now (only a crash before it is done would lose it)."""
+        try:
+            await noting
+        except Exception:
+            log.exception("could not write an action to the journal at intake")
 
     # ---- acting on relayed messages (reactions, their redaction, replies) ----
 

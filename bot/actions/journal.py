@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bot.store.action_journal import ActionJournalRepository, ActionKind, ActionRecord
+from bot.store.action_journal import ActionJournalRepository, ActionKind, ActionRecord, Intent
 from bot.store.event_map import RelayedEventRecord, RelayedEventsRepository
 from bot.store.keyring import KeyRing
 from bot.store.records import AccountId, AccountRecord, Clock, utc_now
@@ -41,7 +41,7 @@ class ActionJournal:
     async def surroundings(self, user_id: str, event_id: str) -> Surroundings:
         async with self._sessions() as session, session.begin():
             mapped = await RelayedEventsRepository(session).get(event_id)
-            earlier = await ActionJournalRepository(session).get(event_id)
+            earlier = await ActionJournalRepository(session, self._clock, self._keyring).get(event_id)
             account_id = mapped.target.account_id if mapped is not None else None
             if account_id is None and earlier is not None:
                 account_id = earlier.account_id
@@ -56,7 +56,7 @@ class ActionJournal:
 
     async def pending(self) -> list[ActionRecord]:
         async with self._sessions() as session:
-            return await ActionJournalRepository(session, self._clock).pending()
+            return await ActionJournalRepository(session, self._clock, self._keyring).pending()
 
     async def accounts_of(self, user_id: str) -> list[AccountRecord]:
         async with self._sessions() as session:
@@ -77,8 +77,11 @@ class ActionJournal:
         idempotency_key: str,
     ) -> Started:
         async with self._sessions() as session, session.begin():
-            journal = ActionJournalRepository(session, self._clock)
+            journal = ActionJournalRepository(session, self._clock, self._keyring)
             before = await journal.get(event_id)
+            if before is not None and not before.started:  # written at intake: this is the first try
+                await journal.mark_started(event_id)
+                return Started(before, fresh=True)
             if before is not None:
                 return Started(before, fresh=False)
             entry = await journal.begin(
@@ -90,6 +93,11 @@ class ActionJournal:
                 idempotency_key=idempotency_key,
             )
             return Started(entry, fresh=True)
+
+    async def receive(self, intent: Intent) -> None:
+        """Make what `intent`'s event asks for durable, before the sync token moves past the event."""
+        async with self._sessions() as session, session.begin():
+            await ActionJournalRepository(session, self._clock, self._keyring).receive(intent)
 
     async def finish(self, event_id: str, *, result_id: str | None = None, url: str | None = None) -> None:
         async with self._sessions() as session, session.begin():

@@ -49,7 +49,7 @@ from bot.fediverse.replies import StatusDraft, Visibility, compose_reply
 from bot.fediverse.scopes import can_act
 from bot.relay.sanitize import html_to_text
 from bot.rich_text import RichText, join, link
-from bot.store.action_journal import ActionKind, ActionRecord, ActionState
+from bot.store.action_journal import ActionKind, ActionRecord, ActionState, Intent
 from bot.store.records import AccountRecord, utc_now
 
 __all__ = ["ActionService", "FediverseWriter", "PostRequest", "parse_post"]
@@ -186,7 +186,7 @@ class ActionService:
         undo, target_id = undo_of(earlier.action), earlier.target_id
         if undo is None or target_id is None or account is None or around.dm_room_id != ctx.room_id:
             return
-        if account.matrix_user_id != ctx.sender or not can_act(account.scopes, None):
+        if account.matrix_user_id != ctx.sender or not _can_act(account):
             return
         await self._run(ctx, event_id, account, _Job(undo, target_id, self._simple(account, undo, target_id)))
 
@@ -207,39 +207,86 @@ class ActionService:
         """`post [<account>] [visibility] <text>`."""
         request = parse_post(rest, await self._journal.accounts_of(ctx.sender))
         account = request.account
-        if not can_act(account.scopes, None):
+        if not _can_act(account):
             await ctx.reply(self._hint(ctx, account))
             return
-        instance = instance_from_key(account.instance, allow_http=self._allow_http)
+        await self._run(ctx, event_id, account, self._post_job(account, request.visibility, request.text))
 
-        async def post(key: str) -> _Outcome:
-            visibility = request.visibility or await self._default(account)
-            draft = StatusDraft(request.text, None, visibility)
-            return _Outcome(
-                await self._writer.post_status(instance, account.token, draft, idempotency_key=key)
+    # ---- intake (called from the sync loop, before the sync token moves past the event) ----
+
+    async def note_reply(self, sender: str, room_id: str, event_id: str, reply_to: str, text: str) -> None:
+        """Write what a reply asks for to the journal (its text encrypted) if it is an action the
+        sender may take, so that it is done even if the bot stops before its turn comes."""
+        around = await self._journal.surroundings(sender, reply_to)
+        account = around.account
+        if around.mapped is None or account is None:
+            return
+        intent = reply_intent(text, around.mapped.target)
+        if intent is None:
+            return
+        here = _Here(sender, room_id)
+        if _verdict(here, around, account_can_act=_can_act(account)) is not Gate.ACT:
+            return
+        target = around.mapped.target
+        target_id = target.requester_account_id if intent in _FOLLOW_ANSWERS else target.status_id
+        await self._journal.receive(
+            Intent(
+                event_id,
+                sender,
+                account.id,
+                intent,
+                target_id,
+                idempotency_key(event_id),
+                text=text if intent is ActionKind.REPLY else None,
             )
+        )
 
-        job = _Job(ActionKind.POST, None, post, find=lambda: self._find(account, None, request.text))
-        await self._run(ctx, event_id, account, job)
+    async def note_post(self, sender: str, event_id: str, rest: str) -> None:
+        """Write what a `post` command asks for to the journal (its text encrypted), as `note_reply`."""
+        try:
+            request = parse_post(rest, await self._journal.accounts_of(sender))
+        except CommandError:
+            return  # answered when the command runs
+        account = request.account
+        if not _can_act(account):
+            return
+        visibility = None if request.visibility is None else request.visibility.api_name
+        await self._journal.receive(
+            Intent(
+                event_id,
+                sender,
+                account.id,
+                ActionKind.POST,
+                None,
+                idempotency_key(event_id),
+                text=request.text,
+                visibility=visibility,
+            )
+        )
 
     # ---- after a restart ----
 
     async def unfinished(self) -> list[ActionRecord]:
-        """Actions a stopped bot left pending that can be finished without their Matrix event: those
-        that only name their target (favourite, boost, their undoing, follow requests), from the last
-        `RESUME_WITHIN`. A pending reply or post waits for its event to be replayed (its text is not
-        stored)."""
+        """Actions a stopped bot left pending, from the last `RESUME_WITHIN`: those that only name their
+        target (favourite, boost, their undoing, follow requests), and replies and posts with their
+        text (written at intake)."""
         since = utc_now() - RESUME_WITHIN
-        return [e for e in await self._journal.pending() if e.action in _RESUMABLE and e.created_at >= since]
+        return [e for e in await self._journal.pending() if e.created_at >= since and _resumable(e)]
 
     async def resume(self, ctx: CommandContext, entry: ActionRecord) -> None:
         """Finish `entry` (from `unfinished`), answering in the user's DM (`ctx`)."""
         account = await self._journal.account(entry.account_id)
-        if account is None or account.matrix_user_id != entry.matrix_user_id or entry.target_id is None:
+        if account is None or account.matrix_user_id != entry.matrix_user_id or not _can_act(account):
             return
-        if not can_act(account.scopes, None):
+        if entry.action is ActionKind.POST and entry.text is not None:
+            visibility = None if entry.visibility is None else Visibility.parse(entry.visibility)
+            job = self._post_job(account, visibility, entry.text)
+        elif entry.action is ActionKind.REPLY and entry.text is not None and entry.target_id is not None:
+            job = self._reply_job(account, entry.target_id, entry.text)
+        elif entry.target_id is not None and entry.action in _RESUMABLE:
+            job = _Job(entry.action, entry.target_id, self._simple(account, entry.action, entry.target_id))
+        else:
             return
-        job = _Job(entry.action, entry.target_id, self._simple(account, entry.action, entry.target_id))
         await self._run(ctx, entry.event_id, account, job)
 
     async def _default(self, account: AccountRecord) -> Visibility:
@@ -252,7 +299,7 @@ class ActionService:
 
     async def _gated(self, ctx: CommandContext, around: Surroundings) -> AccountRecord | None:
         account = around.account
-        can = account is not None and can_act(account.scopes, None)
+        can = account is not None and _can_act(account)
         verdict = _verdict(ctx, around, account_can_act=can)
         if verdict is Gate.IGNORE or account is None:
             return None
@@ -292,27 +339,39 @@ class ActionService:
         assert around.mapped is not None
         target = around.mapped.target
         if intent is ActionKind.REPLY:
-            status_id = target.status_id or ""
-            instance = instance_from_key(account.instance, allow_http=self._allow_http)
-
-            async def reply(key: str) -> _Outcome:
-                original = await self._writer.get_status(instance, account.token, status_id)
-                draft = compose_reply(original, account.acct, text, visibility=await self._default(account))
-                posted = await self._writer.post_status(instance, account.token, draft, idempotency_key=key)
-                return _Outcome(posted)
-
-            async def find() -> PostedStatus | None:
-                original = await self._writer.get_status(instance, account.token, status_id)
-                return await self._find(account, (original.reblog or original).id, text)  # as compose_reply
-
-            job = _Job(intent, status_id, reply, find=find)
-            await self._run(ctx, event_id, account, job)
+            await self._run(ctx, event_id, account, self._reply_job(account, target.status_id or "", text))
             return
         target_id = target.requester_account_id if intent in _FOLLOW_ANSWERS else target.status_id
         if target_id is not None:
             await self._run(
                 ctx, event_id, account, _Job(intent, target_id, self._simple(account, intent, target_id))
             )
+
+    def _reply_job(self, account: AccountRecord, status_id: str, text: str) -> _Job:
+        instance = instance_from_key(account.instance, allow_http=self._allow_http)
+
+        async def reply(key: str) -> _Outcome:
+            original = await self._writer.get_status(instance, account.token, status_id)
+            draft = compose_reply(original, account.acct, text, visibility=await self._default(account))
+            posted = await self._writer.post_status(instance, account.token, draft, idempotency_key=key)
+            return _Outcome(posted)
+
+        async def find() -> PostedStatus | None:
+            original = await self._writer.get_status(instance, account.token, status_id)
+            return await self._find(account, (original.reblog or original).id, text)  # as compose_reply
+
+        return _Job(ActionKind.REPLY, status_id, reply, find=find)
+
+    def _post_job(self, account: AccountRecord, visibility: Visibility | None, text: str) -> _Job:
+        instance = instance_from_key(account.instance, allow_http=self._allow_http)
+
+        async def post(key: str) -> _Outcome:
+            draft = StatusDraft(text, None, visibility or await self._default(account))
+            return _Outcome(
+                await self._writer.post_status(instance, account.token, draft, idempotency_key=key)
+            )
+
+        return _Job(ActionKind.POST, None, post, find=lambda: self._find(account, None, text))
 
     def _simple(self, account: AccountRecord, action: ActionKind, target_id: str) -> Call:
         """The call of an action that only names its target (favourite, boost, follow request, undo)."""
@@ -398,7 +457,25 @@ _RESUMABLE = _FOLLOW_ANSWERS | {
 }
 
 
-def _verdict(ctx: CommandContext, around: Surroundings, *, account_can_act: bool = True) -> Gate:
+@dataclass(frozen=True)
+class _Here:
+    """Who acts where, for gating at intake (before there is a command context)."""
+
+    sender: str
+    room_id: str
+
+
+def _can_act(account: AccountRecord) -> bool:
+    return can_act(account.scopes, account.software)
+
+
+def _resumable(entry: ActionRecord) -> bool:
+    if entry.action in (ActionKind.REPLY, ActionKind.POST):
+        return entry.text is not None
+    return entry.action in _RESUMABLE
+
+
+def _verdict(ctx: CommandContext | _Here, around: Surroundings, *, account_can_act: bool = True) -> Gate:
     account = around.account
     return gate(
         sender=ctx.sender,

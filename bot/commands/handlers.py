@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Protocol
 
 from bot.accounts import AccountsService, RevokeOutcome, parse_types, select_accounts
+from bot.commands.parse import after_command_words
 from bot.commands.registry import Command, CommandContext, CommandRegistry
 from bot.connect import ConnectFlows, StartedFlow
 from bot.errors import CommandError
@@ -32,7 +32,6 @@ class Posting(Protocol):
     async def post(self, ctx: CommandContext, event_id: str, rest: str) -> None: ...
 
 
-_COMMAND_WORDS = re.compile(r"\s*\S+\s+\S+")  # the prefix and the command's name
 
 
 class BotCommands:
@@ -149,9 +148,7 @@ class BotCommands:
 
     async def post(self, ctx: CommandContext, args: tuple[str, ...]) -> None:
         assert self._posting is not None  # registered only with a posting service
-        words = _COMMAND_WORDS.match(ctx.body)
-        rest = ctx.body[words.end() :] if words is not None else " ".join(args)
-        await self._posting.post(ctx, ctx.event_id, rest)
+        await self._posting.post(ctx, ctx.event_id, after_command_words(ctx.body) or " ".join(args))
 
     async def connect(self, ctx: CommandContext, args: tuple[str, ...]) -> None:
         started = await self._flows.start(ctx.sender, args[0], args[1:], ctx.room_id)
@@ -162,7 +159,7 @@ class BotCommands:
         if len(selected) != 1:
             raise CommandError("One account at a time, please: name it by number or @handle.")
         account = selected[0]
-        if can_act(account.scopes, None):
+        if can_act(account.scopes, account.software):
             await ctx.reply(RichText.text(f"@{account.acct} can already act; nothing to do."))
             return
         # What the account relays with stays as it is; the flow adds the action scopes to it.
@@ -313,8 +310,8 @@ def _account_line(index: int, account: AccountRecord) -> RichText:
         AccountState.BROKEN: "not working: the server rejected the token; connect again",
     }[account.state]
     types = "all types" if account.notify_types is None else ", ".join(account.notify_types)
-    # The record keeps no server name: only the granular scopes the bot asks for (or `write`) count.
-    acting = "can act" if can_act(account.scopes, None) else "read-only (allow-actions lets it act)"
+    can = can_act(account.scopes, account.software)  # the server's own scope names count where known
+    acting = "can act" if can else "read-only (allow-actions lets it act)"
     return join(
         f"{index}. ", bold("@" + account.acct), f" — {state}; {types}; {acting}; scopes {account.scopes}"
     )

@@ -104,6 +104,7 @@ class Account(Base):
     # stored before this column; filled in when first compared.
     token_fingerprint: Mapped[str | None] = mapped_column(String(64), index=True)
     scopes: Mapped[str] = mapped_column(String(255))  # granted, normalized like FediverseApp.scopes
+    software: Mapped[str | None] = mapped_column(String(64))  # the server's, as probed at connect
     cursor: Mapped[str | None] = mapped_column(String(255))  # id of the last relayed notification
     state: Mapped[str] = mapped_column(String(16))
     notify_types: Mapped[str | None] = mapped_column(Text)  # space-separated; NULL means all types
@@ -217,7 +218,8 @@ class ActionJournalEntry(Base):
     """A fediverse action asked for from Matrix, keyed by the Matrix event that asked (a reaction, a
     redaction, a reply, a `post` command). Written ``pending`` before the server call, ``done`` after, so a
     replayed event never acts twice: a done entry is not repeated, a pending one is retried with the same
-    idempotency key. No secrets and no post text are stored."""
+    idempotency key. A reply or post is written at intake (before the sync token moves past its event), with
+its text encrypted and ``started_at`` unset until the first server call; the text is cleared when done."""
 
     __tablename__ = "action_journal"
     __table_args__ = (
@@ -233,5 +235,8 @@ class ActionJournalEntry(Base):
     state: Mapped[str] = mapped_column(String(16))
     result_id: Mapped[str | None] = mapped_column(String(255))  # the new status of a post or reply
     result_url: Mapped[str | None] = mapped_column(Text)
+    text_encrypted: Mapped[str | None] = mapped_column(Text)  # a reply's or post's text, until done
+    visibility: Mapped[str | None] = mapped_column(String(16))  # a post's asked-for visibility
     created_at: Mapped[datetime] = mapped_column(UtcDateTime(), index=True)
+    started_at: Mapped[datetime | None] = mapped_column(UtcDateTime())  # None: no server call made yet
     finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime())

@@ -69,6 +69,7 @@ class AccountRecord:
     notify_types: tuple[str, ...] | None  # None means every type
     created_at: datetime
     updated_at: datetime
+    software: str | None = None  # the server's, as probed at connect (None: unknown)
 
 
 @dataclass(frozen=True)

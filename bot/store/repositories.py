@@ -144,6 +144,7 @@ class AccountsRepository:
             notify_types=words(row.notify_types),
             created_at=row.created_at,
             updated_at=row.updated_at,
+            software=row.software,
         )
 
     async def upsert(
@@ -156,9 +157,11 @@ class AccountsRepository:
         acct: str,
         token: str,
         scopes: str | Iterable[str],
+        software: str | None = None,
     ) -> AccountRecord:
         """Store a newly authorized account, or refresh the token of the same account connected again
-        (keeping its cursor and notification filter, and making it active)."""
+        (keeping its cursor and notification filter, and making it active). `software`: the server's,
+        as probed (None keeps what was known)."""
         now = self._clock()
         sealed = self._keyring.encrypt(
             token, account_token_aad(matrix_user_id, instance, fediverse_account_id)
@@ -184,6 +187,8 @@ class AccountsRepository:
         row.token_encrypted = sealed
         row.token_fingerprint = self._fingerprint(token)
         row.scopes = scope_string(scopes)
+        if software is not None:
+            row.software = software
         row.state = AccountState.ACTIVE.value
         row.updated_at = now
         await self._session.flush()
@@ -379,7 +384,7 @@ class Repositories:
         self.matrix_session = MatrixSessionRepository(session, keyring, clock)
         self.handled_events = HandledEventsRepository(session, clock)
         self.relayed_events = RelayedEventsRepository(session, clock)
-        self.action_journal = ActionJournalRepository(session, clock)
+        self.action_journal = ActionJournalRepository(session, clock, keyring)
 
     async def delete_account(self, account_id: AccountId) -> bool:
         """Delete an account with its event map and action journal."""

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bot.actions.journal import ActionJournal
-from bot.actions.service import ActionService
+from bot.actions.journal import ActionJournal, Started
+from bot.actions.service import RESUME_WITHIN, ActionService
 from bot.commands.handlers import BotCommands
 from bot.commands.throttle import UserThrottle
 from bot.config import MatrixConfig
@@ -22,11 +23,13 @@ from bot.fediverse.models import parse_notification
 from bot.matrix.types import EventId, IncomingMessage, Reaction, Redaction, RoomId, UserId
 from bot.relay.delivery_store import DeliveryStore, OutboxDraft
 from bot.relay.event_targets import target_of
-from bot.router import Router
+from bot.router import HandledEvents, Router
 from bot.store.action_journal import ActionState
 from bot.store.keyring import KeyRing
-from bot.store.records import AccountRecord
+from bot.store.models import ActionJournalEntry
+from bot.store.records import AccountRecord, utc_now
 from bot.store.repositories import Repositories
+from bot.store.session_store import DatabaseHandledEvents
 from tests.fakes.gotosocial import PROFILES, FakeGoToSocial, Profile
 from tests.fakes.matrix import RecordingMatrix
 from tests.integration.fedi_support import fedi_client
@@ -36,6 +39,18 @@ ALL = pytest.mark.parametrize("profile", list(PROFILES.values()), ids=list(PROFI
 ACT = "read write:statuses write:favourites write:follows"
 BOT, ALICE, EVE = "@bot:hs.test", "@alice:hs.test", "@eve:hs.test"
 DM, GROUP = "!dm:hs.test", "!group:hs.test"
+
+
+class StartFails(ActionJournal):
+    """The bot stops after taking the event from the sync but before its action's turn came (once)."""
+
+    failures = 1
+
+    async def start(self, **kwargs: Any) -> Started:
+        if self.failures:
+            self.failures -= 1
+            raise RuntimeError("the bot stopped here")
+        return await super().start(**kwargs)
 
 
 class FinishFails(ActionJournal):
@@ -105,6 +120,8 @@ async def build_world(
     *,
     scopes: str = ACT,
     journal: ActionJournal | None = None,
+    software: str | None = None,
+    handled: HandledEvents | None = None,
 ) -> World:
     token = fake.issue_token("alice", scopes)
     instance = parse_instance(fake.base_url, allow_http=True)
@@ -122,6 +139,7 @@ async def build_world(
             acct=me.acct,
             token=token,
             scopes=scopes,
+            software=software,
         )
         await repos.dm_rooms.set(ALICE, DM)
     matrix = RecordingMatrix()
@@ -137,7 +155,7 @@ async def build_world(
         dms=DmDirectory(sessions, Rooms({(DM, ALICE)})),
         commands=BotCommands(flows=None, accounts=None, clock=None, posting=service),  # type: ignore[arg-type]
         flows=NoFlows(),
-        handled=_AlwaysNew(),
+        handled=handled or _AlwaysNew(),
         config=MatrixConfig(homeserver="https://hs.test", user_id=BOT, allowed_users=("@*:hs.test",)),
         throttle=UserThrottle(100, clock=lambda: 0.0),
         relay=Relay(),
@@ -360,7 +378,7 @@ async def test_revoke_and_forget_me_delete_the_event_map_and_journal(world: Worl
 
 
 @pytest.mark.parametrize("profile", [PROFILES["gotosocial"]], ids=["gotosocial"])
-async def test_after_a_restart_unfinished_reactions_are_finished_and_replies_wait_for_their_event(
+async def test_after_a_restart_unfinished_reactions_and_replies_are_finished_without_their_event(
     sessions: async_sessionmaker[AsyncSession],
     keyring: KeyRing,
     fake: FakeGoToSocial,
@@ -379,12 +397,120 @@ async def test_after_a_restart_unfinished_reactions_are_finished_and_replies_wai
     await restarted.router.resume_actions()
     await restarted.router.settled()
 
-    assert restarted.said() == [f"Favourited as @{world.account.acct}."]
+    [posted] = posted_replies(fake)  # found among the recent statuses, not posted again
+    assert sorted(restarted.said()) == [
+        f"Favourited as @{world.account.acct}.",
+        f"Replied as @{world.account.acct}: {posted['url']}",
+    ]
     async with sessions() as s:
         repos = Repositories(s, keyring)
         star, answer = await repos.action_journal.get("$star"), await repos.action_journal.get("$reply")
     assert star is not None
     assert star.state is ActionState.DONE
     assert answer is not None
-    assert answer.state is ActionState.PENDING  # its text lives only in the Matrix event
-    assert len(posted_replies(fake)) == 1
+    assert answer.state is ActionState.DONE
+    assert answer.text is None  # the text is kept only until the reply is done
+
+
+@ALL
+async def test_a_reply_taken_from_the_sync_whose_turn_never_came_is_posted_once_after_a_restart(
+    sessions: async_sessionmaker[AsyncSession],
+    keyring: KeyRing,
+    fake: FakeGoToSocial,
+    client: FediverseClient,
+) -> None:
+    world = await build_world(sessions, keyring, fake, client, journal=StartFails(sessions, keyring))
+    notification = fake.notify("alice", "mention", "bob@remote.example", status_text="@alice lunch?")
+    relayed = await world.relay(notification)
+    await world.handle(reply("a secret place", relayed, "$reply"))  # the sync token moved past it
+    assert fake.write_calls == []
+    assert not any(b.startswith("Replied") for b in world.said())
+    async with sessions() as s:
+        raw = await s.get(ActionJournalEntry, "$reply")
+        assert raw is not None
+        assert raw.text_encrypted is not None
+        assert "secret" not in raw.text_encrypted  # encrypted at rest
+
+    restarted = await build_world(sessions, keyring, fake, client)
+    await restarted.router.resume_actions()
+    await restarted.router.settled()
+    await restarted.router.resume_actions()  # a second restart finds nothing left to do
+    await restarted.router.settled()
+
+    [posted] = posted_replies(fake)
+    assert posted["in_reply_to_id"] == notification["status"]["id"]
+    assert "a secret place" in posted["content"]
+    assert restarted.said() == [f"Replied as @{world.account.acct}: {posted['url']}"]
+
+
+@ALL
+async def test_a_replayed_post_command_after_a_crash_is_confirmed_once_with_its_link(
+    sessions: async_sessionmaker[AsyncSession],
+    keyring: KeyRing,
+    fake: FakeGoToSocial,
+    client: FediverseClient,
+) -> None:
+    handled = DatabaseHandledEvents(sessions)
+    world = await build_world(
+        sessions, keyring, fake, client, journal=FinishFails(sessions, keyring), handled=handled
+    )
+    post = command("!gts post private back from lunch", "$post")
+    await world.handle(post)  # posted, but the bot stopped before noting it done and confirming
+    assert len(fake.posted_statuses("alice")) == 1
+    assert not any(b.startswith("Posted") for b in world.said())
+
+    restarted = await build_world(sessions, keyring, fake, client, handled=handled)
+    await restarted.handle(post)  # the replayed sync: already handled as a command
+    await restarted.router.resume_actions()
+    await restarted.router.settled()
+    await restarted.handle(post)
+
+    [status] = fake.posted_statuses("alice")
+    assert status["visibility"] == "private"
+    assert restarted.said() == [f"Posted as @{world.account.acct}: {status['url']}"]
+
+
+@ALL
+async def test_resuming_is_bounded_to_the_last_day(
+    sessions: async_sessionmaker[AsyncSession],
+    keyring: KeyRing,
+    fake: FakeGoToSocial,
+    client: FediverseClient,
+) -> None:
+    journal = StartFails(sessions, keyring)
+    journal.failures = 2  # neither post's turn came
+    world = await build_world(sessions, keyring, fake, client, journal=journal)
+    await world.handle(command("!gts post too late", "$old"))
+    async with sessions() as s, s.begin():
+        raw = await s.get(ActionJournalEntry, "$old")
+        assert raw is not None
+        raw.created_at = utc_now() - RESUME_WITHIN - timedelta(minutes=1)
+    await world.handle(command("!gts post in time", "$new"))  # the marker that resuming ran
+    assert fake.write_calls == []
+
+    restarted = await build_world(sessions, keyring, fake, client)
+    await restarted.router.resume_actions()
+    await restarted.router.settled()
+
+    [status] = fake.posted_statuses("alice")
+    assert "in time" in status["content"]
+    assert len(restarted.said()) == 1
+
+
+@pytest.mark.parametrize("profile", [PROFILES["mastodon"], PROFILES["akkoma"]], ids=["mastodon", "akkoma"])
+async def test_the_legacy_follow_scope_answers_follow_requests_where_the_server_takes_it(
+    sessions: async_sessionmaker[AsyncSession],
+    keyring: KeyRing,
+    fake: FakeGoToSocial,
+    client: FediverseClient,
+    profile: Profile,
+) -> None:
+    scopes = "read write:statuses write:favourites follow"
+    world = await build_world(sessions, keyring, fake, client, scopes=scopes, software=profile.software)
+    requester = fake.seed_follow_request("alice", "dave@remote.example")
+    relayed = await world.relay(fake.notify("alice", "follow_request", "dave@remote.example"))
+
+    await world.handle(reaction("✅", relayed, "$yes"))
+
+    assert requester in fake.followers("alice")
+    assert world.said() == [f"Accepted the follow request as @{world.account.acct}."]
