@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from bot.accounts import AccountsService
 from bot.actions.intents import ReactionKeys
 from bot.actions.journal import ActionJournal
-from bot.actions.service import ActionService
+from bot.actions.service import RESUME_WITHIN, ActionService
 from bot.commands.handlers import BotCommands
 from bot.commands.throttle import InstanceShare, UserThrottle
 from bot.config import Config
@@ -238,7 +238,9 @@ async def _housekeeping(
                 await AppsRepository(session, keyring).delete_unused(now - UNUSED_APPS_KEPT)
                 await HandledEventsRepository(session).prune(now - HANDLED_EVENTS_KEPT)
                 await RelayedEventsRepository(session).prune(now - ACTIONABLE_EVENTS_KEPT)
-                await ActionJournalRepository(session).prune(now - ACTIONABLE_EVENTS_KEPT)
+                journal = ActionJournalRepository(session)
+                await journal.prune(now - ACTIONABLE_EVENTS_KEPT)
+                await journal.forget_texts(now - RESUME_WITHIN)
                 counts = await store_counts(session)
             metrics.set_connected_accounts(counts.accounts)
             metrics.set_pending_flows(counts.pending_flows)

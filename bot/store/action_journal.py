@@ -213,6 +213,15 @@ class ActionJournalRepository:
         stmt = delete(ActionJournalEntry).where(ActionJournalEntry.matrix_user_id == matrix_user_id)
         return affected_rows(await self._session.execute(stmt))
 
+    async def forget_texts(self, older_than: datetime) -> int:
+        """Clear the text of pending entries too old to be resumed (their action will not be done)."""
+        stmt = (
+            update(ActionJournalEntry)
+            .where(ActionJournalEntry.created_at < older_than, ActionJournalEntry.text_encrypted.is_not(None))
+            .values(text_encrypted=None)
+        )
+        return affected_rows(await self._session.execute(stmt))
+
     async def prune(self, older_than: datetime) -> int:
         stmt = delete(ActionJournalEntry).where(ActionJournalEntry.created_at < older_than)
         return affected_rows(await self._session.execute(stmt))

@@ -7,9 +7,10 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.relay.delivery_store import DeliveryStore, OutboxDraft
-from bot.store.action_journal import ActionKind, ActionState
+from bot.store.action_journal import ActionKind, ActionState, Intent
 from bot.store.event_map import RelayedTarget
 from bot.store.keyring import KeyRing
+from bot.store.models import ActionJournalEntry
 from bot.store.outbox import OutboxRepository
 from bot.store.records import AccountId, AccountRecord
 from bot.store.repositories import Repositories
@@ -146,3 +147,39 @@ async def test_forget_me_deletes_only_that_users_map_and_journal(
         assert await repos.action_journal.get(f"$a-{ALICE}") is None
         assert await repos.relayed_events.count_for_user(BOB) == 1
         assert await repos.action_journal.get(f"$a-{BOB}") is not None
+
+
+async def test_a_reply_noted_at_intake_keeps_its_text_sealed_until_done_or_too_old(
+    sessions: async_sessionmaker[AsyncSession], keyring: KeyRing
+) -> None:
+    account = await _account(sessions, keyring, ALICE)
+    now = [T0]
+    async with sessions() as s, s.begin():
+        journal = Repositories(s, keyring, lambda: now[0]).action_journal
+        for event_id in ("$kept", "$stale", "$done"):
+            intent = Intent(event_id, ALICE, account.id, ActionKind.REPLY, "s1", "k", text=f"text {event_id}")
+            assert await journal.receive(intent)
+        assert not await journal.receive(Intent("$kept", ALICE, account.id, ActionKind.POST, None, "x"))
+        assert await journal.finish("$done")
+    async with sessions() as s, s.begin():
+        journal = Repositories(s, keyring, lambda: now[0]).action_journal
+        kept = await journal.get("$kept")
+        assert kept is not None
+        assert (kept.action, kept.text, kept.started) == (ActionKind.REPLY, "text $kept", False)
+        assert await journal.mark_started("$kept")
+        assert not await journal.mark_started("$kept")
+        done = await journal.get("$done")
+        assert done is not None
+        assert done.text is None  # cleared once posted
+        stale = await s.get(ActionJournalEntry, "$stale")
+        assert stale is not None
+        stale.created_at = T0 - timedelta(days=2)
+    async with sessions() as s, s.begin():
+        journal = Repositories(s, keyring).action_journal
+        assert await journal.forget_texts(T0 - timedelta(days=1)) == 1
+        stale_entry, kept = await journal.get("$stale"), await journal.get("$kept")
+        assert stale_entry is not None
+        assert stale_entry.text is None
+        assert kept is not None
+        assert kept.started
+        assert kept.text == "text $kept"
