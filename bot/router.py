@@ -143,6 +143,12 @@ class Actions(Protocol):
 
     async def reply(self, ctx: CommandContext, event_id: str, reply_to: str, text: str) -> None: ...
 
+    async def note_reaction(
+        self, sender: str, room_id: str, event_id: str, relates_to: str, key: str
+    ) -> None:
+        """Make a reaction's action durable at intake (before the sync token is saved)."""
+        ...
+
     async def note_reply(self, sender: str, room_id: str, event_id: str, reply_to: str, text: str) -> None:
         """Make a reply's action durable at intake (before the sync token is saved)."""
         ...
@@ -224,7 +230,7 @@ class Router:
             if isinstance(event, IncomingMessage):
                 await self._on_message(event)
             elif isinstance(event, Reaction):
-                self._on_reaction(event)
+                await self._on_reaction(event)
             elif isinstance(event, Redaction):
                 self._on_redaction(event)
             elif isinstance(event, Invite):
@@ -313,11 +319,16 @@ class Router:
 
     # ---- acting on relayed messages (reactions, their redaction, replies) ----
 
-    def _on_reaction(self, reaction: Reaction) -> None:
+    async def _on_reaction(self, reaction: Reaction) -> None:
         if self._actions is None or not self._allowed(reaction.sender):
             return
         if self._throttle.allow(reaction.sender):
             actions = self._actions
+            await self._durably(
+                actions.note_reaction(
+                    reaction.sender, reaction.room_id, reaction.event_id, reaction.relates_to, reaction.key
+                )
+            )
             self._enqueue(
                 reaction.sender,
                 lambda: self._act(

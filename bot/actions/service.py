@@ -5,12 +5,15 @@ Each request runs on the user's lane (the router calls in, inside its usual dead
 Gating is `intents.gate`: anything not ours to act on is dropped without a word; a read-only account gets
 one hint (per account, per `HINT_INTERVAL`) and the server hears nothing.
 
-Exactly once (`journal`): the entry keyed by the Matrix event id is written `pending` before the server
-call and `done` after. A replayed event whose entry is done does nothing. One still pending (the bot
-stopped between the call and `done`) is tried again with the same `Idempotency-Key` (Mastodon and Akkoma
-answer a repeat with the first post); before posting again, the account's recent statuses are searched
-for it, since GoToSocial ignores the key. Favourites, boosts and their undoing are idempotent on the
-server; a follow request already answered is gone (404), which a retry takes as done.
+Exactly once (`journal`): the entry keyed by the Matrix event id is written `pending` at intake
+(`note_*`, awaited on the sync loop before the sync token is saved; a reply's or post's text sealed) or,
+for an undo, just before the server call, and `done` after. Start-up resumes what is pending from the
+last `RESUME_WITHIN` (`unfinished`, `resume`). A replayed event whose entry is done does nothing. One
+still pending (the bot stopped between the call and `done`) is tried again with the same
+`Idempotency-Key` (Mastodon and Akkoma answer a repeat with the first post); before posting again, the
+account's recent statuses are searched for it, since GoToSocial ignores the key. Favourites, boosts and
+their undoing are idempotent on the server; a follow request already answered is gone (404), which a
+retry takes as done.
 """
 
 from __future__ import annotations
@@ -214,17 +217,29 @@ class ActionService:
 
     # ---- intake (called from the sync loop, before the sync token moves past the event) ----
 
+    async def note_reaction(
+        self, sender: str, room_id: str, event_id: str, relates_to: str, key: str
+    ) -> None:
+        """Write what a reaction asks for to the journal if it is an action the sender may take, so that
+        it is done even if the bot stops before its turn comes."""
+        around = await self._journal.surroundings(sender, relates_to)
+        if around.mapped is not None:
+            intent = reaction_intent(key, around.mapped.target, self._keys)
+            await self._note(_Here(sender, room_id), event_id, around, intent)
+
     async def note_reply(self, sender: str, room_id: str, event_id: str, reply_to: str, text: str) -> None:
-        """Write what a reply asks for to the journal (its text encrypted) if it is an action the
-        sender may take, so that it is done even if the bot stops before its turn comes."""
+        """As `note_reaction`, for a reply (its text encrypted)."""
         around = await self._journal.surroundings(sender, reply_to)
+        if around.mapped is not None:
+            intent = reply_intent(text, around.mapped.target)
+            await self._note(_Here(sender, room_id), event_id, around, intent, text=text)
+
+    async def _note(
+        self, here: _Here, event_id: str, around: Surroundings, intent: ActionKind | None, *, text: str = ""
+    ) -> None:
         account = around.account
-        if around.mapped is None or account is None:
+        if intent is None or account is None or around.mapped is None:
             return
-        intent = reply_intent(text, around.mapped.target)
-        if intent is None:
-            return
-        here = _Here(sender, room_id)
         if _verdict(here, around, account_can_act=_can_act(account)) is not Gate.ACT:
             return
         target = around.mapped.target
@@ -232,7 +247,7 @@ class ActionService:
         await self._journal.receive(
             Intent(
                 event_id,
-                sender,
+                here.sender,
                 account.id,
                 intent,
                 target_id,

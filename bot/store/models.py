@@ -218,8 +218,9 @@ class ActionJournalEntry(Base):
     """A fediverse action asked for from Matrix, keyed by the Matrix event that asked (a reaction, a
     redaction, a reply, a `post` command). Written ``pending`` before the server call, ``done`` after, so a
     replayed event never acts twice: a done entry is not repeated, a pending one is retried with the same
-    idempotency key. A reply or post is written at intake (before the sync token moves past its event), with
-its text encrypted and ``started_at`` unset until the first server call; the text is cleared when done."""
+    idempotency key. A reaction, reply or post is written at intake (before the sync token moves past its
+    event), with ``started_at`` unset until the first server call; a reply's or post's text is kept
+    encrypted until done."""
 
     __tablename__ = "action_journal"
     __table_args__ = (

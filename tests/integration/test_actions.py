@@ -444,6 +444,35 @@ async def test_a_reply_taken_from_the_sync_whose_turn_never_came_is_posted_once_
 
 
 @ALL
+async def test_reactions_taken_from_the_sync_whose_turn_never_came_are_done_after_a_restart(
+    sessions: async_sessionmaker[AsyncSession],
+    keyring: KeyRing,
+    fake: FakeGoToSocial,
+    client: FediverseClient,
+) -> None:
+    journal = StartFails(sessions, keyring)
+    journal.failures = 2
+    world = await build_world(sessions, keyring, fake, client, journal=journal)
+    notification = fake.notify("alice", "mention", "bob@remote.example", status_text="@alice look")
+    relayed = await world.relay(notification)
+    requester = fake.seed_follow_request("alice", "dave@remote.example")
+    request = await world.relay(fake.notify("alice", "follow_request", "dave@remote.example"))
+    await world.handle(reaction("⭐", relayed, "$star"), reaction("✅", request, "$yes"))
+    assert fake.write_calls == []
+
+    restarted = await build_world(sessions, keyring, fake, client)
+    await restarted.router.resume_actions()
+    await restarted.router.settled()
+
+    assert fake.favourited("alice", notification["status"]["id"])
+    assert requester in fake.followers("alice")
+    assert sorted(restarted.said()) == [
+        f"Accepted the follow request as @{world.account.acct}.",
+        f"Favourited as @{world.account.acct}.",
+    ]
+
+
+@ALL
 async def test_a_replayed_post_command_after_a_crash_is_confirmed_once_with_its_link(
     sessions: async_sessionmaker[AsyncSession],
     keyring: KeyRing,
