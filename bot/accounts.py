@@ -153,7 +153,7 @@ class AccountsService:
         problem: str | None = None
         if sharing:
             async with self._sessions() as session, session.begin():
-                await self._repos(session).accounts.delete(account.id)
+                await self._repos(session).delete_account(account.id)
             log.info(
                 "account %s of %s deleted; its token is kept for %d other connection(s)",
                 account.id,
@@ -172,7 +172,7 @@ class AccountsService:
             except FediverseError as exc:
                 problem = str(exc)
         async with self._sessions() as session, session.begin():
-            await self._repos(session).accounts.delete(account.id)
+            await self._repos(session).delete_account(account.id)
         self._keyring.forget(account.token)  # the log redactor stops tracking it
         log.info(
             "account %s of %s revoked (on server: %s)", account.id, account.matrix_user_id, problem is None
@@ -212,4 +212,5 @@ class AccountsService:
             repos = self._repos(session)
             await repos.flows.delete_for_user(user_id)
             await repos.dm_rooms.delete(user_id)
+            await repos.delete_user_actions(user_id)
         return outcomes

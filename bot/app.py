@@ -7,7 +7,7 @@ import contextlib
 import logging
 import signal
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from datetime import timedelta
@@ -15,6 +15,9 @@ from datetime import timedelta
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from bot.accounts import AccountsService
+from bot.actions.intents import ReactionKeys
+from bot.actions.journal import ActionJournal
+from bot.actions.service import RESUME_WITHIN, ActionService
 from bot.app_base import Role, cancel_task, open_base, require_postgres, start_health, start_listener
 from bot.commands.handlers import BotCommands
 from bot.commands.throttle import InstanceShare, UserThrottle
@@ -31,6 +34,8 @@ from bot.relay.outbox_feed import OutboxFeed
 from bot.relay.tuning import RelayTuning
 from bot.relay_worker import RelayWorker, running_relay_worker
 from bot.router import Router
+from bot.store.action_journal import ActionJournalRepository
+from bot.store.event_map import RelayedEventsRepository
 from bot.store.keyring import KeyRing
 from bot.store.pg_notify import ACCOUNTS_CHANNEL, OUTBOX_CHANNEL, notify
 from bot.store.records import AccountId, utc_now
@@ -42,6 +47,8 @@ log = logging.getLogger(__name__)
 
 HOUSEKEEPING_SECONDS = 60.0
 HANDLED_EVENTS_KEPT = timedelta(days=7)
+# How long a relayed message can still be reacted or replied to (the event map and the action journal).
+ACTIONABLE_EVENTS_KEPT = timedelta(days=90)
 UNUSED_APPS_KEPT = timedelta(days=1)
 
 
@@ -134,10 +141,19 @@ async def running_bot(
             relay=relay,
             allow_http=config.fediverse.allow_http,
         )
+        actions = ActionService(
+            journal=ActionJournal(sessions, keyring),
+            writer=client.actions,
+            credentials=client,
+            allow_http=config.fediverse.allow_http,
+            clock=time.monotonic,
+            keys=ReactionKeys.of(config.actions.favourite_reactions, config.actions.boost_reactions),
+        )
         router = Router(
+            actions=actions,
             matrix=matrix,
             dms=dms,
-            commands=BotCommands(flows=flows, accounts=accounts, clock=utc_now),
+            commands=BotCommands(flows=flows, accounts=accounts, clock=utc_now, posting=actions),
             flows=flows,
             handled=DatabaseHandledEvents(sessions),
             config=config.matrix,
@@ -147,6 +163,9 @@ async def running_bot(
             clock=time.monotonic,
         )
         dms.on_lost(router.dm_lost)
+        resume = _AfterFirstSync(router.resume_actions)  # the rooms are known again by then
+        matrix.on_sync(resume)
+        stack.callback(resume.cancel)
         await relay.start()
         stack.push_async_callback(relay.stop)
         if role is Role.MATRIX:
@@ -176,6 +195,28 @@ async def running_bot(
         yield Bot(engine, sessions, keyring, matrix, relay, router, metrics, dms, health)
 
 
+class _AfterFirstSync:
+    """Runs `work` once, in a task of its own, after the first sync; failures are logged."""
+
+    def __init__(self, work: Callable[[], Awaitable[None]]) -> None:
+        self._work = work
+        self._task: asyncio.Task[None] | None = None
+
+    def __call__(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="after-first-sync")
+
+    async def _run(self) -> None:
+        try:
+            await self._work()
+        except Exception:
+            log.exception("resuming unfinished actions failed")
+
+    def cancel(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+
+
 async def _housekeeping(
     sessions: async_sessionmaker[AsyncSession], keyring: KeyRing, metrics: Metrics
 ) -> None:
@@ -186,6 +227,10 @@ async def _housekeeping(
                 await FlowsRepository(session).delete_expired(now)
                 await AppsRepository(session, keyring).delete_unused(now - UNUSED_APPS_KEPT)
                 await HandledEventsRepository(session).prune(now - HANDLED_EVENTS_KEPT)
+                await RelayedEventsRepository(session).prune(now - ACTIONABLE_EVENTS_KEPT)
+                journal = ActionJournalRepository(session)
+                await journal.prune(now - ACTIONABLE_EVENTS_KEPT)
+                await journal.forget_texts(now - RESUME_WITHIN)
                 counts = await store_counts(session)
             metrics.set_connected_accounts(counts.accounts)
             metrics.set_pending_flows(counts.pending_flows)

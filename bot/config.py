@@ -31,8 +31,8 @@ from bot.fediverse.scopes import is_admin_scope, is_scope_syntax, relay_scope_pr
 
 __all__ = [
     "CONFIG_PATH_ENV", "DEFAULT_CONFIG_PATH", "DEFAULT_DATA_DIR", "ENV_PREFIX",
-    "Config", "DatabaseConfig", "EncryptionConfig", "FediverseConfig", "LimitsConfig", "LoggingConfig",
-    "MatrixConfig", "ObservabilityConfig", "RelayConfig",
+    "ActionsConfig", "Config", "DatabaseConfig", "EncryptionConfig", "FediverseConfig", "LimitsConfig",
+    "LoggingConfig", "MatrixConfig", "ObservabilityConfig", "RelayConfig",
     "config_path", "env_name", "is_user_allowed", "known_keys", "load_config", "own_server_name",
 ]  # fmt: skip
 
@@ -209,6 +209,19 @@ class RelayConfig:
     flow_ttl_seconds: float = setting(600.0, check=_at_least(30))
 
 
+def _reaction_keys(values: tuple[str, ...]) -> tuple[str, ...]:
+    bad = [v for v in values if not v.strip() or len(v) > 16 or any(ch.isspace() for ch in v)]
+    if bad:
+        raise Invalid(f"entries must be reaction keys such as emoji, got {bad!r}")
+    return values
+
+
+@dataclass(frozen=True)
+class ActionsConfig:
+    favourite_reactions: tuple[str, ...] = setting(("⭐", "❤️", "👍"), check=_reaction_keys)
+    boost_reactions: tuple[str, ...] = setting(("🔁",), check=_reaction_keys)
+
+
 @dataclass(frozen=True)
 class LimitsConfig:
     commands_per_minute: int = setting(20, check=_at_least(1))
@@ -240,6 +253,7 @@ class Config:
     encryption: EncryptionConfig
     fediverse: FediverseConfig
     relay: RelayConfig
+    actions: ActionsConfig
     limits: LimitsConfig
     observability: ObservabilityConfig
     logging: LoggingConfig

@@ -2,6 +2,10 @@
 
     (no flow) --start--> PENDING --complete(code)--> CONNECTED (account stored, flow gone)
                             |--cancel / any failed exchange / expiry--> (no flow)
+                            |--signed in as another account than the one it upgrades--> (no flow)
+
+A flow started by `allow-actions` upgrades one stored account: its code is accepted only when the user
+signs in as that account; otherwise nothing is stored and the new token is revoked at once.
 
 A pending flow lives in the database (a restart keeps it), expires after `flow_ttl`, and is single use:
 the first code submitted consumes it whatever the outcome, so a flow cannot be used to guess codes.
@@ -28,6 +32,8 @@ from bot.fediverse.models import AppRegistration, FediverseAccount, TokenGrant
 from bot.fediverse.oauth import authorize_url, code_lifetime_minutes, pkce_verifier
 from bot.fediverse.scopes import (
     KNOWN_SCOPES,
+    action_scopes,
+    can_act,
     normalize_scopes,
     relay_scope_problem,
     scopes_cover,
@@ -47,6 +53,8 @@ OnConnected = Callable[[AccountId], Awaitable[None]]
 # and the revoke of a replaced token.
 START_REQUESTS = 5
 COMPLETE_REQUESTS = 4
+# `connect <instance> interactive`: ask for the action scopes too (issue 12), not only what relaying needs.
+INTERACTIVE = "interactive"
 
 
 @dataclass(frozen=True)
@@ -60,6 +68,8 @@ class StartedFlow:
     """About how long the server keeps a code valid (None: not known for this server)."""
     replaced_earlier: bool
     """An earlier request that still waited for its code was cancelled by this one."""
+    with_actions: bool = False
+    """The flow asks for the scopes to act (reply, favourite, boost, follow requests) as well."""
 
 
 @dataclass(frozen=True)
@@ -69,6 +79,8 @@ class Connected:
     streaming_possible: bool
     """False when this server does not stream with the granted scopes (GoToSocial needs `read`): the bot
     polls instead."""
+    acting_allowed: bool = False
+    """The granted scopes let the bot act for the account (issue 12)."""
 
 
 def requested_scopes(args: tuple[str, ...], default: tuple[str, ...]) -> tuple[str, ...]:
@@ -131,8 +143,20 @@ class ConnectFlows:
         self._share = share
 
     async def start(
-        self, user_id: str, instance_text: str, scope_args: tuple[str, ...], dm_room_id: str
+        self,
+        user_id: str,
+        instance_text: str,
+        scope_args: tuple[str, ...],
+        dm_room_id: str,
+        *,
+        with_actions: bool = False,
+        upgrades: AccountId | None = None,
     ) -> StartedFlow:
+        """Start a connection. `interactive` among `scope_args` (or `with_actions`) adds the least scopes
+        that let the bot act; relaying alone asks only for what it needs. `upgrades`: the stored account
+        the user must sign in as (its token is replaced, not a second account added)."""
+        with_actions = with_actions or any(a.lower() == INTERACTIVE for a in scope_args)
+        scope_args = tuple(a for a in scope_args if a.lower() != INTERACTIVE)
         instance = parse_instance(instance_text, allow_http=self._fediverse.allow_http)
         if not instance_permitted(
             instance.host, self._fediverse.instance_allowlist, self._fediverse.instance_denylist
@@ -142,6 +166,10 @@ class ConnectFlows:
         self._spend(user_id, instance, START_REQUESTS)
         info = await self._client.probe(instance)
         self._client.learn_software(instance, info.software)
+        if with_actions:
+            scopes = normalize_scopes(scopes + tuple(action_scopes(info.software)))
+        # Apps are registered per scope set: GoToSocial refuses (invalid_scope) an authorization asking
+        # for a scope its app did not register, so acting gets its own registration.
         app = await self._app_for(instance, scopes)
         async with self._sessions() as session, session.begin():
             repos = Repositories(session, self._keyring, self._clock)
@@ -156,10 +184,13 @@ class ConnectFlows:
                 dm_room_id=dm_room_id,
                 ttl=self._flow_ttl,
                 software=info.software,
+                upgrades=upgrades,
             )
         url = authorize_url(instance, app.client_id, scopes, flow.oauth_state)
         lifetime = code_lifetime_minutes(info.software)
-        return StartedFlow(url, instance, scopes, flow.expires_at, info.software, lifetime, replaced > 0)
+        return StartedFlow(
+            url, instance, scopes, flow.expires_at, info.software, lifetime, replaced > 0, with_actions
+        )
 
     async def _app_for(self, instance: InstanceRef, scopes: tuple[str, ...]) -> AppRecord:
         """The stored app registration for this instance and scope set, registering one if needed."""
@@ -245,8 +276,14 @@ class ConnectFlows:
             self._spend(user_id, instance_from_key(waiting[0].instance, allow_http=True), COMPLETE_REQUESTS)
             flow = await repos.flows.consume(waiting[0].id)
             app_record = await repos.apps.get_by_id(waiting[0].app_id)
+            upgrades = None if flow is None else flow.upgrades
+            upgraded = None if upgrades is None else await repos.accounts.get(upgrades)
         if flow is None or app_record is None:
             raise CommandError("That connection request was already used. Start again with `connect`.")
+        if flow.upgrades is not None and upgraded is None:
+            raise CommandError(
+                "The account this request was for is no longer connected; nothing was changed."
+            )
         instance = instance_from_key(flow.instance, allow_http=self._fediverse.allow_http)
         app = registration_of(app_record)
         try:
@@ -257,7 +294,7 @@ class ConnectFlows:
         # From here on a live token exists: it must end up stored or revoked, whatever happens to the
         # command (its deadline cancels it at any await).
         try:
-            account, granted, cursor = await self._check_grant(instance, flow.scopes, grant)
+            account, granted, cursor = await self._check_grant(instance, flow.scopes, grant, upgraded)
         except BaseException:
             await self._finishing.run(self._revoke_quietly(instance, app, grant.access_token))
             raise
@@ -268,10 +305,19 @@ class ConnectFlows:
         )
 
     async def _check_grant(
-        self, instance: InstanceRef, asked: str, grant: TokenGrant
+        self, instance: InstanceRef, asked: str, grant: TokenGrant, upgraded: AccountRecord | None
     ) -> tuple[FediverseAccount, tuple[str, ...], str | None]:
-        """Whose token it is, whether it has the scopes asked for, and where relaying starts."""
+        """Whose token it is (the account being upgraded, if any), whether it has the scopes asked for,
+        and where relaying starts."""
         account = await self._client.verify_credentials(instance, grant.access_token)
+        if upgraded is not None and not same_account(upgraded, instance, account):
+            log.info("an upgrade of account %s was signed in as another account; nothing stored", upgraded.id)
+            raise CommandError(
+                f"You signed in as @{account.acct[:200]}, but this request was for @{upgraded.acct}. "
+                "Nothing was changed, and I revoked the access you just gave (unless another of your "
+                "connections uses it). "
+                f"Sign in as @{upgraded.acct} and try again."
+            )
         granted = grant.scope or tuple(asked.split())
         if not scopes_cover(granted, asked):
             raise CommandError(
@@ -315,6 +361,7 @@ class ConnectFlows:
                 acct=account.acct,
                 token=token,
                 scopes=granted,
+                software=software,
             )
             if previous is None:
                 await repos.accounts.set_cursor(stored.id, cursor)
@@ -325,7 +372,7 @@ class ConnectFlows:
             old_app = await self._app_by_id(previous.app_id)
             if old_app is not None:
                 await self._revoke_quietly(instance, old_app, previous.token)
-        return Connected(stored, instance, streams_with(granted, software))
+        return Connected(stored, instance, streams_with(granted, software), can_act(granted, software))
 
     async def settle(self) -> None:
         """Wait for exchanges whose command gave up (deadline) to be stored or revoked."""
@@ -373,12 +420,22 @@ class ConnectFlows:
             log.warning("could not revoke a token on %s: %s", instance.display, type(exc).__name__)
 
 
+def same_account(stored: AccountRecord, instance: InstanceRef, signed_in: FediverseAccount) -> bool:
+    """Whether the account a token belongs to is this stored one: the same instance, remote id and acct."""
+    return (
+        stored.instance == instance.key
+        and stored.fediverse_account_id == signed_in.id
+        and stored.acct.lower() == signed_in.acct.lower()
+    )
+
+
 def registration_of(record: AppRecord) -> AppRegistration:
     """The stored app registration in the form the fediverse client takes."""
     return AppRegistration(record.client_id, record.client_secret, tuple(record.scopes.split()))
 
 
 __all__ = [
+    "INTERACTIVE",
     "ConnectFlows",
     "Connected",
     "StartedFlow",
@@ -386,4 +443,5 @@ __all__ = [
     "instance_permitted",
     "registration_of",
     "requested_scopes",
+    "same_account",
 ]

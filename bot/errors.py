@@ -24,6 +24,8 @@
             ├── TokenRejectedError       401: the token is revoked, unknown, or the account is gone
             ├── InsufficientScopeError   403: the token lacks a scope the call needs
             ├── InactiveLoginError       403 (Mastodon): login unconfirmed, pending approval or disabled
+            ├── RemoteNotFoundError      404: the status, account or follow request is gone (or hidden)
+            ├── ActionRefusedError       400/422 on a write: the server refused the post or action
             ├── StreamRefusedError       the streaming server refused the stream (handshake or error frame)
             ├── RevokeUnsupportedError   the instance has no /oauth/revoke endpoint
             └── OAuthError               the OAuth exchange failed
@@ -165,6 +167,14 @@ class InsufficientScopeError(FediverseError):
 
 
 class InactiveLoginError(FediverseError):
+    pass
+
+
+class RemoteNotFoundError(FediverseError):
+    pass
+
+
+class ActionRefusedError(FediverseError):
     pass
 
 

@@ -19,18 +19,20 @@ minute, and the undecryptable-message notice one per room and reason per 10 minu
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
 from bot import greetings
-from bot.commands.parse import ParsedCommand, parse_command
+from bot.commands.parse import ParsedCommand, after_command_words, parse_command
 from bot.commands.registry import CommandContext, CommandRegistry
 from bot.commands.throttle import UserThrottle
 from bot.config import MatrixConfig, is_user_allowed
 from bot.errors import UserFacingError, new_reference
 from bot.fediverse.oauth import extract_code
+from bot.fediverse.replies import matrix_body_to_status_text
 from bot.leaked_codes import LeakedCodes, PendingFlows, looks_like_pasted_code
 from bot.matrix.types import (
     BotEvent,
@@ -38,14 +40,18 @@ from bot.matrix.types import (
     IncomingMessage,
     Invite,
     MemberLeft,
+    Reaction,
+    Redaction,
     RoomChanged,
     RoomId,
     UndecryptableMessage,
 )
 from bot.rich_text import RichText
+from bot.store.action_journal import ActionRecord
 from bot.user_lanes import UserLanes, Work
 
 __all__ = [
+    "Actions",
     "Commands",
     "DmRooms",
     "HandledEvents",
@@ -128,12 +134,42 @@ class HandledEvents(Protocol):
         ...
 
 
+class Actions(Protocol):
+    """Acting on relayed messages (`bot.actions.service.ActionService`); replies go through `ctx`."""
+
+    async def react(self, ctx: CommandContext, event_id: str, relates_to: str, key: str) -> None: ...
+
+    async def take_back(self, ctx: CommandContext, event_id: str, redacts: str) -> None: ...
+
+    async def reply(self, ctx: CommandContext, event_id: str, reply_to: str, text: str) -> None: ...
+
+    async def note_reaction(
+        self, sender: str, room_id: str, event_id: str, relates_to: str, key: str
+    ) -> None:
+        """Make a reaction's action durable at intake (before the sync token is saved)."""
+        ...
+
+    async def note_reply(self, sender: str, room_id: str, event_id: str, reply_to: str, text: str) -> None:
+        """Make a reply's action durable at intake (before the sync token is saved)."""
+        ...
+
+    async def note_post(self, sender: str, event_id: str, rest: str) -> None:
+        """Make a `post` command durable at intake (before the sync token is saved)."""
+        ...
+
+    async def unfinished(self) -> list[ActionRecord]: ...
+
+    async def resume(self, ctx: CommandContext, entry: ActionRecord) -> None: ...
+
+
 @dataclass(frozen=True)
 class _Context:
     sender: str
     room_id: str
     prefix: str
     matrix: MatrixPort
+    event_id: str = ""
+    body: str = ""  # the message as typed (a reply's quoted fallback removed)
 
     async def reply(self, reply: RichText) -> None:
         await self.matrix.send_notice(RoomId(self.room_id), reply.plain, reply.html)
@@ -153,7 +189,9 @@ class Router:
         relay: RelayUsers,
         bot_user_id: str,
         clock: Callable[[], float],
+        actions: Actions | None = None,
     ) -> None:
+        self._actions = actions
         self._relay = relay
         self._bot_user_id = bot_user_id
         self._matrix = matrix
@@ -190,7 +228,11 @@ class Router:
         """Classify `event` and queue its work on a user's lane; returns without awaiting that work."""
         try:
             if isinstance(event, IncomingMessage):
-                self._on_message(event)
+                await self._on_message(event)
+            elif isinstance(event, Reaction):
+                await self._on_reaction(event)
+            elif isinstance(event, Redaction):
+                self._on_redaction(event)
             elif isinstance(event, Invite):
                 self._on_invite(event)
             elif isinstance(event, UndecryptableMessage):
@@ -228,10 +270,26 @@ class Router:
 
     # ---- messages ----
 
-    def _on_message(self, msg: IncomingMessage) -> None:
+    async def _on_message(self, msg: IncomingMessage) -> None:
         if not self._allowed(msg.sender) or msg.msgtype != "m.text":
             return
-        parsed = parse_command(msg.body, self._prefix)
+        body = msg.body
+        if msg.reply_to is not None:
+            body = matrix_body_to_status_text(msg.body, msg.formatted_body)
+            msg = dataclasses.replace(msg, body=body)
+        parsed = parse_command(body, self._prefix)
+        if msg.reply_to is not None and parsed is None and not looks_like_pasted_code(body):
+            # A reply to a relayed message acts on it; to anything else it is ignored without a word.
+            if self._actions is not None and self._throttle.allow(msg.sender):
+                actions, reply_to = self._actions, msg.reply_to
+                await self._durably(actions.note_reply(msg.sender, msg.room_id, msg.event_id, reply_to, body))
+                self._enqueue(
+                    msg.sender,
+                    lambda: self._act(
+                        msg, lambda ctx: actions.reply(ctx, msg.event_id, reply_to, body), "reply"
+                    ),
+                )
+            return
         if parsed is None and not looks_like_pasted_code(msg.body):
             # Ordinary chat: at most one hint per interval, and no database write or state fetch for it.
             if self._due(self._chat_hinted, f"{msg.sender}|{msg.room_id}", CHAT_HINT_SECONDS):
@@ -241,7 +299,84 @@ class Router:
             if self._due(self._throttle_warned, msg.sender, _THROTTLE_WARNING_SECONDS):
                 self._enqueue(msg.sender, lambda: self._reply(msg.sender, msg.room_id, _THROTTLED))
             return
+        if self._actions is not None and parsed is not None and self._is_post(parsed):
+            rest = after_command_words(body) or ""
+            await self._durably(self._actions.note_post(msg.sender, msg.event_id, rest))
         self._enqueue(msg.sender, lambda: self._on_addressed_once(msg, parsed))
+
+    def _is_post(self, parsed: ParsedCommand) -> bool:
+        command = self._commands.registry.get(parsed.name)
+        return command is not None and command.name == "post" and command.accepts(parsed.args)
+
+    @staticmethod
+    async def _durably(noting: Awaitable[None]) -> None:
+        """Write an action's intent before the sync token moves on; if that fails, the action still
+        runs now (only a crash before it is done would lose it)."""
+        try:
+            await noting
+        except Exception:
+            log.exception("could not write an action to the journal at intake")
+
+    # ---- acting on relayed messages (reactions, their redaction, replies) ----
+
+    async def _on_reaction(self, reaction: Reaction) -> None:
+        if self._actions is None or not self._allowed(reaction.sender):
+            return
+        if self._throttle.allow(reaction.sender):
+            actions = self._actions
+            await self._durably(
+                actions.note_reaction(
+                    reaction.sender, reaction.room_id, reaction.event_id, reaction.relates_to, reaction.key
+                )
+            )
+            self._enqueue(
+                reaction.sender,
+                lambda: self._act(
+                    reaction,
+                    lambda ctx: actions.react(ctx, reaction.event_id, reaction.relates_to, reaction.key),
+                    "reaction",
+                ),
+            )
+
+    def _on_redaction(self, redaction: Redaction) -> None:
+        if self._actions is None or not self._allowed(redaction.sender):
+            return
+        if self._throttle.allow(redaction.sender):
+            actions = self._actions
+            self._enqueue(
+                redaction.sender,
+                lambda: self._act(
+                    redaction,
+                    lambda ctx: actions.take_back(ctx, redaction.event_id, redaction.redacts),
+                    "undo",
+                ),
+            )
+
+    async def _act(
+        self,
+        event: IncomingMessage | Reaction | Redaction,
+        work: Callable[[_Context], Awaitable[None]],
+        name: str,
+    ) -> None:
+        """Run an action with the command path's deadline and error replies; answers go where the event
+        was (the service only ever answers in the user's DM)."""
+        here = _Context(event.sender, event.room_id, self._prefix, self._matrix, event.event_id)
+        await self._run(here, lambda: work(here), name)
+
+    async def resume_actions(self) -> None:
+        """Queue the actions a stopped bot left unfinished (`Actions.unfinished`) on their users' lanes,
+        answering in each user's DM."""
+        if self._actions is None:
+            return
+        actions = self._actions
+        for entry in await actions.unfinished():
+            room = await self._dms.room_for(entry.matrix_user_id)
+            if room is not None:
+                here = _Context(entry.matrix_user_id, room, self._prefix, self._matrix, entry.event_id)
+                self._enqueue(entry.matrix_user_id, self._resuming(actions, here, entry))
+
+    def _resuming(self, actions: Actions, here: _Context, entry: ActionRecord) -> Work:
+        return lambda: self._run(here, lambda: actions.resume(here, entry), "resume")
 
     async def _hint_in_dm(self, msg: IncomingMessage) -> None:
         if await self._dms.room_for(msg.sender) == msg.room_id:
@@ -258,7 +393,7 @@ class Router:
             pasted = parsed.args[0] if parsed is not None and parsed.args else msg.body
             await self._leaks.handle(msg, extract_code(pasted))
             return
-        here = _Context(msg.sender, msg.room_id, self._prefix, self._matrix)
+        here = _Context(msg.sender, msg.room_id, self._prefix, self._matrix, msg.event_id, msg.body)
         if parsed is None:
             if in_dm and await self._flows.has_pending(msg.sender):
                 await self._run(here, lambda: self._commands.submit_code(here, msg.body), "code")
@@ -285,7 +420,7 @@ class Router:
                 await here.reply(RichText.text(f"I could not open a direct chat with you (reference {ref})."))
                 return
             await here.reply(RichText.text("I've sent you a direct message."))
-            ctx = _Context(msg.sender, dm, self._prefix, self._matrix)
+            ctx = _Context(msg.sender, dm, self._prefix, self._matrix, msg.event_id, msg.body)
         await self._run(ctx, lambda: command.handler(ctx, parsed.args), parsed.name)
 
     async def _reply(self, user_id: str, room_id: str, text: str) -> None:

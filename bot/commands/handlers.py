@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Protocol
 
-from bot.accounts import AccountsService, RevokeOutcome, parse_types
+from bot.accounts import AccountsService, RevokeOutcome, parse_types, select_accounts
+from bot.commands.parse import after_command_words
 from bot.commands.registry import Command, CommandContext, CommandRegistry
-from bot.connect import ConnectFlows
+from bot.connect import ConnectFlows, StartedFlow
 from bot.errors import CommandError
 from bot.fediverse.oauth import extract_code
+from bot.fediverse.scopes import KNOWN_SCOPES, can_act
 from bot.rich_text import RichText, bold, code, join, link
 from bot.store.models import AccountState
 from bot.store.records import AccountRecord, Clock
@@ -23,27 +26,63 @@ def _is_account_selector(word: str) -> bool:
     return "@" in word or word.isdigit()
 
 
+class Posting(Protocol):
+    """`post` (`bot.actions.service.ActionService`)."""
+
+    async def post(self, ctx: CommandContext, event_id: str, rest: str) -> None: ...
+
+
+
+
 class BotCommands:
     """Builds the registry; holds the services the handlers call."""
 
-    def __init__(self, *, flows: ConnectFlows, accounts: AccountsService, clock: Clock) -> None:
+    def __init__(
+        self, *, flows: ConnectFlows, accounts: AccountsService, clock: Clock, posting: Posting | None = None
+    ) -> None:
         self._flows = flows
         self._accounts = accounts
         self._clock = clock
+        self._posting = posting
         self.registry = CommandRegistry()
         for command in self._commands():
             self.registry.add(command)
 
     def _commands(self) -> list[Command]:
+        posting = [] if self._posting is None else [self._post_command()]
+        return [*self._account_commands(), *posting]
+
+    def _post_command(self) -> Command:
+        return Command(
+            "post",
+            "[<account>] [public|unlisted|private|direct] <text>",
+            "Post to the fediverse (visibility: your account's default unless you name one)",
+            self.post,
+            min_args=1,
+            max_args=None,
+            dm_only=True,
+        )
+
+    def _account_commands(self) -> list[Command]:
         return [
             Command("help", "", "Show this help", self.help, max_args=None),
             Command(
                 "connect",
-                "<instance> [scopes]",
-                "Connect a fediverse account (the bot sends you a link in a DM)",
+                "<instance> [interactive|scopes]",
+                "Connect a fediverse account (the bot sends you a link in a DM); with `interactive`, also "
+                "allow replying, favouriting, boosting and answering follow requests from here",
                 self.connect,
                 min_args=1,
                 max_args=8,
+                dm_only=True,
+            ),
+            Command(
+                "allow-actions",
+                "[<account>]",
+                "Let the bot act for a read-only account (reply, favourite, boost, follow requests): a new "
+                "authorization whose token replaces the current one, which is revoked",
+                self.allow_actions,
+                max_args=1,
                 dm_only=True,
             ),
             Command(
@@ -107,10 +146,45 @@ class BotCommands:
         )
         await ctx.reply(intro + self.registry.help(ctx.prefix))
 
+    async def post(self, ctx: CommandContext, args: tuple[str, ...]) -> None:
+        assert self._posting is not None  # registered only with a posting service
+        await self._posting.post(ctx, ctx.event_id, after_command_words(ctx.body) or " ".join(args))
+
     async def connect(self, ctx: CommandContext, args: tuple[str, ...]) -> None:
         started = await self._flows.start(ctx.sender, args[0], args[1:], ctx.room_id)
+        await self._reply_started(ctx, started)
+
+    async def allow_actions(self, ctx: CommandContext, args: tuple[str, ...]) -> None:
+        selected = select_accounts(await self._accounts.for_user(ctx.sender), args[0] if args else None)
+        if len(selected) != 1:
+            raise CommandError("One account at a time, please: name it by number or @handle.")
+        account = selected[0]
+        if can_act(account.scopes, account.software):
+            await ctx.reply(RichText.text(f"@{account.acct} can already act; nothing to do."))
+            return
+        # What the account relays with stays as it is; the flow adds the action scopes to it.
+        kept = tuple(s for s in account.scopes.split() if s in KNOWN_SCOPES)
+        started = await self._flows.start(
+            ctx.sender, account.instance, kept, ctx.room_id, with_actions=True, upgrades=account.id
+        )
+        await self._reply_started(
+            ctx,
+            started,
+            f"Sign in as @{account.acct} (if you sign in as another one, nothing is changed). The new "
+            "access replaces the current one; I then revoke the old token.",
+        )
+
+    async def _reply_started(self, ctx: CommandContext, started: StartedFlow, note: str = "") -> None:
         minutes = _minutes_left(started.expires_at, self._clock())
         software = f" ({started.software})" if started.software else ""
+        extra = [RichText.text(note)] if note else []
+        if started.with_actions:
+            extra.append(
+                RichText.text(
+                    "These scopes let me post replies, favourite, boost and answer follow requests for you, "
+                    "only when you ask me to from this chat."
+                )
+            )
         await ctx.reply(
             RichText.lines(
                 [
@@ -124,6 +198,7 @@ class BotCommands:
                     ),
                     join("To stop: ", code(f"{ctx.prefix} cancel")),
                 ]
+                + extra
                 + (
                     [RichText.text("(This replaces your earlier request, which waited for its code.)")]
                     if started.replaced_earlier
@@ -146,6 +221,13 @@ class BotCommands:
             join("Connected as ", bold("@" + connected.account.acct), "."),
             RichText.text(f"Granted scopes: {connected.account.scopes}. New notifications will appear here."),
         ]
+        if connected.acting_allowed:
+            lines.append(
+                RichText.text(
+                    "I can act for this account: reply to a relayed post, react to favourite or boost it, "
+                    "and answer follow requests."
+                )
+            )
         if not connected.streaming_possible:
             lines.append(
                 RichText.text(
@@ -228,7 +310,11 @@ def _account_line(index: int, account: AccountRecord) -> RichText:
         AccountState.BROKEN: "not working: the server rejected the token; connect again",
     }[account.state]
     types = "all types" if account.notify_types is None else ", ".join(account.notify_types)
-    return join(f"{index}. ", bold("@" + account.acct), f" — {state}; {types}; scopes {account.scopes}")
+    can = can_act(account.scopes, account.software)  # the server's own scope names count where known
+    acting = "can act" if can else "read-only (allow-actions lets it act)"
+    return join(
+        f"{index}. ", bold("@" + account.acct), f" — {state}; {types}; {acting}; scopes {account.scopes}"
+    )
 
 
 def _revoke_line(outcome: RevokeOutcome) -> RichText:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 
@@ -23,3 +24,12 @@ def parse_command(body: str, prefix: str) -> ParsedCommand | None:
     if len(words) == 1:
         return ParsedCommand("help", ())
     return ParsedCommand(words[1].lower(), tuple(words[2:]))
+
+
+_COMMAND_WORDS = re.compile(r"\s*\S+\s+\S+")  # the prefix and the command's name
+
+
+def after_command_words(body: str) -> str | None:
+    """What follows the prefix and the command's name in `body`, as typed (None: there is no name)."""
+    words = _COMMAND_WORDS.match(body)
+    return body[words.end() :] if words is not None else None

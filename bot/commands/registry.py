@@ -27,6 +27,16 @@ class CommandContext(Protocol):
     @property
     def prefix(self) -> str: ...
 
+    @property
+    def event_id(self) -> str:
+        """The Matrix event that carried the command (the key of an action it asks for)."""
+        ...
+
+    @property
+    def body(self) -> str:
+        """The command's whole text as typed (for commands whose text is not just words)."""
+        ...
+
     async def reply(self, reply: RichText) -> None: ...
 
 

@@ -132,9 +132,10 @@ class InstanceHttp:
         params: QueryParams | None = None,
         data: Mapping[str, str] | None = None,
         token: str | None = None,
+        extra_headers: Mapping[str, str] | None = None,
     ) -> RawResponse:
         """Send one request (retrying after a 429 as the pacer says). Any status comes back as a response."""
-        headers = {"Accept-Encoding": "gzip, deflate"}
+        headers = {**(extra_headers or {}), "Accept-Encoding": "gzip, deflate"}
         if token is not None:
             headers["Authorization"] = f"Bearer {token}"
         kind = bucket_kind(method, path, (key for key, _ in params or ()), authenticated=token is not None)

@@ -37,6 +37,7 @@ from bot.fediverse._http import (
     server_text,
     status_error,
 )
+from bot.fediverse.actions import FediverseActions
 from bot.fediverse.guard import HttpSettings
 from bot.fediverse.instance import InstanceRef
 from bot.fediverse.models import (
@@ -119,6 +120,7 @@ class FediverseClient:
             pacers=pacers if pacers is not None else PacerRegistry(),
             on_response=on_response,
         )
+        self.actions = FediverseActions(self._http)  # the write calls, on the same pacing and guard
 
     @classmethod
     def from_settings(

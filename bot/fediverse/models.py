@@ -24,6 +24,7 @@ __all__ = [
     "Page",
     "Poll",
     "PollOption",
+    "PostedStatus",
     "RemoteAccountId",
     "ShapeError",
     "Status",
@@ -32,6 +33,7 @@ __all__ = [
     "parse_account",
     "parse_app",
     "parse_notification",
+    "parse_posted",
     "parse_status",
     "parse_token",
 ]
@@ -85,6 +87,7 @@ class FediverseAccount:
     url: str | None
     display_name: str
     bot: bool = False
+    default_visibility: str | None = None  # `source.privacy`: only verify_credentials sends it
 
 
 @dataclass(frozen=True)
@@ -113,6 +116,15 @@ class Status:
     media_count: int = 0
     poll: Poll | None = None
     reblog: Status | None = None  # the boosted post, when this status is a boost
+    mentions: tuple[str, ...] = ()  # `acct` of each mentioned account, as the server writes it
+
+
+@dataclass(frozen=True)
+class PostedStatus:
+    """What the bot needs of a status it has just posted: its id and the link to show."""
+
+    id: StatusId
+    url: str | None
 
 
 @dataclass(frozen=True)
@@ -225,6 +237,7 @@ def parse_account(data: object, what: str = "account") -> FediverseAccount:
         url=_opt_str(d, "url"),
         display_name=_opt_str(d, "display_name") or username,
         bot=d.get("bot") is True,
+        default_visibility=_opt_str(_dict_or_empty(d.get("source")), "privacy"),
     )
 
 
@@ -275,7 +288,23 @@ def parse_status(data: object, what: str = "status", *, depth: int = 0) -> Statu
         poll=_lenient(_parse_poll, d.get("poll"), f"{what}.poll"),
         # A boost of a boost does not exist; one level is all a message shows.
         reblog=_lenient(_parse_boosted, reblog, f"{what}.reblog") if depth == 0 else None,
+        mentions=_mention_accts(d.get("mentions")),
     )
+
+
+MAX_MENTIONS = 64  # more than any server lets a status carry; what a reply would mention is bounded
+
+
+def _mention_accts(value: object) -> tuple[str, ...]:
+    if not isinstance(value, list):
+        return ()
+    accts = (m.get("acct") for m in value[:MAX_MENTIONS] if isinstance(m, dict))
+    return tuple(a for a in accts if isinstance(a, str) and a and len(a) <= 2048)
+
+
+def parse_posted(data: object) -> PostedStatus:
+    d = _obj(data, "status")
+    return PostedStatus(id=StatusId(_str(d, "id", "status", max_len=MAX_ID_LENGTH)), url=_opt_str(d, "url"))
 
 
 def _parse_boosted(data: object, what: str) -> Status:

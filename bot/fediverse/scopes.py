@@ -8,6 +8,13 @@ each server needs for streaming. Pure; tested with plain values.
 - Streaming the notifications differs per server (mastodon-family.md, "Scopes"): GoToSocial accepts only
   the top-level `read`; Mastodon (`streaming/index.js`, `checkScopes`) and Akkoma also accept
   `read:notifications`. A server the bot does not know is assumed to want `read`.
+- Acting (issue 12) needs one scope per kind of action, the same granular names on every server the bot
+  knows (each checked in its controllers): posting and boosting `write:statuses` (GoToSocial
+  `statuscreate.go`/`statusboost.go`; Mastodon `StatusesController`, `Statuses::ReblogsController`; Akkoma
+  `StatusController`), favourites `write:favourites`, follow requests `write:follows`. Mastodon
+  (`FollowRequestsController`) and Akkoma also accept the deprecated `follow` for follow requests;
+  GoToSocial has no `follow` scope at all. The broad `write` covers all three everywhere, but the bot
+  asks for the least.
 """
 
 from __future__ import annotations
@@ -17,8 +24,11 @@ from collections.abc import Iterable
 from typing import Final
 
 __all__ = [
+    "ACTION_KINDS",
     "KNOWN_SCOPES",
     "TOP_LEVEL_SCOPES",
+    "action_scopes",
+    "can_act",
     "is_admin_scope",
     "is_scope_syntax",
     "normalize_scopes",
@@ -79,6 +89,14 @@ _STREAM_SCOPES: Final = {
     "akkoma": frozenset({"read", "read:notifications"}),
     "pleroma": frozenset({"read", "read:notifications"}),
 }
+# What each kind of action needs: the least scope the bot asks for, then what else the server accepts.
+ACTION_KINDS: Final = ("statuses", "favourites", "follow_requests")
+_ACTION_SCOPE: Final = {
+    "statuses": "write:statuses",
+    "favourites": "write:favourites",
+    "follow_requests": "write:follows",
+}
+_LEGACY_FOLLOW_SERVERS: Final = frozenset({"mastodon", "akkoma", "pleroma"})
 _SYNTAX = re.compile(r"[a-z]+(:[a-z_]+)*")
 
 
@@ -140,3 +158,25 @@ def streams_with(granted: Iterable[str] | str, software: str | None) -> bool:
     """Whether a token with these scopes may open the notification stream on this server."""
     has = parse_scopes(granted) if isinstance(granted, str) else tuple(granted)
     return bool(stream_scopes(software).intersection(has))
+
+
+def action_scopes(software: str | None) -> frozenset[str]:
+    """The least write scopes that let the bot post, reply, favourite, boost and answer follow requests
+    on this server (the same names on every server the bot knows; see the module docstring)."""
+    del software  # one vocabulary today; kept so a server with other names needs no caller change
+    return frozenset(_ACTION_SCOPE.values())
+
+
+def _accepted_for(kind: str, software: str | None) -> tuple[str, ...]:
+    legacy = kind == "follow_requests" and (software or "").lower() in _LEGACY_FOLLOW_SERVERS
+    return (_ACTION_SCOPE[kind], "follow") if legacy else (_ACTION_SCOPE[kind],)
+
+
+def can_act(granted: Iterable[str] | str, software: str | None) -> bool:
+    """Whether a token with these scopes may do every action of issue 12 on this server. Pure: decided
+    from the stored scopes, with no server call."""
+    has = parse_scopes(granted) if isinstance(granted, str) else tuple(granted)
+    return all(
+        any(permits(h, wanted) for h in has for wanted in _accepted_for(kind, software))
+        for kind in ACTION_KINDS
+    )

@@ -4,7 +4,8 @@ What is delivered, in order per sync: invites, then per joined room a change of 
 state section (a limited sync), the gap a limited timeline left out (fetched by the adapter, see gaps.py)
 and its timeline (messages, undecryptable messages, members who left, privacy changes), then rooms the
 bot itself left. The bot's own events are skipped, and so are
-edits (`m.replace`), redacted messages and malformed content.
+edits (`m.replace`), redacted messages and malformed content. Reactions (`m.annotation`) and redactions
+come through as `Reaction` and `Redaction`, decrypted ones too (nio decrypts before this runs).
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from bot.matrix.types import (
     IncomingMessage,
     Invite,
     MemberLeft,
+    Reaction,
+    Redaction,
     RoomChanged,
     RoomId,
     UndecryptableMessage,
@@ -57,6 +60,7 @@ def message_from_source(
     relates = content.get("m.relates_to")
     if isinstance(relates, Mapping) and relates.get("rel_type") == "m.replace":
         return None
+    reply_to = _reply_target(relates)
     formatted = None
     if content.get("format") == "org.matrix.custom.html":
         formatted = _str(content.get("formatted_body"))
@@ -69,7 +73,52 @@ def message_from_source(
         msgtype=msgtype,
         is_encrypted=encrypted,
         server_ts=_int(source.get("origin_server_ts")),
+        reply_to=reply_to,
     )
+
+
+def _reply_target(relates: object) -> EventId | None:
+    """The event a message replies to; None for a thread message whose reply is only a fallback."""
+    if not isinstance(relates, Mapping):
+        return None
+    if relates.get("rel_type") == "m.thread" and relates.get("is_falling_back") is True:
+        return None
+    in_reply_to = relates.get("m.in_reply_to")
+    if not isinstance(in_reply_to, Mapping):
+        return None
+    event_id = _str(in_reply_to.get("event_id"))
+    return EventId(event_id) if event_id else None
+
+
+def reaction_from_source(room_id: RoomId, source: Mapping[str, Any]) -> Reaction | None:
+    """An m.reaction event dict (decrypted if needed) with an m.annotation relation → Reaction."""
+    if source.get("type") != "m.reaction":
+        return None
+    content = source.get("content")
+    event_id, sender = _str(source.get("event_id")), _str(source.get("sender"))
+    if not isinstance(content, Mapping) or event_id is None or sender is None:
+        return None
+    relates = content.get("m.relates_to")
+    if not isinstance(relates, Mapping) or relates.get("rel_type") != "m.annotation":
+        return None
+    target, key = _str(relates.get("event_id")), _str(relates.get("key"))
+    if not target or not key:
+        return None
+    return Reaction(room_id, EventId(event_id), UserId(sender), EventId(target), key[:64])
+
+
+def redaction_from_source(room_id: RoomId, source: Mapping[str, Any]) -> Redaction | None:
+    """An m.room.redaction → Redaction. `redacts` is top-level before room version 11, in content after."""
+    if source.get("type") != "m.room.redaction":
+        return None
+    event_id, sender = _str(source.get("event_id")), _str(source.get("sender"))
+    content = source.get("content")
+    redacts = _str(source.get("redacts"))
+    if redacts is None and isinstance(content, Mapping):
+        redacts = _str(content.get("redacts"))
+    if event_id is None or sender is None or not redacts:
+        return None
+    return Redaction(room_id, EventId(event_id), UserId(sender), EventId(redacts))
 
 
 def left_member(room_id: RoomId, source: Mapping[str, Any]) -> MemberLeft | None:
@@ -200,4 +249,8 @@ def _timeline_event(room_id: RoomId, event: Any, bot: UserId, reason_for: Reason
     message = message_from_source(room_id, source, encrypted=getattr(event, "decrypted", False) is True)
     if message is not None:
         return message
-    return left_member(room_id, source)
+    return (
+        reaction_from_source(room_id, source)
+        or redaction_from_source(room_id, source)
+        or left_member(room_id, source)
+    )

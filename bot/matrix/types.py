@@ -57,6 +57,28 @@ class IncomingMessage:
     msgtype: str
     is_encrypted: bool
     server_ts: int
+    reply_to: EventId | None = None  # a Matrix reply (m.in_reply_to) to this event
+
+
+@dataclass(frozen=True)
+class Reaction:
+    """An m.reaction annotation from someone else (decrypted if it was encrypted)."""
+
+    room_id: RoomId
+    event_id: EventId
+    sender: UserId
+    relates_to: EventId
+    key: str
+
+
+@dataclass(frozen=True)
+class Redaction:
+    """Someone else removed an event (e.g. took back a reaction)."""
+
+    room_id: RoomId
+    event_id: EventId
+    sender: UserId
+    redacts: EventId
 
 
 @dataclass(frozen=True)
@@ -101,7 +123,9 @@ class RoomChanged:
     sender: UserId
 
 
-BotEvent = IncomingMessage | UndecryptableMessage | Invite | MemberLeft | RoomChanged
+BotEvent = (
+    IncomingMessage | Reaction | Redaction | UndecryptableMessage | Invite | MemberLeft | RoomChanged
+)
 EventHandler = Callable[[BotEvent], Awaitable[None]]
 
 

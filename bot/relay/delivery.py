@@ -43,6 +43,7 @@ from bot.matrix.errors import is_permanent_send_failure, is_room_refusal
 from bot.observability.metrics import Metrics
 from bot.relay.backoff import Backoff
 from bot.relay.delivery_store import DeliveryStorage, LeaseLost, OutboxDraft
+from bot.relay.event_targets import target_of
 from bot.relay.format import Message
 from bot.relay.grouping import Pending, group_notifications, pack_messages
 from bot.relay.ids import is_newer, max_id
@@ -246,8 +247,9 @@ class UserDelivery:
         if not await self._guard(lambda: self._aim(head)):
             return
         failure: Exception | None = None
+        event_id: str | None = None
         try:
-            await self._send(head)
+            event_id = await self._send(head)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -260,7 +262,7 @@ class UserDelivery:
             await self._guard(lambda: self._permanent_failure(head, refused))
             return
         self._send_backoff.reset()
-        while not await self._guard(lambda: self._commit(head)):
+        while not await self._guard(lambda: self._commit(head, sent_as=event_id)):
             pass
         self._pop_head()
         self._count_relayed(head)
@@ -376,7 +378,8 @@ class UserDelivery:
             covers = set(message.covers)
             covered = tuple(i for i in relayed if i.id in covers)
             txn_id = txn_id_for([(i.account_id, i.id) for i in covered])
-            drafts.append(OutboxDraft(txn_id=txn_id, body=message.plain, html=message.html))
+            shows = target_of(covered[0].account_id, covered[0].notification) if len(covered) == 1 else None
+            drafts.append(OutboxDraft(txn_id=txn_id, body=message.plain, html=message.html, shows=shows))
             covered_by_draft.append(covered)
         records = await self._store.write_batch(drafts, cursors)
         if records is None:
@@ -389,13 +392,13 @@ class UserDelivery:
         pending = [Pending(i.notification, i.instance_display, i.account_label) for i in items]
         return pack_messages(group_notifications(pending), max_bytes=self._tuning.max_message_bytes)
 
-    async def _send(self, prepared: _Prepared) -> None:
+    async def _send(self, prepared: _Prepared) -> str:
         assert self._sender is not None  # hand-off mode never gets here
         r = prepared.record
-        await self._sender.send_notice(cast("RoomId", r.room_id), r.body, r.html, txn_id=r.txn_id)
+        return await self._sender.send_notice(cast("RoomId", r.room_id), r.body, r.html, txn_id=r.txn_id)
 
-    async def _commit(self, prepared: _Prepared) -> None:
-        await self._store.commit(prepared.record)
+    async def _commit(self, prepared: _Prepared, *, sent_as: str | None = None) -> None:
+        await self._store.commit(prepared.record, sent_as=sent_as)
 
     def _count_failed(self, prepared: _Prepared) -> None:
         if self._metrics is not None:

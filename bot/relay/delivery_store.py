@@ -18,6 +18,7 @@ from typing import Protocol
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.relay.ids import is_newer
+from bot.store.event_map import RelayedEventsRepository, RelayedTarget
 from bot.store.keyring import KeyRing
 from bot.store.outbox import OutboxRecord, OutboxRepository
 from bot.store.records import AccountId
@@ -40,6 +41,7 @@ class OutboxDraft:
     txn_id: str
     body: str
     html: str
+    shows: RelayedTarget | None = None  # the one notification it shows, for the event map
 
 
 class DeliveryStorage(Protocol):
@@ -53,7 +55,7 @@ class DeliveryStorage(Protocol):
 
     async def retarget(self, record: OutboxRecord, room_id: str) -> OutboxRecord: ...
 
-    async def commit(self, record: OutboxRecord) -> None: ...
+    async def commit(self, record: OutboxRecord, *, sent_as: str | None = None) -> None: ...
 
 
 async def advance_cursors(accounts: AccountsRepository, cursors: Mapping[AccountId, str]) -> None:
@@ -108,6 +110,7 @@ class DeliveryStore:
                     body=draft.body,
                     html=draft.html,
                     cursors=cursors if index == len(drafts) - 1 else {},
+                    shows=draft.shows,
                 )
                 for index, draft in enumerate(drafts)
             ]
@@ -117,8 +120,15 @@ class DeliveryStore:
             await OutboxRepository(session).set_room(record.id, room_id)
         return dataclasses.replace(record, room_id=room_id)
 
-    async def commit(self, record: OutboxRecord) -> None:
-        """The message is done (sent, or given up): commit its cursors and delete it."""
+    async def commit(self, record: OutboxRecord, *, sent_as: str | None = None) -> None:
+        """The message is done (sent as event `sent_as`, or given up): commit its cursors, map the event
+        to what it shows (one insert, only while that account still exists), and delete it."""
         async with self._sessions() as session, session.begin():
-            await advance_cursors(AccountsRepository(session, self._keyring), record.cursors)
+            accounts = AccountsRepository(session, self._keyring)
+            await advance_cursors(accounts, record.cursors)
+            shows = record.shows
+            if sent_as is not None and shows is not None and await accounts.exists(shows.account_id):
+                await RelayedEventsRepository(session).add(
+                    event_id=sent_as, matrix_user_id=self._user, room_id=record.room_id, target=shows
+                )
             await OutboxRepository(session).delete(record.id)

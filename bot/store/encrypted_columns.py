@@ -11,11 +11,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import Select, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bot.store.action_journal import action_text_aad
 from bot.store.keyring import KeyRing, aad_for
-from bot.store.models import Account, Base, FediverseApp, MatrixSession
+from bot.store.models import Account, ActionJournalEntry, Base, FediverseApp, MatrixSession
 
 __all__ = [
     "SEALED_COLUMNS",
@@ -48,6 +49,10 @@ class SealedColumn:
     attribute: str
     aad: Callable[[Any], bytes]
 
+    def rows(self) -> Select[Any]:
+        """The rows that hold a value in this column (an optional column may be empty)."""
+        return select(self.model).where(getattr(self.model, self.attribute).is_not(None))
+
     def ciphertext(self, row: Any) -> str:
         value = getattr(row, self.attribute)
         assert isinstance(value, str)
@@ -70,6 +75,11 @@ SEALED_COLUMNS: tuple[SealedColumn, ...] = (
         "access_token_encrypted",
         lambda row: matrix_token_aad(row.user_id, row.device_id),
     ),
+    SealedColumn(
+        ActionJournalEntry,
+        "text_encrypted",
+        lambda row: action_text_aad(row.event_id, row.matrix_user_id),
+    ),
 )
 
 
@@ -77,14 +87,15 @@ async def count_sealed(session: AsyncSession) -> int:
     """How many encrypted values the database holds."""
     total = 0
     for column in SEALED_COLUMNS:
-        total += (await session.execute(select(func.count()).select_from(column.model))).scalar_one()
+        counted = select(func.count()).select_from(column.rows().subquery())
+        total += (await session.execute(counted)).scalar_one()
     return total
 
 
 async def sample_sealed(session: AsyncSession) -> tuple[str, bytes] | None:
     """One stored (ciphertext, associated data) pair, or None if there is no encrypted data."""
     for column in SEALED_COLUMNS:
-        row = (await session.execute(select(column.model).limit(1))).scalars().first()
+        row = (await session.execute(column.rows().limit(1))).scalars().first()
         if row is not None:
             return column.ciphertext(row), column.aad(row)
     return None
@@ -95,7 +106,7 @@ async def reencrypt_all(session: AsyncSession, ring: KeyRing) -> int:
     commits. Raises DecryptionError if any value does not decrypt."""
     count = 0
     for column in SEALED_COLUMNS:
-        for row in (await session.execute(select(column.model))).scalars():
+        for row in (await session.execute(column.rows())).scalars():
             aad = column.aad(row)
             setattr(row, column.attribute, ring.encrypt(ring.decrypt(column.ciphertext(row), aad), aad))
             count += 1
@@ -107,7 +118,7 @@ async def all_readable_with(session: AsyncSession, ring: KeyRing) -> int:
     """Decrypt every stored secret with `ring` (raising DecryptionError on the first failure); the count."""
     count = 0
     for column in SEALED_COLUMNS:
-        for row in (await session.execute(select(column.model))).scalars():
+        for row in (await session.execute(column.rows())).scalars():
             ring.decrypt(column.ciphertext(row), column.aad(row))
             count += 1
     return count

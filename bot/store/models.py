@@ -104,6 +104,7 @@ class Account(Base):
     # stored before this column; filled in when first compared.
     token_fingerprint: Mapped[str | None] = mapped_column(String(64), index=True)
     scopes: Mapped[str] = mapped_column(String(255))  # granted, normalized like FediverseApp.scopes
+    software: Mapped[str | None] = mapped_column(String(64))  # the server's, as probed at connect
     cursor: Mapped[str | None] = mapped_column(String(255))  # id of the last relayed notification
     state: Mapped[str] = mapped_column(String(16))
     notify_types: Mapped[str | None] = mapped_column(Text)  # space-separated; NULL means all types
@@ -123,6 +124,11 @@ class PendingFlow(Base):
     app_id: Mapped[int] = mapped_column(ForeignKey("fediverse_apps.id", ondelete="CASCADE"), index=True)
     scopes: Mapped[str] = mapped_column(String(255))
     software: Mapped[str | None] = mapped_column(String(64))  # the server's software, as probed at start
+    # `allow-actions`: the stored account this flow upgrades; the code must sign in as that account.
+    # CASCADE: an upgrade of an account that was revoked meanwhile has nothing left to upgrade.
+    upgrades_account_id: Mapped[int | None] = mapped_column(
+        ForeignKey("accounts.id", ondelete="CASCADE"), index=True
+    )
     oauth_state: Mapped[str] = mapped_column(String(128), unique=True)
     dm_room_id: Mapped[str] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
@@ -180,6 +186,9 @@ class OutboxMessage(Base):
     body: Mapped[str] = mapped_column(Text)
     html: Mapped[str] = mapped_column(Text)
     cursors: Mapped[str] = mapped_column(Text)
+    # What the message shows, for the event map (`RelayedEvent`) written when it is sent: JSON, or NULL
+    # for a grouped message (nothing single to act on).
+    shows: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
 
 
@@ -206,3 +215,54 @@ class RelayLease(Base):
     )
     holder: Mapped[str | None] = mapped_column(String(64), index=True)
     expires_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class RelayedEvent(Base):
+    """The event map: a relay message the bot sent into a user's DM → the notification it shows, so a
+    reaction or reply to that message can act on it. One row per single-notification message, written in
+    the transaction that finishes its outbox row. Deleted with the account (revoke) or user (forget-me).
+
+    No foreign key to ``accounts``: a message still in flight when its account is revoked must not make
+    the delivery commit fail; the commit skips accounts that are gone instead.
+    """
+
+    __tablename__ = "relayed_events"
+
+    event_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    matrix_user_id: Mapped[str] = mapped_column(String(255), index=True)
+    account_id: Mapped[int] = mapped_column(Integer, index=True)
+    room_id: Mapped[str] = mapped_column(String(255))
+    notification_id: Mapped[str] = mapped_column(String(255))
+    notification_type: Mapped[str] = mapped_column(String(64))
+    status_id: Mapped[str | None] = mapped_column(String(255))
+    requester_account_id: Mapped[str | None] = mapped_column(String(255))  # follow requests only
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), index=True)
+
+
+class ActionJournalEntry(Base):
+    """A fediverse action asked for from Matrix, keyed by the Matrix event that asked (a reaction, a
+    redaction, a reply, a `post` command). Written ``pending`` before the server call, ``done`` after, so a
+    replayed event never acts twice: a done entry is not repeated, a pending one is retried with the same
+    idempotency key. A reaction, reply or post is written at intake (before the sync token moves past its
+    event), with ``started_at`` unset until the first server call; a reply's or post's text is kept
+    encrypted until done."""
+
+    __tablename__ = "action_journal"
+    __table_args__ = (
+        CheckConstraint("state IN ('pending', 'done')", name="state"),
+    )
+
+    event_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    matrix_user_id: Mapped[str] = mapped_column(String(255), index=True)
+    account_id: Mapped[int] = mapped_column(Integer, index=True)
+    action: Mapped[str] = mapped_column(String(32))
+    target_id: Mapped[str | None] = mapped_column(String(255))  # status or account the action is on
+    idempotency_key: Mapped[str] = mapped_column(String(64))
+    state: Mapped[str] = mapped_column(String(16))
+    result_id: Mapped[str | None] = mapped_column(String(255))  # the new status of a post or reply
+    result_url: Mapped[str | None] = mapped_column(Text)
+    text_encrypted: Mapped[str | None] = mapped_column(Text)  # a reply's or post's text, until done
+    visibility: Mapped[str | None] = mapped_column(String(16))  # a post's asked-for visibility
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), index=True)
+    started_at: Mapped[datetime | None] = mapped_column(UtcDateTime())  # None: no server call made yet
+    finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime())

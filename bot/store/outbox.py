@@ -9,6 +9,7 @@ from datetime import datetime
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bot.store.event_map import RelayedTarget
 from bot.store.models import OutboxMessage
 from bot.store.records import AccountId, Clock, utc_now
 
@@ -40,6 +41,7 @@ class OutboxRecord:
     html: str
     cursors: Mapping[AccountId, str]  # committed with the send; may be empty
     created_at: datetime
+    shows: RelayedTarget | None = None  # mapped to the sent event id (None: a grouped message)
 
 
 class OutboxRepository:
@@ -57,6 +59,7 @@ class OutboxRepository:
             html=row.html,
             cursors=parse_cursors(row.cursors),
             created_at=row.created_at,
+            shows=RelayedTarget.from_json(row.shows),
         )
 
     async def add(
@@ -68,6 +71,7 @@ class OutboxRepository:
         body: str,
         html: str,
         cursors: Mapping[AccountId, str],
+        shows: RelayedTarget | None = None,
     ) -> OutboxRecord:
         row = OutboxMessage(
             matrix_user_id=matrix_user_id,
@@ -76,6 +80,7 @@ class OutboxRepository:
             body=body,
             html=html,
             cursors=format_cursors(cursors),
+            shows=None if shows is None else shows.to_json(),
             created_at=self._clock(),
         )
         self._session.add(row)

@@ -19,6 +19,7 @@ __all__ = [
     "FlowId",
     "FlowRecord",
     "MatrixSessionRecord",
+    "affected_rows",
     "utc_now",
     "words",
 ]
@@ -31,6 +32,12 @@ Clock = Callable[[], datetime]
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
+
+
+def affected_rows(result: object) -> int:
+    """How many rows an UPDATE or DELETE result touched (0 when the driver does not say)."""
+    count = getattr(result, "rowcount", 0)
+    return count if isinstance(count, int) else 0
 
 
 def words(value: str | None) -> tuple[str, ...] | None:
@@ -62,6 +69,7 @@ class AccountRecord:
     notify_types: tuple[str, ...] | None  # None means every type
     created_at: datetime
     updated_at: datetime
+    software: str | None = None  # the server's, as probed at connect (None: unknown)
 
 
 @dataclass(frozen=True)
@@ -76,6 +84,8 @@ class FlowRecord:
     dm_room_id: str
     created_at: datetime
     expires_at: datetime
+    upgrades: AccountId | None = None
+    """The stored account this flow gives new scopes to (`allow-actions`); None for a plain connect."""
 
     def expired(self, now: datetime) -> bool:
         return now >= self.expires_at

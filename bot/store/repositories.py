@@ -16,7 +16,9 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.fediverse.scopes import scope_string
+from bot.store.action_journal import ActionJournalRepository
 from bot.store.encrypted_columns import account_token_aad, app_secret_aad
+from bot.store.event_map import RelayedEventsRepository
 from bot.store.keyring import KeyRing
 from bot.store.matrix_state import DmRoomsRepository, HandledEventsRepository, MatrixSessionRepository
 from bot.store.models import (
@@ -142,6 +144,7 @@ class AccountsRepository:
             notify_types=words(row.notify_types),
             created_at=row.created_at,
             updated_at=row.updated_at,
+            software=row.software,
         )
 
     async def upsert(
@@ -154,9 +157,11 @@ class AccountsRepository:
         acct: str,
         token: str,
         scopes: str | Iterable[str],
+        software: str | None = None,
     ) -> AccountRecord:
         """Store a newly authorized account, or refresh the token of the same account connected again
-        (keeping its cursor and notification filter, and making it active)."""
+        (keeping its cursor and notification filter, and making it active). `software`: the server's,
+        as probed (None keeps what was known)."""
         now = self._clock()
         sealed = self._keyring.encrypt(
             token, account_token_aad(matrix_user_id, instance, fediverse_account_id)
@@ -182,6 +187,8 @@ class AccountsRepository:
         row.token_encrypted = sealed
         row.token_fingerprint = self._fingerprint(token)
         row.scopes = scope_string(scopes)
+        if software is not None:
+            row.software = software
         row.state = AccountState.ACTIVE.value
         row.updated_at = now
         await self._session.flush()
@@ -223,6 +230,10 @@ class AccountsRepository:
         read-compare-write by two processes cannot interleave."""
         stmt = select(Account.id).where(Account.id.in_(sorted(account_ids))).with_for_update()
         await self._session.execute(stmt)
+
+    async def exists(self, account_id: AccountId) -> bool:
+        """Whether the account is stored (no decryption)."""
+        return await self._session.get(Account, account_id) is not None
 
     async def list_for_user(self, matrix_user_id: str) -> list[AccountRecord]:
         stmt = select(Account).where(Account.matrix_user_id == matrix_user_id).order_by(Account.id)
@@ -288,6 +299,7 @@ class FlowsRepository:
             dm_room_id=row.dm_room_id,
             created_at=row.created_at,
             expires_at=row.expires_at,
+            upgrades=None if row.upgrades_account_id is None else AccountId(row.upgrades_account_id),
         )
 
     async def add(
@@ -300,6 +312,7 @@ class FlowsRepository:
         dm_room_id: str,
         ttl: timedelta,
         software: str | None = None,
+        upgrades: AccountId | None = None,
     ) -> FlowRecord:
         now = self._clock()
         row = PendingFlow(
@@ -308,6 +321,7 @@ class FlowsRepository:
             app_id=app_id,
             scopes=scope_string(scopes),
             software=software[:64] if software else None,
+            upgrades_account_id=upgrades,
             oauth_state=secrets.token_urlsafe(32),
             dm_room_id=dm_room_id,
             created_at=now,
@@ -375,6 +389,19 @@ class Repositories:
         self.dm_rooms = DmRoomsRepository(session, clock)
         self.matrix_session = MatrixSessionRepository(session, keyring, clock)
         self.handled_events = HandledEventsRepository(session, clock)
+        self.relayed_events = RelayedEventsRepository(session, clock)
+        self.action_journal = ActionJournalRepository(session, clock, keyring)
+
+    async def delete_account(self, account_id: AccountId) -> bool:
+        """Delete an account with its event map and action journal."""
+        await self.relayed_events.delete_for_account(account_id)
+        await self.action_journal.delete_for_account(account_id)
+        return await self.accounts.delete(account_id)
+
+    async def delete_user_actions(self, matrix_user_id: str) -> None:
+        """Forget every relayed event and action of a user (forget-me)."""
+        await self.relayed_events.delete_for_user(matrix_user_id)
+        await self.action_journal.delete_for_user(matrix_user_id)
 
 
 def _rowcount(result: Any) -> int:

@@ -152,6 +152,46 @@ class Human:
         event_id: str = resp.event_id
         return event_id
 
+    async def reply(self, room_id: str, event_id: str, body: str, *, quoted: str = "") -> str:
+        """A Matrix reply (m.in_reply_to) to `event_id`, with the classic quoted fallback in its body."""
+        await self.wait_room(room_id)
+        content = {
+            "msgtype": "m.text",
+            "body": f"> <{self.user_id}> {quoted}\n\n{body}" if quoted else body,
+            "m.relates_to": {"m.in_reply_to": {"event_id": event_id}},
+        }
+        resp = _ok(
+            await self.client.room_send(room_id, "m.room.message", content, ignore_unverified_devices=True)
+        )
+        sent: str = resp.event_id
+        return sent
+
+    async def react(self, room_id: str, event_id: str, key: str, *, encrypted: bool = False) -> str:
+        """An m.reaction annotation. nio sends reactions in the clear; `encrypted` does what Element does:
+        Megolm-encrypts it (the relation stays visible to the server)."""
+        await self.wait_room(room_id)
+        content = {"m.relates_to": {"rel_type": "m.annotation", "event_id": event_id, "key": key}}
+        if not encrypted:
+            resp = _ok(
+                await self.client.room_send(room_id, "m.reaction", content, ignore_unverified_devices=True)
+            )
+        else:
+            c = self.client
+            if c.olm.should_share_group_session(room_id):
+                _ok(await c.share_group_session(room_id, ignore_unverified_devices=True))
+            event_type, sealed = c.encrypt(room_id, "m.reaction", content)
+            method, path, data = nio.Api.room_send(
+                c.access_token, room_id, event_type, sealed, secrets.token_hex(8)
+            )
+            resp = _ok(await c._send(nio.RoomSendResponse, method, path, data, (room_id,)))
+        sent: str = resp.event_id
+        return sent
+
+    async def redact(self, room_id: str, event_id: str) -> str:
+        resp = _ok(await self.client.room_redact(room_id, event_id))
+        sent: str = resp.event_id
+        return sent
+
     async def send_undecryptable(self, room_id: str, body: str) -> str:
         """An encrypted message whose room key is never shared: a fresh Megolm session marked as shared."""
         await self.wait_room(room_id)

@@ -137,7 +137,8 @@ async def test_commands_help_unknown_usage_and_bad_input(
         for name in ("connect", "code", "cancel", "status", "revoke", "notify", "pause", "resume"):
             assert f"!gts {name}" in help_text
         assert "Unknown command 'frobnicate'" in await say(alice, room, bot_user, "!gts frobnicate")
-        assert "Usage: !gts connect <instance> [scopes]" in await say(alice, room, bot_user, "!gts connect")
+        usage = await say(alice, room, bot_user, "!gts connect")
+        assert "Usage: !gts connect <instance> [interactive|scopes]" in usage
         bad = await say(alice, room, bot_user, "!gts connect https://evil.example/path?x=1")
         assert "path" in bad.lower()
         assert "does not look like an authorization code" in await say(alice, room, bot_user, "!gts code x")

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 from bot.relay.delivery_store import OutboxDraft
+from bot.store.event_map import RelayedTarget
 from bot.store.outbox import OutboxId, OutboxRecord
 from bot.store.records import AccountId
 
@@ -22,6 +23,7 @@ class MemoryStore:
     outbox: list[OutboxRecord] = field(default_factory=list)
     cursors: dict[AccountId, str] = field(default_factory=dict)
     ids: itertools.count[int] = field(default_factory=itertools.count)
+    mapped: dict[str, RelayedTarget] = field(default_factory=dict)  # the event map: sent event → target
 
     async def current_room(self) -> str | None:
         return self.room
@@ -39,6 +41,7 @@ class MemoryStore:
                 id=OutboxId(next(self.ids)), matrix_user_id="@alice:example.net", room_id=self.room,
                 txn_id=d.txn_id, body=d.body, html=d.html,
                 cursors=dict(cursors) if index == len(drafts) - 1 else {}, created_at=datetime.now(UTC),
+                shows=d.shows,
             )
             for index, d in enumerate(drafts)
         ]
@@ -48,6 +51,8 @@ class MemoryStore:
     async def retarget(self, record: OutboxRecord, room_id: str) -> OutboxRecord:
         return replace(record, room_id=room_id)
 
-    async def commit(self, record: OutboxRecord) -> None:
+    async def commit(self, record: OutboxRecord, *, sent_as: str | None = None) -> None:
+        if sent_as is not None and record.shows is not None:
+            self.mapped[sent_as] = record.shows
         self.cursors.update(record.cursors)
         self.outbox.remove(record)

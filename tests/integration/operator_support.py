@@ -15,7 +15,9 @@ from bot.admin.dbcopy import copied_tables
 from bot.cli import main
 from bot.fediverse.instance import parse_instance
 from bot.resources import open_database
+from bot.store.action_journal import ActionKind
 from bot.store.db import create_engine
+from bot.store.event_map import RelayedTarget
 from bot.store.keyring import KeyRing
 from bot.store.outbox import OutboxRepository
 from bot.store.records import AccountRecord
@@ -73,6 +75,15 @@ async def seed_every_table(url: str, ring: KeyRing) -> None:
         await OutboxRepository(s).add(
             matrix_user_id=ALICE, room_id=DM, txn_id="txn-1", body="hello", html="<b>hello</b>",
             cursors={alice.id: "01ALICECURSOR"},
+            shows=RelayedTarget(alice.id, "01ALICECURSOR", "mention", status_id="s1"),
+        )  # fmt: skip
+        await repos.relayed_events.add(
+            event_id="$relayed-1", matrix_user_id=ALICE, room_id=DM,
+            target=RelayedTarget(alice.id, "01N", "follow_request", requester_account_id="9"),
+        )  # fmt: skip
+        await repos.action_journal.begin(
+            event_id="$reaction-1", matrix_user_id=ALICE, account_id=alice.id, action=ActionKind.FAVOURITE,
+            target_id="s1", idempotency_key="k1",
         )  # fmt: skip
 
 

@@ -284,3 +284,46 @@ def test_shape_checker_catches_drift(spec: dict[str, Any]) -> None:
         check_shape(spec, {"locked": "true"}, account, "account")
     with pytest.raises(AssertionError, match="is null"):
         check_shape(spec, {"username": None}, account, "account")
+
+
+# The write routes (issue 12): each is checked against the scope its spec operation declares.
+WRITE_ROUTES = [
+    ("GET", "/api/v1/statuses/{id}"),
+    ("POST", "/api/v1/statuses/{id}/favourite"),
+    ("POST", "/api/v1/statuses/{id}/unfavourite"),
+    ("POST", "/api/v1/statuses/{id}/reblog"),
+    ("POST", "/api/v1/statuses/{id}/unreblog"),
+    ("GET", "/api/v1/accounts/{id}/statuses"),
+    ("GET", "/api/v1/follow_requests"),
+    ("POST", "/api/v1/follow_requests/{id}/authorize"),
+    ("POST", "/api/v1/follow_requests/{id}/reject"),
+    ("POST", "/api/v1/statuses"),
+]
+
+
+@pytest.mark.parametrize(("method", "template"), WRITE_ROUTES, ids=[f"{m} {p}" for m, p in WRITE_ROUTES])
+async def test_write_routes_check_the_spec_scope_and_answer_in_its_shape(
+    spec: dict[str, Any], method: str, template: str
+) -> None:
+    async with FakeGoToSocial() as gts, httpx.AsyncClient(base_url=gts.base_url) as http:
+        gts.add_user("alice")
+        op = _spec_op(spec, method, template)
+        assert op is not None
+        [scope] = op["security"][0]["OAuth2 Bearer"]
+        status_id = gts.seed_status("bob@remote.example", "hello @alice")["id"]
+        requester = gts.seed_follow_request("alice", "carol@remote.example")
+        ids = {"/api/v1/accounts/": gts.user("alice").account_id, "/api/v1/follow_requests/": requester}
+        fill = next((v for k, v in ids.items() if template.startswith(k)), status_id)
+        path = template.replace("{id}", fill)
+        data = {"status": "a reply", "in_reply_to_id": status_id} if template == "/api/v1/statuses" else None
+        others = "read:accounts" if scope != "read:accounts" else "read:notifications"
+        refused = await http.request(
+            method, path, data=data, headers={"Authorization": f"Bearer {gts.issue_token('alice', others)}"}
+        )
+        assert refused.status_code == 403
+        assert refused.json() == {"error": "Forbidden: token has insufficient scope permission"}
+        allowed = await http.request(
+            method, path, data=data, headers={"Authorization": f"Bearer {gts.issue_token('alice', scope)}"}
+        )
+        assert allowed.status_code == 200, allowed.text
+        check_shape(spec, allowed.json(), response_schema(spec, method, template), template)

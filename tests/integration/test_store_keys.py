@@ -15,9 +15,11 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.errors import KeyRingError
 from bot.store import key_rotation
+from bot.store.action_journal import ActionKind, Intent
 from bot.store.encrypted_columns import all_readable_with
 from bot.store.key_rotation import open_keyring, retire_old_keys, rotate_keys
 from bot.store.keyring import KeyRing
+from bot.store.records import AccountId
 from bot.store.repositories import Repositories
 
 if TYPE_CHECKING:
@@ -55,6 +57,12 @@ async def _store(sessions: async_sessionmaker[AsyncSession], ring: KeyRing) -> N
                 scopes="read",
             )
         await repos.matrix_session.save(user_id="@bot:example.org", device_id="DEV", access_token="syt-bot")
+        # A reply waiting to be posted keeps its text sealed; a done one (no text) has nothing to rotate.
+        for event_id in ("$waiting", "$done"):
+            await repos.action_journal.receive(
+                Intent(event_id, "@u0:example.org", AccountId(1), ActionKind.REPLY, "s1", "k", text="a reply")
+            )
+        await repos.action_journal.finish("$done")
 
 
 async def _read_all(sessions: async_sessionmaker[AsyncSession], ring: KeyRing) -> list[str]:
@@ -65,10 +73,13 @@ async def _read_all(sessions: async_sessionmaker[AsyncSession], ring: KeyRing) -
         assert app is not None
         assert session is not None
         tokens = [a.token for n in range(3) for a in await repos.accounts.list_for_user(f"@u{n}:example.org")]
-        return [app.client_secret, *tokens, session.access_token]
+        waiting = await repos.action_journal.get("$waiting")
+        assert waiting is not None
+        assert waiting.text is not None
+        return [app.client_secret, *tokens, session.access_token, waiting.text]
 
 
-EXPECTED = ["app-secret", "token-0", "token-1", "token-2", "syt-bot"]
+EXPECTED = ["app-secret", "token-0", "token-1", "token-2", "syt-bot", "a reply"]
 
 
 async def _key_ids_in_db(sessions: async_sessionmaker[AsyncSession]) -> set[str]:
@@ -78,7 +89,8 @@ async def _key_ids_in_db(sessions: async_sessionmaker[AsyncSession]) -> set[str]
                 text(
                     "SELECT client_secret_encrypted FROM fediverse_apps UNION ALL "
                     "SELECT token_encrypted FROM accounts UNION ALL "
-                    "SELECT access_token_encrypted FROM matrix_session"
+                    "SELECT access_token_encrypted FROM matrix_session UNION ALL "
+                    "SELECT text_encrypted FROM action_journal WHERE text_encrypted IS NOT NULL"
                 )
             )
         ).scalars()
@@ -147,7 +159,7 @@ async def test_rotation_reencrypts_everything_and_old_key_can_go(
     await _store(sessions, original)
     config = _config(tmp_path, db_url, key_file)
 
-    assert await rotate_keys(config) == 5
+    assert await rotate_keys(config) == 6
 
     rotated = KeyRing.load(key_file)
     assert rotated.current_key_id != original.current_key_id
@@ -198,7 +210,7 @@ async def test_rotation_interrupted_before_commit_leaves_a_readable_database(
     assert await _key_ids_in_db(sessions) == {original.current_key_id}
     assert await _read_all(sessions, on_disk) == EXPECTED
     async with sessions() as s:
-        assert await all_readable_with(s, on_disk) == 5
+        assert await all_readable_with(s, on_disk) == 6
 
 
 async def test_retire_refuses_while_secrets_need_an_old_key(

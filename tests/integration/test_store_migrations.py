@@ -30,12 +30,14 @@ from bot.store.models import Base
 ROOT = Path(__file__).resolve().parents[2]
 TABLES = {
     "accounts",
+    "action_journal",
     "dm_rooms",
     "fediverse_apps",
     "handled_events",
     "matrix_session",
     "pending_flows",
     "relay_leases",
+    "relayed_events",
     "relay_outbox",
     "relay_workers",
 }

@@ -171,4 +171,4 @@ def test_every_encrypted_column_is_sealed() -> None:
     }
     sealed = {(c.model.__tablename__, c.attribute) for c in SEALED_COLUMNS}
     assert encrypted == sealed
-    assert len(sealed) == 3
+    assert len(sealed) == 4

@@ -448,3 +448,18 @@ def test_max_message_bytes_stays_within_what_a_matrix_event_can_carry(value: str
         [problem] = problems_of(None, environ)
         assert problem.startswith("limits.max_message_bytes")
         assert "between 4096 and 60000" in problem
+
+
+def test_reaction_keys_are_configurable_and_checked(tmp_path: Path) -> None:
+    env = {
+        "GTS_BOT_MATRIX__HOMESERVER": "https://hs.test",
+        "GTS_BOT_MATRIX__USER_ID": "@bot:hs.test",
+        "GTS_BOT_MATRIX__PASSWORD": "pw-for-tests",
+        "GTS_BOT_DATA_DIR": str(tmp_path),
+        "GTS_BOT_ACTIONS__FAVOURITE_REACTIONS": "🌟,💯",
+    }
+    config = load_config(None, env)
+    assert config.actions.favourite_reactions == ("🌟", "💯")
+    assert config.actions.boost_reactions == ("🔁",)
+    with pytest.raises(ConfigError, match=r"actions\.boost_reactions"):
+        load_config(None, {**env, "GTS_BOT_ACTIONS__BOOST_REACTIONS": "a b"})

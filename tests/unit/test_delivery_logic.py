@@ -74,3 +74,24 @@ async def test_a_message_the_room_refuses_for_size_is_dropped_and_the_cursor_mov
     assert [body for body in sender.bodies() if "HUGE" in body] == []
     assert any("fits" in body for body in sender.bodies())
     assert store.cursors == {ACCOUNT: "01B"}
+
+
+def favourite(nid: str, who: str) -> DeliveryItem:
+    notification = {
+        "id": nid, "type": "favourite", "created_at": "2026-12-01T10:00:00.000Z",
+        "account": {"id": who, "username": who, "acct": f"{who}@remote.example", "display_name": who,
+                    "url": f"https://remote.example/@{who}"},
+        "status": {"id": "mine", "content": "<p>my post</p>", "url": "https://gts.example/s/mine",
+                   "visibility": "public", "spoiler_text": "", "sensitive": False},
+    }  # fmt: skip
+    return DeliveryItem(ACCOUNT, nid, "favourite", parse_notification(notification), "gts.example", None)
+
+
+async def test_a_message_showing_one_notification_is_mapped_to_it_a_grouped_one_is_not() -> None:
+    store, sender = MemoryStore(), RecordingMatrix()
+    await deliver(store, sender, [mention("01A", "first")])
+    await deliver(store, sender, [favourite("01B", "carol"), favourite("01C", "dave")])
+    assert len(sender.events) == 2  # the two favourites share one message
+    [(event_id, target)] = store.mapped.items()
+    assert event_id == "$event1"
+    assert (target.account_id, target.notification_id, target.status_id) == (ACCOUNT, "01A", "s01A")

@@ -35,7 +35,8 @@ from tests.fakes.gotosocial.render import (
     nodeinfo_links,
     status_json,
 )
-from tests.fakes.gotosocial.state import FakeState, StoredNotification
+from tests.fakes.gotosocial.state import FakeState, StoredNotification, StoredStatus
+from tests.fakes.gotosocial.writes import add_follow_request
 
 _KNOWN_TYPES = NOTIFICATION_TYPES
 
@@ -158,6 +159,9 @@ def create_notification(state: FakeState, username: str, type_: str, from_userna
             status_html = f"<p>{html.escape(text)}</p>"
         state.statuses_by_user[author.account_id] = state.statuses_by_user.get(author.account_id, 0) + 1
         status = status_json(state, author, status_id, iso_seconds(now), status_html, spoiler_text)
+        state.writes.statuses[status_id] = StoredStatus(status, author.account_id, "public")
+    if type_ == "follow_request":
+        add_follow_request(state, target, origin)
     body: dict[str, Any] = {"id": state.new_id(), "type": type_, "created_at": iso_seconds(now),
                             "account": account_json(state, origin)}
     if status is not None:

@@ -173,7 +173,10 @@ async def _dispatch(request: web.Request, handler: Handler, path: str) -> web.St
     if path in faults.malformed_json_paths:
         return web.Response(status=200, body=b'{"id":"01', content_type="application/json")
     try:
-        return await handler(request)
+        response = await handler(request)
+        if path in faults.drop_after_write:
+            return _abort(request)  # done here, but the client never hears back
+        return response
     except ApiError as err:
         return api_error_response(request, err)
     except OAuthError as err:

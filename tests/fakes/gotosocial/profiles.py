@@ -18,6 +18,9 @@ StreamTokenSource = Literal["query", "protocol", "bearer"]
 StreamScopeRefusal = Literal["handshake", "error_frame"]
 RateLimitModel = Literal["per_ip", "mastodon_buckets"]
 AdvertisedStreamScheme = Literal["wss", "same_as_instance"]
+# Idempotency-Key: GoToSocial ignores it; Mastodon remembers (account, key) → the status it posted, for an
+# hour (PostStatusService); Akkoma's IdempotencyPlug replays any cached POST/PUT/PATCH response (6 hours).
+IdempotencyModel = Literal["ignored", "status_per_account", "response_cache"]
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,10 @@ class Profile:
     revoke_closes_streams: bool
     # --- rate limits
     rate_limit_model: RateLimitModel
+    # --- writes (issue 12)
+    idempotency: IdempotencyModel = "ignored"
+    follow_scope_covers_follow_requests: bool = False  # Mastodon's and Akkoma's legacy `follow` scope
+    status_char_limit: int = 5000
 
 
 GOTOSOCIAL = Profile(
@@ -125,6 +132,9 @@ MASTODON = Profile(
     advertised_stream_scheme="same_as_instance",
     revoke_closes_streams=True,
     rate_limit_model="mastodon_buckets",
+    idempotency="status_per_account",
+    follow_scope_covers_follow_requests=True,
+    status_char_limit=500,
 )
 
 AKKOMA = Profile(
@@ -158,6 +168,9 @@ AKKOMA = Profile(
     advertised_stream_scheme="same_as_instance",
     revoke_closes_streams=True,
     rate_limit_model="per_ip",
+    idempotency="response_cache",
+    follow_scope_covers_follow_requests=True,
+    status_char_limit=5000,
 )
 
 PROFILES: dict[str, Profile] = {p.name: p for p in (GOTOSOCIAL, MASTODON, AKKOMA)}

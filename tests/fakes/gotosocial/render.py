@@ -7,6 +7,8 @@ from typing import Any
 
 from tests.fakes.gotosocial.state import FakeApp, FakeState, FakeUser
 
+DEFAULT_PRIVACY = "unlisted"  # every fake user's default visibility (`source.privacy`)
+
 
 def account_json(state: FakeState, user: FakeUser, *, with_source: bool = False) -> dict[str, Any]:
     if user.domain is None:
@@ -41,7 +43,7 @@ def account_json(state: FakeState, user: FakeUser, *, with_source: bool = False)
     }
     if with_source:
         out["source"] = {
-            "privacy": "unlisted",
+            "privacy": DEFAULT_PRIVACY,
             "web_visibility": "unlisted",
             "sensitive": False,
             "language": "en",

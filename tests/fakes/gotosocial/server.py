@@ -25,6 +25,7 @@ from tests.fakes.gotosocial import api as gts_api
 from tests.fakes.gotosocial import oauth as gts_oauth
 from tests.fakes.gotosocial import stream as gts_stream
 from tests.fakes.gotosocial import tokens as gts_token
+from tests.fakes.gotosocial import writes as gts_writes
 from tests.fakes.gotosocial.core import OOB_URI, oauth_secret
 from tests.fakes.gotosocial.hostile import Hostile
 from tests.fakes.gotosocial.httputil import STATE
@@ -131,6 +132,7 @@ class FakeGoToSocial:
         r.add_get("/nodeinfo/{schema}", gts_api.get_nodeinfo, allow_head=False)
         r.add_get("/livez", gts_api.health)
         r.add_get("/readyz", gts_api.health)
+        gts_writes.add_routes(r)
         return app
 
     def _make_stream_app(self) -> web.Application:
@@ -305,6 +307,44 @@ class FakeGoToSocial:
         ``from_username`` may be ``name@remote.example`` for a remote account."""
         return gts_api.create_notification(self.state, username, type, from_username, status_text=status_text,
                                            spoiler_text=spoiler_text, status_html=status_html)
+
+    # --- writes (issue 12) -------------------------------------------------------------------------------
+    @property
+    def write_calls(self) -> list[tuple[str, str, dict[str, str]]]:
+        """(method, path, body fields) of every call to a write endpoint, refused ones included."""
+        return self.state.writes.calls
+
+    def seed_status(self, author: str, text: str, *, visibility: str = "public", spoiler_text: str = "",
+                    in_reply_to_id: str | None = None) -> dict[str, Any]:
+        """A status by `author` (a local username or ``name@remote.example``); ``@acct`` words in the text
+        become its mentions, as on the server. Returns its JSON."""
+        parent = self.state.writes.statuses[in_reply_to_id] if in_reply_to_id else None
+        stored = gts_writes.store_status(self.state, self.state.ensure_account(author), text,
+                                         visibility=visibility, spoiler_text=spoiler_text, in_reply_to=parent)
+        return stored.body
+
+    def seed_follow_request(self, username: str, from_acct: str) -> str:
+        """A pending request from `from_acct` to follow local `username`; returns the requester's id."""
+        requester = self.state.ensure_account(from_acct)
+        gts_writes.add_follow_request(self.state, self.user(username), requester)
+        return requester.account_id
+
+    def pending_follow_requests(self, username: str) -> list[str]:
+        return list(self.state.writes.follow_requests.get(self.user(username).account_id, []))
+
+    def followers(self, username: str) -> set[str]:
+        return set(self.state.writes.followers.get(self.user(username).account_id, set()))
+
+    def posted_statuses(self, username: str) -> list[dict[str, Any]]:
+        """The statuses `username` has posted (or that were seeded as theirs), oldest first."""
+        account_id = self.user(username).account_id
+        return [s.body for s in self.state.writes.statuses.values() if s.author_account_id == account_id]
+
+    def favourited(self, username: str, status_id: str) -> bool:
+        return (self.user(username).account_id, status_id) in self.state.writes.favourites
+
+    def reblogged(self, username: str, status_id: str) -> bool:
+        return (self.user(username).account_id, status_id) in self.state.writes.reblogs
 
     # --- the browser flow ----------------------------------------------------------------------------
     async def authorize(self, authorize_url: str, email: str, password: str) -> str:

@@ -77,6 +77,34 @@ class StoredNotification:
 
 
 @dataclass
+class StoredStatus:
+    """A status the fake knows: its JSON (as GET /api/v1/statuses/:id renders it) and who may see it."""
+
+    body: dict[str, Any]
+    author_account_id: str
+    visibility: str
+    mentioned_account_ids: frozenset[str] = frozenset()
+    created: float = field(default_factory=time.monotonic)
+
+
+@dataclass
+class WriteState:
+    """What the write endpoints change, and the record of every call to them (refused ones too)."""
+
+    statuses: dict[str, StoredStatus] = field(default_factory=dict)  # by status id, oldest first
+    favourites: set[tuple[str, str]] = field(default_factory=set)  # (account id, status id)
+    reblogs: dict[tuple[str, str], str] = field(default_factory=dict)  # (account id, status id) → boost id
+    follow_requests: dict[str, list[str]] = field(default_factory=dict)  # target account → requester ids
+    followers: dict[str, set[str]] = field(default_factory=dict)  # account id → follower account ids
+    calls: list[tuple[str, str, dict[str, str]]] = field(default_factory=list)  # (method, path, body)
+    # Idempotency-Key memory: Mastodon's (account, key) → status id; Akkoma's replayable responses.
+    posted_by_key: dict[tuple[str, str], tuple[str, float]] = field(default_factory=dict)
+    cached_responses: dict[tuple[str, str, str, str], tuple[int, str, bytes, float]] = field(
+        default_factory=dict
+    )
+
+
+@dataclass
 class Session:
     id: str = field(repr=False)
     data: dict[str, str] = field(default_factory=dict)
@@ -101,6 +129,7 @@ class FaultKnobs:
     huge_body_paths: set[str] = field(default_factory=set)
     huge_body_size: int = 8 * 1024 * 1024
     malformed_json_paths: set[str] = field(default_factory=set)
+    drop_after_write: set[str] = field(default_factory=set)  # handled, then the connection is dropped
     redirect_paths: dict[str, str] = field(default_factory=dict)
     down: bool = False
     down_status: int | None = None  # None: drop connections without an answer; else answer this status
@@ -163,6 +192,7 @@ class FakeState:
         self.rate_clock: Callable[[], float] = time.time  # wall clock of those windows; tests may pin it
         self.request_log: list[tuple[str, str]] = []
         self.served_over_rest: set[str] = set()  # ids of notifications a REST page returned
+        self.writes = WriteState()
         self.faults = FaultKnobs(_drop=self.drop_streams)
 
     @property

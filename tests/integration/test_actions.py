@@ -1,0 +1,545 @@
+"""Acting from Matrix through the router: reactions, their redaction, replies and `post`, against the fake
+server over loopback (every profile) with a real database and a recording Matrix side."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from bot.actions.journal import ActionJournal, Started
+from bot.actions.service import RESUME_WITHIN, ActionService
+from bot.commands.handlers import BotCommands
+from bot.commands.throttle import UserThrottle
+from bot.config import MatrixConfig
+from bot.dm_registry import DmDirectory
+from bot.fediverse.client import FediverseClient
+from bot.fediverse.instance import parse_instance
+from bot.fediverse.models import parse_notification
+from bot.matrix.types import EventId, IncomingMessage, Reaction, Redaction, RoomId, UserId
+from bot.relay.delivery_store import DeliveryStore, OutboxDraft
+from bot.relay.event_targets import target_of
+from bot.router import HandledEvents, Router
+from bot.store.action_journal import ActionState
+from bot.store.keyring import KeyRing
+from bot.store.models import ActionJournalEntry
+from bot.store.records import AccountRecord, utc_now
+from bot.store.repositories import Repositories
+from bot.store.session_store import DatabaseHandledEvents
+from tests.fakes.gotosocial import PROFILES, FakeGoToSocial, Profile
+from tests.fakes.matrix import RecordingMatrix
+from tests.integration.fedi_support import fedi_client
+from tests.integration.test_router import NoFlows, Relay, Rooms
+
+ALL = pytest.mark.parametrize("profile", list(PROFILES.values()), ids=list(PROFILES))
+ACT = "read write:statuses write:favourites write:follows"
+BOT, ALICE, EVE = "@bot:hs.test", "@alice:hs.test", "@eve:hs.test"
+DM, GROUP = "!dm:hs.test", "!group:hs.test"
+
+
+class StartFails(ActionJournal):
+    """The bot stops after taking the event from the sync but before its action's turn came (once)."""
+
+    failures = 1
+
+    async def start(self, **kwargs: Any) -> Started:
+        if self.failures:
+            self.failures -= 1
+            raise RuntimeError("the bot stopped here")
+        return await super().start(**kwargs)
+
+
+class FinishFails(ActionJournal):
+    """The bot stops between the server call and `finish` (once): the entry stays pending."""
+
+    failures = 1
+
+    async def finish(self, event_id: str, *, result_id: str | None = None, url: str | None = None) -> None:
+        if self.failures:
+            self.failures -= 1
+            raise RuntimeError("the bot stopped here")
+        await super().finish(event_id, result_id=result_id, url=url)
+
+
+@dataclass
+class World:
+    sessions: async_sessionmaker[AsyncSession]
+    keyring: KeyRing
+    fake: FakeGoToSocial
+    client: FediverseClient
+    account: AccountRecord
+    matrix: RecordingMatrix
+    router: Router
+    relayed: int = 0
+
+    async def relay(self, notification: dict[str, Any]) -> EventId:
+        """Deliver a notification as the relay does: an outbox row, then the commit that maps it."""
+        self.relayed += 1
+        parsed = parse_notification(notification)
+        store = DeliveryStore(self.sessions, self.keyring, ALICE)
+        draft = OutboxDraft(f"txn{self.relayed}", "body", "<p>body</p>", target_of(self.account.id, parsed))
+        records = await store.write_batch([draft], {})
+        assert records is not None
+        event_id = EventId(f"$relayed{self.relayed}")
+        await store.commit(records[0], sent_as=event_id)
+        return event_id
+
+    async def handle(self, *events: IncomingMessage | Reaction | Redaction) -> None:
+        for event in events:
+            await self.router.handle(event)
+        await self.router.settled()
+
+    def said(self) -> list[str]:
+        return self.matrix.bodies()
+
+
+def reaction(key: str, on: str, event: str, *, sender: str = ALICE, room: str = DM) -> Reaction:
+    return Reaction(RoomId(room), EventId(event), UserId(sender), EventId(on), key)
+
+
+def reply(text: str, to: str, event: str, *, sender: str = ALICE, room: str = DM) -> IncomingMessage:
+    body = f"> <@bot:hs.test> body\n\n{text}"
+    return IncomingMessage(
+        RoomId(room), EventId(event), UserId(sender), body, None, "m.text", True, 0, reply_to=EventId(to)
+    )
+
+
+def command(text: str, event: str) -> IncomingMessage:
+    return IncomingMessage(RoomId(DM), EventId(event), UserId(ALICE), text, None, "m.text", True, 0)
+
+
+async def build_world(
+    sessions: async_sessionmaker[AsyncSession],
+    keyring: KeyRing,
+    fake: FakeGoToSocial,
+    client: FediverseClient,
+    *,
+    scopes: str = ACT,
+    journal: ActionJournal | None = None,
+    software: str | None = None,
+    handled: HandledEvents | None = None,
+) -> World:
+    token = fake.issue_token("alice", scopes)
+    instance = parse_instance(fake.base_url, allow_http=True)
+    me = await client.verify_credentials(instance, token)
+    async with sessions() as s, s.begin():
+        repos = Repositories(s, keyring)
+        app = await repos.apps.get(instance.key, scopes) or await repos.apps.add(
+            instance=instance.key, scopes=scopes, client_id="cid", client_secret="cs"
+        )
+        account = await repos.accounts.upsert(
+            matrix_user_id=ALICE,
+            instance=instance.key,
+            app_id=app.id,
+            fediverse_account_id=me.id,
+            acct=me.acct,
+            token=token,
+            scopes=scopes,
+            software=software,
+        )
+        await repos.dm_rooms.set(ALICE, DM)
+    matrix = RecordingMatrix()
+    service = ActionService(
+        journal=journal or ActionJournal(sessions, keyring),
+        writer=client.actions,
+        credentials=client,
+        allow_http=True,
+        clock=lambda: 0.0,
+    )
+    router = Router(
+        matrix=matrix,
+        dms=DmDirectory(sessions, Rooms({(DM, ALICE)})),
+        commands=BotCommands(flows=None, accounts=None, clock=None, posting=service),  # type: ignore[arg-type]
+        flows=NoFlows(),
+        handled=handled or _AlwaysNew(),
+        config=MatrixConfig(homeserver="https://hs.test", user_id=BOT, allowed_users=("@*:hs.test",)),
+        throttle=UserThrottle(100, clock=lambda: 0.0),
+        relay=Relay(),
+        bot_user_id=BOT,
+        clock=lambda: 0.0,
+        actions=service,
+    )
+    return World(sessions, keyring, fake, client, account, matrix, router)
+
+
+class _AlwaysNew:
+    async def mark_handled(self, event_id: str, room_id: str) -> bool:
+        return True
+
+
+@pytest.fixture
+async def fake(profile: Profile) -> AsyncIterator[FakeGoToSocial]:
+    server = FakeGoToSocial(profile=profile)
+    await server.start()
+    server.add_user("alice")
+    try:
+        yield server
+    finally:
+        await server.stop()
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[FediverseClient]:
+    async with fedi_client() as c:
+        yield c
+
+
+@pytest.fixture
+async def world(
+    sessions: async_sessionmaker[AsyncSession],
+    keyring: KeyRing,
+    fake: FakeGoToSocial,
+    client: FediverseClient,
+) -> World:
+    return await build_world(sessions, keyring, fake, client)
+
+
+def writes(fake: FakeGoToSocial, method: str = "POST") -> list[str]:
+    return [path for m, path, _ in fake.write_calls if m == method]
+
+
+def posted_replies(fake: FakeGoToSocial) -> list[dict[str, Any]]:
+    return [s for s in fake.posted_statuses("alice") if s.get("in_reply_to_id")]
+
+
+@ALL
+async def test_a_matrix_reply_becomes_a_reply_with_mentions_visibility_and_cw(world: World) -> None:
+    fake = world.fake
+    fake.seed_status("carol@third.example", "hi")  # known to the server, so a mention of her resolves
+    notification = fake.notify(
+        "alice",
+        "mention",
+        "bob@remote.example",
+        status_text="@alice @carol@third.example lunch?",
+        spoiler_text="food",
+    )
+    status_id = notification["status"]["id"]
+    fake.state.writes.statuses[status_id].body["visibility"] = "private"
+    relayed = await world.relay(notification)
+
+    await world.handle(reply("<b>yes</b> please", relayed, "$reply1"))
+
+    [posted] = posted_replies(fake)
+    assert posted["in_reply_to_id"] == status_id
+    assert posted["visibility"] == "private"  # never wider than the original
+    assert posted["spoiler_text"] == "food"
+    mentioned = {m["acct"] for m in posted["mentions"]}
+    assert "bob@remote.example" in mentioned
+    [confirmation] = world.said()
+    assert confirmation.startswith("Replied as @")
+    assert posted["url"] in confirmation
+
+    public = await world.relay(fake.notify("alice", "mention", "bob@remote.example", status_text="@alice hi"))
+    await world.handle(reply("hello", public, "$reply2"))
+    assert posted_replies(fake)[-1]["visibility"] == "unlisted"  # the account's default is narrower
+
+
+@ALL
+async def test_star_favourites_boost_boosts_and_removing_them_undoes(world: World) -> None:
+    fake = world.fake
+    notification = fake.notify("alice", "mention", "bob@remote.example", status_text="@alice look")
+    status_id = notification["status"]["id"]
+    relayed = await world.relay(notification)
+
+    await world.handle(reaction("⭐", relayed, "$star"), reaction("🔁", relayed, "$boost"))
+    assert fake.favourited("alice", status_id)
+    assert fake.reblogged("alice", status_id)
+
+    await world.handle(Redaction(RoomId(DM), EventId("$unstar"), UserId(ALICE), EventId("$star")))
+    assert not fake.favourited("alice", status_id)
+    assert fake.reblogged("alice", status_id)
+    await world.handle(Redaction(RoomId(DM), EventId("$unboost"), UserId(ALICE), EventId("$boost")))
+    assert not fake.reblogged("alice", status_id)
+    assert [s.split(" as ")[0] for s in world.said()] == [
+        "Favourited",
+        "Boosted",
+        "Removed the favourite",
+        "Undid the boost",
+    ]
+
+
+@ALL
+async def test_check_mark_accepts_a_follow_request_and_a_reply_rejects_another(world: World) -> None:
+    fake = world.fake
+    first = fake.seed_follow_request("alice", "dave@remote.example")
+    second = fake.seed_follow_request("alice", "mallory@remote.example")
+    one = await world.relay(fake.notify("alice", "follow_request", "dave@remote.example"))
+    other = await world.relay(fake.notify("alice", "follow_request", "mallory@remote.example"))
+
+    await world.handle(reaction("✅", one, "$yes"), reply("Reject", other, "$no"))
+
+    assert fake.pending_follow_requests("alice") == []
+    assert first in fake.followers("alice")
+    assert second not in fake.followers("alice")
+    assert world.said() == [
+        f"Accepted the follow request as @{world.account.acct}.",
+        f"Rejected the follow request as @{world.account.acct}.",
+    ]
+
+
+@pytest.mark.parametrize("profile", [PROFILES["gotosocial"]], ids=["gotosocial"])
+async def test_a_read_only_account_gets_one_hint_and_the_server_no_write_call(
+    sessions: async_sessionmaker[AsyncSession],
+    keyring: KeyRing,
+    fake: FakeGoToSocial,
+    client: FediverseClient,
+) -> None:
+    world = await build_world(sessions, keyring, fake, client, scopes="read")
+    relayed = await world.relay(fake.notify("alice", "mention", "bob@remote.example", status_text="@alice x"))
+
+    await world.handle(
+        reaction("⭐", relayed, "$a"), reaction("🔁", relayed, "$b"), reply("hello", relayed, "$c")
+    )
+
+    assert fake.write_calls == []
+    [hint] = world.said()
+    assert "read-only" in hint
+    assert "!gts allow-actions" in hint
+
+
+@pytest.mark.parametrize("profile", [PROFILES["gotosocial"]], ids=["gotosocial"])
+async def test_what_is_not_the_owners_in_their_dm_on_a_relayed_message_does_nothing(world: World) -> None:
+    fake = world.fake
+    relayed = await world.relay(fake.notify("alice", "mention", "bob@remote.example", status_text="@alice x"))
+    await world.handle(
+        reaction("⭐", relayed, "$eve", sender=EVE),  # someone else, in the same room
+        reaction("⭐", relayed, "$group", room=GROUP),  # the owner, but not in their DM
+        reaction("⭐", "$not-relayed", "$other"),  # a message the bot did not relay
+        reply("hi", "$not-relayed", "$r1"),  # a reply to something else
+        reaction("😂", relayed, "$laugh"),  # not an action key
+        Redaction(RoomId(DM), EventId("$x"), UserId(EVE), EventId("$eve")),
+    )
+    assert fake.write_calls == []
+    assert world.said() == []
+
+    await world.handle(reaction("⭐", relayed, "$mine"))  # the positive marker: the owner's own does act
+    assert len(writes(fake)) == 1
+
+
+@ALL
+async def test_a_crash_after_the_server_call_and_a_replayed_event_post_once(
+    sessions: async_sessionmaker[AsyncSession],
+    keyring: KeyRing,
+    fake: FakeGoToSocial,
+    client: FediverseClient,
+) -> None:
+    journal = FinishFails(sessions, keyring)
+    world = await build_world(sessions, keyring, fake, client, journal=journal)
+    relayed = await world.relay(fake.notify("alice", "mention", "bob@remote.example", status_text="@alice q"))
+    answer = reply("an answer", relayed, "$reply")
+
+    await world.handle(answer)  # posted, but the journal was not finished
+    assert len(posted_replies(fake)) == 1
+    async with sessions() as s:
+        entry = await Repositories(s, keyring).action_journal.get("$reply")
+    assert entry is not None
+    assert entry.state is ActionState.PENDING
+
+    await world.handle(answer)  # the replayed sync
+    await world.handle(answer)  # and once more, now that it is done
+    assert len(posted_replies(fake)) == 1
+    async with sessions() as s:
+        entry = await Repositories(s, keyring).action_journal.get("$reply")
+    assert entry is not None
+    assert entry.state is ActionState.DONE
+    assert len([b for b in world.said() if b.startswith("Replied")]) == 1
+
+
+@ALL
+async def test_post_uses_the_named_visibility_or_the_accounts_default_once_per_command(world: World) -> None:
+    fake = world.fake
+    await world.handle(command("!gts post private hello\nworld", "$p1"), command("!gts post plain", "$p2"))
+    await world.handle(command("!gts post private hello\nworld", "$p1"))  # replayed: not posted again
+    first, second = fake.posted_statuses("alice")  # exactly two
+    assert first["visibility"] == "private"
+    assert "hello" in first["content"]
+    assert "world" in first["content"]
+    assert second["visibility"] == "unlisted"  # the fake's `source.privacy`
+    assert all(b.startswith("Posted as @") for b in world.said())
+
+
+@pytest.mark.parametrize("profile", [PROFILES["gotosocial"]], ids=["gotosocial"])
+async def test_revoke_and_forget_me_delete_the_event_map_and_journal(world: World) -> None:
+    relayed = await world.relay(world.fake.notify("alice", "mention", "bob@remote.example", status_text="x"))
+    await world.handle(reaction("⭐", relayed, "$star"))
+    async with world.sessions() as s, s.begin():
+        repos = Repositories(s, world.keyring)
+        assert await repos.relayed_events.count_for_user(ALICE) == 1
+        assert await repos.action_journal.get("$star") is not None
+        await repos.delete_account(world.account.id)
+    async with world.sessions() as s:
+        repos = Repositories(s, world.keyring)
+        assert await repos.relayed_events.get(relayed) is None
+        assert await repos.action_journal.get("$star") is None
+
+
+@pytest.mark.parametrize("profile", [PROFILES["gotosocial"]], ids=["gotosocial"])
+async def test_after_a_restart_unfinished_reactions_and_replies_are_finished_without_their_event(
+    sessions: async_sessionmaker[AsyncSession],
+    keyring: KeyRing,
+    fake: FakeGoToSocial,
+    client: FediverseClient,
+) -> None:
+    journal = FinishFails(sessions, keyring)
+    journal.failures = 2
+    world = await build_world(sessions, keyring, fake, client, journal=journal)
+    notification = fake.notify("alice", "mention", "bob@remote.example", status_text="@alice x")
+    relayed = await world.relay(notification)
+    await world.handle(reaction("⭐", relayed, "$star"), reply("answer", relayed, "$reply"))
+    assert fake.favourited("alice", notification["status"]["id"])
+    assert not any(b.startswith(("Favourited", "Replied")) for b in world.said())
+
+    restarted = await build_world(sessions, keyring, fake, client)  # same database, a new bot
+    await restarted.router.resume_actions()
+    await restarted.router.settled()
+
+    [posted] = posted_replies(fake)  # found among the recent statuses, not posted again
+    assert sorted(restarted.said()) == [
+        f"Favourited as @{world.account.acct}.",
+        f"Replied as @{world.account.acct}: {posted['url']}",
+    ]
+    async with sessions() as s:
+        repos = Repositories(s, keyring)
+        star, answer = await repos.action_journal.get("$star"), await repos.action_journal.get("$reply")
+    assert star is not None
+    assert star.state is ActionState.DONE
+    assert answer is not None
+    assert answer.state is ActionState.DONE
+    assert answer.text is None  # the text is kept only until the reply is done
+
+
+@ALL
+async def test_a_reply_taken_from_the_sync_whose_turn_never_came_is_posted_once_after_a_restart(
+    sessions: async_sessionmaker[AsyncSession],
+    keyring: KeyRing,
+    fake: FakeGoToSocial,
+    client: FediverseClient,
+) -> None:
+    world = await build_world(sessions, keyring, fake, client, journal=StartFails(sessions, keyring))
+    notification = fake.notify("alice", "mention", "bob@remote.example", status_text="@alice lunch?")
+    relayed = await world.relay(notification)
+    await world.handle(reply("a secret place", relayed, "$reply"))  # the sync token moved past it
+    assert fake.write_calls == []
+    assert not any(b.startswith("Replied") for b in world.said())
+    async with sessions() as s:
+        raw = await s.get(ActionJournalEntry, "$reply")
+        assert raw is not None
+        assert raw.text_encrypted is not None
+        assert "secret" not in raw.text_encrypted  # encrypted at rest
+
+    restarted = await build_world(sessions, keyring, fake, client)
+    await restarted.router.resume_actions()
+    await restarted.router.settled()
+    await restarted.router.resume_actions()  # a second restart finds nothing left to do
+    await restarted.router.settled()
+
+    [posted] = posted_replies(fake)
+    assert posted["in_reply_to_id"] == notification["status"]["id"]
+    assert "a secret place" in posted["content"]
+    assert restarted.said() == [f"Replied as @{world.account.acct}: {posted['url']}"]
+
+
+@ALL
+async def test_reactions_taken_from_the_sync_whose_turn_never_came_are_done_after_a_restart(
+    sessions: async_sessionmaker[AsyncSession],
+    keyring: KeyRing,
+    fake: FakeGoToSocial,
+    client: FediverseClient,
+) -> None:
+    journal = StartFails(sessions, keyring)
+    journal.failures = 2
+    world = await build_world(sessions, keyring, fake, client, journal=journal)
+    notification = fake.notify("alice", "mention", "bob@remote.example", status_text="@alice look")
+    relayed = await world.relay(notification)
+    requester = fake.seed_follow_request("alice", "dave@remote.example")
+    request = await world.relay(fake.notify("alice", "follow_request", "dave@remote.example"))
+    await world.handle(reaction("⭐", relayed, "$star"), reaction("✅", request, "$yes"))
+    assert fake.write_calls == []
+
+    restarted = await build_world(sessions, keyring, fake, client)
+    await restarted.router.resume_actions()
+    await restarted.router.settled()
+
+    assert fake.favourited("alice", notification["status"]["id"])
+    assert requester in fake.followers("alice")
+    assert sorted(restarted.said()) == [
+        f"Accepted the follow request as @{world.account.acct}.",
+        f"Favourited as @{world.account.acct}.",
+    ]
+
+
+@ALL
+async def test_a_replayed_post_command_after_a_crash_is_confirmed_once_with_its_link(
+    sessions: async_sessionmaker[AsyncSession],
+    keyring: KeyRing,
+    fake: FakeGoToSocial,
+    client: FediverseClient,
+) -> None:
+    handled = DatabaseHandledEvents(sessions)
+    world = await build_world(
+        sessions, keyring, fake, client, journal=FinishFails(sessions, keyring), handled=handled
+    )
+    post = command("!gts post private back from lunch", "$post")
+    await world.handle(post)  # posted, but the bot stopped before noting it done and confirming
+    assert len(fake.posted_statuses("alice")) == 1
+    assert not any(b.startswith("Posted") for b in world.said())
+
+    restarted = await build_world(sessions, keyring, fake, client, handled=handled)
+    await restarted.handle(post)  # the replayed sync: already handled as a command
+    await restarted.router.resume_actions()
+    await restarted.router.settled()
+    await restarted.handle(post)
+
+    [status] = fake.posted_statuses("alice")
+    assert status["visibility"] == "private"
+    assert restarted.said() == [f"Posted as @{world.account.acct}: {status['url']}"]
+
+
+@ALL
+async def test_resuming_is_bounded_to_the_last_day(
+    sessions: async_sessionmaker[AsyncSession],
+    keyring: KeyRing,
+    fake: FakeGoToSocial,
+    client: FediverseClient,
+) -> None:
+    journal = StartFails(sessions, keyring)
+    journal.failures = 2  # neither post's turn came
+    world = await build_world(sessions, keyring, fake, client, journal=journal)
+    await world.handle(command("!gts post too late", "$old"))
+    async with sessions() as s, s.begin():
+        raw = await s.get(ActionJournalEntry, "$old")
+        assert raw is not None
+        raw.created_at = utc_now() - RESUME_WITHIN - timedelta(minutes=1)
+    await world.handle(command("!gts post in time", "$new"))  # the marker that resuming ran
+    assert fake.write_calls == []
+
+    restarted = await build_world(sessions, keyring, fake, client)
+    await restarted.router.resume_actions()
+    await restarted.router.settled()
+
+    [status] = fake.posted_statuses("alice")
+    assert "in time" in status["content"]
+    assert len(restarted.said()) == 1
+
+
+@pytest.mark.parametrize("profile", [PROFILES["mastodon"], PROFILES["akkoma"]], ids=["mastodon", "akkoma"])
+async def test_the_legacy_follow_scope_answers_follow_requests_where_the_server_takes_it(
+    sessions: async_sessionmaker[AsyncSession],
+    keyring: KeyRing,
+    fake: FakeGoToSocial,
+    client: FediverseClient,
+    profile: Profile,
+) -> None:
+    scopes = "read write:statuses write:favourites follow"
+    world = await build_world(sessions, keyring, fake, client, scopes=scopes, software=profile.software)
+    requester = fake.seed_follow_request("alice", "dave@remote.example")
+    relayed = await world.relay(fake.notify("alice", "follow_request", "dave@remote.example"))
+
+    await world.handle(reaction("✅", relayed, "$yes"))
+
+    assert requester in fake.followers("alice")
+    assert world.said() == [f"Accepted the follow request as @{world.account.acct}."]
