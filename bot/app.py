@@ -87,12 +87,13 @@ async def running_bot(config: Config, *, resolver: Resolver | None = None) -> As
             keyring.on_secret(redactor.add_remote_secret)
             keyring.on_forget(redactor.forget_secret)
 
+        pacers = PacerRegistry()  # one budget per instance, shared by REST calls and stream handshakes
         client = await stack.enter_async_context(
             open_fediverse_client(
-                config.fediverse, resolver, pacers=PacerRegistry(), on_response=metrics.instance_request
+                config.fediverse, resolver, pacers=pacers, on_response=metrics.instance_request
             )
         )
-        connector = build_stream_connector(config.fediverse, resolver)
+        connector = build_stream_connector(config.fediverse, resolver, pacers=pacers)
 
         matrix = MatrixAdapter(
             Credentials(
