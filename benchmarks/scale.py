@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import random
 import resource
@@ -45,6 +46,7 @@ from bot.fediverse.guard import build_http_client
 from bot.fediverse.instance import parse_instance
 from bot.fediverse.ratelimit import PacerRegistry
 from bot.fediverse.streaming import build_stream_connector
+from bot.relay.heap import freeze_long_lived
 from bot.relay.manager import RelayManager
 from bot.relay.tuning import RelayTuning
 from bot.store.db import create_engine, session_factory
@@ -243,7 +245,23 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
 
 
+pauses: list[float] = []
+
+
+def _watch_gc() -> None:
+    started: list[float] = []
+
+    def callback(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            started[:] = [time.perf_counter()]
+        elif started:
+            pauses.append(time.perf_counter() - started[0])
+
+    gc.callbacks.append(callback)
+
+
 async def bench(args: argparse.Namespace) -> None:
+    _watch_gc()
     fakes, instances = await start_fakes(args)
     n = sum(len(info["tokens"]) for info in instances)
     settings = FediverseConfig(allow_http=True, allow_private_addresses=True, request_timeout=30.0)
@@ -256,6 +274,14 @@ async def bench(args: argparse.Namespace) -> None:
         print(f"{n} accounts on {len(instances)} instances; database written in {took:.0f} s")
         async with build_http_client(settings) as http:
             sender = RecordingMatrix()
+
+            def freeze() -> None:
+                t = time.monotonic()
+                freeze_long_lived()
+                print(
+                    f"  heap settled (gc.freeze) in {time.monotonic() - t:.1f} s; "
+                    f"{gc.get_freeze_count()} objects frozen"
+                )
 
             def process() -> RelayManager:
                 """What one bot process builds: its own pacers, shared by REST and stream handshakes."""
@@ -272,6 +298,7 @@ async def bench(args: argparse.Namespace) -> None:
                     notify_user=_no_notify,
                     tuning=RelayTuning(),
                     rng=random.Random(3),
+                    on_streams_open=freeze if args.freeze else None,
                 )
 
             relay = process()
@@ -279,6 +306,7 @@ async def bench(args: argparse.Namespace) -> None:
             report_start("start", start, n, args.budget, args.window)
 
             count = int(args.rate * args.seconds)
+            pauses.clear()
             ru0 = resource.getrusage(resource.RUSAGE_SELF)
             per_fake = [count // len(fakes) + (1 if i < count % len(fakes) else 0) for i in range(len(fakes))]
             replies = await asyncio.gather(
@@ -293,7 +321,7 @@ async def bench(args: argparse.Namespace) -> None:
             async def drained() -> bool:
                 return relay.queued_notifications == 0
 
-            await wait_for(drained, 120, 0.2)
+            await wait_for(drained, 120, 1.0)
             ru1 = resource.getrusage(resource.RUSAGE_SELF)
             cpu = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
             latencies = []
@@ -312,6 +340,11 @@ async def bench(args: argparse.Namespace) -> None:
                 f"max {max(latencies, default=0) * 1000:.0f} ms (n={len(latencies)})"
             )
             print(f"  CPU: {cpu:.2f} s → {cpu / max(count, 1) * 1000:.2f} CPU s per 1,000 notifications")
+            print(
+                f"  garbage collector during the load: {len(pauses)} collections, "
+                f"{sum(pauses):.2f} s in all, "
+                f"longest {max(pauses, default=0) * 1000:.0f} ms"
+            )
             rss_running = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
             await relay.stop()
@@ -349,6 +382,12 @@ def main() -> None:
     p.add_argument("--window", type=float, default=300.0, help="rate-limit window, seconds (GoToSocial: 300)")
     p.add_argument("--fake-processes", type=int, default=2, help="child processes serving the instances")
     p.add_argument("--start-limit", type=float, default=900.0, help="give up waiting for streams after this")
+    p.add_argument(
+        "--no-freeze",
+        dest="freeze",
+        action="store_false",
+        help="leave the heap unsettled (as before the fix)",
+    )
     p.add_argument("--serve-fakes", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.serve_fakes:

@@ -102,9 +102,13 @@ class RelayManager:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         rng: random.Random | None = None,
         room_check: RoomCheck | None = None,
+        on_streams_open: Callable[[], None] | None = None,
     ) -> None:
+        """`on_streams_open`: called once, when every account started by `start` has its stream open
+        (the composition root settles the heap there; see `relay.heap`)."""
         self._sessions = sessions
         self._room_check = room_check
+        self._on_streams_open = on_streams_open
         self._keyring = keyring
         self._sender = sender
         self._allow_http = allow_http
@@ -140,6 +144,7 @@ class RelayManager:
         self._resuming: set[asyncio.Task[None]] = set()
         self._live_streams = 0
         self._started = False
+        self._started_all = False  # `start` has started every account it found
 
     # -- public ------------------------------------------------------------------------------------------
 
@@ -193,6 +198,8 @@ class RelayManager:
         for account in accounts:
             async with self._lock(account.id):
                 await self._start_account(account)
+        self._started_all = True
+        self._check_streams_open()
 
     async def restart_account(self, account_id: AccountId) -> None:
         async with self._lock(account_id):
@@ -388,7 +395,14 @@ class RelayManager:
         except Exception:
             log.exception("could not tell %s that an account stopped working", account.matrix_user_id)
 
+    def _check_streams_open(self) -> None:
+        callback = self._on_streams_open
+        if callback is not None and self._started_all and self._live_streams >= len(self._running):
+            self._on_streams_open = None
+            callback()
+
     def _stream_changed(self, delta: int) -> None:
         self._live_streams += delta
+        self._check_streams_open()
         if self._metrics is not None:
             self._metrics.set_live_streams(self._live_streams)
