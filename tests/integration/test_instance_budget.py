@@ -164,3 +164,49 @@ async def test_restart_opens_every_stream_within_the_instance_budget(
         assert gts.requests_to("/api/v1/streaming") == 8 + 24
         assert gts.rate_limited_responses == 0
         assert gts.state.rate_buckets[("client", "127.0.0.1")][0] > first_window_ends  # it waited
+
+
+async def test_a_rate_limited_handshake_waits_and_dials_again_without_polling_or_tripping_the_breaker(
+    gts: FakeGoToSocial,
+    sessions: async_sessionmaker[AsyncSession],
+    keyring: KeyRing,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A 429 (or the pacer's "wait too long") at the handshake is the budget talking, not a failing
+    instance: no catch-up that spends the same budget, no switch to polling, no open circuit breaker."""
+    naps: list[float] = []
+
+    async def sleep(delay: float) -> None:
+        naps.append(delay)
+        await asyncio.sleep(0)
+
+    async with harness(sessions, keyring) as h:
+        account = await h.add_account(gts, "alice", cursor="0")
+        instance = parse_instance(gts.base_url, allow_http=True)
+        h.connector.endpoints.remember(instance, instance)  # known: no lookup request first
+        gts.faults.throttle = True  # every client request: 429, Retry-After: 30
+        manager = RelayManager(
+            sessions=sessions,
+            keyring=keyring,
+            client=h.client,
+            connector=h.connector,
+            sender=h.sender,
+            relay_config=FAST_POLL,
+            allow_http=True,
+            command_prefix="!gts",
+            notify_user=h.notified,
+            tuning=FAST,
+            sleep=sleep,
+            rng=random.Random(5),
+        )
+        h.managers.append(manager)
+        await manager.start()
+        limited = FAST.stream_failures_before_poll + FAST.breaker_threshold + 1
+        await wait_until(lambda: gts.requests_to("/api/v1/streaming") >= limited, what="handshakes refused")
+        assert gts.requests_to("/api/v1/notifications") == 0
+        assert min(naps) >= 30  # as the instance said
+        gts.faults.throttle = False
+        await wait_until(lambda: manager.live_streams == 1, what="the stream open once the limit is lifted")
+        assert manager.account_mode(account.id) == "streaming"
+        assert manager.open_circuit_breakers == 0
+        assert "keeps failing" not in caplog.text
