@@ -29,6 +29,7 @@ from bot.matrix.adapter import MatrixAdapter
 from bot.matrix.session import Credentials
 from bot.matrix.types import RoomId, TrustPolicy, UserId
 from bot.observability import DatabaseCheck, HealthServer, Metrics, SyncFreshnessCheck, sqlalchemy_ping
+from bot.relay.heap import freeze_long_lived
 from bot.relay.manager import RelayManager
 from bot.relay.outbox_feed import OutboxFeed
 from bot.relay.tuning import RelayTuning
@@ -122,6 +123,7 @@ async def running_bot(
             metrics=metrics,
             room_check=dms.still_private,
             tuning=RelayTuning(max_message_bytes=config.limits.max_message_bytes),
+            on_streams_open=freeze_long_lived,
         )
         dms.on_recorded(relay.dm_room_changed)
         flows = ConnectFlows(

@@ -116,12 +116,13 @@ async def open_base(
         # Every token and client secret, as it passes (token-shaped ones only; dropped on revoke).
         keyring.on_secret(redactor.add_remote_secret)
         keyring.on_forget(redactor.forget_secret)
+    pacers = PacerRegistry()  # one budget per instance, shared by REST calls and stream handshakes
     client = await stack.enter_async_context(
         open_fediverse_client(
-            config.fediverse, resolver, pacers=PacerRegistry(), on_response=metrics.instance_request
+            config.fediverse, resolver, pacers=pacers, on_response=metrics.instance_request
         )
     )
-    connector = build_stream_connector(config.fediverse, resolver)
+    connector = build_stream_connector(config.fediverse, resolver, pacers=pacers)
     return Base(metrics, database.engine, database.sessions, keyring, client, connector)
 
 

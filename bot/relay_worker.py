@@ -29,6 +29,7 @@ from bot.config import Config
 from bot.errors import ConfigError
 from bot.fediverse.guard import Resolver
 from bot.observability import DatabaseCheck, HealthServer, Metrics, sqlalchemy_ping
+from bot.relay.heap import freeze_long_lived
 from bot.relay.lease_keeper import LeaseKeeper, LeaseTiming
 from bot.relay.manager import RelayManager
 from bot.relay.notices import OutboxNotices
@@ -88,6 +89,7 @@ async def running_relay_worker(
             metrics=base.metrics,
             tuning=RelayTuning(max_message_bytes=config.limits.max_message_bytes),
             write_guard=write_guard,
+            on_streams_open=freeze_long_lived,
         )
         keeper = LeaseKeeper(
             sessions,

@@ -146,7 +146,7 @@ class InstanceHttp:
             try:
                 await pacer.acquire()
             except WaitTooLong as exc:
-                raise _rate_limited(instance, exc.delay) from None
+                raise rate_limited_error(instance, exc.delay) from None
             response = await self._fetch(instance, method, path, params, data, headers)
             if self._on_response is not None:
                 self._on_response(instance.display, response.status)
@@ -156,7 +156,7 @@ class InstanceHttp:
                 return response
             delay = pacer.rate_limited(response.headers)
             if attempt >= pacer.policy.max_retries or delay > pacer.policy.max_wait:
-                raise _rate_limited(instance, delay)
+                raise rate_limited_error(instance, delay)
             attempt += 1
 
     async def _fetch(
@@ -267,7 +267,7 @@ class InstanceHttp:
         return BadResponseError(f"The request to {name} failed.")
 
 
-def _rate_limited(instance: InstanceRef, delay: float) -> RateLimitedError:
+def rate_limited_error(instance: InstanceRef, delay: float) -> RateLimitedError:
     wait = f"{max(1, round(delay))} seconds" if delay < 120 else f"{round(delay / 60)} minutes"
     return RateLimitedError(
         f"{instance.display} is limiting how often the bot may ask; try again in about {wait}.",

@@ -9,6 +9,11 @@ The token travels in the `Sec-WebSocket-Protocol` header (the server echoes it b
 Akkoma/Pleroma and Iceshrimp.NET all read it there, Akkoma and Iceshrimp.NET ignore `Authorization`, and it
 never lands in a URL or an access log. A token that is not a valid header token goes in `Authorization`.
 
+Every handshake counts in the instance's rate-limit budget (GoToSocial counts streaming connects in its
+one client-API budget per IP, reference §9), so when the connector has the process's pacers, a handshake
+waits on the same pacer as the instance's REST calls and its answer's headers feed that pacer. A server
+paced by buckets (Mastodon) streams from a server that rack-attack does not count, so it is not paced.
+
 Refusals: a 400/401/403 handshake and an in-stream `{"error": …, "status": …}` frame raise
 `StreamRefusedError`; whether the token is really dead is for a REST call to say (the caller's job).
 GoToSocial checks the token only at connect time and keeps delivering after a revoke, so whoever revokes a
@@ -24,7 +29,7 @@ import logging
 import re
 import ssl
 import urllib.parse
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from types import TracebackType
 
 import websockets
@@ -42,9 +47,11 @@ from bot.errors import (
     TlsError,
     UnexpectedRedirectError,
 )
+from bot.fediverse._http import rate_limited_error
 from bot.fediverse.guard import AddressGuard, HttpSettings, Resolver, make_ssl_context
 from bot.fediverse.instance import InstanceRef, parse_instance
 from bot.fediverse.models import Notification, ShapeError
+from bot.fediverse.ratelimit import BucketKind, InstancePacer, PacerRegistry, PacingModel, WaitTooLong
 from bot.fediverse.stream_frames import (
     MAX_FRAME_BYTES,
     StreamErrorFrame,
@@ -136,6 +143,8 @@ MAX_QUEUED_FRAMES = 1
 """Frames websockets reads ahead while the relay's buffer is full: it stops reading the socket once more
 than this many are queued, so per account at most (MAX_QUEUED_FRAMES + 1) x MAX_FRAME_BYTES wait in
 memory (plus one socket read, 256 KiB), then TCP pushes back on the instance."""
+
+
 class StreamConnector:
     """What every stream needs: the address guard, TLS settings and timeouts. Build one per process."""
 
@@ -150,8 +159,12 @@ class StreamConnector:
         ping_timeout: float = 20.0,
         max_message_bytes: int = 1_048_576,
         user_agent: str = "gts-bot",
+        pacers: PacerRegistry | None = None,
     ) -> None:
+        """`pacers`: the registry the REST client paces with (one per process), so handshakes share the
+        instance's budget with REST calls; None leaves handshakes unpaced."""
         self.guard = guard
+        self.pacers = pacers
         self.ssl_context = ssl_context
         self.connect_timeout = connect_timeout
         self.open_timeout = open_timeout
@@ -179,6 +192,7 @@ def build_stream_connector(
     *,
     ping_interval: float = 30.0,
     ping_timeout: float = 20.0,
+    pacers: PacerRegistry | None = None,
 ) -> StreamConnector:
     return StreamConnector(
         AddressGuard(resolver, allow_private_addresses=settings.allow_private_addresses),
@@ -189,6 +203,7 @@ def build_stream_connector(
         ping_timeout=ping_timeout,
         max_message_bytes=settings.max_response_bytes,
         user_agent=settings.user_agent,
+        pacers=pacers,
     )
 
 
@@ -251,6 +266,12 @@ class NotificationStream:
     async def _open(self, endpoint: InstanceRef) -> str | None:
         """One handshake at `endpoint`. Returns the Location of a redirect, or None when connected."""
         c, name = self._connector, self._instance.display
+        pacer = self._pacer()
+        if pacer is not None:
+            try:
+                await pacer.acquire()
+            except WaitTooLong as exc:
+                raise rate_limited_error(self._instance, exc.delay) from None
         secure = endpoint.scheme == "https"
         url = f"{'wss' if secure else 'ws'}://{endpoint.netloc}{STREAM_PATH}?stream={self._stream}"
         sock = await c.guard.open_socket(
@@ -286,6 +307,9 @@ class NotificationStream:
                 raise BadResponseError(f"{name} did not open a valid notification stream.") from exc
             sock.close()
             status, headers = status_exc.response.status_code, status_exc.response.headers
+            if pacer is not None and status == 429:
+                raise rate_limited_error(self._instance, pacer.rate_limited(headers)) from None
+            self._observe(pacer, headers)
             if status in _REDIRECTS and headers.get("Location"):
                 return str(headers["Location"])
             raise _handshake_error(self._instance, status, headers) from None
@@ -301,7 +325,23 @@ class NotificationStream:
         except OSError as exc:
             sock.close()
             raise InstanceUnreachableError(f"The connection to {name} failed.") from exc
+        self._observe(pacer, self._ws.response.headers if self._ws.response is not None else None)
         return None
+
+    def _pacer(self) -> InstancePacer | None:
+        """The pacer of the budget this handshake counts in (see the module docstring), if any."""
+        pacers, key = self._connector.pacers, self._instance.key
+        if pacers is None or pacers.model(key) is not PacingModel.SHARED:
+            return None
+        return pacers.get(pacers.bucket(key, BucketKind.TOKEN, self._token))
+
+    def _observe(self, pacer: InstancePacer | None, headers: Mapping[str, str] | None) -> None:
+        pacers = self._connector.pacers
+        if pacers is None or headers is None:
+            return
+        pacers.learn_from_headers(self._instance.key, headers)
+        if pacer is not None:
+            pacer.observe(headers)
 
     async def aclose(self) -> None:
         """Close the connection now (e.g. the token was just revoked). Safe to call more than once."""

@@ -18,10 +18,12 @@ delivery queue is full (count or bytes), and a catch-up takes at most `catch_up_
 then waits for delivery to drain and pauses before the next round. Nothing is dropped: the cursor only
 moves past what was handed over, so whatever was not read yet is fetched again by a later catch-up.
 
-Instance failures go through the instance's circuit breaker and this account's backoff (capped, so a
-failing account costs at most ~12 requests an hour). A REST 401 ends the loop: the caller marks the
-account broken and tells the user (`AccountBroken`). A refused stream handshake is only a hint: the token
-is declared rejected when `verify_credentials` with it says 401 too.
+A rate-limited handshake (a 429, or the instance's pacer saying the wait is too long) is the budget,
+not a failure: the relay waits as told and dials again, without a catch-up, a step towards polling, or a
+mark on the breaker. Instance failures go through the instance's circuit breaker and this account's
+backoff (capped, so a failing account costs at most ~12 requests an hour). A REST 401 ends the loop:
+the caller marks the account broken and tells the user (`AccountBroken`). A refused stream handshake is
+only a hint: the token is declared rejected when `verify_credentials` with it says 401 too.
 """
 
 from __future__ import annotations
@@ -66,7 +68,7 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-_STREAM_FAILURES = (InstanceUnreachableError, RateLimitedError, BadResponseError, UnexpectedRedirectError)
+_STREAM_FAILURES = (InstanceUnreachableError, BadResponseError, UnexpectedRedirectError)
 
 _Round = Literal["done", "more", "full"]
 
@@ -184,6 +186,12 @@ class AccountRelay:
                 log.info("%s: stream refused %s (status %d); polling instead", self, where, exc.status)
                 poll_until = math.inf
                 continue
+            except RateLimitedError as exc:
+                # The instance's budget, not its health: wait as told and dial again. No catch-up (it
+                # would spend the same budget) and no step towards polling (which spends more).
+                delay = max(exc.retry_after, self._stream_backoff.next_delay())
+                log.info("%s: stream rate-limited; connecting again in %.1f s", self, delay)
+                await self._d.sleep(delay)
             except _STREAM_FAILURES as exc:
                 if self._d.clock() - started >= t.stream_healthy_after:
                     quick_failures = 0
@@ -191,8 +199,6 @@ class AccountRelay:
                     self._stream_backoff.reset()
                 quick_failures += 1
                 delay = self._stream_backoff.next_delay()
-                if isinstance(exc, RateLimitedError):
-                    delay = max(delay, exc.retry_after)
                 log.info("%s: stream ended (%s); reconnecting in %.1f s", self, exc, delay)
                 await self._d.sleep(delay)
                 if not self._connected:
@@ -341,7 +347,7 @@ class AccountRelay:
         stream = self._d.connector.stream(self.instance, self.account.token, endpoint=endpoint)
         try:
             await stream.connect()
-        except (InstanceUnreachableError, RateLimitedError):
+        except InstanceUnreachableError:
             self._breaker.record_failure()
             raise
         self._breaker.record_success()

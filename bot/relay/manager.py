@@ -114,11 +114,15 @@ class RelayManager:
         room_check: RoomCheck | None = None,
         write_guard: WriteGuard | None = None,
         accounts_elsewhere: AccountsElsewhere | None = None,
+        on_streams_open: Callable[[], None] | None = None,
     ) -> None:
+        """`on_streams_open`: called once, when every account started by `start` has its stream open
+        (the composition root settles the heap there; see `relay.heap`)."""
         self._sessions = sessions
         self._write_guard = write_guard
         self._elsewhere = accounts_elsewhere
         self._room_check = room_check
+        self._on_streams_open = on_streams_open
         self._keyring = keyring
         self._sender = sender
         self._allow_http = allow_http
@@ -154,6 +158,7 @@ class RelayManager:
         self._resuming: set[asyncio.Task[None]] = set()
         self._live_streams = 0
         self._started = False
+        self._started_all = False  # `start` has started every account it found
 
     # -- public ------------------------------------------------------------------------------------------
 
@@ -211,6 +216,8 @@ class RelayManager:
         for account in accounts:
             async with self._lock(account.id):
                 await self._start_account(account)
+        self._started_all = True
+        self._check_streams_open()
 
     def take_outbox(self, records: list[OutboxRecord]) -> None:
         """Send these outbox rows (oldest first), each after what its user's delivery already holds."""
@@ -425,7 +432,14 @@ class RelayManager:
         except Exception:
             log.exception("could not tell %s that an account stopped working", account.matrix_user_id)
 
+    def _check_streams_open(self) -> None:
+        callback = self._on_streams_open
+        if callback is not None and self._started_all and self._live_streams >= len(self._running):
+            self._on_streams_open = None
+            callback()
+
     def _stream_changed(self, delta: int) -> None:
         self._live_streams += delta
+        self._check_streams_open()
         if self._metrics is not None:
             self._metrics.set_live_streams(self._live_streams)

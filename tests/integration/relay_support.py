@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 
@@ -84,6 +84,7 @@ class Harness:
         sender: RecordingMatrix | None = None,
         metrics: Metrics | None = None,
         room_check: RoomCheck | None = None,
+        on_streams_open: Callable[[], None] | None = None,
     ) -> RelayManager:
         manager = RelayManager(
             sessions=self.sessions,
@@ -100,6 +101,7 @@ class Harness:
             sleep=self.naps,
             rng=random.Random(7),
             room_check=room_check,
+            on_streams_open=on_streams_open,
         )
         self.managers.append(manager)
         return manager

@@ -9,7 +9,6 @@ the most limited bucket of that request; the reset is ISO 8601 and a 429 has no 
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
@@ -47,7 +46,7 @@ def _bucket_group(path: str) -> str | None:
 def _rate_limit(state: FakeState, request: web.Request, group: str) -> tuple[dict[str, str], bool]:
     """Fixed window per (group, client IP). Returns the headers and whether the request is over the limit."""
     key = (group, client_ip(request))
-    now = time.time()
+    now = state.rate_clock()
     entry = state.rate_buckets.get(key)
     if entry is None or now >= entry[0]:
         reset_at, count = now + state.rate_window, 0
@@ -143,10 +142,12 @@ async def gts_middleware(request: web.Request, handler: Handler) -> web.StreamRe
     if group == "client" and state.profile.rate_limit_model == "mastodon_buckets":
         extra, over = _mastodon_rate_limit(state, request)
         if over:
+            state.rate_limited_responses += 1
             return json_response({"error": "Too many requests"}, 429, headers=extra)
     elif group is not None and state.rate_limit > 0:
         extra, over = _rate_limit(state, request, group)
         if over:
+            state.rate_limited_responses += 1
             return json_response({"error": "rate limit reached"}, 429, headers=extra)
     if group is not None and faults.throttle:
         headers = {**extra, "Retry-After": str(faults.throttle_retry_after)}

@@ -237,6 +237,11 @@ class FakeGoToSocial:
         """Whether any `GET /api/v1/notifications` page has returned this notification."""
         return notification_id in self.state.served_over_rest
 
+    @property
+    def rate_limited_responses(self) -> int:
+        """How many 429s the fake sent because a rate-limit budget was spent."""
+        return self.state.rate_limited_responses
+
     def requests_to(self, path: str, method: str | None = None) -> int:
         return sum(1 for m, p in self.state.request_log if p == path and (method is None or m == method))
 

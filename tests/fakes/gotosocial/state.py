@@ -191,6 +191,7 @@ class FakeState:
         self.mastodon_limits: dict[str, tuple[int, float]] = dict(MASTODON_LIMITS)
         self.rate_clock: Callable[[], float] = time.time  # wall clock of those windows; tests may pin it
         self.request_log: list[tuple[str, str]] = []
+        self.rate_limited_responses = 0  # 429s sent because a rate-limit budget was spent (not throttling)
         self.served_over_rest: set[str] = set()  # ids of notifications a REST page returned
         self.writes = WriteState()
         self.faults = FaultKnobs(_drop=self.drop_streams)
