@@ -44,6 +44,8 @@ class DeliveryStorage(Protocol):
 
     async def commit(self, record: OutboxRecord) -> None: ...
 
+    async def withdraw(self, records: Sequence[OutboxRecord]) -> None: ...
+
 
 async def advance_cursors(accounts: AccountsRepository, cursors: Mapping[AccountId, str]) -> None:
     """Move each account's cursor forward to the given id; an older (or equal) id changes nothing."""
@@ -100,3 +102,11 @@ class DeliveryStore:
         async with self._sessions() as session, session.begin():
             await advance_cursors(AccountsRepository(session, self._keyring), record.cursors)
             await OutboxRepository(session).delete(record.id)
+
+    async def withdraw(self, records: Sequence[OutboxRecord]) -> None:
+        """Take messages that never reached the room back out of the outbox (one transaction); their
+        cursors stay where they are, so their notifications are owed until a later message carries them."""
+        async with self._sessions() as session, session.begin():
+            outbox = OutboxRepository(session)
+            for record in records:
+                await outbox.delete(record.id)

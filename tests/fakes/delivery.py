@@ -51,3 +51,7 @@ class MemoryStore:
     async def commit(self, record: OutboxRecord) -> None:
         self.cursors.update(record.cursors)
         self.outbox.remove(record)
+
+    async def withdraw(self, records: Sequence[OutboxRecord]) -> None:
+        for record in records:
+            self.outbox.remove(record)
