@@ -151,16 +151,26 @@ class SynapseLimiter:
     _count: float = 0.0
     _start: float = 0.0
 
+    def allowed_at(self, now: float) -> float:
+        """The earliest time at or after `now` when one more action is allowed."""
+        if self._count - (now - self._start) * self.rate <= self.burst - 1:
+            return now
+        return self._start + (self._count - self.burst + 1) / self.rate
+
+    def record(self, now: float) -> None:
+        """Count one action at `now` (Synapse keeps the raw count and its start; a drained bucket
+        restarts)."""
+        if self._count - (now - self._start) * self.rate < 0:
+            self._count, self._start = 0.0, now
+        self._count += 1
+
     def take(self) -> None:
         """Count one message, or raise MatrixRateLimited as Synapse's 429 would."""
         now = self.clock()
-        performed = self._count - (now - self._start) * self.rate
-        if performed < 0:
-            performed, self._count, self._start = 0.0, 0.0, now
-        if performed > self.burst - 1:
-            allowed_at = max(now, self._start + (self._count - self.burst + 1) / self.rate)
+        allowed_at = self.allowed_at(now)
+        if allowed_at > now:
             raise MatrixRateLimited("Too Many Requests", retry_after_ms=int(1000 * (allowed_at - now)))
-        self._count += 1  # Synapse keeps the raw count and its start; only a drained bucket restarts
+        self.record(now)
 
 
 class LimitedMatrix(RecordingMatrix):
