@@ -14,7 +14,7 @@ import pytest
 from benchmarks.limit_bound import folding_bound
 from bot.matrix.errors import MatrixRateLimited
 from bot.matrix.types import RoomId
-from bot.relay.delivery import UserDelivery
+from bot.relay.delivery import UserDelivery, txn_id_for
 from bot.relay.tuning import RelayTuning
 from tests.fakes.delivery import ROOM, MemoryStore
 from tests.fakes.matrix import LimitedMatrix, SynapseLimiter, VirtualTime
@@ -26,10 +26,10 @@ RATE = 0.25  # a message every 4 s once the bucket is full; binary-exact, so the
 
 
 class Homeserver:
-    def __init__(self) -> None:
+    def __init__(self, burst: int = 10) -> None:
         self.time = VirtualTime()
         self.time.now = T0
-        self.matrix = LimitedMatrix(self.time, rate=RATE, burst=10)
+        self.matrix = LimitedMatrix(self.time, rate=RATE, burst=burst)
         self.store = MemoryStore()
         self.delivery = UserDelivery(
             "@alice:example.net", store=self.store, sender=self.matrix, tuning=RelayTuning(), metrics=None,
@@ -168,3 +168,30 @@ async def test_thirty_notifications_a_second_apart_reach_the_bound_and_none_is_l
     assert len(set(txn_ids)) == len(txn_ids)
     assert hs.store.cursors == {ACCOUNT: "0029"}
     assert hs.store.outbox == []
+
+
+async def test_a_message_that_may_have_reached_the_room_is_sent_again_as_it_was_not_refolded() -> None:
+    hs = Homeserver(burst=1)
+    worker = asyncio.create_task(hs.delivery.run())
+    try:
+        hs.matrix.fail = True  # the first attempt fails after the homeserver took it: it may be stored
+        hs.delivery.submit([mention("0001", "note-01")])
+        await wait_until(lambda: hs.time.next_wake is not None, what="the retry backoff")
+        hs.matrix.fail = False
+        hs.delivery.submit([mention("0002", "note-02")])
+        backoff = hs.time.next_wake
+        assert backoff is not None
+        assert backoff < T0 + 1 / RATE  # the retry comes while the bucket is still full
+        hs.time.advance(backoff)
+        await wait_until(hs.idle, what="the retry refused and waiting for the limiter")
+        await hs.wait_out_the_limiter()
+    finally:
+        worker.cancel()
+        await asyncio.gather(worker, return_exceptions=True)
+    first, second = hs.matrix.events
+    assert "note-01" in first.body
+    assert "note-02" not in first.body
+    assert first.txn_id == txn_id_for([(ACCOUNT, "0001")])  # the same transaction: no duplicate
+    assert "note-02" in second.body
+    assert hs.matrix.sender.tracker.hits >= 1  # a 429 came between, and still nothing was re-composed
+    assert hs.store.cursors == {ACCOUNT: "0002"}
