@@ -382,6 +382,17 @@ def report_burst(
     def figures(values: list[float]) -> str:
         return f"p50 {ms(values, 0.5)}, p90 {ms(values, 0.9)}, max {ms(values, 1.0)}"
 
+    # What the bound leaves out: the way from the fake through the bot and Synapse to the user's /sync,
+    # seen on the notifications the bound sends at once (each went in the burst, waiting for no limiter).
+    order = sorted(created, key=created.__getitem__)
+    at_once = {nid for nid, wait in zip(order, bound.latencies, strict=True) if wait == 0}
+    transit = [
+        synced_at[s.event_id] - created[n]
+        for s in sends
+        if s.event_id in synced_at
+        for n in s.covers
+        if n in at_once
+    ]
     b90, m90 = percentile(list(bound.latencies), 0.9), percentile(synced, 0.9)
     print(
         f"{label}: {len(sends)} messages (the bound: {bound.messages}); 429s answered: {hits}; "
@@ -390,6 +401,10 @@ def report_burst(
     print(f"  bound set by the limit (best folding sender): {figures(list(bound.latencies))}")
     print(f"  created→in the user's /sync:                  {figures(synced)} (n={len(synced)})")
     print(f"  created→the adapter's send returned:          {figures(returned)}")
+    timeline = " ".join(f"{s.returned_at - t0:.1f}({len(s.covers)})" for s in sends)
+    print(f"  messages (s after the first notification, how many it carries): {timeline}")
+    print(f"  the bound's sends: {' '.join(f'{t:.1f}' for t in bound.sends)}")
+    print(f"  transit alone (those the bound sends at once): {figures(transit)} (n={len(transit)})")
     print(f"  p90 / bound p90: {m90 / b90:.3f} (+{(m90 - b90) * 1000:.0f} ms)" if b90 > 0 else "")
 
 
