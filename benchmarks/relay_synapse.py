@@ -230,7 +230,7 @@ async def run(
                 allow_http=True,
                 command_prefix="!gts",
                 notify_user=_no_notify,
-                tuning=RelayTuning(),
+                tuning=RelayTuning(max_pending_bytes=args.max_pending_bytes),
                 rng=random.Random(3),
             )
             t0 = time.monotonic()
@@ -247,6 +247,7 @@ async def run(
             )
             await load_phase(args, fake, relay, adapter, sender, synapse, synapse_pid, users)
             if args.rl_notifications > 0:
+                print(f"queue bound per user (max_pending_bytes): {args.max_pending_bytes} bytes")
                 await limited_phase(fake, relay, adapter, sender, synapse, users[0])
             await relay.stop()
     finally:

@@ -32,8 +32,13 @@ class Homeserver:
         self.matrix = LimitedMatrix(self.time, rate=RATE, burst=burst)
         self.store = MemoryStore()
         self.delivery = UserDelivery(
-            "@alice:example.net", store=self.store, sender=self.matrix, tuning=RelayTuning(), metrics=None,
-            rng=random.Random(1), sleep=self.time.sleep,
+            "@alice:example.net",
+            store=self.store,
+            sender=self.matrix,
+            tuning=RelayTuning(),
+            metrics=None,
+            rng=random.Random(1),
+            sleep=self.time.sleep,
         )
 
     def idle(self) -> bool:
