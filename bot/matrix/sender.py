@@ -242,10 +242,9 @@ class FairSender:
         """Give the turn to the next waiting send, unless one is in flight or the limiter says not yet."""
         if self._busy:
             return
-        wait = self._not_before - self._clock()
-        if wait > 0:
+        if self._not_before > self._clock():
             if self._waker is None and self.queued:
-                self._waker = asyncio.ensure_future(self._wake_after(wait))
+                self._waker = asyncio.ensure_future(self._wake_when_allowed())
             return
         for queues in self._queues.values():  # in priority order
             while queues:
@@ -260,9 +259,11 @@ class FairSender:
                     turn.set_result(None)
                     return
 
-    async def _wake_after(self, delay: float) -> None:
+    async def _wake_when_allowed(self) -> None:
+        # The wait is measured when the sleep starts (and again after it: a later 429 may have moved it).
         try:
-            await self._sleep(delay)
+            while (wait := self._not_before - self._clock()) > 0:
+                await self._sleep(wait)
         finally:
             self._waker = None
         self._next()
