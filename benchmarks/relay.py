@@ -330,6 +330,12 @@ def main() -> None:
     p.add_argument("--rl-accounts", type=int, default=5)
     p.add_argument("--rl-notifications", type=int, default=100, help="0 skips the rate-limited phase")
     p.add_argument("--rl-rate", type=float, default=10.0)
+    p.add_argument(
+        "--max-pending-bytes",
+        type=int,
+        default=RelayTuning().max_pending_bytes,
+        help="--synapse: bytes of notifications queued per user (RelayTuning.max_pending_bytes)",
+    )
     p.add_argument("--serve-fake", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
     defaults = (20, 5.0, 10.0) if args.synapse else (1000, 50.0, 30.0)

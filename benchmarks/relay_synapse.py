@@ -11,9 +11,15 @@ Latency is end to end, from the notification's creation (wall clock in the fake 
 - the moment the event arrives in the user's own `/sync` long-poll (each user syncs as a client would);
 - the event's `origin_server_ts`, read back by each user from `/messages` after the run;
 - the moment the adapter's send returned (Synapse has persisted the event).
-Each event is matched to its notification through the transaction id the relay chose (grouped messages are
-counted but have no single creation time). Synapse, the fake and the bot share one 2-core machine, so
-Synapse's CPU competes with the bot's; CPU is reported for all three processes.
+Each event is matched to the notifications it carries (`OutgoingNotice.covers`), so a folded message counts
+for every notification in it. Synapse, the fake and the bot share one 2-core machine, so Synapse's CPU
+competes with the bot's; CPU is reported for all three processes.
+
+Then Synapse's default message limit (`rc_message`: 0.2/s, burst 10) is switched back on for the bot and
+one user gets two bursts, each starting from a drained bucket: (a) 30 mentions, one a second; (b) 100
+mixed notifications, ten a second. Each prints the measured p50/p90/max (created → in the user's /sync)
+next to the bound the limit itself sets (`benchmarks.limit_bound`: the best any sender folding everything
+waiting into each allowed message could do, computed from the same creation times), and the message count.
 """
 
 from __future__ import annotations
@@ -27,12 +33,14 @@ import secrets
 import tempfile
 import time
 import urllib.parse
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from benchmarks.limit_bound import folding_bound
 from benchmarks.relay import FakeProcess, percentile, start_fake, wait_for
 from benchmarks.synapse_side import MatrixUser, WatcherProcess, cpu_seconds, make_users, visible_events
 from bot.config import FediverseConfig, RelayConfig
@@ -42,7 +50,7 @@ from bot.fediverse.instance import parse_instance
 from bot.fediverse.streaming import build_stream_connector
 from bot.matrix.adapter import MatrixAdapter
 from bot.matrix.session import Credentials
-from bot.matrix.types import BotEvent, EventId, RoomId, UserId
+from bot.matrix.types import BotEvent, EventId, OutgoingNotice, UserId
 from bot.relay.manager import RelayManager
 from bot.relay.tuning import RelayTuning
 from bot.store.db import create_engine, session_factory
@@ -52,23 +60,43 @@ from bot.store.repositories import Repositories
 from bot.store.session_store import DatabaseSessionStore
 from tests.e2e.synapse import Synapse, SynapseProcess
 
+DEFAULT_RATE, DEFAULT_BURST = 0.2, 10  # Synapse's rc_message defaults
+
+
+@dataclass(frozen=True)
+class SentMessage:
+    returned_at: float  # wall clock: the adapter's send returned (Synapse persisted the event)
+    covers: tuple[str, ...]  # the notification ids it carries
+    event_id: str
+    size: int  # plain + HTML bytes
+
 
 @dataclass
 class RecordingAdapter:
-    """Passes sends to the real adapter and records (returned at, txn id, event id) for matching later."""
+    """Passes relay sends to the real adapter and records each message for matching later."""
 
     adapter: MatrixAdapter
-    sends: list[tuple[float, str, str]] = field(default_factory=list)
+    sends: list[SentMessage] = field(default_factory=list)
 
     @property
     def rate_limited(self) -> bool:
         return self.adapter.rate_limited
 
-    async def send_notice(
-        self, room_id: RoomId, body: str, html: str, *, txn_id: str | None = None
-    ) -> EventId:
-        event_id = await self.adapter.send_notice(room_id, body, html, txn_id=txn_id)
-        self.sends.append((time.time(), txn_id or "", event_id))
+    async def send_relay(
+        self, key: str, compose: Callable[[], Awaitable[OutgoingNotice | None]]
+    ) -> EventId | None:
+        composed: list[OutgoingNotice] = []
+
+        async def recorded() -> OutgoingNotice | None:
+            notice = await compose()
+            composed[:] = [] if notice is None else [notice]
+            return notice
+
+        event_id = await self.adapter.send_relay(key, recorded)
+        if event_id is not None:
+            n = composed[0]
+            size = len(n.body.encode()) + len(n.html.encode())
+            self.sends.append(SentMessage(time.time(), n.covers, event_id, size))
         return event_id
 
 
@@ -202,7 +230,7 @@ async def run(
                 allow_http=True,
                 command_prefix="!gts",
                 notify_user=_no_notify,
-                tuning=RelayTuning(),
+                tuning=RelayTuning(max_pending_bytes=args.max_pending_bytes),
                 rng=random.Random(3),
             )
             t0 = time.monotonic()
@@ -219,7 +247,8 @@ async def run(
             )
             await load_phase(args, fake, relay, adapter, sender, synapse, synapse_pid, users)
             if args.rl_notifications > 0:
-                await limited_phase(args, fake, relay, adapter, sender, synapse, users)
+                print(f"queue bound per user (max_pending_bytes): {args.max_pending_bytes} bytes")
+                await limited_phase(fake, relay, adapter, sender, synapse, users[0])
             await relay.stop()
     finally:
         await adapter.stop()
@@ -261,19 +290,17 @@ async def load_phase(
     synced: list[float] = []
     stamped: list[float] = []
     to_send: list[float] = []
-    grouped = missing = 0
-    for returned_at, txn, event_id in sender.sends:
-        nid = None if txn.startswith("gts.g.") else txn.rsplit(".", 1)[-1]
-        if event_id not in seen:
-            missing += 1
-        if nid not in created:
-            grouped += 1
-            continue
-        to_send.append(returned_at - created[nid])
-        if event_id in seen:
-            stamped.append(seen[event_id] / 1000 - created[nid])
-        if event_id in synced_at:
-            synced.append(synced_at[event_id] - created[nid])
+    grouped = sum(1 for sent in sender.sends if len(sent.covers) > 1)
+    missing = sum(1 for sent in sender.sends if sent.event_id not in seen)
+    for sent in sender.sends:
+        for nid in sent.covers:
+            if nid not in created:
+                continue
+            to_send.append(sent.returned_at - created[nid])
+            if sent.event_id in seen:
+                stamped.append(seen[sent.event_id] / 1000 - created[nid])
+            if sent.event_id in synced_at:
+                synced.append(synced_at[sent.event_id] - created[nid])
     messages = len(sender.sends)
     print(
         f"load: {count} notifications at {args.rate:g}/s for {len(users)} users; all delivered: {delivered}; "
@@ -300,30 +327,86 @@ async def load_phase(
     )
 
 
+BURSTS = (
+    ("(a) 30 mentions at 1/s", "mention", 30, 1.0),
+    ("(b) 100 mixed notifications at 10/s", None, 100, 10.0),
+)
+
+
 async def limited_phase(
-    args: argparse.Namespace,
     fake: FakeProcess,
     relay: RelayManager,
     adapter: MatrixAdapter,
     sender: RecordingAdapter,
     synapse: Synapse,
-    users: list[MatrixUser],
+    user: MatrixUser,
 ) -> None:
-    """Synapse's default rc_message (0.2/s, burst 10) back on for the bot: messages per notification."""
+    """Synapse's default rc_message (0.2/s, burst 10) back on for the bot; one user, two bursts.
+
+    Each burst starts from a drained bucket: before it the bot sends nothing for burst/rate = 50 s.
+    """
     quoted = urllib.parse.quote(str(adapter.user_id))
     await synapse.admin_request("DELETE", f"/_synapse/admin/v1/users/{quoted}/override_ratelimit")
-    k = min(args.rl_accounts, len(users))
-    sent0, hits0, t0 = len(sender.sends), adapter.rate_limit_hits, time.monotonic()
-    count = args.rl_notifications
-    await fake.call(cmd="burst", users=list(range(k)), rate=args.rl_rate, count=count)
-    done = await drained(relay, adapter, 600)
-    messages = len(sender.sends) - sent0
     print(
-        f"Synapse's default limit for the bot (0.2/s, burst 10): {count} notifications for {k} users at "
-        f"{args.rl_rate:g}/s → {messages} messages = {messages / count:.2f} messages per notification "
-        f"(all delivered: {done} after {time.monotonic() - t0:.0f} s; 429s answered: "
-        f"{adapter.rate_limit_hits - hits0})"
+        f"Synapse's default message limit for the bot ({DEFAULT_RATE:g}/s, burst {DEFAULT_BURST}), one user:"
     )
+    watchers = await WatcherProcess.start(synapse.base_url, [user], str(adapter.user_id))
+    results: list[tuple[str, dict[str, float], list[SentMessage], int]] = []
+    try:
+        for label, kind, count, rate in BURSTS:
+            await asyncio.sleep(DEFAULT_BURST / DEFAULT_RATE)  # the bucket drains
+            sent0, hits0 = len(sender.sends), adapter.rate_limit_hits
+            created: dict[str, float] = (
+                await fake.call(cmd="burst", users=[0], rate=rate, count=count, type=kind)
+            )["created"]
+            await drained(relay, adapter, 300)
+            results.append((label, created, sender.sends[sent0:], adapter.rate_limit_hits - hits0))
+        await asyncio.sleep(2.0)  # the user's long-poll returns within milliseconds of a send
+    finally:
+        synced_at, failed = await watchers.stop()
+    for label, created, sends, hits in results:
+        report_burst(label, created, sends, synced_at, hits)
+    if failed:
+        print(f"  (the user's /sync watcher failed: {failed})")
+
+
+def report_burst(
+    label: str, created: dict[str, float], sends: list[SentMessage], synced_at: dict[str, float], hits: int
+) -> None:
+    t0 = min(created.values())
+    bound = folding_bound(sorted(t - t0 for t in created.values()), rate=DEFAULT_RATE, burst=DEFAULT_BURST)
+    synced = [synced_at[s.event_id] - created[n] for s in sends if s.event_id in synced_at for n in s.covers]
+    returned = [s.returned_at - created[n] for s in sends for n in s.covers]
+    carried = sorted(n for s in sends for n in s.covers)
+    lost, doubled = len(set(created) - set(carried)), len(carried) - len(set(carried))
+
+    def figures(values: list[float]) -> str:
+        return f"p50 {ms(values, 0.5)}, p90 {ms(values, 0.9)}, max {ms(values, 1.0)}"
+
+    # What the bound leaves out: the way from the fake through the bot and Synapse to the user's /sync,
+    # seen on the notifications the bound sends at once (each went in the burst, waiting for no limiter).
+    order = sorted(created, key=created.__getitem__)
+    at_once = {nid for nid, wait in zip(order, bound.latencies, strict=True) if wait == 0}
+    transit = [
+        synced_at[s.event_id] - created[n]
+        for s in sends
+        if s.event_id in synced_at
+        for n in s.covers
+        if n in at_once
+    ]
+    b90, m90 = percentile(list(bound.latencies), 0.9), percentile(synced, 0.9)
+    print(
+        f"{label}: {len(sends)} messages (the bound: {bound.messages}); 429s answered: {hits}; "
+        f"largest message {max((s.size for s in sends), default=0)} bytes; lost {lost}, doubled {doubled}"
+    )
+    print(f"  bound set by the limit (best folding sender): {figures(list(bound.latencies))}")
+    print(f"  created→in the user's /sync:                  {figures(synced)} (n={len(synced)})")
+    print(f"  created→the adapter's send returned:          {figures(returned)}")
+    timeline = " ".join(f"{s.returned_at - t0:.1f}({len(s.covers)})" for s in sends)
+    print(f"  messages (s after the first notification, how many it carries): {timeline}")
+    print(f"  the bound's sends: {' '.join(f'{t:.1f}' for t in bound.sends)}")
+    print(f"  transit alone (those the bound sends at once): {figures(transit)} (n={len(transit)})")
+    print(f"  p90 / bound p90: {m90 / b90:.3f} (+{(m90 - b90) * 1000:.0f} ms)" if b90 > 0 else "")
 
 
 async def _is(value: bool) -> bool:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import nio
@@ -40,6 +40,7 @@ from bot.matrix.gaps import Gaps, fetch_gaps
 from bot.matrix.nio_client import FIRST_SYNC_FILTER, SYNC_FILTER, call
 from bot.matrix.sender import (
     FairSender,
+    Priority,
     RateLimitObserver,
     RateLimitTracker,
     retry_delay,
@@ -52,6 +53,7 @@ from bot.matrix.types import (
     DeviceId,
     EventHandler,
     EventId,
+    OutgoingNotice,
     RoomId,
     SessionStore,
     TrustPolicy,
@@ -315,18 +317,45 @@ class MatrixAdapter:
     ) -> EventId:
         """Send an m.notice (plain body + HTML) after earlier sends to its room; encrypted if the room is.
 
-        Rooms take turns (see `sender.FairSender`), so one room's backlog does not hold up another's.
+        It goes ahead of relayed notifications (`Priority.COMMAND`: command replies and other answers);
+        rooms take turns (see `sender.FairSender`), so one room's backlog does not hold up another's.
         `txn_id` makes the send idempotent: the same transaction id from this device yields one event.
-        On 429 the send waits as the server asks and retries; other sends wait meanwhile.
+        On 429 the send waits exactly as the server asks and retries; other sends wait meanwhile.
         """
         content = notice_content(body, html)
         txn = txn_id or uuid.uuid4().hex
         event_id = await self._sender.run(
             room_id, lambda: self._send_once(room_id, "m.room.message", content, txn)
         )
+        self._sent()
+        return event_id
+
+    async def send_relay(
+        self, key: str, compose: Callable[[], Awaitable[OutgoingNotice | None]]
+    ) -> EventId | None:
+        """Send a relayed notice after every waiting command reply, composed when its turn comes.
+
+        `compose` runs at the moment the homeserver's limiter lets the send go, so it can fold in
+        everything that is waiting then; None from it sends nothing (and returns None). A 429 is not
+        retried here: MatrixRateLimited reaches the caller, and its next `send_relay` waits until the
+        server's `retry_after_ms` has passed. `key` (the user) shares turns fairly with other relays.
+        """
+
+        async def once() -> EventId | None:
+            notice = await compose()
+            if notice is None:
+                return None
+            content = notice_content(notice.body, notice.html)
+            return await self._send_once(notice.room_id, "m.room.message", content, notice.txn_id)
+
+        event_id = await self._sender.run(key, once, priority=Priority.RELAY, retry=False)
+        if event_id is not None:
+            self._sent()
+        return event_id
+
+    def _sent(self) -> None:
         for observer in self._sent_observers:
             observer()
-        return event_id
 
     async def _send_once(
         self, room_id: RoomId, event_type: str, content: dict[str, Any], txn: str

@@ -140,3 +140,18 @@ class RateLimitState:
     blocked: bool
     retry_after_ms: int | None
     queued: int
+
+
+@dataclass(frozen=True)
+class OutgoingNotice:
+    """A relayed m.notice, composed at the moment the homeserver's limiter lets it go.
+
+    `covers` names the notifications it carries; the homeserver never sees it (observers such as the
+    relay benchmark match messages to notifications with it).
+    """
+
+    room_id: RoomId
+    body: str
+    html: str
+    txn_id: str
+    covers: tuple[str, ...] = ()

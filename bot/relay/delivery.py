@@ -4,6 +4,14 @@ Account relays `submit` items; one worker per user sends them. A single waiting 
 its own; when several are waiting (a burst, a catch-up, or the homeserver rate-limiting us) they are
 grouped and packed (`grouping`) into as few messages as possible, never dropping one.
 
+Under the homeserver's rate limit nothing waits artificially: messages go out as fast as it accepts them.
+When it answers 429, the messages it refused are taken back out of the outbox (`_withdraw`: a 429 on a
+message's first attempts means it never reached the room) and their notifications go back to the head
+of the queue. The next send is composed when the sender gives this user its turn, which is the moment
+the server's `retry_after_ms` allows (`MatrixSender.send_relay`), and it folds in everything waiting then
+(as much as fits in `max_message_bytes`; the rest goes next). Messages that may have reached the room
+(an earlier attempt failed otherwise, or a row left by an earlier run) are never re-composed.
+
 Exactly once: a batch's messages are written to the outbox (with the account cursors they complete) in one
 transaction BEFORE sending; each is sent with a transaction id derived from the notifications it covers;
 then, in one transaction, the row is deleted and its cursors are committed. After a crash the manager
@@ -35,11 +43,12 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Protocol, cast
+from typing import TYPE_CHECKING, Protocol
 
 from bot.errors import new_reference
 from bot.fediverse.models import Notification
-from bot.matrix.errors import is_permanent_send_failure, is_room_refusal
+from bot.matrix.errors import MatrixRateLimited, is_permanent_send_failure, is_room_refusal
+from bot.matrix.types import OutgoingNotice, RoomId
 from bot.observability.metrics import Metrics
 from bot.relay.backoff import Backoff
 from bot.relay.delivery_store import DeliveryStorage, LeaseLost, OutboxDraft
@@ -52,7 +61,7 @@ from bot.store.outbox import OutboxRecord
 from bot.store.records import AccountId
 
 if TYPE_CHECKING:
-    from bot.matrix.types import EventId, RoomId
+    from bot.matrix.types import EventId
 
 __all__ = ["DeliveryItem", "MatrixSender", "UserDelivery", "txn_id_for"]
 
@@ -69,9 +78,13 @@ class MatrixSender(Protocol):
     @property
     def rate_limited(self) -> bool: ...
 
-    async def send_notice(
-        self, room_id: RoomId, body: str, html: str, *, txn_id: str | None = None
-    ) -> EventId: ...
+    async def send_relay(
+        self, key: str, compose: Callable[[], Awaitable[OutgoingNotice | None]]
+    ) -> EventId | None:
+        """Send what `compose` returns when the limiter lets it go, after waiting command replies.
+
+        Raises MatrixRateLimited (not retried) when the homeserver refuses it."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -97,6 +110,9 @@ class _Prepared:
     record: OutboxRecord
     items: tuple[DeliveryItem, ...] = ()  # for metrics; empty for rows found at start
     refusals: int = 0  # 403/404 from the room that is still the user's DM
+    batch: tuple[DeliveryItem, ...] = ()  # every item of the batch this row came from (all its rows share it)
+    first_of_batch: bool = False
+    unsent: bool = False  # certainly not in the room: made here, and every attempt so far was a 429
 
 
 def txn_id_for(pairs: Sequence[tuple[AccountId, str]]) -> str:
@@ -140,6 +156,7 @@ class UserDelivery:
         self._drained = asyncio.Event()  # set when nothing is pending or prepared
         self._room_changed = asyncio.Event()
         self._preparing = asyncio.Lock()
+        self._after_turn: Callable[[], Awaitable[None]] | None = None  # what `_compose` could not do
         self._send_backoff = Backoff(base=tuning.send_retry_base, cap=tuning.send_retry_cap, rng=rng)
         self.relays_waiting = 0  # relays inside wait_for_capacity now
 
@@ -225,16 +242,17 @@ class UserDelivery:
                     self._wake.clear()
                     await self._wake.wait()
                     continue
-                if self._sender is not None and self._sender.rate_limited and self._tuning.group_window > 0:
-                    await self._sleep(self._tuning.group_window)  # let the burst gather
-                if not await self._guard(self._prepare_batch):
-                    continue
-                if not self._prepared:
-                    continue
+                if self._sender is None or not self._sender.rate_limited:
+                    # Sends flow: prepare now, outside the sender's turn, so the database work does not
+                    # hold up other users' sends. While blocked, `_compose` prepares in the turn.
+                    if not await self._guard(self._prepare_or_wait):
+                        continue
+                    if not self._prepared:
+                        continue
             if self._sender is None:
                 self._handed_off()
                 continue
-            await self._deliver_head()
+            await self._deliver_next()
 
     def _handed_off(self) -> None:
         """Hand-off mode: the rows are in the outbox, for the Matrix process to send."""
@@ -242,32 +260,80 @@ class UserDelivery:
             self._count_relayed(self._prepared.popleft())
         self._shrunk()
 
-    async def _deliver_head(self) -> None:
-        head = self._prepared[0]
+    async def _deliver_next(self) -> None:
+        assert self._sender is not None  # hand-off mode never gets here
+        head = self._prepared[0] if self._prepared else None
         if not await self._guard(lambda: self._aim(head)):
             return
         failure: Exception | None = None
-        event_id: str | None = None
+        sent: str | None = None
         try:
-            event_id = await self._send(head)
+            sent = await self._sender.send_relay(self.matrix_user_id, self._compose)
         except asyncio.CancelledError:
             raise
+        except MatrixRateLimited:
+            await self._guard(self._withdraw)
+            return
         except Exception as exc:
             if not is_permanent_send_failure(exc):
-                await self._transient_failure(head)
+                await self._transient_failure(self._prepared[0])
                 return
             failure = exc
         if failure is not None:
-            refused = failure
-            await self._guard(lambda: self._permanent_failure(head, refused))
+            refused, failed = failure, self._prepared[0]
+            await self._guard(lambda: self._permanent_failure(failed, refused))
             return
+        if sent is None:
+            after, self._after_turn = self._after_turn, None
+            if after is not None:
+                await after()
+            return
+        head = self._prepared[0]
         self._send_backoff.reset()
-        while not await self._guard(lambda: self._commit(head, sent_as=event_id)):
+        sent_as = sent
+        while not await self._guard(lambda: self._commit(head, sent_as=sent_as)):
             pass
         self._pop_head()
         self._count_relayed(head)
 
-    async def _aim(self, head: _Prepared) -> bool:
+    async def _compose(self) -> OutgoingNotice | None:
+        """The sender's turn has come (the limiter allows a send now): the head message, prepared from
+        everything waiting when there is none. None sends nothing; `_after_turn` says what to do then."""
+        if not self._prepared:
+            try:
+                if not await self._prepare_batch():
+                    self._after_turn = self._wait_for_room
+                    return None
+            except Exception:
+                ref = new_reference()
+                log.exception("relay delivery for %s failed (ref %s); retrying", self.matrix_user_id, ref)
+                self._after_turn = self._set_back
+                return None
+            if not self._prepared:
+                return None
+        head = self._prepared[0]
+        r = head.record
+        covers = tuple(i.id for i in head.items)
+        return OutgoingNotice(RoomId(r.room_id), r.body, r.html, r.txn_id, covers=covers)
+
+    async def _set_back(self) -> None:
+        await self._sleep(self._send_backoff.next_delay())
+
+    async def _withdraw(self) -> None:
+        """The homeserver refused the head with 429: take every prepared message back out of the outbox
+        and return its notifications to the head of the queue, so the send the limiter allows next folds
+        them with what arrives meanwhile. Only when all of them certainly never reached the room and the
+        head starts its batch (a batch's cursors ride on its last message: it goes back whole)."""
+        async with self._preparing:
+            rows = list(self._prepared)
+            if not rows or not rows[0].first_of_batch or not all(p.unsent for p in rows):
+                return
+            await self._store.withdraw([p.record for p in rows])
+            self._prepared.clear()
+            back = [item for p in rows if p.first_of_batch for item in p.batch]
+            self._set_pending(back + self._pending)
+
+    async def _aim(self, head: _Prepared | None) -> bool:
         """Point the message at the user's current DM room; False (after a wait) when there is none."""
         self._room_changed.clear()
         room = await self._store.current_room()
@@ -280,13 +346,14 @@ class UserDelivery:
             log.warning("the DM of %s is not private any more; holding its messages", self.matrix_user_id)
             await self._wait_for_room()
             return False
-        if room != head.record.room_id:
+        if head is not None and room != head.record.room_id:
             log.info("the DM room of %s changed; sending its relay messages there", self.matrix_user_id)
             head.record = await self._store.retarget(head.record, room)
             head.refusals = 0
         return True
 
     async def _transient_failure(self, head: _Prepared) -> None:
+        head.unsent = False  # the homeserver may have stored it before the failure
         ref = new_reference()
         log.exception("relay delivery for %s failed (ref %s); retrying", self.matrix_user_id, ref)
         if self._send_backoff.failures == 0:
@@ -330,7 +397,14 @@ class UserDelivery:
             await self._sleep(self._send_backoff.next_delay())
             return False
 
+    async def _prepare_or_wait(self) -> bool:
+        if await self._prepare_batch():
+            return True
+        await self._wait_for_room()
+        return False
+
     async def _prepare_batch(self) -> bool:
+        """Write the head of the queue to the outbox as messages; False when there is no DM room."""
         self._room_changed.clear()
         async with self._preparing:
             batch = self._pending[: self._tuning.max_batch]
@@ -351,7 +425,6 @@ class UserDelivery:
                 return True
         if not lease_lost:
             log.info("no DM room with %s yet; keeping its notifications queued", self.matrix_user_id)
-        await self._wait_for_room()
         return False
 
     async def _wait_for_room(self) -> None:
@@ -384,18 +457,17 @@ class UserDelivery:
         records = await self._store.write_batch(drafts, cursors)
         if records is None:
             return None
-        return [_Prepared(record, covered) for record, covered in zip(records, covered_by_draft, strict=True)]
+        whole = tuple(batch)
+        return [
+            _Prepared(record, covered, batch=whole, first_of_batch=index == 0, unsent=True)
+            for index, (record, covered) in enumerate(zip(records, covered_by_draft, strict=True))
+        ]
 
     def _messages(self, items: list[DeliveryItem]) -> list[Message]:
         if not items:
             return []
         pending = [Pending(i.notification, i.instance_display, i.account_label) for i in items]
         return pack_messages(group_notifications(pending), max_bytes=self._tuning.max_message_bytes)
-
-    async def _send(self, prepared: _Prepared) -> str:
-        assert self._sender is not None  # hand-off mode never gets here
-        r = prepared.record
-        return await self._sender.send_notice(cast("RoomId", r.room_id), r.body, r.html, txn_id=r.txn_id)
 
     async def _commit(self, prepared: _Prepared, *, sent_as: str | None = None) -> None:
         await self._store.commit(prepared.record, sent_as=sent_as)

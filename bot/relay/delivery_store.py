@@ -57,6 +57,8 @@ class DeliveryStorage(Protocol):
 
     async def commit(self, record: OutboxRecord, *, sent_as: str | None = None) -> None: ...
 
+    async def withdraw(self, records: Sequence[OutboxRecord]) -> None: ...
+
 
 async def advance_cursors(accounts: AccountsRepository, cursors: Mapping[AccountId, str]) -> None:
     """Move each account's cursor forward to the given id; an older (or equal) id changes nothing."""
@@ -132,3 +134,11 @@ class DeliveryStore:
                     event_id=sent_as, matrix_user_id=self._user, room_id=record.room_id, target=shows
                 )
             await OutboxRepository(session).delete(record.id)
+
+    async def withdraw(self, records: Sequence[OutboxRecord]) -> None:
+        """Take messages that never reached the room back out of the outbox (one transaction); their
+        cursors stay where they are, so their notifications are owed until a later message carries them."""
+        async with self._sessions() as session, session.begin():
+            outbox = OutboxRepository(session)
+            for record in records:
+                await outbox.delete(record.id)

@@ -28,6 +28,5 @@ class RelayTuning:
     send_retry_cap: float = 60.0
     no_room_retry: float = 30.0  # no DM room recorded for the user yet: look again after this long
     forbidden_retries: int = 3  # 403/404 from the user's current DM: look again this often, then drop
-    group_window: float = 1.0  # while the homeserver rate-limits us, gather this long before sending
     max_batch: int = 500  # notifications taken from a user's queue at once
     max_message_bytes: int = 24_000  # packed message size (plain + HTML)

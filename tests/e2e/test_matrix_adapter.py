@@ -15,7 +15,7 @@ import nio
 import pytest
 
 from bot.matrix.adapter import MatrixAdapter
-from bot.matrix.errors import MatrixStoreError
+from bot.matrix.errors import MatrixRateLimited, MatrixStoreError
 from bot.matrix.session import Credentials
 from bot.matrix.types import (
     BotEvent,
@@ -24,6 +24,7 @@ from bot.matrix.types import (
     IncomingMessage,
     Invite,
     MemberLeft,
+    OutgoingNotice,
     RateLimitState,
     RoomId,
     StoredSession,
@@ -292,6 +293,50 @@ async def test_rate_limited_sends_arrive_in_order_and_the_429_is_observed(
     assert states[0].queued > 0
     assert not states[-1].blocked
     assert not adapter.rate_limited
+
+
+async def test_a_command_reply_takes_the_next_slot_ahead_of_relays_held_by_a_429(
+    synapse: Synapse, make_human: MakeHuman, bot: BotAccount
+) -> None:
+    hugo = await make_human("hugo")
+    adapter = bot.adapter(synapse)
+    await adapter.start()
+    await synapse.override_ratelimit(bot.user_id, messages_per_second=1, burst_count=3)
+    relays = [f"relay {i:02d}" for i in range(8)]
+    accepted: list[str] = []
+
+    async def relay_in_order() -> None:  # as the relay's delivery does: a 429 sends it back to the queue
+        for body in relays:
+            notice = OutgoingNotice(dm, body, f"<p>{body}</p>", f"txn-{body}")
+
+            async def compose(notice: OutgoingNotice = notice) -> OutgoingNotice:
+                return notice
+
+            while True:
+                try:
+                    await adapter.send_relay("@hugo", compose)
+                except MatrixRateLimited:
+                    continue
+                accepted.append(body)
+                break
+
+    rec = Recorder(adapter)
+    async with running(adapter, rec):
+        dm = await adapter.create_dm(UserId(hugo.user_id))
+        await hugo.accept_invite()
+        await hugo.wait_member(dm, bot.user_id)
+        relaying = asyncio.create_task(relay_in_order())
+        await wait_until(
+            lambda: adapter.rate_limited and adapter.queued_sends >= 1, what="relays held by the limiter"
+        )
+        before = len(accepted)
+        await adapter.send_notice(dm, "status reply", "<p>status reply</p>")
+        await relaying
+        received = await hugo.messages_from(dm, bot.user_id, len(relays) + 1)
+    bodies = [m.body for m in received]
+    assert bodies.index("status reply") == before  # the next slot after the 429, ahead of every relay
+    assert [b for b in bodies if b != "status reply"] == relays  # in order, once each
+    assert before < len(relays)
 
 
 async def test_redact_needs_power(synapse: Synapse, make_human: MakeHuman, bot: BotAccount) -> None:

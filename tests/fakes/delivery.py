@@ -56,3 +56,7 @@ class MemoryStore:
             self.mapped[sent_as] = record.shows
         self.cursors.update(record.cursors)
         self.outbox.remove(record)
+
+    async def withdraw(self, records: Sequence[OutboxRecord]) -> None:
+        for record in records:
+            self.outbox.remove(record)

@@ -37,7 +37,6 @@ FAST = RelayTuning(
     send_retry_base=0.05,
     send_retry_cap=0.2,
     no_room_retry=0.1,
-    group_window=0.05,
 )
 FAST_POLL = RelayConfig(streaming=True, poll_interval=0.1, poll_jitter=0.2)
 

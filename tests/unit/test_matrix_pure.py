@@ -22,7 +22,7 @@ from bot.matrix.errors import (
 )
 from bot.matrix.events import events_from_sync, invite_from_state, left_member, message_from_source
 from bot.matrix.gaps import Gap, Page, collect_gap, without_duplicates
-from bot.matrix.sender import FairSender, RateLimitTracker, retry_delay
+from bot.matrix.sender import FairSender, RateLimitTracker, retry_delay, unhinted_delay
 from bot.matrix.types import IncomingMessage, MemberLeft, RateLimitState, RoomChanged, RoomId, UserId
 
 BOT, ALICE, CAROL = "@bot:example.org", "@alice:example.org", "@carol:example.org"
@@ -189,11 +189,12 @@ def test_error_from_response(errcode: str | None, status: int, cls: type[MatrixR
         assert error.retry_after_ms == 1200
 
 
-def test_retry_delay() -> None:
+def test_retry_delay_is_the_servers_hint_exactly_and_backoff_only_without_one() -> None:
+    assert retry_delay(4321) == pytest.approx(4.322)  # Synapse truncates its hint to whole ms
+    assert retry_delay(0) == pytest.approx(0.02)  # "within a millisecond": no tight request loop
+    assert retry_delay(10**9) == pytest.approx(300.0)
     assert retry_delay(None) == 5.0
-    assert retry_delay(0) == 5.0
-    assert retry_delay(1000) == pytest.approx(1.05)
-    assert retry_delay(10**9) == pytest.approx(300.05)
+    assert [unhinted_delay(n) for n in range(1, 7)] == [5.0, 10.0, 20.0, 40.0, 60.0, 60.0]
 
 
 async def test_fair_sender_keeps_a_rooms_order_across_a_429() -> None:
