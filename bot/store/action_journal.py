@@ -113,26 +113,7 @@ class ActionJournalRepository:
         replay); True when written."""
         if await self._session.get(ActionJournalEntry, intent.event_id) is not None:
             return False
-        sealed = None
-        if intent.text is not None:
-            assert self._keyring is not None, "the text of an action is stored encrypted"
-            aad = action_text_aad(intent.event_id, intent.matrix_user_id)
-            sealed = self._keyring.encrypt(intent.text, aad)
-        self._session.add(
-            ActionJournalEntry(
-                event_id=intent.event_id,
-                matrix_user_id=intent.matrix_user_id,
-                account_id=int(intent.account_id),
-                action=intent.action.value,
-                target_id=intent.target_id,
-                idempotency_key=intent.idempotency_key,
-                state=ActionState.PENDING.value,
-                text_encrypted=sealed,
-                visibility=intent.visibility,
-                created_at=self._clock(),
-                started_at=None,
-            )
-        )
+        self._add(intent, started=False)
         await self._session.flush()
         return True
 
@@ -150,20 +131,34 @@ class ActionJournalRepository:
         pending one, started. The caller looks at `state` to tell a first run from a replay."""
         row = await self._session.get(ActionJournalEntry, event_id)
         if row is None:
-            row = ActionJournalEntry(
-                event_id=event_id,
-                matrix_user_id=matrix_user_id,
-                account_id=int(account_id),
-                action=action.value,
-                target_id=target_id,
-                idempotency_key=idempotency_key,
-                state=ActionState.PENDING.value,
-                created_at=self._clock(),
-            )
-            row.started_at = row.created_at
-            self._session.add(row)
+            intent = Intent(event_id, matrix_user_id, account_id, action, target_id, idempotency_key)
+            row = self._add(intent, started=True)
             await self._session.flush()
         return _record(row, self._keyring)
+
+    def _add(self, intent: Intent, *, started: bool) -> ActionJournalEntry:
+        """A new pending entry for `intent` (its text sealed), started now or not yet."""
+        sealed = None
+        if intent.text is not None:
+            assert self._keyring is not None, "the text of an action is stored encrypted"
+            aad = action_text_aad(intent.event_id, intent.matrix_user_id)
+            sealed = self._keyring.encrypt(intent.text, aad)
+        now = self._clock()
+        row = ActionJournalEntry(
+            event_id=intent.event_id,
+            matrix_user_id=intent.matrix_user_id,
+            account_id=int(intent.account_id),
+            action=intent.action.value,
+            target_id=intent.target_id,
+            idempotency_key=intent.idempotency_key,
+            state=ActionState.PENDING.value,
+            text_encrypted=sealed,
+            visibility=intent.visibility,
+            created_at=now,
+            started_at=now if started else None,
+        )
+        self._session.add(row)
+        return row
 
     async def mark_started(self, event_id: str) -> bool:
         """Note that the server is about to be called for an entry written at intake."""
@@ -190,11 +185,14 @@ class ActionJournalRepository:
         )
         return affected_rows(await self._session.execute(stmt)) > 0
 
-    async def forget(self, event_id: str) -> bool:
-        """Drop a pending entry whose action the server refused for good (it may be asked for again)."""
+    async def forget(self, event_id: str, *, only_unstarted: bool = False) -> bool:
+        """Drop a pending entry whose action the server refused for good (it may be asked for again);
+        `only_unstarted`: only one written at intake whose server call was never made (a refused command)."""
         stmt = delete(ActionJournalEntry).where(
             ActionJournalEntry.event_id == event_id, ActionJournalEntry.state == ActionState.PENDING.value
         )
+        if only_unstarted:
+            stmt = stmt.where(ActionJournalEntry.started_at.is_(None))
         return affected_rows(await self._session.execute(stmt)) > 0
 
     async def pending(self) -> list[ActionRecord]:
