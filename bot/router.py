@@ -70,6 +70,13 @@ _UNDECRYPTABLE_REPEAT_SECONDS = 600.0
 _THROTTLED = "You are sending commands too quickly; I'll ignore them for a minute."
 
 
+def _only_here(name: str, usage: str) -> str:
+    return (
+        f"{name} only works here, in our direct chat, so I did nothing with what you typed there. "
+        f"Usage: {usage}"
+    )
+
+
 def _remember(seen: dict[str, float], key: str, now: float, *, keep_for: float) -> None:
     """Note when `key` was last warned about; entries older than `keep_for` are dropped as it grows."""
     seen[key] = now
@@ -153,8 +160,13 @@ class Actions(Protocol):
         """Make a reply's action durable at intake (before the sync token is saved)."""
         ...
 
-    async def note_post(self, sender: str, event_id: str, rest: str) -> None:
-        """Make a `post` command durable at intake (before the sync token is saved)."""
+    async def note_post(self, sender: str, room_id: str, event_id: str, rest: str) -> None:
+        """Make a `post` command durable at intake (before the sync token is saved), if it is one that
+        will run: typed in the sender's DM, for an account that can act."""
+        ...
+
+    async def withdraw(self, event_id: str) -> None:
+        """Drop what intake wrote for a command that is refused (so no restart resumes it)."""
         ...
 
     async def unfinished(self) -> list[ActionRecord]: ...
@@ -299,14 +311,21 @@ class Router:
             if self._due(self._throttle_warned, msg.sender, _THROTTLE_WARNING_SECONDS):
                 self._enqueue(msg.sender, lambda: self._reply(msg.sender, msg.room_id, _THROTTLED))
             return
-        if self._actions is not None and parsed is not None and self._is_post(parsed):
+        if self._actions is not None and parsed is not None and self._is_post(parsed, body):
             rest = after_command_words(body) or ""
-            await self._durably(self._actions.note_post(msg.sender, msg.event_id, rest))
+            await self._durably(self._actions.note_post(msg.sender, msg.room_id, msg.event_id, rest))
         self._enqueue(msg.sender, lambda: self._on_addressed_once(msg, parsed))
 
-    def _is_post(self, parsed: ParsedCommand) -> bool:
+    def _is_post(self, parsed: ParsedCommand, body: str) -> bool:
+        """A `post` command that `_on_addressed` will not refuse for its shape (the service checks the
+        room, the account and the text when noting it)."""
         command = self._commands.registry.get(parsed.name)
-        return command is not None and command.name == "post" and command.accepts(parsed.args)
+        return (
+            command is not None
+            and command.name == "post"
+            and command.accepts(parsed.args)
+            and len(body.encode()) <= MAX_COMMAND_BYTES
+        )
 
     @staticmethod
     async def _durably(noting: Awaitable[None]) -> None:
@@ -388,6 +407,9 @@ class Router:
 
     async def _on_addressed(self, msg: IncomingMessage, parsed: ParsedCommand | None) -> None:
         in_dm = await self._dms.is_dm(msg.sender, msg.room_id)
+        if not in_dm and self._actions is not None and parsed is not None and self._is_post(parsed, msg.body):
+            # Noted at intake in what was the DM, refused now that the room is not (or no longer) private.
+            await self._actions.withdraw(msg.event_id)
         is_code_command = parsed is not None and parsed.name == "code"
         if not in_dm and await self._leaks.is_leaked(msg, is_code_command=is_code_command):
             pasted = parsed.args[0] if parsed is not None and parsed.args else msg.body
@@ -421,6 +443,9 @@ class Router:
                 return
             await here.reply(RichText.text("I've sent you a direct message."))
             ctx = _Context(msg.sender, dm, self._prefix, self._matrix, msg.event_id, msg.body)
+            if command.refused_outside_dm:
+                await ctx.reply(RichText.text(_only_here(command.name, command.usage_line(self._prefix))))
+                return
         await self._run(ctx, lambda: command.handler(ctx, parsed.args), parsed.name)
 
     async def _reply(self, user_id: str, room_id: str, text: str) -> None:

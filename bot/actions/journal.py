@@ -109,3 +109,8 @@ class ActionJournal:
         """The server refused for good: drop the pending entry (nothing happened there)."""
         async with self._sessions() as session, session.begin():
             await ActionJournalRepository(session, self._clock).forget(event_id)
+
+    async def withdraw(self, event_id: str) -> None:
+        """A command refused before its server call: drop what intake wrote, so nothing resumes it."""
+        async with self._sessions() as session, session.begin():
+            await ActionJournalRepository(session, self._clock).forget(event_id, only_unstarted=True)

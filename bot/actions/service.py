@@ -208,9 +208,14 @@ class ActionService:
 
     async def post(self, ctx: CommandContext, event_id: str, rest: str) -> None:
         """`post [<account>] [visibility] <text>`."""
-        request = parse_post(rest, await self._journal.accounts_of(ctx.sender))
+        try:
+            request = parse_post(rest, await self._journal.accounts_of(ctx.sender))
+        except CommandError:
+            await self._journal.withdraw(event_id)  # what intake wrote must not be resumed
+            raise
         account = request.account
         if not _can_act(account):
+            await self._journal.withdraw(event_id)
             await ctx.reply(self._hint(ctx, account))
             return
         await self._run(ctx, event_id, account, self._post_job(account, request.visibility, request.text))
@@ -256,8 +261,11 @@ class ActionService:
             )
         )
 
-    async def note_post(self, sender: str, event_id: str, rest: str) -> None:
-        """Write what a `post` command asks for to the journal (its text encrypted), as `note_reply`."""
+    async def note_post(self, sender: str, room_id: str, event_id: str, rest: str) -> None:
+        """Write what a `post` command asks for to the journal (its text encrypted), as `note_reply`:
+        only when it will run (typed in the sender's DM, for an account that can act)."""
+        if await self._journal.dm_room(sender) != room_id:
+            return  # refused when the command runs
         try:
             request = parse_post(rest, await self._journal.accounts_of(sender))
         except CommandError:
@@ -278,6 +286,10 @@ class ActionService:
                 visibility=visibility,
             )
         )
+
+    async def withdraw(self, event_id: str) -> None:
+        """A `post` refused before its turn (not in the DM): drop what `note_post` wrote."""
+        await self._journal.withdraw(event_id)
 
     # ---- after a restart ----
 

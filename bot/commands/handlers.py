@@ -61,6 +61,7 @@ class BotCommands:
             min_args=1,
             max_args=None,
             dm_only=True,
+            refused_outside_dm=True,
         )
 
     def _account_commands(self) -> list[Command]:

@@ -13,7 +13,8 @@ class CommandContext(Protocol):
     """What a handler knows about the message that invoked it and how it answers.
 
     Commands marked `dm_only` are run with a context whose room is the sender's DM, whatever room the
-    command was typed in; the router tells the original room only that a DM was sent.
+    command was typed in; the router tells the original room only that a DM was sent. Those also marked
+    `refused_outside_dm` are not run at all when typed outside the DM.
     """
 
     @property
@@ -55,6 +56,9 @@ class Command:
     max_args: int | None = 0
     dm_only: bool = False
     """Commands that carry or produce secrets only run in the sender's DM."""
+    refused_outside_dm: bool = False
+    """Typed anywhere else, the command does nothing; the sender is told so in their DM (`post`: what
+    was typed in a shared room must not be published)."""
 
     def usage_line(self, prefix: str) -> str:
         return f"{prefix} {self.name} {self.usage}".rstrip()

@@ -26,7 +26,7 @@ from bot.relay.event_targets import target_of
 from bot.router import HandledEvents, Router
 from bot.store.action_journal import ActionState
 from bot.store.keyring import KeyRing
-from bot.store.models import ActionJournalEntry
+from bot.store.models import Account, ActionJournalEntry
 from bot.store.records import AccountRecord, utc_now
 from bot.store.repositories import Repositories
 from bot.store.session_store import DatabaseHandledEvents
@@ -74,6 +74,7 @@ class World:
     account: AccountRecord
     matrix: RecordingMatrix
     router: Router
+    actions: ActionService
     relayed: int = 0
 
     async def relay(self, notification: dict[str, Any]) -> EventId:
@@ -108,8 +109,8 @@ def reply(text: str, to: str, event: str, *, sender: str = ALICE, room: str = DM
     )
 
 
-def command(text: str, event: str) -> IncomingMessage:
-    return IncomingMessage(RoomId(DM), EventId(event), UserId(ALICE), text, None, "m.text", True, 0)
+def command(text: str, event: str, *, room: str = DM) -> IncomingMessage:
+    return IncomingMessage(RoomId(room), EventId(event), UserId(ALICE), text, None, "m.text", True, 0)
 
 
 async def build_world(
@@ -122,6 +123,7 @@ async def build_world(
     journal: ActionJournal | None = None,
     software: str | None = None,
     handled: HandledEvents | None = None,
+    dm_is_private: bool = True,
 ) -> World:
     token = fake.issue_token("alice", scopes)
     instance = parse_instance(fake.base_url, allow_http=True)
@@ -152,7 +154,7 @@ async def build_world(
     )
     router = Router(
         matrix=matrix,
-        dms=DmDirectory(sessions, Rooms({(DM, ALICE)})),
+        dms=DmDirectory(sessions, Rooms({(DM, ALICE)} if dm_is_private else set())),
         commands=BotCommands(flows=None, accounts=None, clock=None, posting=service),  # type: ignore[arg-type]
         flows=NoFlows(),
         handled=handled or _AlwaysNew(),
@@ -163,7 +165,7 @@ async def build_world(
         clock=lambda: 0.0,
         actions=service,
     )
-    return World(sessions, keyring, fake, client, account, matrix, router)
+    return World(sessions, keyring, fake, client, account, matrix, router, service)
 
 
 class _AlwaysNew:
@@ -543,3 +545,71 @@ async def test_the_legacy_follow_scope_answers_follow_requests_where_the_server_
 
     assert requester in fake.followers("alice")
     assert world.said() == [f"Accepted the follow request as @{world.account.acct}."]
+
+
+async def restart_and_resume(world: World) -> World:
+    """A new bot on the same database and server, after it resumed what the journal left pending."""
+    restarted = await build_world(world.sessions, world.keyring, world.fake, world.client)
+    await restarted.router.resume_actions()
+    await restarted.router.settled()
+    return restarted
+
+
+async def journaled(world: World, *event_ids: str) -> list[str]:
+    async with world.sessions() as s:
+        return [e for e in event_ids if await s.get(ActionJournalEntry, e) is not None]
+
+
+@ALL
+async def test_post_typed_outside_the_dm_publishes_nothing_and_says_so_in_the_dm(world: World) -> None:
+    await world.handle(command("!gts post hello everyone in the group", "$group", room=GROUP))
+
+    assert world.fake.posted_statuses("alice") == []
+    assert await journaled(world, "$group") == []
+    [(room, here), (dm, told)] = world.matrix.messages()
+    assert (room, here) == (GROUP, "I've sent you a direct message.")
+    assert dm == DM
+    assert told.startswith("post only works here, in our direct chat")
+    assert "hello everyone" not in told
+
+    restarted = await restart_and_resume(world)
+    await restarted.handle(command("!gts post from the dm", "$dm"))  # the positive marker
+    [status] = world.fake.posted_statuses("alice")
+    assert "from the dm" in status["content"]
+
+
+@ALL
+async def test_refused_posts_leave_nothing_for_a_restart_to_publish(
+    sessions: async_sessionmaker[AsyncSession],
+    keyring: KeyRing,
+    fake: FakeGoToSocial,
+    client: FediverseClient,
+) -> None:
+    world = await build_world(sessions, keyring, fake, client)
+    await world.handle(command("!gts post " + "long " * 2000, "$long"))
+    # Noted at intake while the account could act, refused at its turn because it no longer can.
+    await world.actions.note_post(ALICE, DM, "$read-only", "now read-only")
+    async with sessions() as s, s.begin():
+        row = await s.get(Account, int(world.account.id))
+        assert row is not None
+        row.scopes = "read"
+    await world.handle(command("!gts post now read-only", "$read-only"))
+    too_long, read_only = world.said()
+    assert too_long == "That command is too long."
+    assert read_only.startswith(f"@{world.account.acct} is connected read-only")
+    async with sessions() as s, s.begin():
+        row = await s.get(Account, int(world.account.id))
+        assert row is not None
+        row.scopes = ACT  # the user allows actions again
+    # The recorded DM is no longer a private room: noted at intake, refused when the command runs.
+    unprivate = await build_world(sessions, keyring, fake, client, dm_is_private=False)
+    await unprivate.handle(command("!gts post not for the room", "$unprivate"))
+    assert fake.posted_statuses("alice") == []
+
+    restarted = await restart_and_resume(world)
+
+    assert fake.posted_statuses("alice") == []
+    assert restarted.said() == []
+    assert await journaled(world, "$long", "$read-only", "$unprivate") == []
+    await restarted.handle(command("!gts post the marker", "$marker"))  # posting itself still works
+    assert len(fake.posted_statuses("alice")) == 1
