@@ -50,7 +50,7 @@ from bot.fediverse.instance import InstanceRef
 from bot.fediverse.models import FediverseAccount, PostedStatus, Status
 from bot.fediverse.replies import StatusDraft, Visibility, compose_reply
 from bot.fediverse.scopes import can_act
-from bot.relay.sanitize import html_to_text
+from bot.relay.sanitize import html_to_text, safe_url
 from bot.rich_text import RichText, join, link
 from bot.store.action_journal import ActionKind, ActionRecord, ActionState, Intent
 from bot.store.records import AccountRecord, utc_now
@@ -471,7 +471,7 @@ class ActionService:
         wanted = _plain(text)
         for status in recent:
             if status.in_reply_to_id == in_reply_to and _plain(html_to_text(status.content)).endswith(wanted):
-                return PostedStatus(status.id, status.url)
+                return PostedStatus(status.id, safe_url(status.url))
         return None
 
 

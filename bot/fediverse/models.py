@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Any, NewType, TypeVar
 
 from bot.fediverse.bounded import bounded_copy
+from bot.relay.sanitize import safe_url
 
 __all__ = [
     "AppRegistration",
@@ -121,7 +122,8 @@ class Status:
 
 @dataclass(frozen=True)
 class PostedStatus:
-    """What the bot needs of a status it has just posted: its id and the link to show."""
+    """What the bot needs of a status it has just posted: its id and the link to show (only a URL that
+    passed `safe_url`, as the relay shows)."""
 
     id: StatusId
     url: str | None
@@ -304,7 +306,8 @@ def _mention_accts(value: object) -> tuple[str, ...]:
 
 def parse_posted(data: object) -> PostedStatus:
     d = _obj(data, "status")
-    return PostedStatus(id=StatusId(_str(d, "id", "status", max_len=MAX_ID_LENGTH)), url=_opt_str(d, "url"))
+    status_id = StatusId(_str(d, "id", "status", max_len=MAX_ID_LENGTH))
+    return PostedStatus(id=status_id, url=safe_url(d.get("url")))
 
 
 def _parse_boosted(data: object, what: str) -> Status:

@@ -613,3 +613,27 @@ async def test_refused_posts_leave_nothing_for_a_restart_to_publish(
     assert await journaled(world, "$long", "$read-only", "$unprivate") == []
     await restarted.handle(command("!gts post the marker", "$marker"))  # posting itself still works
     assert len(fake.posted_statuses("alice")) == 1
+
+
+@ALL
+async def test_a_confirmation_links_only_a_safe_url_from_the_server(
+    sessions: async_sessionmaker[AsyncSession],
+    keyring: KeyRing,
+    fake: FakeGoToSocial,
+    client: FediverseClient,
+) -> None:
+    world = await build_world(sessions, keyring, fake, client, journal=FinishFails(sessions, keyring))
+    await world.handle(command("!gts post found again after a crash", "$post"))
+    [status] = fake.posted_statuses("alice")
+    status["url"] = "javascript:alert(1)"  # what the server now says the post's address is
+
+    restarted = await restart_and_resume(world)
+
+    assert len(fake.posted_statuses("alice")) == 1  # found among the recent statuses
+    assert restarted.said() == [f"Posted as @{world.account.acct}."]
+    assert all("javascript" not in e.html for e in restarted.matrix.events)
+    async with sessions() as s:
+        entry = await Repositories(s, keyring).action_journal.get("$post")
+    assert entry is not None
+    assert entry.state is ActionState.DONE
+    assert entry.result_url is None
