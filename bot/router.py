@@ -156,6 +156,10 @@ class Actions(Protocol):
         """Make a reaction's action durable at intake (before the sync token is saved)."""
         ...
 
+    async def note_redaction(self, sender: str, room_id: str, event_id: str, redacts: str) -> None:
+        """Make the undoing of a reaction's action durable at intake (before the sync token is saved)."""
+        ...
+
     async def note_reply(self, sender: str, room_id: str, event_id: str, reply_to: str, text: str) -> None:
         """Make a reply's action durable at intake (before the sync token is saved)."""
         ...
@@ -244,7 +248,7 @@ class Router:
             elif isinstance(event, Reaction):
                 await self._on_reaction(event)
             elif isinstance(event, Redaction):
-                self._on_redaction(event)
+                await self._on_redaction(event)
             elif isinstance(event, Invite):
                 self._on_invite(event)
             elif isinstance(event, UndecryptableMessage):
@@ -357,11 +361,16 @@ class Router:
                 ),
             )
 
-    def _on_redaction(self, redaction: Redaction) -> None:
+    async def _on_redaction(self, redaction: Redaction) -> None:
         if self._actions is None or not self._allowed(redaction.sender):
             return
         if self._throttle.allow(redaction.sender):
             actions = self._actions
+            await self._durably(
+                actions.note_redaction(
+                    redaction.sender, redaction.room_id, redaction.event_id, redaction.redacts
+                )
+            )
             self._enqueue(
                 redaction.sender,
                 lambda: self._act(

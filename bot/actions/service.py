@@ -6,10 +6,10 @@ Gating is `intents.gate`: anything not ours to act on is dropped without a word;
 one hint (per account, per `HINT_INTERVAL`) and the server hears nothing.
 
 Exactly once (`journal`): the entry keyed by the Matrix event id is written `pending` at intake
-(`note_*`, awaited on the sync loop before the sync token is saved; a reply's or post's text sealed) or,
-for an undo, just before the server call, and `done` after. Start-up resumes what is pending from the
-last `RESUME_WITHIN` (`unfinished`, `resume`). A replayed event whose entry is done does nothing. One
-still pending (the bot stopped between the call and `done`) is tried again with the same
+(`note_*`, awaited on the sync loop before the sync token is saved; a reply's or post's text sealed),
+and `done` after; a command refused before its server call withdraws its entry. Start-up resumes what
+is pending from the last `RESUME_WITHIN` (`unfinished`, `resume`). A replayed event whose entry is done
+does nothing. One still pending (the bot stopped between the call and `done`) is tried again with the same
 `Idempotency-Key` (Mastodon and Akkoma answer a repeat with the first post); before posting again, the
 account's recent statuses are searched for it, since GoToSocial ignores the key. Favourites, boosts and
 their undoing are idempotent on the server; a follow request already answered is gone (404), which a
@@ -182,16 +182,11 @@ class ActionService:
 
     async def take_back(self, ctx: CommandContext, event_id: str, redacts: str) -> None:
         """A redaction: if it removes a reaction that favourited or boosted, undo that."""
-        around = await self._journal.surroundings(ctx.sender, redacts)
-        earlier, account = around.earlier, around.account
-        if earlier is None or earlier.state is not ActionState.DONE or earlier.matrix_user_id != ctx.sender:
-            return
-        undo, target_id = undo_of(earlier.action), earlier.target_id
-        if undo is None or target_id is None or account is None or around.dm_room_id != ctx.room_id:
-            return
-        if account.matrix_user_id != ctx.sender or not _can_act(account):
-            return
-        await self._run(ctx, event_id, account, _Job(undo, target_id, self._simple(account, undo, target_id)))
+        undo = _undo(ctx, await self._journal.surroundings(ctx.sender, redacts))
+        if undo is not None:
+            action, target_id, account = undo
+            job = _Job(action, target_id, self._simple(account, action, target_id))
+            await self._run(ctx, event_id, account, job)
 
     async def reply(self, ctx: CommandContext, event_id: str, reply_to: str, text: str) -> None:
         around = await self._journal.surroundings(ctx.sender, reply_to)
@@ -231,6 +226,15 @@ class ActionService:
         if around.mapped is not None:
             intent = reaction_intent(key, around.mapped.target, self._keys)
             await self._note(_Here(sender, room_id), event_id, around, intent)
+
+    async def note_redaction(self, sender: str, room_id: str, event_id: str, redacts: str) -> None:
+        """As `note_reaction`, for the redaction of a reaction whose favourite or boost is undone."""
+        undo = _undo(_Here(sender, room_id), await self._journal.surroundings(sender, redacts))
+        if undo is not None:
+            action, target_id, account = undo
+            await self._journal.receive(
+                Intent(event_id, sender, account.id, action, target_id, idempotency_key(event_id))
+            )
 
     async def note_reply(self, sender: str, room_id: str, event_id: str, reply_to: str, text: str) -> None:
         """As `note_reaction`, for a reply (its text encrypted)."""
@@ -494,6 +498,20 @@ class _Here:
 
 def _can_act(account: AccountRecord) -> bool:
     return can_act(account.scopes, account.software)
+
+
+def _undo(ctx: CommandContext | _Here, around: Surroundings) -> tuple[ActionKind, str, AccountRecord] | None:
+    """What a redaction in `ctx` takes back: the undoing of the sender's own done favourite or boost
+    (its target, the account), when it is in their DM and the account can act; else None."""
+    earlier, account = around.earlier, around.account
+    if earlier is None or earlier.state is not ActionState.DONE or earlier.matrix_user_id != ctx.sender:
+        return None
+    undo, target_id = undo_of(earlier.action), earlier.target_id
+    if undo is None or target_id is None or account is None or around.dm_room_id != ctx.room_id:
+        return None
+    if account.matrix_user_id != ctx.sender or not _can_act(account):
+        return None
+    return undo, target_id, account
 
 
 def _resumable(entry: ActionRecord) -> bool:

@@ -637,3 +637,29 @@ async def test_a_confirmation_links_only_a_safe_url_from_the_server(
     assert entry is not None
     assert entry.state is ActionState.DONE
     assert entry.result_url is None
+
+
+@ALL
+async def test_removing_a_reaction_taken_from_the_sync_whose_turn_never_came_is_undone_after_a_restart(
+    sessions: async_sessionmaker[AsyncSession],
+    keyring: KeyRing,
+    fake: FakeGoToSocial,
+    client: FediverseClient,
+) -> None:
+    journal = StartFails(sessions, keyring)
+    journal.failures = 0
+    world = await build_world(sessions, keyring, fake, client, journal=journal)
+    notification = fake.notify("alice", "mention", "bob@remote.example", status_text="@alice look")
+    status_id = notification["status"]["id"]
+    relayed = await world.relay(notification)
+    await world.handle(reaction("⭐", relayed, "$star"))
+    assert fake.favourited("alice", status_id)
+
+    journal.failures = 1
+    await world.handle(Redaction(RoomId(DM), EventId("$unstar"), UserId(ALICE), EventId("$star")))
+    assert fake.favourited("alice", status_id)  # the sync token moved past it, the bot stopped
+
+    restarted = await restart_and_resume(world)
+
+    assert not fake.favourited("alice", status_id)
+    assert restarted.said() == [f"Removed the favourite as @{world.account.acct}."]
