@@ -148,6 +148,10 @@ class Actions(Protocol):
 
     async def take_back(self, ctx: CommandContext, event_id: str, redacts: str) -> None: ...
 
+    async def is_relayed(self, event_id: str) -> bool:
+        """Whether `event_id` is a message the bot relayed (a reply to it acts on the fediverse)."""
+        ...
+
     async def reply(self, ctx: CommandContext, event_id: str, reply_to: str, text: str) -> None: ...
 
     async def note_reaction(
@@ -295,16 +299,14 @@ class Router:
             msg = dataclasses.replace(msg, body=body)
         parsed = parse_command(body, self._prefix)
         if msg.reply_to is not None and parsed is None and not looks_like_pasted_code(body):
-            # A reply to a relayed message acts on it; to anything else it is ignored without a word.
-            if self._actions is not None and self._throttle.allow(msg.sender):
-                actions, reply_to = self._actions, msg.reply_to
-                await self._durably(actions.note_reply(msg.sender, msg.room_id, msg.event_id, reply_to, body))
-                self._enqueue(
-                    msg.sender,
-                    lambda: self._act(
-                        msg, lambda ctx: actions.reply(ctx, msg.event_id, reply_to, body), "reply"
-                    ),
-                )
+            # A reply to a relayed message acts on it; in the DM while a connection waits for its code, a
+            # reply to anything else is taken as the code; otherwise it is ignored without a word.
+            if self._throttle.allow(msg.sender):
+                reply_to = msg.reply_to
+                if self._actions is not None:
+                    noting = self._actions.note_reply(msg.sender, msg.room_id, msg.event_id, reply_to, body)
+                    await self._durably(noting)
+                self._enqueue(msg.sender, lambda: self._on_reply(msg, reply_to))
             return
         if parsed is None and not looks_like_pasted_code(msg.body):
             # Ordinary chat: at most one hint per interval, and no database write or state fetch for it.
@@ -319,6 +321,19 @@ class Router:
             rest = after_command_words(body) or ""
             await self._durably(self._actions.note_post(msg.sender, msg.room_id, msg.event_id, rest))
         self._enqueue(msg.sender, lambda: self._on_addressed_once(msg, parsed))
+
+    async def _on_reply(self, msg: IncomingMessage, reply_to: str) -> None:
+        actions = self._actions
+        if actions is not None and await actions.is_relayed(reply_to):
+            await self._act(msg, lambda ctx: actions.reply(ctx, msg.event_id, reply_to, msg.body), "reply")
+        elif await self._awaits_code_in_dm(msg) and await self._handled.mark_handled(
+            msg.event_id, msg.room_id
+        ):
+            here = _Context(msg.sender, msg.room_id, self._prefix, self._matrix, msg.event_id, msg.body)
+            await self._run(here, lambda: self._commands.submit_code(here, msg.body), "code")
+
+    async def _awaits_code_in_dm(self, msg: IncomingMessage) -> bool:
+        return await self._flows.has_pending(msg.sender) and await self._dms.is_dm(msg.sender, msg.room_id)
 
     def _is_post(self, parsed: ParsedCommand, body: str) -> bool:
         """A `post` command that `_on_addressed` will not refuse for its shape (the service checks the

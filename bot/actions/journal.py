@@ -50,6 +50,10 @@ class ActionJournal:
             dm = await DmRoomsRepository(session).get(user_id)
         return Surroundings(dm, mapped, account, earlier)
 
+    async def is_relayed(self, event_id: str) -> bool:
+        async with self._sessions() as session:
+            return await RelayedEventsRepository(session).get(event_id) is not None
+
     async def account(self, account_id: AccountId) -> AccountRecord | None:
         async with self._sessions() as session:
             return await AccountsRepository(session, self._keyring, self._clock).get(account_id)

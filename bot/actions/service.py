@@ -188,6 +188,9 @@ class ActionService:
             job = _Job(action, target_id, self._simple(account, action, target_id))
             await self._run(ctx, event_id, account, job)
 
+    async def is_relayed(self, event_id: str) -> bool:
+        return await self._journal.is_relayed(event_id)
+
     async def reply(self, ctx: CommandContext, event_id: str, reply_to: str, text: str) -> None:
         around = await self._journal.surroundings(ctx.sender, reply_to)
         if around.mapped is None:

@@ -3,6 +3,8 @@ server over loopback (every profile) with a real database and a recording Matrix
 
 from __future__ import annotations
 
+import re
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -11,11 +13,13 @@ from typing import Any
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from bot.accounts import AccountsService
 from bot.actions.journal import ActionJournal, Started
 from bot.actions.service import RESUME_WITHIN, ActionService
 from bot.commands.handlers import BotCommands
-from bot.commands.throttle import UserThrottle
-from bot.config import MatrixConfig
+from bot.commands.throttle import InstanceShare, UserThrottle
+from bot.config import LimitsConfig, MatrixConfig
+from bot.connect import ConnectFlows
 from bot.dm_registry import DmDirectory
 from bot.fediverse.client import FediverseClient
 from bot.fediverse.instance import parse_instance
@@ -32,7 +36,8 @@ from bot.store.repositories import Repositories
 from bot.store.session_store import DatabaseHandledEvents
 from tests.fakes.gotosocial import PROFILES, FakeGoToSocial, Profile
 from tests.fakes.matrix import RecordingMatrix
-from tests.integration.fedi_support import fedi_client
+from tests.integration.fedi_support import fedi_client, settings
+from tests.integration.test_allow_actions import NoRelay
 from tests.integration.test_router import NoFlows, Relay, Rooms
 
 ALL = pytest.mark.parametrize("profile", list(PROFILES.values()), ids=list(PROFILES))
@@ -663,3 +668,62 @@ async def test_removing_a_reaction_taken_from_the_sync_whose_turn_never_came_is_
 
     assert not fake.favourited("alice", status_id)
     assert restarted.said() == [f"Removed the favourite as @{world.account.acct}."]
+
+
+@ALL
+async def test_a_code_pasted_as_a_reply_to_the_bot_completes_the_connection(
+    sessions: async_sessionmaker[AsyncSession],
+    keyring: KeyRing,
+    fake: FakeGoToSocial,
+    client: FediverseClient,
+) -> None:
+    relay = NoRelay()
+    flows = ConnectFlows(
+        sessions=sessions,
+        keyring=keyring,
+        client=client,
+        fediverse=settings(),
+        limits=LimitsConfig(),
+        flow_ttl=timedelta(minutes=10),
+        on_connected=relay.restart_account,
+        share=InstanceShare(time.monotonic),
+    )
+    accounts = AccountsService(
+        sessions=sessions, keyring=keyring, client=client, relay=relay, allow_http=True
+    )
+    service = ActionService(
+        journal=ActionJournal(sessions, keyring),
+        writer=client.actions,
+        credentials=client,
+        allow_http=True,
+        clock=lambda: 0.0,
+    )
+    matrix = RecordingMatrix()
+    router = Router(
+        matrix=matrix,
+        dms=DmDirectory(sessions, Rooms({(DM, ALICE)})),
+        commands=BotCommands(flows=flows, accounts=accounts, clock=utc_now, posting=service),
+        flows=flows,
+        handled=DatabaseHandledEvents(sessions),
+        config=MatrixConfig(homeserver="https://hs.test", user_id=BOT, allowed_users=("@*:hs.test",)),
+        throttle=UserThrottle(100, clock=lambda: 0.0),
+        relay=relay,
+        bot_user_id=BOT,
+        clock=lambda: 0.0,
+        actions=service,
+    )
+    await router.handle(command(f"!gts connect {fake.base_url}", "$connect"))
+    await router.settled()
+    [(_, started)] = matrix.messages()
+    url = re.search(r"https?://\S+/oauth/authorize\?\S+", started)
+    assert url is not None
+    code = await fake.authorize(url.group(0).rstrip(").,"), "alice@example.org", "Long-Strong-Passw0rd!")
+
+    # Wrapped over two lines as copied, so not code-shaped on its own, but a reply to the bot in the DM.
+    await router.handle(reply(f"{code[:8]}\n{code[8:]}", "$the-bots-question", "$pasted"))
+    await router.settled()
+
+    assert "Connected as" in matrix.bodies()[-1]
+    [account] = await accounts.for_user(ALICE)
+    assert account.acct.startswith("alice")
+    assert not await flows.has_pending(ALICE)
