@@ -125,7 +125,10 @@ class LeaseKeeper:
                 await leases.prune_workers(now - t.forget_workers_after)
             now_held = set(held) | set(claimed)
             lost = sorted(self._held - now_held)
-            new = sorted(now_held - self._held)  # also leases kept from before a restart under this id
+            # New ones (also leases kept from before a restart under this id), and leases that lapsed and were
+            # claimed back in this round: another worker may have written for them meanwhile, so their relay
+            # starts again from the stored and waiting cursors instead of its own.
+            new = sorted((now_held - self._held) | (set(claimed) & self._held))
             self._held = now_held
         for account_id in lost:
             await self._on_lost(account_id)

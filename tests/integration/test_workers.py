@@ -441,3 +441,15 @@ async def test_a_relay_worker_never_creates_the_key_file(db_url: str, tmp_path: 
         async with running_relay_worker(config, worker_id="relay-1"):
             pass
     assert not config.encryption.key_file.exists()
+
+
+async def test_a_lapsed_lease_claimed_back_restarts_the_account(gts: FakeGoToSocial, h: Harness) -> None:
+    [account] = await add_accounts(h, gts, 1)
+    clock = Clock()
+    a, calls = keeper(h.sessions, "worker-a", clock)
+    await a.round()
+    clock.advance(TTL + timedelta(seconds=1))  # a stalled past its lease; nobody else took it meanwhile
+    assert (await a.round()).claimed == (account,)  # its relay's cursor may be stale: start it again
+    assert calls.claimed == [account, account]
+    assert calls.lost == []
+    assert a.held == {account}
