@@ -11,8 +11,11 @@ from collections.abc import AsyncIterator, Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
+import asyncpg  # type: ignore[import-untyped]
 import pytest
+from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -453,3 +456,33 @@ async def test_a_lapsed_lease_claimed_back_restarts_the_account(gts: FakeGoToSoc
     assert calls.claimed == [account, account]
     assert calls.lost == []
     assert a.held == {account}
+
+
+async def test_the_listener_reconnects_after_its_connection_is_closed_while_subscribing(
+    h: Harness, db_url: str
+) -> None:
+    connects: list[Any] = []
+
+    async def connect_and_lose_the_first(dsn: str) -> Any:
+        connection = await asyncpg.connect(dsn)
+        connects.append(connection)
+        if len(connects) == 1:  # the server ends it before the first LISTEN: add_listener raises
+            async with h.sessions() as s, s.begin():
+                pid = connection.get_server_pid()
+                await s.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+            await wait_until(connection.is_closed, what="the terminated connection seen as closed")
+        return connection
+
+    heard = Heard([])
+    listener = Listener(
+        make_url(db_url), [ACCOUNTS_CHANNEL], heard, retry_seconds=0.01, connect=connect_and_lose_the_first
+    )
+    listener.start()
+    try:
+        await wait_until(listener.listening.is_set, what="LISTENing on a second connection")
+        assert len(connects) == 2
+        async with h.sessions() as s, s.begin():
+            await notify(s, ACCOUNTS_CHANNEL, "7")
+        await wait_until(lambda: (ACCOUNTS_CHANNEL, "7") in heard.items, what="a NOTIFY after the reconnect")
+    finally:
+        await listener.aclose()
