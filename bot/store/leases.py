@@ -63,6 +63,14 @@ class LeasesRepository:
 
     async def renew(self, worker: str, now: datetime, ttl: timedelta) -> list[AccountId]:
         """Extend the worker's unexpired leases on ACTIVE accounts; free its others. Returns what it holds."""
+        # Lock the worker's rows first, in account order like `holds_all` (the write guard): the UPDATEs
+        # below would lock them in scan order, and two orders can deadlock.
+        await self._session.execute(
+            select(RelayLease.account_id)
+            .where(RelayLease.holder == worker)
+            .order_by(RelayLease.account_id)
+            .with_for_update()
+        )
         active = select(Account.id).where(Account.state == AccountState.ACTIVE.value)
         held = and_(RelayLease.holder == worker, RelayLease.expires_at > now)
         await self._session.execute(
