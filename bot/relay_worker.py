@@ -105,12 +105,17 @@ async def running_relay_worker(
         changes: set[asyncio.Task[None]] = set()
 
         def accounts_changed(_channel: str, payload: str | None) -> None:
-            if payload is None or not payload.isdigit():
+            if payload is None:  # (re)connected: announcements meanwhile are lost; anything may have changed
+                change = relay.restart_changed()
+            elif payload.isdigit():
+                change = keeper.account_changed(AccountId(int(payload)))
+            else:
                 keeper.wake()
                 return
-            task = asyncio.create_task(keeper.account_changed(AccountId(int(payload))))
+            task = asyncio.create_task(change)
             changes.add(task)
             task.add_done_callback(changes.discard)
+            keeper.wake()
 
         start_listener(stack, config, [ACCOUNTS_CHANNEL], accounts_changed)
         await keeper.round()

@@ -72,6 +72,11 @@ NotifyUser = Callable[[str, str, str], Awaitable[None]]  # (matrix user id, plai
 AccountsElsewhere = Callable[[AccountId], Awaitable[None]]  # tells relay workers an account changed
 
 
+def _relay_settings(account: AccountRecord) -> tuple[object, ...]:
+    """What a running relay took from the account when it started (its cursor moves on by itself)."""
+    return (account.token, account.state, account.notify_types, account.instance, account.software)
+
+
 def broken_message(acct: str, instance: str, reason: str, prefix: str) -> tuple[str, str]:
     why = {
         "rejected": "the server rejected the token; it may have been revoked",
@@ -241,6 +246,16 @@ class RelayManager:
             if account is not None and account.state is AccountState.ACTIVE:
                 await self._start_account(account)
 
+    async def restart_changed(self) -> None:
+        """Change announcements may have been missed (a relay worker's LISTEN connection was lost):
+        restart every running account whose stored token or settings differ from those it runs with."""
+        async with self._sessions() as session, session.begin():
+            stored = {a.id: a for a in await AccountsRepository(session, self._keyring).list_active()}
+        for account_id, running in list(self._running.items()):
+            record = stored.get(account_id)
+            if record is None or _relay_settings(record) != _relay_settings(running.relay.account):
+                await self.restart_account(account_id)
+
     async def remove_account(self, account_id: AccountId) -> None:
         if self._elsewhere is not None:
             await self._elsewhere(account_id)  # the worker stops it once it sees the account changed
@@ -282,14 +297,7 @@ class RelayManager:
         async with self._sessions() as session, session.begin():
             listed = await AccountsRepository(session, self._keyring).list_for_user(matrix_user_id)
         for account_id in [a.id for a in listed]:
-            async with self._lock(account_id):
-                if not self._started or account_id in self._running or account_id in self._removed:
-                    continue
-                # Read again under the lock: a revoke or pause may have finished since the list was read.
-                async with self._sessions() as session, session.begin():
-                    account = await AccountsRepository(session, self._keyring).get(account_id)
-                if account is not None and account.state is AccountState.ACTIVE:
-                    await self._start_account(account)
+            await self._start_stored(account_id)
 
     async def suspend_user(self, matrix_user_id: str) -> None:
         """Stop relaying to a user who has no usable DM any more; nothing is lost (see the module doc)."""
@@ -320,6 +328,17 @@ class RelayManager:
         ]:
             async with self._lock(account_id):
                 await self._stop_account(account_id)
+
+    async def _start_stored(self, account_id: AccountId) -> None:
+        """Start the account as stored now, unless it is running or was stopped on purpose."""
+        async with self._lock(account_id):
+            if not self._started or account_id in self._running or account_id in self._removed:
+                return
+            # Read under the lock: a revoke or pause may have finished since the caller looked.
+            async with self._sessions() as session, session.begin():
+                account = await AccountsRepository(session, self._keyring).get(account_id)
+            if account is not None and account.state is AccountState.ACTIVE:
+                await self._start_account(account)
 
     def _lock(self, account_id: AccountId) -> asyncio.Lock:
         return self._locks.setdefault(account_id, asyncio.Lock())
@@ -415,7 +434,8 @@ class RelayManager:
     async def _mark_broken(self, relay: AccountRelay, instance: InstanceRef, reason: str) -> None:
         account = relay.account
         running = self._running.get(account.id)
-        if running is not None and running.relay is relay:
+        current = running is not None and running.relay is relay
+        if current:
             del self._running[account.id]
         async with self._sessions() as session, session.begin():
             accounts = AccountsRepository(session, self._keyring)
@@ -424,6 +444,8 @@ class RelayManager:
             log.info(
                 "account %s: an old token was rejected, but a newer one is stored; not broken", account.id
             )
+            if current:  # nobody restarted it with the new token (a relay worker can miss the NOTIFY)
+                await self._start_stored(account.id)
             return
         log.warning("account %s on %s: token no longer works (%s); now broken", account.id, instance, reason)
         plain, rich = broken_message(account.acct, instance.display, reason, self._prefix)

@@ -486,3 +486,40 @@ async def test_the_listener_reconnects_after_its_connection_is_closed_while_subs
         await wait_until(lambda: (ACCOUNTS_CHANNEL, "7") in heard.items, what="a NOTIFY after the reconnect")
     finally:
         await listener.aclose()
+
+
+async def test_a_worker_that_missed_a_new_token_restarts_the_account_on_the_old_tokens_401(
+    gts: FakeGoToSocial, h: Harness
+) -> None:
+    [account] = await add_accounts(h, gts, 1)
+    a, worker = await start_worker(h, "worker-a", Clock())
+    await a.round()
+    await wait_until(lambda: gts.open_streams("user0") == 1, what="streaming")
+    [old_stream] = gts.state.streams
+    await h.add_account(gts, "user0")  # reconnected with a new token; the worker missed the NOTIFY
+    new_token = (await h.account(account)).token
+    gts.state.forget_token(old_stream.access)
+    old_stream.abort()  # the old token's next request is a 401, but a newer token is stored: not broken
+    await wait_until(
+        lambda: [c.access for c in gts.state.streams] == [new_token], what="streaming with the new token"
+    )
+    assert (await h.account(account)).state is AccountState.ACTIVE
+    assert worker.relaying_accounts == 1
+
+
+async def test_after_a_listen_reconnect_a_worker_restarts_accounts_whose_token_changed(
+    gts: FakeGoToSocial, h: Harness
+) -> None:
+    [changed, _] = await add_accounts(h, gts, 2)
+    a, worker = await start_worker(h, "worker-a", Clock())
+    await a.round()
+    await wait_until(lambda: gts.open_streams() == 2, what="both streaming")
+    same_stream = next(c for c in gts.state.streams if c.user_id == gts.user("user1").user_id)
+    await h.add_account(gts, "user0")  # a new token, announced while the worker was not listening
+    new_token = (await h.account(changed)).token
+    await worker.restart_changed()
+    await wait_until(
+        lambda: sorted(c.access for c in gts.state.streams) == sorted([new_token, same_stream.access]),
+        what="user0 streaming with its new token",
+    )
+    assert same_stream in gts.state.streams  # the unchanged account was left alone
