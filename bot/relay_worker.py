@@ -26,7 +26,7 @@ from bot.app_base import (
     start_listener,
 )
 from bot.config import Config
-from bot.errors import ConfigError
+from bot.errors import ConfigError, WorkerIdInUseError
 from bot.fediverse.guard import Resolver
 from bot.observability import DatabaseCheck, HealthServer, Metrics, sqlalchemy_ping
 from bot.relay.heap import freeze_long_lived
@@ -99,6 +99,12 @@ async def running_relay_worker(
             timing=timing,
         )
         holder.append(keeper)
+        if not await keeper.register():
+            raise WorkerIdInUseError(
+                f"a relay worker {worker_id!r} is already running (its heartbeat is live): give every "
+                "process its own --worker-id; if that worker died, this one starts once its heartbeat "
+                f"expired ({keeper.ttl.total_seconds():.0f} s after the last)"
+            )
         await relay.start()
         stack.push_async_callback(keeper.retire)  # after the relay stopped: nothing more is written
         stack.push_async_callback(relay.stop)

@@ -79,6 +79,10 @@ class LeaseKeeper:
         self._round_lock = asyncio.Lock()
 
     @property
+    def ttl(self) -> timedelta:
+        return self._timing.ttl
+
+    @property
     def held(self) -> frozenset[AccountId]:
         return frozenset(self._held)
 
@@ -103,6 +107,11 @@ class LeaseKeeper:
             except Exception:
                 log.exception("lease round failed; trying again at the next heartbeat")
             await self._nap()
+
+    async def register(self) -> bool:
+        """Before the first round: False if a live worker already runs under this id."""
+        async with self._sessions() as session, session.begin():
+            return await LeasesRepository(session).register(self.worker_id, self._clock(), self._timing.ttl)
 
     async def round(self) -> Round:
         async with self._round_lock:

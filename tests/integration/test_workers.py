@@ -20,14 +20,15 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.admin.accounts import account_table, list_accounts
-from bot.config import load_config
-from bot.errors import KeyRingError
+from bot.config import Config, load_config
+from bot.errors import KeyRingError, WorkerIdInUseError
 from bot.relay.delivery_store import DeliveryStore, LeaseLost, OutboxDraft
 from bot.relay.lease_keeper import LeaseKeeper, LeaseTiming
 from bot.relay.manager import AccountsElsewhere, RelayManager
 from bot.relay.notices import OutboxNotices
 from bot.relay.outbox_feed import OutboxFeed
 from bot.relay_worker import running_relay_worker
+from bot.store.keyring import KeyRing
 from bot.store.leases import LeasesRepository
 from bot.store.models import AccountState
 from bot.store.outbox import OutboxRecord
@@ -429,8 +430,8 @@ async def test_no_outbox_write_succeeds_for_a_revoked_account(gts: FakeGoToSocia
     assert await h.outbox() == []
 
 
-async def test_a_relay_worker_never_creates_the_key_file(db_url: str, tmp_path: Path) -> None:
-    config = load_config(
+def worker_config(db_url: str, tmp_path: Path) -> Config:
+    return load_config(
         None,
         {
             "GTS_BOT_MATRIX__HOMESERVER": "https://matrix.test.org",
@@ -440,6 +441,10 @@ async def test_a_relay_worker_never_creates_the_key_file(db_url: str, tmp_path: 
             "GTS_BOT_DATABASE__URL": db_url,
         },
     )
+
+
+async def test_a_relay_worker_never_creates_the_key_file(db_url: str, tmp_path: Path) -> None:
+    config = worker_config(db_url, tmp_path)
     with pytest.raises(KeyRingError, match="only reads the key file"):
         async with running_relay_worker(config, worker_id="relay-1"):
             pass
@@ -523,3 +528,18 @@ async def test_after_a_listen_reconnect_a_worker_restarts_accounts_whose_token_c
         what="user0 streaming with its new token",
     )
     assert same_stream in gts.state.streams  # the unchanged account was left alone
+
+
+async def test_a_second_worker_under_a_live_workers_id_is_refused(db_url: str, tmp_path: Path) -> None:
+    config = worker_config(db_url, tmp_path)
+    config.data_dir.mkdir(mode=0o700)
+    KeyRing.generate_file(config.encryption.key_file)
+    async with running_relay_worker(config, worker_id="relay-1") as first:
+        with pytest.raises(WorkerIdInUseError, match="'relay-1' is already running") as refused:
+            async with running_relay_worker(config, worker_id="relay-1"):
+                pass
+        assert refused.value.exit_code == 75  # temporary: systemd restarts it, after a crash that works
+        async with first.sessions() as s, s.begin():
+            assert await LeasesRepository(s).live_workers(datetime.now(UTC)) == 1  # not retired
+    async with running_relay_worker(config, worker_id="relay-1"):  # a clean stop frees the id at once
+        pass
