@@ -28,7 +28,7 @@ from bot.app_base import (
 from bot.config import Config
 from bot.errors import ConfigError, WorkerIdInUseError
 from bot.fediverse.guard import Resolver
-from bot.observability import DatabaseCheck, HealthServer, Metrics, sqlalchemy_ping
+from bot.observability import HealthServer, Metrics
 from bot.relay.heap import freeze_long_lived
 from bot.relay.lease_keeper import LeaseKeeper, LeaseTiming
 from bot.relay.manager import RelayManager
@@ -127,15 +127,6 @@ async def running_relay_worker(
         await keeper.round()
         keeping = asyncio.create_task(keeper.run(), name="lease-keeper")
         stack.push_async_callback(cancel_task, keeping)
-        health = await start_health(
-            stack,
-            config,
-            HealthServer(
-                config.observability.host,
-                config.observability.port,
-                base.metrics,
-                [DatabaseCheck(sqlalchemy_ping(base.engine))],
-            ),
-        )
+        health = await start_health(stack, config, base)
         log.info("relay worker %s is running", worker_id)
         yield RelayWorker(sessions, relay, keeper, base.metrics, health)

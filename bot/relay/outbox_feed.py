@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from bot.relay.wake_loop import WakeLoop
 from bot.store.outbox import OutboxId, OutboxRecord, OutboxRepository
 
 __all__ = ["OutboxFeed"]
@@ -32,14 +33,14 @@ class OutboxFeed:
     ) -> None:
         self._sessions = sessions
         self._take = take
-        self._poll = poll_seconds
-        self._sleep = sleep
         self._handed: set[OutboxId] = set()
-        self._wake = asyncio.Event()
+        self._loop = WakeLoop(
+            self.scan, poll_seconds, failure="reading the relay outbox failed; trying again", sleep=sleep
+        )
         self.scans = 0  # completed scans (tests wait on it instead of on time)
 
     def wake(self) -> None:
-        self._wake.set()
+        self._loop.wake()
 
     async def scan(self) -> int:
         """Hand over the new rows; returns how many."""
@@ -54,21 +55,5 @@ class OutboxFeed:
         return len(new)
 
     async def run(self) -> None:
-        while True:
-            self._wake.clear()
-            try:
-                await self.scan()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("reading the relay outbox failed; trying again")
-            await self._nap()
-
-    async def _nap(self) -> None:
-        nap = asyncio.ensure_future(self._sleep(self._poll))
-        woken = asyncio.ensure_future(self._wake.wait())
-        try:
-            await asyncio.wait({nap, woken}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            nap.cancel()
-            woken.cancel()
+        """A scan now, then every `poll_seconds` or when woken, until cancelled."""
+        await self._loop.run()
