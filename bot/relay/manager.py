@@ -164,6 +164,7 @@ class RelayManager:
         self._live_streams = 0
         self._started = False
         self._started_all = False  # `start` has started every account it found
+        self._outbox_removed_callbacks: list[Callable[[], None]] = []
 
     # -- public ------------------------------------------------------------------------------------------
 
@@ -223,6 +224,15 @@ class RelayManager:
                 await self._start_account(account)
         self._started_all = True
         self._check_streams_open()
+
+    def on_outbox_removed(self, callback: Callable[[], None]) -> None:
+        """Call `callback` whenever a delivery is done with outbox messages (the split Matrix process's
+        `OutboxFeed` hands over more of a user's rows then)."""
+        self._outbox_removed_callbacks.append(callback)
+
+    def _outbox_removed(self) -> None:
+        for callback in self._outbox_removed_callbacks:
+            callback()
 
     def take_outbox(self, records: list[OutboxRecord]) -> None:
         """Send these outbox rows (oldest first), each after what its user's delivery already holds."""
@@ -349,7 +359,11 @@ class RelayManager:
             delivery = UserDelivery(
                 matrix_user_id,
                 store=DeliveryStore(
-                    self._sessions, self._keyring, matrix_user_id, write_guard=self._write_guard
+                    self._sessions,
+                    self._keyring,
+                    matrix_user_id,
+                    write_guard=self._write_guard,
+                    on_removed=self._outbox_removed,
                 ),
                 sender=self._sender,
                 tuning=self._tuning,

@@ -543,3 +543,25 @@ async def test_a_second_worker_under_a_live_workers_id_is_refused(db_url: str, t
             assert await LeasesRepository(s).live_workers(datetime.now(UTC)) == 1  # not retired
     async with running_relay_worker(config, worker_id="relay-1"):  # a clean stop frees the id at once
         pass
+
+
+async def test_the_feed_holds_at_most_per_user_rows_and_takes_more_as_they_are_sent(h: Harness) -> None:
+    await h.set_dm("@u:example.org", "!u:example.org")
+    await h.set_dm("@v:example.org", "!v:example.org")
+    taken: list[OutboxRecord] = []
+    feed = OutboxFeed(h.sessions, taken.extend, per_user=2, poll_seconds=3600.0)  # scans only when woken
+    store_u = DeliveryStore(h.sessions, h.keyring, "@u:example.org", on_removed=feed.rows_gone)
+    store_v = DeliveryStore(h.sessions, h.keyring, "@v:example.org", on_removed=feed.rows_gone)
+    drafts = [OutboxDraft(txn_id=f"u{n}", body=str(n), html=str(n)) for n in (1, 2, 3)]
+    first, *_ = await store_u.write_batch(drafts, {}) or []
+    await store_v.write_batch([OutboxDraft(txn_id="v1", body="v", html="v")], {})
+    feeding = asyncio.create_task(feed.run())
+    try:
+        await wait_until(lambda: feed.scans == 1, what="the first scan")
+        assert [r.txn_id for r in taken] == ["u1", "u2", "v1"]  # u3 waits in the table, not in memory
+        await store_u.commit(first)  # u1 sent: room for one more of u's, and the feed is told
+        await wait_until(lambda: [r.txn_id for r in taken][3:] == ["u3"], what="u3 handed over")
+        assert feed.scans == 2
+    finally:
+        feeding.cancel()
+        await asyncio.gather(feeding, return_exceptions=True)
