@@ -28,7 +28,7 @@ from bot.fediverse.guard import Resolver
 from bot.matrix.adapter import MatrixAdapter
 from bot.matrix.session import Credentials
 from bot.matrix.types import RoomId, TrustPolicy, UserId
-from bot.observability import DatabaseCheck, HealthServer, Metrics, SyncFreshnessCheck, sqlalchemy_ping
+from bot.observability import HealthServer, Metrics, SyncFreshnessCheck
 from bot.relay.heap import freeze_long_lived
 from bot.relay.manager import RelayManager
 from bot.relay.outbox_feed import OutboxFeed
@@ -172,6 +172,7 @@ async def running_bot(
         stack.push_async_callback(relay.stop)
         if role is Role.MATRIX:
             feed = OutboxFeed(sessions, relay.take_outbox)
+            relay.on_outbox_removed(feed.rows_gone)
             start_listener(stack, config, [OUTBOX_CHANNEL], lambda _channel, _payload: feed.wake())
             feeding = asyncio.create_task(feed.run(), name="outbox-feed")
             stack.push_async_callback(cancel_task, feeding)
@@ -181,16 +182,7 @@ async def running_bot(
 
         sync_check = SyncFreshnessCheck()
         matrix.on_sync(sync_check.mark_synced)
-        health = await start_health(
-            stack,
-            config,
-            HealthServer(
-                config.observability.host,
-                config.observability.port,
-                metrics,
-                [sync_check, DatabaseCheck(sqlalchemy_ping(engine))],
-            ),
-        )
+        health = await start_health(stack, config, base, sync_check)
 
         housekeeping = asyncio.create_task(_housekeeping(sessions, keyring, metrics), name="housekeeping")
         stack.callback(housekeeping.cancel)

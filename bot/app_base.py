@@ -26,7 +26,7 @@ from bot.fediverse.guard import Resolver
 from bot.fediverse.ratelimit import PacerRegistry
 from bot.fediverse.streaming import StreamConnector, build_stream_connector
 from bot.log import installed_redactor
-from bot.observability import HealthServer, Metrics
+from bot.observability import DatabaseCheck, HealthCheck, HealthServer, Metrics, sqlalchemy_ping
 from bot.resources import open_database, open_fediverse_client
 from bot.store.key_rotation import open_keyring
 from bot.store.keyring import KeyRing
@@ -126,9 +126,19 @@ async def open_base(
     return Base(metrics, database.engine, database.sessions, keyring, client, connector)
 
 
-async def start_health(stack: AsyncExitStack, config: Config, health: HealthServer) -> HealthServer | None:
+async def start_health(
+    stack: AsyncExitStack, config: Config, base: Base, *checks: HealthCheck
+) -> HealthServer | None:
+    """Serve /healthz and /metrics when enabled: healthy while the database answers and every check passes."""
     if not config.observability.enabled:
         return None
+    observability = config.observability
+    health = HealthServer(
+        observability.host,
+        observability.port,
+        base.metrics,
+        [*checks, DatabaseCheck(sqlalchemy_ping(base.engine))],
+    )
     await health.start()
     stack.push_async_callback(health.stop)
     return health

@@ -5,7 +5,8 @@
     │   ├── ConfigError                  bad configuration (a list of problems, each naming its key)
     │   ├── KeyRingError                 key file missing, unreadable, malformed or not the right key
     │   │   └── KeyFileExposedError      the key file is group/world-readable (refused, exit code 72)
-    │   └── DatabaseVersionError         the database has a revision this code does not know
+    │   ├── DatabaseVersionError         the database has a revision this code does not know
+    │   └── WorkerIdInUseError           a live relay worker already runs under this --worker-id
     ├── DecryptionError                  a stored ciphertext did not authenticate (tampered, moved, wrong key)
     └── UserFacingError                  its str() is safe and meant to be shown to the Matrix user
         ├── CommandError                 bad command usage or a refused request
@@ -80,6 +81,12 @@ class DatabaseVersionError(StartupError):
     """The database schema revision is unknown to this code (a newer gts-bot wrote it)."""
 
     exit_code = 75  # EX_TEMPFAIL: upgrading the bot fixes it
+
+
+class WorkerIdInUseError(StartupError):
+    """A live relay worker has this id: two processes under one id would both pass the write guard."""
+
+    exit_code = 75  # EX_TEMPFAIL: a crashed worker's heartbeat expires, so a restart under its id succeeds
 
 
 class DecryptionError(GtsBotError):

@@ -26,9 +26,9 @@ from bot.app_base import (
     start_listener,
 )
 from bot.config import Config
-from bot.errors import ConfigError
+from bot.errors import ConfigError, WorkerIdInUseError
 from bot.fediverse.guard import Resolver
-from bot.observability import DatabaseCheck, HealthServer, Metrics, sqlalchemy_ping
+from bot.observability import HealthServer, Metrics
 from bot.relay.heap import freeze_long_lived
 from bot.relay.lease_keeper import LeaseKeeper, LeaseTiming
 from bot.relay.manager import RelayManager
@@ -99,32 +99,34 @@ async def running_relay_worker(
             timing=timing,
         )
         holder.append(keeper)
+        if not await keeper.register():
+            raise WorkerIdInUseError(
+                f"a relay worker {worker_id!r} is already running (its heartbeat is live): give every "
+                "process its own --worker-id; if that worker died, this one starts once its heartbeat "
+                f"expired ({keeper.ttl.total_seconds():.0f} s after the last)"
+            )
         await relay.start()
         stack.push_async_callback(keeper.retire)  # after the relay stopped: nothing more is written
         stack.push_async_callback(relay.stop)
         changes: set[asyncio.Task[None]] = set()
 
         def accounts_changed(_channel: str, payload: str | None) -> None:
-            if payload is None or not payload.isdigit():
+            if payload is None:  # (re)connected: announcements meanwhile are lost; anything may have changed
+                change = relay.restart_changed()
+            elif payload.isdigit():
+                change = keeper.account_changed(AccountId(int(payload)))
+            else:
                 keeper.wake()
                 return
-            task = asyncio.create_task(keeper.account_changed(AccountId(int(payload))))
+            task = asyncio.create_task(change)
             changes.add(task)
             task.add_done_callback(changes.discard)
+            keeper.wake()
 
         start_listener(stack, config, [ACCOUNTS_CHANNEL], accounts_changed)
         await keeper.round()
         keeping = asyncio.create_task(keeper.run(), name="lease-keeper")
         stack.push_async_callback(cancel_task, keeping)
-        health = await start_health(
-            stack,
-            config,
-            HealthServer(
-                config.observability.host,
-                config.observability.port,
-                base.metrics,
-                [DatabaseCheck(sqlalchemy_ping(base.engine))],
-            ),
-        )
+        health = await start_health(stack, config, base)
         log.info("relay worker %s is running", worker_id)
         yield RelayWorker(sessions, relay, keeper, base.metrics, health)

@@ -3,7 +3,7 @@
 Exit codes: 0 success; 1 unexpected error; 2 bad command line (also: `accounts revoke` names no
 account); 65 an operator command refused the data (`migrate-db` into a non-empty database); a
 `StartupError`'s own `exit_code` (78 configuration, 77 key file, 72 key file readable by others, 75
-database newer than this code); 130 interrupted.
+database newer than this code, or a live relay worker already has this `--worker-id`); 130 interrupted.
 
 This module only builds the parser and dispatches, so `--help` and `check-config` start fast: it imports
 nothing heavy (no store, HTTP stack, matrix-nio). Each command's code lives in one module beside it

@@ -79,9 +79,12 @@ class DeliveryStore:
         matrix_user_id: str,
         *,
         write_guard: WriteGuard | None = None,
+        on_removed: Callable[[], None] | None = None,
     ) -> None:
+        """`on_removed`: called after messages left the outbox (sent, given up or withdrawn)."""
         self._sessions = sessions
         self._write_guard = write_guard
+        self._on_removed = on_removed
         self._keyring = keyring
         self._user = matrix_user_id
 
@@ -134,6 +137,7 @@ class DeliveryStore:
                     event_id=sent_as, matrix_user_id=self._user, room_id=record.room_id, target=shows
                 )
             await OutboxRepository(session).delete(record.id)
+        self._removed()
 
     async def withdraw(self, records: Sequence[OutboxRecord]) -> None:
         """Take messages that never reached the room back out of the outbox (one transaction); their
@@ -142,3 +146,8 @@ class DeliveryStore:
             outbox = OutboxRepository(session)
             for record in records:
                 await outbox.delete(record.id)
+        self._removed()
+
+    def _removed(self) -> None:
+        if self._on_removed is not None:
+            self._on_removed()

@@ -25,6 +25,7 @@ from datetime import datetime, timedelta
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.relay.delivery_store import LeaseLost
+from bot.relay.wake_loop import WakeLoop
 from bot.store.leases import LeasesRepository
 from bot.store.pg_notify import OUTBOX_CHANNEL, notify
 from bot.store.records import AccountId, utc_now
@@ -73,10 +74,18 @@ class LeaseKeeper:
         self._on_lost = on_lost
         self._timing = timing if timing is not None else LeaseTiming()
         self._clock = clock
-        self._sleep = sleep
         self._held: set[AccountId] = set()
-        self._wake = asyncio.Event()
+        self._loop = WakeLoop(
+            self.round,
+            self._timing.heartbeat,
+            failure="lease round failed; trying again at the next heartbeat",
+            sleep=sleep,
+        )
         self._round_lock = asyncio.Lock()
+
+    @property
+    def ttl(self) -> timedelta:
+        return self._timing.ttl
 
     @property
     def held(self) -> frozenset[AccountId]:
@@ -84,7 +93,7 @@ class LeaseKeeper:
 
     def wake(self) -> None:
         """Run a round now (accounts were added or changed)."""
-        self._wake.set()
+        self._loop.wake()
 
     async def account_changed(self, account_id: AccountId) -> None:
         """The Matrix process changed this account (new token, paused, resumed, types): restart it here if
@@ -94,15 +103,13 @@ class LeaseKeeper:
         self.wake()
 
     async def run(self) -> None:
-        while True:
-            self._wake.clear()
-            try:
-                await self.round()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("lease round failed; trying again at the next heartbeat")
-            await self._nap()
+        """A round now, then every heartbeat or when woken, until cancelled."""
+        await self._loop.run()
+
+    async def register(self) -> bool:
+        """Before the first round: False if a live worker already runs under this id."""
+        async with self._sessions() as session, session.begin():
+            return await LeasesRepository(session).register(self.worker_id, self._clock(), self._timing.ttl)
 
     async def round(self) -> Round:
         async with self._round_lock:
@@ -125,7 +132,10 @@ class LeaseKeeper:
                 await leases.prune_workers(now - t.forget_workers_after)
             now_held = set(held) | set(claimed)
             lost = sorted(self._held - now_held)
-            new = sorted(now_held - self._held)  # also leases kept from before a restart under this id
+            # New ones (also leases kept from before a restart under this id), and leases that lapsed and were
+            # claimed back in this round: another worker may have written for them meanwhile, so their relay
+            # starts again from the stored and waiting cursors instead of its own.
+            new = sorted((now_held - self._held) | (set(claimed) & self._held))
             self._held = now_held
         for account_id in lost:
             await self._on_lost(account_id)
@@ -154,12 +164,3 @@ class LeaseKeeper:
         if not await LeasesRepository(session).holds_all(self.worker_id, account_ids, self._clock()):
             raise LeaseLost(f"worker {self.worker_id} no longer holds all of {sorted(account_ids)}")
         await notify(session, OUTBOX_CHANNEL)
-
-    async def _nap(self) -> None:
-        nap = asyncio.ensure_future(self._sleep(self._timing.heartbeat))
-        woken = asyncio.ensure_future(self._wake.wait())
-        try:
-            await asyncio.wait({nap, woken}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            nap.cancel()
-            woken.cancel()

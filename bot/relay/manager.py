@@ -72,6 +72,11 @@ NotifyUser = Callable[[str, str, str], Awaitable[None]]  # (matrix user id, plai
 AccountsElsewhere = Callable[[AccountId], Awaitable[None]]  # tells relay workers an account changed
 
 
+def _relay_settings(account: AccountRecord) -> tuple[object, ...]:
+    """What a running relay took from the account when it started (its cursor moves on by itself)."""
+    return (account.token, account.state, account.notify_types, account.instance, account.software)
+
+
 def broken_message(acct: str, instance: str, reason: str, prefix: str) -> tuple[str, str]:
     why = {
         "rejected": "the server rejected the token; it may have been revoked",
@@ -159,6 +164,7 @@ class RelayManager:
         self._live_streams = 0
         self._started = False
         self._started_all = False  # `start` has started every account it found
+        self._outbox_removed_callbacks: list[Callable[[], None]] = []
 
     # -- public ------------------------------------------------------------------------------------------
 
@@ -219,6 +225,15 @@ class RelayManager:
         self._started_all = True
         self._check_streams_open()
 
+    def on_outbox_removed(self, callback: Callable[[], None]) -> None:
+        """Call `callback` whenever a delivery is done with outbox messages (the split Matrix process's
+        `OutboxFeed` hands over more of a user's rows then)."""
+        self._outbox_removed_callbacks.append(callback)
+
+    def _outbox_removed(self) -> None:
+        for callback in self._outbox_removed_callbacks:
+            callback()
+
     def take_outbox(self, records: list[OutboxRecord]) -> None:
         """Send these outbox rows (oldest first), each after what its user's delivery already holds."""
         by_user: dict[str, list[OutboxRecord]] = {}
@@ -240,6 +255,16 @@ class RelayManager:
                 account = await AccountsRepository(session, self._keyring).get(account_id)
             if account is not None and account.state is AccountState.ACTIVE:
                 await self._start_account(account)
+
+    async def restart_changed(self) -> None:
+        """Change announcements may have been missed (a relay worker's LISTEN connection was lost):
+        restart every running account whose stored token or settings differ from those it runs with."""
+        async with self._sessions() as session, session.begin():
+            stored = {a.id: a for a in await AccountsRepository(session, self._keyring).list_active()}
+        for account_id, running in list(self._running.items()):
+            record = stored.get(account_id)
+            if record is None or _relay_settings(record) != _relay_settings(running.relay.account):
+                await self.restart_account(account_id)
 
     async def remove_account(self, account_id: AccountId) -> None:
         if self._elsewhere is not None:
@@ -282,14 +307,7 @@ class RelayManager:
         async with self._sessions() as session, session.begin():
             listed = await AccountsRepository(session, self._keyring).list_for_user(matrix_user_id)
         for account_id in [a.id for a in listed]:
-            async with self._lock(account_id):
-                if not self._started or account_id in self._running or account_id in self._removed:
-                    continue
-                # Read again under the lock: a revoke or pause may have finished since the list was read.
-                async with self._sessions() as session, session.begin():
-                    account = await AccountsRepository(session, self._keyring).get(account_id)
-                if account is not None and account.state is AccountState.ACTIVE:
-                    await self._start_account(account)
+            await self._start_stored(account_id)
 
     async def suspend_user(self, matrix_user_id: str) -> None:
         """Stop relaying to a user who has no usable DM any more; nothing is lost (see the module doc)."""
@@ -321,6 +339,17 @@ class RelayManager:
             async with self._lock(account_id):
                 await self._stop_account(account_id)
 
+    async def _start_stored(self, account_id: AccountId) -> None:
+        """Start the account as stored now, unless it is running or was stopped on purpose."""
+        async with self._lock(account_id):
+            if not self._started or account_id in self._running or account_id in self._removed:
+                return
+            # Read under the lock: a revoke or pause may have finished since the caller looked.
+            async with self._sessions() as session, session.begin():
+                account = await AccountsRepository(session, self._keyring).get(account_id)
+            if account is not None and account.state is AccountState.ACTIVE:
+                await self._start_account(account)
+
     def _lock(self, account_id: AccountId) -> asyncio.Lock:
         return self._locks.setdefault(account_id, asyncio.Lock())
 
@@ -330,7 +359,11 @@ class RelayManager:
             delivery = UserDelivery(
                 matrix_user_id,
                 store=DeliveryStore(
-                    self._sessions, self._keyring, matrix_user_id, write_guard=self._write_guard
+                    self._sessions,
+                    self._keyring,
+                    matrix_user_id,
+                    write_guard=self._write_guard,
+                    on_removed=self._outbox_removed,
                 ),
                 sender=self._sender,
                 tuning=self._tuning,
@@ -415,7 +448,8 @@ class RelayManager:
     async def _mark_broken(self, relay: AccountRelay, instance: InstanceRef, reason: str) -> None:
         account = relay.account
         running = self._running.get(account.id)
-        if running is not None and running.relay is relay:
+        current = running is not None and running.relay is relay
+        if current:
             del self._running[account.id]
         async with self._sessions() as session, session.begin():
             accounts = AccountsRepository(session, self._keyring)
@@ -424,6 +458,8 @@ class RelayManager:
             log.info(
                 "account %s: an old token was rejected, but a newer one is stored; not broken", account.id
             )
+            if current:  # nobody restarted it with the new token (a relay worker can miss the NOTIFY)
+                await self._start_stored(account.id)
             return
         log.warning("account %s on %s: token no longer works (%s); now broken", account.id, instance, reason)
         plain, rich = broken_message(account.acct, instance.display, reason, self._prefix)

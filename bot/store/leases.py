@@ -41,6 +41,21 @@ class LeasesRepository:
         stmt = stmt.on_conflict_do_update(index_elements=["id"], set_={"expires_at": now + ttl})
         await self._session.execute(stmt)
 
+    async def register(self, worker: str, now: datetime, ttl: timedelta) -> bool:
+        """A worker starting: record it as alive, unless a live worker row has its id (two processes under
+        one id would both pass the write guard). False: refused. Atomic: two starting at once, one wins."""
+        stmt = (
+            insert(RelayWorker)
+            .values(id=worker, started_at=now, expires_at=now + ttl)
+            .on_conflict_do_update(
+                index_elements=["id"],
+                set_={"started_at": now, "expires_at": now + ttl},
+                where=RelayWorker.expires_at <= now,
+            )
+            .returning(RelayWorker.id)
+        )
+        return (await self._session.execute(stmt)).scalar_one_or_none() is not None
+
     async def live_workers(self, now: datetime) -> int:
         stmt = select(func.count()).select_from(RelayWorker).where(RelayWorker.expires_at > now)
         return int((await self._session.execute(stmt)).scalar_one())
@@ -63,6 +78,14 @@ class LeasesRepository:
 
     async def renew(self, worker: str, now: datetime, ttl: timedelta) -> list[AccountId]:
         """Extend the worker's unexpired leases on ACTIVE accounts; free its others. Returns what it holds."""
+        # Lock the worker's rows first, in account order like `holds_all` (the write guard): the UPDATEs
+        # below would lock them in scan order, and two orders can deadlock.
+        await self._session.execute(
+            select(RelayLease.account_id)
+            .where(RelayLease.holder == worker)
+            .order_by(RelayLease.account_id)
+            .with_for_update()
+        )
         active = select(Account.id).where(Account.state == AccountState.ACTIVE.value)
         held = and_(RelayLease.holder == worker, RelayLease.expires_at > now)
         await self._session.execute(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -95,6 +95,16 @@ class OutboxRepository:
     async def list_all(self) -> list[OutboxRecord]:
         """Every stored message, oldest first (the order they must be sent in)."""
         stmt = select(OutboxMessage).order_by(OutboxMessage.id)
+        return [self._record(row) for row in (await self._session.execute(stmt)).scalars()]
+
+    async def waiting_ids(self) -> list[tuple[OutboxId, str]]:
+        """(id, Matrix user) of every stored message, oldest first: what a scan needs, without the bodies."""
+        stmt = select(OutboxMessage.id, OutboxMessage.matrix_user_id).order_by(OutboxMessage.id)
+        return [(OutboxId(i), user) for i, user in (await self._session.execute(stmt)).all()]
+
+    async def get_many(self, ids: Collection[OutboxId]) -> list[OutboxRecord]:
+        """These messages (those still stored), oldest first."""
+        stmt = select(OutboxMessage).where(OutboxMessage.id.in_(list(ids))).order_by(OutboxMessage.id)
         return [self._record(row) for row in (await self._session.execute(stmt)).scalars()]
 
     async def waiting_cursors(self, matrix_user_id: str, account_id: AccountId) -> list[str]:

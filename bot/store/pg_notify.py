@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]
@@ -45,12 +45,19 @@ class Listener:
     """LISTEN on `channels` over a connection of its own, until `aclose()`."""
 
     def __init__(
-        self, url: URL, channels: Sequence[str], on_notify: OnNotify, *, retry_seconds: float = 5.0
+        self,
+        url: URL,
+        channels: Sequence[str],
+        on_notify: OnNotify,
+        *,
+        retry_seconds: float = 5.0,
+        connect: Callable[[str], Awaitable[Any]] = asyncpg.connect,
     ) -> None:
         self._url = url
         self._channels = tuple(channels)
         self._on_notify = on_notify
         self._retry = retry_seconds
+        self._connect = connect
         self._task: asyncio.Task[None] | None = None
         self.listening = asyncio.Event()  # set while a connection is LISTENing
 
@@ -66,18 +73,24 @@ class Listener:
         self._on_notify(channel, payload)
 
     async def _run(self) -> None:
+        # Any failure (a refused connect, a connection closed under `add_listener` raising InterfaceError,
+        # …) ends only this connection: the task itself must live as long as the process.
         while True:
             try:
-                connection = await asyncpg.connect(_dsn(self._url))
-            except (OSError, asyncpg.PostgresError):
-                log.warning("cannot LISTEN on the database; trying again in %.0f s", self._retry)
+                connection = await self._connect(_dsn(self._url))
+            except Exception as error:
+                log.warning(
+                    "cannot LISTEN on the database (%s); trying again in %.0f s",
+                    type(error).__name__,
+                    self._retry,
+                )
                 await asyncio.sleep(self._retry)
                 continue
             try:
                 await self._listen(connection)
                 log.warning("the LISTEN connection to the database was lost; reconnecting")
-            except (OSError, asyncpg.PostgresError):
-                log.warning("LISTEN failed; reconnecting in %.0f s", self._retry)
+            except Exception as error:
+                log.warning("LISTEN failed (%s); reconnecting in %.0f s", type(error).__name__, self._retry)
                 await asyncio.sleep(self._retry)
             finally:
                 self.listening.clear()

@@ -11,20 +11,24 @@ from collections.abc import AsyncIterator, Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
+import asyncpg  # type: ignore[import-untyped]
 import pytest
+from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.admin.accounts import account_table, list_accounts
-from bot.config import load_config
-from bot.errors import KeyRingError
+from bot.config import Config, load_config
+from bot.errors import KeyRingError, WorkerIdInUseError
 from bot.relay.delivery_store import DeliveryStore, LeaseLost, OutboxDraft
 from bot.relay.lease_keeper import LeaseKeeper, LeaseTiming
 from bot.relay.manager import AccountsElsewhere, RelayManager
 from bot.relay.notices import OutboxNotices
 from bot.relay.outbox_feed import OutboxFeed
 from bot.relay_worker import running_relay_worker
+from bot.store.keyring import KeyRing
 from bot.store.leases import LeasesRepository
 from bot.store.models import AccountState
 from bot.store.outbox import OutboxRecord
@@ -426,8 +430,8 @@ async def test_no_outbox_write_succeeds_for_a_revoked_account(gts: FakeGoToSocia
     assert await h.outbox() == []
 
 
-async def test_a_relay_worker_never_creates_the_key_file(db_url: str, tmp_path: Path) -> None:
-    config = load_config(
+def worker_config(db_url: str, tmp_path: Path) -> Config:
+    return load_config(
         None,
         {
             "GTS_BOT_MATRIX__HOMESERVER": "https://matrix.test.org",
@@ -437,7 +441,127 @@ async def test_a_relay_worker_never_creates_the_key_file(db_url: str, tmp_path: 
             "GTS_BOT_DATABASE__URL": db_url,
         },
     )
+
+
+async def test_a_relay_worker_never_creates_the_key_file(db_url: str, tmp_path: Path) -> None:
+    config = worker_config(db_url, tmp_path)
     with pytest.raises(KeyRingError, match="only reads the key file"):
         async with running_relay_worker(config, worker_id="relay-1"):
             pass
     assert not config.encryption.key_file.exists()
+
+
+async def test_a_lapsed_lease_claimed_back_restarts_the_account(gts: FakeGoToSocial, h: Harness) -> None:
+    [account] = await add_accounts(h, gts, 1)
+    clock = Clock()
+    a, calls = keeper(h.sessions, "worker-a", clock)
+    await a.round()
+    clock.advance(TTL + timedelta(seconds=1))  # a stalled past its lease; nobody else took it meanwhile
+    assert (await a.round()).claimed == (account,)  # its relay's cursor may be stale: start it again
+    assert calls.claimed == [account, account]
+    assert calls.lost == []
+    assert a.held == {account}
+
+
+async def test_the_listener_reconnects_after_its_connection_is_closed_while_subscribing(
+    h: Harness, db_url: str
+) -> None:
+    connects: list[Any] = []
+
+    async def connect_and_lose_the_first(dsn: str) -> Any:
+        connection = await asyncpg.connect(dsn)
+        connects.append(connection)
+        if len(connects) == 1:  # the server ends it before the first LISTEN: add_listener raises
+            async with h.sessions() as s, s.begin():
+                pid = connection.get_server_pid()
+                await s.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+            await wait_until(connection.is_closed, what="the terminated connection seen as closed")
+        return connection
+
+    heard = Heard([])
+    listener = Listener(
+        make_url(db_url), [ACCOUNTS_CHANNEL], heard, retry_seconds=0.01, connect=connect_and_lose_the_first
+    )
+    listener.start()
+    try:
+        await wait_until(listener.listening.is_set, what="LISTENing on a second connection")
+        assert len(connects) == 2
+        async with h.sessions() as s, s.begin():
+            await notify(s, ACCOUNTS_CHANNEL, "7")
+        await wait_until(lambda: (ACCOUNTS_CHANNEL, "7") in heard.items, what="a NOTIFY after the reconnect")
+    finally:
+        await listener.aclose()
+
+
+async def test_a_worker_that_missed_a_new_token_restarts_the_account_on_the_old_tokens_401(
+    gts: FakeGoToSocial, h: Harness
+) -> None:
+    [account] = await add_accounts(h, gts, 1)
+    a, worker = await start_worker(h, "worker-a", Clock())
+    await a.round()
+    await wait_until(lambda: gts.open_streams("user0") == 1, what="streaming")
+    [old_stream] = gts.state.streams
+    await h.add_account(gts, "user0")  # reconnected with a new token; the worker missed the NOTIFY
+    new_token = (await h.account(account)).token
+    gts.state.forget_token(old_stream.access)
+    old_stream.abort()  # the old token's next request is a 401, but a newer token is stored: not broken
+    await wait_until(
+        lambda: [c.access for c in gts.state.streams] == [new_token], what="streaming with the new token"
+    )
+    assert (await h.account(account)).state is AccountState.ACTIVE
+    assert worker.relaying_accounts == 1
+
+
+async def test_after_a_listen_reconnect_a_worker_restarts_accounts_whose_token_changed(
+    gts: FakeGoToSocial, h: Harness
+) -> None:
+    [changed, _] = await add_accounts(h, gts, 2)
+    a, worker = await start_worker(h, "worker-a", Clock())
+    await a.round()
+    await wait_until(lambda: gts.open_streams() == 2, what="both streaming")
+    same_stream = next(c for c in gts.state.streams if c.user_id == gts.user("user1").user_id)
+    await h.add_account(gts, "user0")  # a new token, announced while the worker was not listening
+    new_token = (await h.account(changed)).token
+    await worker.restart_changed()
+    await wait_until(
+        lambda: sorted(c.access for c in gts.state.streams) == sorted([new_token, same_stream.access]),
+        what="user0 streaming with its new token",
+    )
+    assert same_stream in gts.state.streams  # the unchanged account was left alone
+
+
+async def test_a_second_worker_under_a_live_workers_id_is_refused(db_url: str, tmp_path: Path) -> None:
+    config = worker_config(db_url, tmp_path)
+    config.data_dir.mkdir(mode=0o700)
+    KeyRing.generate_file(config.encryption.key_file)
+    async with running_relay_worker(config, worker_id="relay-1") as first:
+        with pytest.raises(WorkerIdInUseError, match="'relay-1' is already running") as refused:
+            async with running_relay_worker(config, worker_id="relay-1"):
+                pass
+        assert refused.value.exit_code == 75  # temporary: systemd restarts it, after a crash that works
+        async with first.sessions() as s, s.begin():
+            assert await LeasesRepository(s).live_workers(datetime.now(UTC)) == 1  # not retired
+    async with running_relay_worker(config, worker_id="relay-1"):  # a clean stop frees the id at once
+        pass
+
+
+async def test_the_feed_holds_at_most_per_user_rows_and_takes_more_as_they_are_sent(h: Harness) -> None:
+    await h.set_dm("@u:example.org", "!u:example.org")
+    await h.set_dm("@v:example.org", "!v:example.org")
+    taken: list[OutboxRecord] = []
+    feed = OutboxFeed(h.sessions, taken.extend, per_user=2, poll_seconds=3600.0)  # scans only when woken
+    store_u = DeliveryStore(h.sessions, h.keyring, "@u:example.org", on_removed=feed.rows_gone)
+    store_v = DeliveryStore(h.sessions, h.keyring, "@v:example.org", on_removed=feed.rows_gone)
+    drafts = [OutboxDraft(txn_id=f"u{n}", body=str(n), html=str(n)) for n in (1, 2, 3)]
+    first, *_ = await store_u.write_batch(drafts, {}) or []
+    await store_v.write_batch([OutboxDraft(txn_id="v1", body="v", html="v")], {})
+    feeding = asyncio.create_task(feed.run())
+    try:
+        await wait_until(lambda: feed.scans == 1, what="the first scan")
+        assert [r.txn_id for r in taken] == ["u1", "u2", "v1"]  # u3 waits in the table, not in memory
+        await store_u.commit(first)  # u1 sent: room for one more of u's, and the feed is told
+        await wait_until(lambda: [r.txn_id for r in taken][3:] == ["u3"], what="u3 handed over")
+        assert feed.scans == 2
+    finally:
+        feeding.cancel()
+        await asyncio.gather(feeding, return_exceptions=True)

@@ -36,5 +36,17 @@ def test_the_compose_example_runs_one_matrix_process_and_relay_workers_on_one_da
     urls = {services[name]["environment"]["GTS_BOT_DATABASE__URL"] for name in ("matrix", "relay")}
     assert len(urls) == 1
     assert urls.pop().startswith("postgresql+asyncpg://")
-    assert "gts-bot-data:/data" in services["relay"]["volumes"]  # the key file the Matrix process made
     assert "gts-bot-data:/data" in services["matrix"]["volumes"]
+    envs = [services[name]["environment"] for name in ("matrix", "relay")]
+    key_files = {env["GTS_BOT_ENCRYPTION__KEY_FILE"] for env in envs}
+    assert key_files == {"/data/keys/keyring.json"}
+    # Workers get the key file's directory of the Matrix process's volume, read-only, and nothing else of it.
+    [keys] = [v for v in services["relay"]["volumes"] if isinstance(v, dict)]
+    assert keys == {
+        "type": "volume",
+        "source": "gts-bot-data",
+        "target": "/data/keys",
+        "read_only": True,
+        "volume": {"subpath": "keys"},
+    }
+    assert not any(str(v).startswith("gts-bot-data:") for v in services["relay"]["volumes"])
