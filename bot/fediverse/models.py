@@ -143,11 +143,8 @@ class Notification:
     event_target_name: str = ""  # `severed_relationships`: the other server
     annual_report_year: int | None = None
     report_target: FediverseAccount | None = None  # `admin.report`: who was reported
-
-    @property
-    def retained_bytes(self) -> int:
-        """What keeping this notification costs in memory (counts against the relay's byte budgets)."""
-        return retained_size(self)
+    # What keeping this notification costs in memory (the relay's byte budgets count it); set by the parser.
+    retained_bytes: int = field(default=0, compare=False)
 
 
 @dataclass(frozen=True)
@@ -340,7 +337,7 @@ def parse_notification(data: object) -> Notification:
     status = parse_status(status_json, "notification.status") if status_json is not None else None
     if status is not None and status.account == account:  # a mention's author: keep one copy
         status = replace(status, account=account)
-    return Notification(
+    parsed = Notification(
         id=n_id,
         type=n_type,
         created_at=_time(raw.get("created_at"), "notification.created_at"),
@@ -353,6 +350,7 @@ def parse_notification(data: object) -> Notification:
         annual_report_year=year if isinstance(year, int) and not isinstance(year, bool) else None,
         report_target=_lenient(parse_account, report.get("target_account"), "notification.report.target"),
     )
+    return replace(parsed, retained_bytes=retained_size(parsed))
 
 
 _PARTS = ("report", "moderation_warning", "event", "annual_report")
