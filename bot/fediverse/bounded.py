@@ -1,14 +1,14 @@
-"""A bounded copy of decoded JSON, and what it costs to keep.
+"""A bounded copy of decoded JSON, and what a value kept in memory costs.
 
-An instance decides what a notification contains. Before the bot keeps one (stream buffer, delivery
-queue) it keeps only a bounded copy: nesting, items per container, characters per string and the total
-retained bytes are all capped, whatever the server sent. The copy keeps every key of an ordinary
-notification whole, so nothing the formatter reads is lost for real content.
+An instance decides what a notification contains. Before the bot parses one it takes a bounded copy:
+nesting, items per container, characters per string and the total bytes are all capped, whatever the
+server sent. The copy keeps every key of an ordinary notification whole, so nothing the formatter reads
+is lost for real content.
 
-The copy is what a parser reads, not what the bot keeps: a notification keeps only the typed fields parsed
-from it (`models.Notification`). `retained_size` measures what such a typed value holds, with
-`sys.getsizeof` over every object it reaches, so byte budgets downstream count what Python actually holds,
-not what the JSON text was.
+The copy is what the parser reads, not what the bot keeps: a notification keeps only the typed fields
+parsed from it (`models.Notification`), which share the copy's strings. `retained_size` measures what
+such a typed value holds, with `sys.getsizeof` over every object it reaches, so byte budgets downstream
+count what Python actually holds, not what the JSON text was.
 """
 
 from __future__ import annotations
