@@ -71,6 +71,7 @@ async def test_a_typical_mention_is_kept_in_a_few_kilobytes(profile: Profile) ->
     (mention,) = page.items
     assert mention.status is not None
     assert "herons" in mention.status.content
+    assert mention.status.account is mention.account  # the author is kept once
     assert len(mention.status.content) < mention.retained_bytes <= TYPICAL_BYTES
     assert RelayTuning().max_pending_bytes // mention.retained_bytes >= BURST
 
