@@ -1,21 +1,24 @@
-"""A bounded copy of decoded JSON, and what it costs to keep.
+"""A bounded copy of decoded JSON, and what a value kept in memory costs.
 
-An instance decides what a notification contains. Before the bot keeps one (stream buffer, delivery
-queue) it keeps only a bounded copy: nesting, items per container, characters per string and the total
-retained bytes are all capped, whatever the server sent. The copy keeps every key of an ordinary
-notification whole, so nothing the formatter reads is lost for real content.
+An instance decides what a notification contains. Before the bot parses one it takes a bounded copy:
+nesting, items per container, characters per string and the total bytes are all capped, whatever the
+server sent. The copy keeps every key of an ordinary notification whole, so nothing the formatter reads
+is lost for real content.
 
-`retained_bytes` is measured with `sys.getsizeof` over the copy, so byte budgets downstream count what
-Python actually holds, not what the JSON text was.
+The copy is what the parser reads, not what the bot keeps: a notification keeps only the typed fields
+parsed from it (`models.Notification`), which share the copy's strings. `retained_size` measures what
+such a typed value holds, with `sys.getsizeof` over every object it reaches, so byte budgets downstream
+count what Python actually holds, not what the JSON text was.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["BoundedJson", "JsonLimits", "bounded_copy"]
+__all__ = ["BoundedJson", "JsonLimits", "bounded_copy", "retained_size"]
 
 
 @dataclass(frozen=True)
@@ -37,6 +40,30 @@ def bounded_copy(value: object, limits: JsonLimits | None = None) -> BoundedJson
     walker = _Walker(limits or JsonLimits())
     copied = walker.copy(value, 0)
     return BoundedJson(copied, walker.used)
+
+
+def retained_size(value: object) -> int:
+    """Bytes `value` holds: itself and every object it reaches through dataclass fields, tuples, lists and
+    dicts, each counted once. Singletons (None, True, False) cost nothing to keep."""
+    seen: set[int] = set()
+    total = 0
+    todo: list[object] = [value]
+    while todo:
+        item = todo.pop()
+        if item is None or item is True or item is False or id(item) in seen:
+            continue
+        seen.add(id(item))
+        total += sys.getsizeof(item)
+        if isinstance(item, tuple | list):
+            todo.extend(item)
+        elif isinstance(item, dict):
+            todo.extend(item.keys())
+            todo.extend(item.values())
+        elif dataclasses.is_dataclass(item) and not isinstance(item, type):
+            todo.extend(getattr(item, f.name) for f in dataclasses.fields(item))
+            if hasattr(item, "__dict__"):
+                total += sys.getsizeof(item.__dict__)
+    return total
 
 
 class _Walker:

@@ -1,19 +1,19 @@
 """Frozen dataclasses for the API objects the bot uses, and small explicit parsers for them.
 
 Parsers take decoded JSON (`object`) and raise `ShapeError` when it is not the shape we need; the client turns
-that into a `BadResponseError` naming the instance. Fields the bot does not need are not parsed (a
-notification keeps a bounded copy of its JSON as `raw` for anything else, and what that copy costs).
+that into a `BadResponseError` naming the instance. Fields the bot does not need are not parsed and not kept:
+a notification is parsed from a bounded copy of its JSON (`bounded`) and keeps only its typed fields.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, NewType, TypeVar
 
-from bot.fediverse.bounded import bounded_copy
+from bot.fediverse.bounded import bounded_copy, retained_size
 from bot.relay.sanitize import safe_url
 
 __all__ = [
@@ -80,7 +80,7 @@ class TokenGrant:
     created_at: int | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class FediverseAccount:
     id: RemoteAccountId
     username: str
@@ -91,18 +91,18 @@ class FediverseAccount:
     default_visibility: str | None = None  # `source.privacy`: only verify_credentials sends it
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class PollOption:
     title: str
     votes_count: int | None  # None: the server hides the count (poll still open)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Poll:
     options: tuple[PollOption, ...]  # at most MAX_POLL_OPTIONS
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Status:
     id: StatusId
     uri: str | None
@@ -129,7 +129,7 @@ class PostedStatus:
     url: str | None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Notification:
     """A notification with what any type's message may show. Type-specific parts are "" or None when the
     server did not send them (or sent them in a shape we cannot use)."""
@@ -139,14 +139,14 @@ class Notification:
     created_at: datetime
     account: FediverseAccount
     status: Status | None
-    raw: dict[str, Any] = field(repr=False, compare=False, hash=False)  # a bounded copy (`bounded`)
-    retained_bytes: int = field(default=0, compare=False)  # what keeping `raw` costs
     target: FediverseAccount | None = None  # `move`: the new account
     emoji: str = ""  # emoji reactions: the emoji or its :shortcode:
     moderation_action: str = ""  # `moderation_warning`: what the moderators did
     event_target_name: str = ""  # `severed_relationships`: the other server
     annual_report_year: int | None = None
     report_target: FediverseAccount | None = None  # `admin.report`: who was reported
+    # What keeping this notification costs in memory (the relay's byte budgets count it); set by the parser.
+    retained_bytes: int = field(default=0, compare=False)
 
 
 @dataclass(frozen=True)
@@ -330,21 +330,22 @@ def parse_notification(data: object) -> Notification:
     d = _obj(data, "notification")
     n_id = NotificationId(notification_id(d))
     n_type = _str(d, "type", "notification", max_len=64)
-    # Everything kept (here and in the parsed fields) comes from the bounded copy.
-    kept = bounded_copy(d)
-    raw: dict[str, Any] = kept.value
-    raw["id"], raw["type"] = n_id, n_type  # whatever the copy had to leave out, these stay
-    status = raw.get("status")
+    # The fields are parsed from a bounded copy, so what they hold is bounded whatever the server sent;
+    # the copy itself is dropped here: only the typed fields are kept (`Notification.retained_bytes`).
+    raw: dict[str, Any] = bounded_copy(d).value
+    status_json = raw.get("status")
     report, warning, event, annual = (_dict_or_empty(raw.get(k)) for k in _PARTS)
     year = annual.get("year")
-    return Notification(
+    account = parse_account(raw.get("account"), "notification.account")
+    status = parse_status(status_json, "notification.status") if status_json is not None else None
+    if status is not None and status.account == account:  # a mention's author: keep one copy
+        status = replace(status, account=account)
+    parsed = Notification(
         id=n_id,
         type=n_type,
         created_at=_time(raw.get("created_at"), "notification.created_at"),
-        account=parse_account(raw.get("account"), "notification.account"),
-        status=parse_status(status, "notification.status") if status is not None else None,
-        raw=raw,
-        retained_bytes=kept.retained_bytes,
+        account=account,
+        status=status,
         target=_lenient(parse_account, raw.get("target"), "notification.target"),
         emoji=_text(raw, "emoji"),
         moderation_action=_text(warning, "action"),
@@ -352,6 +353,7 @@ def parse_notification(data: object) -> Notification:
         annual_report_year=year if isinstance(year, int) and not isinstance(year, bool) else None,
         report_target=_lenient(parse_account, report.get("target_account"), "notification.report.target"),
     )
+    return replace(parsed, retained_bytes=retained_size(parsed))
 
 
 _PARTS = ("report", "moderation_warning", "event", "annual_report")

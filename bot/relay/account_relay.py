@@ -11,12 +11,13 @@ still accepts the token, or for a while after the stream keeps failing while RES
 A catch-up pages until the server has nothing after the cursor: a page shorter than asked for is not the
 end (Akkoma caps pages at 40; GoToSocial filters after paging).
 
-Memory stays bounded in bytes whatever the instance sends: each notification kept is a bounded copy
-(`fediverse.bounded`) whose size is known, the stream buffer holds at most `stream_buffer` of them and
-`stream_buffer_bytes` (a full buffer stops reading the stream), nothing is handed over while the user's
-delivery queue is full (count or bytes), and a catch-up takes at most `catch_up_pages` pages per round,
-then waits for delivery to drain and pauses before the next round. Nothing is dropped: the cursor only
-moves past what was handed over, so whatever was not read yet is fetched again by a later catch-up.
+Memory stays bounded in bytes whatever the instance sends: each notification kept holds only typed fields
+parsed from a bounded copy (`fediverse.bounded`) and its size is known (`retained_bytes`), the stream
+buffer holds at most `stream_buffer` of them and `stream_buffer_bytes` (a full buffer stops reading the
+stream), nothing is handed over while the user's delivery queue is full (count or bytes), and a catch-up
+takes at most `catch_up_pages` pages per round, then waits for delivery to drain and pauses before the
+next round. Nothing is dropped: the cursor only moves past what was handed over, so whatever was not read
+yet is fetched again by a later catch-up.
 
 A rate-limited handshake (a 429, or the instance's pacer saying the wait is too long) is the budget,
 not a failure: the relay waits as told and dials again, without a catch-up, a step towards polling, or a

@@ -1,7 +1,7 @@
 """Pure formatting: a parsed notification (`models.Notification`) → a Matrix message (plain + HTML).
 
-The parser has checked every field's type and kept only a bounded copy; the text in it is still the
-server's: here it is cleaned and escaped, remote HTML is sanitised (in bounded time: see
+The parser has checked every field's type and kept only typed fields of a bounded copy; their text is still
+the server's: here it is cleaned and escaped, remote HTML is sanitised (in bounded time: see
 `sanitize.render_html`), and a notification of an unknown type or without the status its type needs
 becomes a generic line ("New notification of type X from …") instead of an error. Formatting never
 raises: should rendering fail anyway, the notification becomes the short COULD_NOT_SHOW line (with a

@@ -7,16 +7,18 @@ import asyncio
 import dataclasses
 import re
 
+import pytest
 from aiohttp import web
 
 from bot.fediverse.streaming import build_stream_connector
-from tests.fakes.gotosocial import FakeGoToSocial
-from tests.integration.fedi_support import loopback, serve, settings
+from bot.relay.tuning import RelayTuning
+from tests.fakes.gotosocial import AKKOMA, GOTOSOCIAL, MASTODON, FakeGoToSocial, Profile
+from tests.integration.fedi_support import fedi_client, loopback, serve, settings
 from tests.integration.relay_support import FAST, Harness, cursor_is
 from tests.waiting import wait_until
 
 BUDGET = 64 * 1024
-BIG = 12_000  # characters of status text (content and text): each notification holds ~25 KiB parsed
+BIG = 24_000  # characters of status text: each notification holds ~25 KiB parsed (`retained_bytes`)
 
 
 async def test_big_notifications_stop_being_read_when_the_byte_budgets_are_used(
@@ -52,6 +54,26 @@ async def test_big_notifications_stop_being_read_when_the_byte_budgets_are_used(
     seen = [int(n) for n in re.findall(r"flood (\d+)\b", "\n".join(h.sender.bodies()))]
     assert seen == list(range(30))
     assert manager.queued_bytes == 0
+
+
+TYPICAL_BYTES = 3 * 1024  # a mention kept in memory; the server's JSON of it is ~2 kB
+BURST = 100  # the burst benchmark's (b): 100 notifications for one user at 10/s
+
+
+@pytest.mark.parametrize("profile", [GOTOSOCIAL, MASTODON, AKKOMA], ids=lambda p: p.name)
+async def test_a_typical_mention_is_kept_in_a_few_kilobytes(profile: Profile) -> None:
+    """What a queued notification costs is what the bot keeps of it, so the default per-user queue
+    holds a whole burst."""
+    async with FakeGoToSocial(profile=profile) as gts, fedi_client() as client:
+        gts.add_user("alice")
+        gts.notify("alice", "mention", "bob@remote.example", status_text="@alice the herons are back!")
+        page = await client.notifications(loopback(gts.port), gts.issue_token("alice"))
+    (mention,) = page.items
+    assert mention.status is not None
+    assert "herons" in mention.status.content
+    assert mention.status.account is mention.account  # the author is kept once
+    assert len(mention.status.content) < mention.retained_bytes <= TYPICAL_BYTES
+    assert RelayTuning().max_pending_bytes // mention.retained_bytes >= BURST
 
 
 async def test_the_stream_asks_for_no_compression() -> None:
