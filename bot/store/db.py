@@ -2,7 +2,14 @@
 
 SQLite gets, on every new connection: WAL journal (readers do not block the writer), a busy timeout (a
 second writer waits instead of failing with "database is locked"), and foreign keys switched on (SQLite
-leaves them off by default). PostgreSQL (``postgresql+asyncpg://``) needs nothing special.
+leaves them off by default). Every SQLite transaction begins IMMEDIATE: it takes the write lock at its
+start, waiting for it within the busy timeout. A deferred transaction that reads first and then writes
+cannot wait: when another connection wrote in between, SQLite refuses the write at once with "database
+is locked" (its snapshot is stale), which under load made the relay back off and retry.
+PostgreSQL (``postgresql+asyncpg://``) needs nothing special.
+
+Statement parameters are never put into error messages (`hide_parameters`): they are users' texts
+(notification bodies, replies) that a logged database error would otherwise carry into the log.
 """
 
 from __future__ import annotations
@@ -10,7 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import Connection, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
@@ -26,10 +33,10 @@ def create_engine(url: str) -> AsyncEngine:
     `private_files`) when the first connection opens it."""
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
-        return create_async_engine(parsed, pool_pre_ping=True)
+        return create_async_engine(parsed, pool_pre_ping=True, hide_parameters=True)
 
     database = parsed.database
-    engine = create_async_engine(parsed)
+    engine = create_async_engine(parsed, hide_parameters=True, pool_size=1, max_overflow=0)
     if database and database != ":memory:" and not database.startswith("file:"):
         path = Path(database).expanduser()
         ensure_private_dir(path.parent)
@@ -40,6 +47,7 @@ def create_engine(url: str) -> AsyncEngine:
 
         event.listen(engine.sync_engine, "do_connect", private_file)
     event.listen(engine.sync_engine, "connect", _configure_sqlite)
+    event.listen(engine.sync_engine, "begin", _begin_immediate)
     return engine
 
 
@@ -51,6 +59,11 @@ def _configure_sqlite(dbapi_connection: Any, connection_record: Any) -> None:
         cursor.execute("PRAGMA foreign_keys=ON")
     finally:
         cursor.close()
+    dbapi_connection.isolation_level = None  # the driver's own implicit BEGIN off: `_begin_immediate`
+
+
+def _begin_immediate(connection: Connection) -> None:
+    connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

@@ -32,6 +32,7 @@ async def test_sqlite_connections_are_configured(tmp_path: Path) -> None:
         # Every pooled connection, not just the first: hold one open and check a second.
         async with engine.connect() as held:
             await held.exec_driver_sql("SELECT 1")
+            await held.commit()  # still checked out, but no longer holding the write lock
             assert await _pragmas(engine) == ("wal", SQLITE_BUSY_TIMEOUT_MS, 1)
     finally:
         await engine.dispose()
