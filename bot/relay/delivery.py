@@ -51,11 +51,12 @@ from bot.matrix.errors import MatrixRateLimited, is_permanent_send_failure, is_r
 from bot.matrix.types import OutgoingNotice, RoomId
 from bot.observability.metrics import Metrics
 from bot.relay.backoff import Backoff
-from bot.relay.delivery_store import DeliveryStorage, LeaseLost, OutboxDraft
+from bot.relay.delivery_store import DeliveryStorage, LeaseLost
 from bot.relay.event_targets import target_of
 from bot.relay.format import Message
 from bot.relay.grouping import Pending, group_notifications, pack_messages
 from bot.relay.ids import is_newer, max_id
+from bot.relay.outbox_writer import OutboxDraft
 from bot.relay.tuning import RelayTuning
 from bot.store.outbox import OutboxRecord
 from bot.store.records import AccountId
@@ -155,6 +156,7 @@ class UserDelivery:
         self._space = asyncio.Event()  # set when the pending queue shrank below max_pending
         self._drained = asyncio.Event()  # set when nothing is pending or prepared
         self._room_changed = asyncio.Event()
+        self._fresh_room: str | None = None  # read by the last outbox write; spares `_aim` a read once
         self._preparing = asyncio.Lock()
         self._after_turn: Callable[[], Awaitable[None]] | None = None  # what `_compose` could not do
         self._send_backoff = Backoff(base=tuning.send_retry_base, cap=tuning.send_retry_cap, rng=rng)
@@ -223,6 +225,7 @@ class UserDelivery:
 
     def room_changed(self) -> None:
         """The user's DM room was (re)recorded or dropped: look at it again now."""
+        self._fresh_room = None
         self._room_changed.set()
 
     def inflight_cursor(self, account_id: AccountId) -> str | None:
@@ -336,7 +339,9 @@ class UserDelivery:
     async def _aim(self, head: _Prepared | None) -> bool:
         """Point the message at the user's current DM room; False (after a wait) when there is none."""
         self._room_changed.clear()
-        room = await self._store.current_room()
+        room, self._fresh_room = self._fresh_room, None
+        if room is None:
+            room = await self._store.current_room()
         if room is None:
             log.info("no DM room with %s now; holding its relay messages", self.matrix_user_id)
             await self._wait_for_room()
@@ -457,6 +462,8 @@ class UserDelivery:
         records = await self._store.write_batch(drafts, cursors)
         if records is None:
             return None
+        if records:
+            self._fresh_room = records[0].room_id
         whole = tuple(batch)
         return [
             _Prepared(record, covered, batch=whole, first_of_batch=index == 0, unsent=True)

@@ -54,8 +54,9 @@ from bot.observability.metrics import Metrics
 from bot.relay.account_relay import AccountBroken, AccountRelay, RelayDeps
 from bot.relay.breaker import BreakerRegistry
 from bot.relay.delivery import MatrixSender, RoomCheck, UserDelivery
-from bot.relay.delivery_store import DeliveryStore, WriteGuard, advance_cursors
+from bot.relay.delivery_store import DeliveryStore
 from bot.relay.ids import max_id
+from bot.relay.outbox_writer import OutboxWriter, WriteGuard, advance_cursors
 from bot.relay.tuning import RelayTuning
 from bot.rich_text import RichText, bold, code
 from bot.store.keyring import KeyRing
@@ -124,7 +125,7 @@ class RelayManager:
         """`on_streams_open`: called once, when every account started by `start` has its stream open
         (the composition root settles the heap there; see `relay.heap`)."""
         self._sessions = sessions
-        self._write_guard = write_guard
+        self._outbox_writer = OutboxWriter(sessions, keyring, write_guard=write_guard)
         self._elsewhere = accounts_elsewhere
         self._room_check = room_check
         self._on_streams_open = on_streams_open
@@ -287,6 +288,7 @@ class RelayManager:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self._deliveries.clear()
+        await self._outbox_writer.wait_idle()  # steps already in a transaction finish before stop returns
 
     def dm_room_changed(self, matrix_user_id: str) -> None:
         """A DM room was recorded for the user: deliver what waits for it now, and relay their ACTIVE
@@ -359,11 +361,7 @@ class RelayManager:
             delivery = UserDelivery(
                 matrix_user_id,
                 store=DeliveryStore(
-                    self._sessions,
-                    self._keyring,
-                    matrix_user_id,
-                    write_guard=self._write_guard,
-                    on_removed=self._outbox_removed,
+                    self._sessions, self._outbox_writer, matrix_user_id, on_removed=self._outbox_removed
                 ),
                 sender=self._sender,
                 tuning=self._tuning,

@@ -7,16 +7,18 @@ is prepared until it is sent, so the map row can be written in the transaction t
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import delete, func, select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.store.models import RelayedEvent
 from bot.store.records import AccountId, Clock, affected_rows, utc_now
 
-__all__ = ["RelayedEventRecord", "RelayedEventsRepository", "RelayedTarget"]
+__all__ = ["RelayedEventRecord", "RelayedEventsRepository", "RelayedTarget", "SentMessage"]
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,16 @@ class RelayedTarget:
 
 
 @dataclass(frozen=True)
+class SentMessage:
+    """A relay message the homeserver took, as event `event_id`, and the notification it shows."""
+
+    event_id: str
+    matrix_user_id: str
+    room_id: str
+    target: RelayedTarget
+
+
+@dataclass(frozen=True)
 class RelayedEventRecord:
     event_id: str
     matrix_user_id: str
@@ -79,22 +91,31 @@ class RelayedEventsRepository:
     async def add(self, *, event_id: str, matrix_user_id: str, room_id: str, target: RelayedTarget) -> None:
         """Map a sent message. A second add of the same event id (a re-sent outbox row the homeserver
         deduplicated) keeps the first row."""
-        if await self._session.get(RelayedEvent, event_id) is not None:
+        await self.add_many([SentMessage(event_id, matrix_user_id, room_id, target)])
+
+    async def add_many(self, sent: Sequence[SentMessage]) -> None:
+        """`add` for several messages, with one statement."""
+        if not sent:
             return
-        self._session.add(
-            RelayedEvent(
-                event_id=event_id,
-                matrix_user_id=matrix_user_id,
-                account_id=int(target.account_id),
-                room_id=room_id,
-                notification_id=target.notification_id,
-                notification_type=target.notification_type,
-                status_id=target.status_id,
-                requester_account_id=target.requester_account_id,
-                created_at=self._clock(),
-            )
-        )
-        await self._session.flush()
+        dialect = self._session.get_bind().dialect.name
+        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        stmt = insert(RelayedEvent).on_conflict_do_nothing(index_elements=[RelayedEvent.event_id])
+        created_at = self._clock()
+        values = [
+            {
+                "event_id": message.event_id,
+                "matrix_user_id": message.matrix_user_id,
+                "account_id": int(message.target.account_id),
+                "room_id": message.room_id,
+                "notification_id": message.target.notification_id,
+                "notification_type": message.target.notification_type,
+                "status_id": message.target.status_id,
+                "requester_account_id": message.target.requester_account_id,
+                "created_at": created_at,
+            }
+            for message in sent
+        ]
+        await self._session.execute(stmt, values)
 
     async def get(self, event_id: str) -> RelayedEventRecord | None:
         row = await self._session.get(RelayedEvent, event_id)

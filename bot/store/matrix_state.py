@@ -5,6 +5,7 @@ Like every repository they never commit: the caller owns the transaction.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
@@ -27,8 +28,15 @@ class DmRoomsRepository:
         self._session, self._clock = session, clock
 
     async def get(self, matrix_user_id: str) -> str | None:
-        row = await self._session.get(DmRoom, matrix_user_id)
-        return None if row is None else row.room_id
+        stmt = select(DmRoom.room_id).where(DmRoom.matrix_user_id == matrix_user_id)
+        return (await self._session.execute(stmt)).scalar_one_or_none()
+
+    async def get_many(self, matrix_user_ids: Iterable[str]) -> dict[str, str]:
+        """The DM room of each of these users that has one."""
+        stmt = select(DmRoom.matrix_user_id, DmRoom.room_id).where(
+            DmRoom.matrix_user_id.in_(sorted(set(matrix_user_ids)))
+        )
+        return {user: room for user, room in (await self._session.execute(stmt)).all()}
 
     async def set(self, matrix_user_id: str, room_id: str) -> None:
         row = await self._session.get(DmRoom, matrix_user_id)

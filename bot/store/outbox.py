@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.store.event_map import RelayedTarget
 from bot.store.models import OutboxMessage
-from bot.store.records import AccountId, Clock, utc_now
+from bot.store.records import AccountId, Clock, affected_rows, utc_now
 
-__all__ = ["OutboxId", "OutboxRecord", "OutboxRepository", "format_cursors", "parse_cursors"]
+__all__ = ["NewOutboxRow", "OutboxId", "OutboxRecord", "OutboxRepository", "format_cursors", "parse_cursors"]
 
 OutboxId = int
 
@@ -29,6 +29,19 @@ def parse_cursors(text: str) -> dict[AccountId, str]:
         if account_id.isdigit() and cursor:
             out[AccountId(int(account_id))] = cursor
     return out
+
+
+@dataclass(frozen=True)
+class NewOutboxRow:
+    """A message about to be stored."""
+
+    matrix_user_id: str
+    room_id: str
+    txn_id: str
+    body: str
+    html: str
+    cursors: Mapping[AccountId, str]
+    shows: RelayedTarget | None = None
 
 
 @dataclass(frozen=True)
@@ -73,19 +86,44 @@ class OutboxRepository:
         cursors: Mapping[AccountId, str],
         shows: RelayedTarget | None = None,
     ) -> OutboxRecord:
-        row = OutboxMessage(
-            matrix_user_id=matrix_user_id,
-            room_id=room_id,
-            txn_id=txn_id,
-            body=body,
-            html=html,
-            cursors=format_cursors(cursors),
-            shows=None if shows is None else shows.to_json(),
-            created_at=self._clock(),
-        )
-        self._session.add(row)
-        await self._session.flush()
-        return self._record(row)
+        new = NewOutboxRow(matrix_user_id, room_id, txn_id, body, html, cursors, shows)
+        (record,) = await self.add_many([new])
+        return record
+
+    async def add_many(self, rows: Sequence[NewOutboxRow]) -> list[OutboxRecord]:
+        """Store these messages with one statement; their records, in the same order."""
+        if not rows:
+            return []
+        created_at = self._clock()
+        values = [
+            {
+                "matrix_user_id": row.matrix_user_id,
+                "room_id": row.room_id,
+                "txn_id": row.txn_id,
+                "body": row.body,
+                "html": row.html,
+                "cursors": format_cursors(row.cursors),
+                "shows": None if row.shows is None else row.shows.to_json(),
+                "created_at": created_at,
+            }
+            for row in rows
+        ]
+        stmt = insert(OutboxMessage).returning(OutboxMessage.id, sort_by_parameter_order=True)
+        ids = (await self._session.execute(stmt, values)).scalars().all()
+        return [
+            OutboxRecord(
+                id=OutboxId(outbox_id),
+                matrix_user_id=row.matrix_user_id,
+                room_id=row.room_id,
+                txn_id=row.txn_id,
+                body=row.body,
+                html=row.html,
+                cursors=dict(row.cursors),
+                created_at=created_at,
+                shows=row.shows,
+            )
+            for outbox_id, row in zip(ids, rows, strict=True)
+        ]
 
     async def get_by_txn(self, txn_id: str) -> OutboxRecord | None:
         stmt = select(OutboxMessage).where(OutboxMessage.txn_id == txn_id)
@@ -115,9 +153,14 @@ class OutboxRepository:
         return [cursor for cursor in found if cursor is not None]
 
     async def delete(self, outbox_id: OutboxId) -> bool:
-        result = await self._session.execute(delete(OutboxMessage).where(OutboxMessage.id == outbox_id))
-        count = getattr(result, "rowcount", 0)
-        return isinstance(count, int) and count > 0
+        return await self.delete_many([outbox_id]) > 0
+
+    async def delete_many(self, outbox_ids: Collection[OutboxId]) -> int:
+        """Delete these messages (those still stored) with one statement; returns how many."""
+        if not outbox_ids:
+            return 0
+        stmt = delete(OutboxMessage).where(OutboxMessage.id.in_(sorted(outbox_ids)))
+        return affected_rows(await self._session.execute(stmt))
 
     async def set_room(self, outbox_id: OutboxId, room_id: str) -> bool:
         """Point a waiting message at another room (the user's DM changed); its txn id stays."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hmac
 import secrets
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -225,11 +225,16 @@ class AccountsRepository:
         row = await self._session.get(Account, account_id)
         return None if row is None else self._record(row)
 
-    async def lock(self, account_ids: Iterable[AccountId]) -> None:
-        """Lock these rows until the transaction ends (PostgreSQL; SQLite has one writer anyway), so a
-        read-compare-write by two processes cannot interleave."""
-        stmt = select(Account.id).where(Account.id.in_(sorted(account_ids))).with_for_update()
-        await self._session.execute(stmt)
+    async def cursors_for_update(self, account_ids: Iterable[AccountId]) -> dict[AccountId, str | None]:
+        """The stored cursor of each of these accounts that exists, its row locked until the transaction
+        ends (PostgreSQL; SQLite has one writer anyway). One statement, nothing decrypted."""
+        stmt = (
+            select(Account.id, Account.cursor)
+            .where(Account.id.in_(sorted(account_ids)))
+            .order_by(Account.id)
+            .with_for_update()
+        )
+        return {AccountId(i): cursor for i, cursor in (await self._session.execute(stmt)).all()}
 
     async def exists(self, account_id: AccountId) -> bool:
         """Whether the account is stored (no decryption)."""
@@ -253,6 +258,17 @@ class AccountsRepository:
 
     async def set_cursor(self, account_id: AccountId, cursor: str | None) -> bool:
         return await self._update(account_id, cursor=cursor)
+
+    async def set_cursors(self, cursors: Mapping[AccountId, str]) -> None:
+        """Set the cursor of each of these accounts, with one statement (an executemany)."""
+        if not cursors:
+            return
+        now = self._clock()
+        rows = [
+            {"id": int(account_id), "cursor": cursor, "updated_at": now}
+            for account_id, cursor in sorted(cursors.items())
+        ]
+        await self._session.execute(update(Account), rows)
 
     async def set_state(self, account_id: AccountId, state: AccountState) -> bool:
         return await self._update(account_id, state=AccountState(state).value)

@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
-from bot.relay.delivery_store import OutboxDraft
+from bot.relay.outbox_writer import OutboxDraft
 from bot.store.event_map import RelayedTarget
 from bot.store.outbox import OutboxId, OutboxRecord
 from bot.store.records import AccountId

@@ -25,8 +25,9 @@ from bot.fediverse.client import FediverseClient
 from bot.fediverse.instance import parse_instance
 from bot.fediverse.models import parse_notification
 from bot.matrix.types import EventId, IncomingMessage, Reaction, Redaction, RoomId, UserId
-from bot.relay.delivery_store import DeliveryStore, OutboxDraft
+from bot.relay.delivery_store import DeliveryStore
 from bot.relay.event_targets import target_of
+from bot.relay.outbox_writer import OutboxDraft, OutboxWriter
 from bot.router import HandledEvents, Router
 from bot.store.action_journal import ActionState
 from bot.store.keyring import KeyRing
@@ -86,7 +87,7 @@ class World:
         """Deliver a notification as the relay does: an outbox row, then the commit that maps it."""
         self.relayed += 1
         parsed = parse_notification(notification)
-        store = DeliveryStore(self.sessions, self.keyring, ALICE)
+        store = DeliveryStore(self.sessions, OutboxWriter(self.sessions, self.keyring), ALICE)
         draft = OutboxDraft(f"txn{self.relayed}", "body", "<p>body</p>", target_of(self.account.id, parsed))
         records = await store.write_batch([draft], {})
         assert records is not None

@@ -6,7 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bot.relay.delivery_store import DeliveryStore, OutboxDraft
+from bot.relay.delivery_store import DeliveryStore
+from bot.relay.outbox_writer import OutboxDraft, OutboxWriter
 from bot.store.action_journal import ActionKind, ActionState, Intent
 from bot.store.event_map import RelayedTarget
 from bot.store.keyring import KeyRing
@@ -46,7 +47,7 @@ async def test_commit_maps_the_sent_event_once_and_the_outbox_carries_the_target
     sessions: async_sessionmaker[AsyncSession], keyring: KeyRing
 ) -> None:
     account = await _account(sessions, keyring, ALICE)
-    store = DeliveryStore(sessions, keyring, ALICE)
+    store = DeliveryStore(sessions, OutboxWriter(sessions, keyring), ALICE)
     drafts = [OutboxDraft("t1", "b", "h", _target(account)), OutboxDraft("t2", "b", "h")]
     first, grouped = await store.write_batch(drafts, {account.id: "n2"}) or []
     async with sessions() as s:
@@ -77,7 +78,7 @@ async def test_a_message_of_an_account_revoked_meanwhile_is_not_mapped(
     sessions: async_sessionmaker[AsyncSession], keyring: KeyRing
 ) -> None:
     account = await _account(sessions, keyring, ALICE)
-    store = DeliveryStore(sessions, keyring, ALICE)
+    store = DeliveryStore(sessions, OutboxWriter(sessions, keyring), ALICE)
     [record] = await store.write_batch([OutboxDraft("t1", "b", "h", _target(account))], {}) or []
     async with sessions() as s, s.begin():
         assert await Repositories(s, keyring).delete_account(account.id)

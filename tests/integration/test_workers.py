@@ -22,11 +22,12 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from bot.admin.accounts import account_table, list_accounts
 from bot.config import Config, load_config
 from bot.errors import KeyRingError, WorkerIdInUseError
-from bot.relay.delivery_store import DeliveryStore, LeaseLost, OutboxDraft
+from bot.relay.delivery_store import DeliveryStore, LeaseLost
 from bot.relay.lease_keeper import LeaseKeeper, LeaseTiming
 from bot.relay.manager import AccountsElsewhere, RelayManager
 from bot.relay.notices import OutboxNotices
 from bot.relay.outbox_feed import OutboxFeed
+from bot.relay.outbox_writer import OutboxDraft, OutboxWriter
 from bot.relay_worker import running_relay_worker
 from bot.store.keyring import KeyRing
 from bot.store.leases import LeasesRepository
@@ -132,7 +133,9 @@ async def test_a_stalled_worker_cannot_write_for_an_account_it_lost(gts: FakeGoT
     a, _ = keeper(h.sessions, "worker-a", clock)
     b, _ = keeper(h.sessions, "worker-b", clock)
     await a.round()
-    store_a = DeliveryStore(h.sessions, h.keyring, "@user0:example.org", write_guard=a.write_guard)
+    store_a = DeliveryStore(
+        h.sessions, OutboxWriter(h.sessions, h.keyring, write_guard=a.write_guard), "@user0:example.org"
+    )
     draft = OutboxDraft(txn_id="gts.1.10", body="one", html="one")
     assert await store_a.write_batch([draft], {account: "10"}) is not None
 
@@ -245,7 +248,11 @@ async def test_a_worker_outbox_write_wakes_the_matrix_process_without_polling(
         feeding = asyncio.create_task(feed.run())  # after the connect wake-up: its first scan is its only one
         try:
             await wait_until(lambda: feed.scans == 1, what="the first scan")
-            store = DeliveryStore(h.sessions, h.keyring, "@user0:example.org", write_guard=a.write_guard)
+            store = DeliveryStore(
+                h.sessions,
+                OutboxWriter(h.sessions, h.keyring, write_guard=a.write_guard),
+                "@user0:example.org",
+            )
             await store.write_batch([OutboxDraft(txn_id="gts.w.1", body="b", html="h")], {account: "10"})
             await wait_until(lambda: [r.txn_id for r in taken] == ["gts.w.1"], what="the NOTIFY wake-up")
             assert feed.scans == 2
@@ -260,7 +267,7 @@ async def test_the_feed_hands_each_row_over_once_and_forgets_rows_that_are_gone(
     await h.set_dm("@u:example.org", "!dm:example.org")
     taken: list[OutboxRecord] = []
     feed = OutboxFeed(h.sessions, taken.extend)
-    store = DeliveryStore(h.sessions, h.keyring, "@u:example.org")
+    store = DeliveryStore(h.sessions, OutboxWriter(h.sessions, h.keyring), "@u:example.org")
     [first] = await store.write_batch([OutboxDraft(txn_id="t1", body="1", html="1")], {}) or []
     assert await feed.scan() == 1
     assert await feed.scan() == 0  # still waiting, already handed over
@@ -421,7 +428,9 @@ async def test_no_outbox_write_succeeds_for_a_revoked_account(gts: FakeGoToSocia
     [account] = await add_accounts(h, gts, 1)
     a, _ = keeper(h.sessions, "worker-a", Clock())
     await a.round()
-    store = DeliveryStore(h.sessions, h.keyring, "@user0:example.org", write_guard=a.write_guard)
+    store = DeliveryStore(
+        h.sessions, OutboxWriter(h.sessions, h.keyring, write_guard=a.write_guard), "@user0:example.org"
+    )
     async with h.sessions() as s, s.begin():
         await Repositories(s, h.keyring).accounts.delete(account)  # e.g. `gts-bot accounts revoke`
     assert a.held == {account}  # the worker has not noticed yet
@@ -550,8 +559,12 @@ async def test_the_feed_holds_at_most_per_user_rows_and_takes_more_as_they_are_s
     await h.set_dm("@v:example.org", "!v:example.org")
     taken: list[OutboxRecord] = []
     feed = OutboxFeed(h.sessions, taken.extend, per_user=2, poll_seconds=3600.0)  # scans only when woken
-    store_u = DeliveryStore(h.sessions, h.keyring, "@u:example.org", on_removed=feed.rows_gone)
-    store_v = DeliveryStore(h.sessions, h.keyring, "@v:example.org", on_removed=feed.rows_gone)
+    store_u = DeliveryStore(
+        h.sessions, OutboxWriter(h.sessions, h.keyring), "@u:example.org", on_removed=feed.rows_gone
+    )
+    store_v = DeliveryStore(
+        h.sessions, OutboxWriter(h.sessions, h.keyring), "@v:example.org", on_removed=feed.rows_gone
+    )
     drafts = [OutboxDraft(txn_id=f"u{n}", body=str(n), html=str(n)) for n in (1, 2, 3)]
     first, *_ = await store_u.write_batch(drafts, {}) or []
     await store_v.write_batch([OutboxDraft(txn_id="v1", body="v", html="v")], {})
