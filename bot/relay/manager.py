@@ -59,6 +59,7 @@ from bot.relay.ids import max_id
 from bot.relay.outbox_writer import OutboxWriter, WriteGuard, advance_cursors
 from bot.relay.tuning import RelayTuning
 from bot.rich_text import RichText, bold, code
+from bot.store.db import take_write_lock
 from bot.store.keyring import KeyRing
 from bot.store.models import AccountState
 from bot.store.outbox import OutboxRecord, OutboxRepository
@@ -426,6 +427,7 @@ class RelayManager:
 
     async def _save_cursor(self, account_id: AccountId, cursor: str) -> None:
         async with self._sessions() as session, session.begin():
+            await take_write_lock(session)
             await advance_cursors(AccountsRepository(session, self._keyring), {account_id: cursor})
 
     async def _supervise(self, relay: AccountRelay, instance: InstanceRef) -> None:

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.relay.ids import is_newer
+from bot.store.db import take_write_lock
 from bot.store.event_map import RelayedEventsRepository, RelayedTarget, SentMessage
 from bot.store.keyring import KeyRing
 from bot.store.outbox import NewOutboxRow, OutboxRecord, OutboxRepository
@@ -169,6 +170,7 @@ class OutboxWriter:
         writes = [step for step in group if isinstance(step, _Write)]
         finishes = [step for step in group if isinstance(step, _Finish)]
         async with self._sessions() as session, session.begin():
+            await take_write_lock(session)  # it reads, then writes: wait for the lock rather than fail
             rooms = await DmRoomsRepository(session).get_many(w.user for w in writes) if writes else {}
             placed = [w for w in writes if w.user in rooms]
             if placed and self._write_guard is not None:

@@ -2,11 +2,7 @@
 
 SQLite gets, on every new connection: WAL journal (readers do not block the writer), a busy timeout (a
 second writer waits instead of failing with "database is locked"), and foreign keys switched on (SQLite
-leaves them off by default). Every SQLite transaction begins IMMEDIATE: it takes the write lock at its
-start, waiting for it within the busy timeout. A deferred transaction that reads first and then writes
-cannot wait: when another connection wrote in between, SQLite refuses the write at once with "database
-is locked" (its snapshot is stale), which under load made the relay back off and retry.
-PostgreSQL (``postgresql+asyncpg://``) needs nothing special.
+leaves them off by default). PostgreSQL (``postgresql+asyncpg://``) needs nothing special.
 
 Statement parameters are never put into error messages (`hide_parameters`): they are users' texts
 (notification bodies, replies) that a logged database error would otherwise carry into the log.
@@ -17,13 +13,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, event
+from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from bot.store.private_files import ensure_private_dir, ensure_private_sqlite_file
 
-__all__ = ["SQLITE_BUSY_TIMEOUT_MS", "create_engine", "session_factory"]
+__all__ = ["SQLITE_BUSY_TIMEOUT_MS", "create_engine", "session_factory", "take_write_lock"]
 
 SQLITE_BUSY_TIMEOUT_MS = 5000
 
@@ -36,7 +32,7 @@ def create_engine(url: str) -> AsyncEngine:
         return create_async_engine(parsed, pool_pre_ping=True, hide_parameters=True)
 
     database = parsed.database
-    engine = create_async_engine(parsed, hide_parameters=True, pool_size=1, max_overflow=0)
+    engine = create_async_engine(parsed, hide_parameters=True)
     if database and database != ":memory:" and not database.startswith("file:"):
         path = Path(database).expanduser()
         ensure_private_dir(path.parent)
@@ -47,7 +43,6 @@ def create_engine(url: str) -> AsyncEngine:
 
         event.listen(engine.sync_engine, "do_connect", private_file)
     event.listen(engine.sync_engine, "connect", _configure_sqlite)
-    event.listen(engine.sync_engine, "begin", _begin_immediate)
     return engine
 
 
@@ -59,12 +54,17 @@ def _configure_sqlite(dbapi_connection: Any, connection_record: Any) -> None:
         cursor.execute("PRAGMA foreign_keys=ON")
     finally:
         cursor.close()
-    dbapi_connection.isolation_level = None  # the driver's own implicit BEGIN off: `_begin_immediate`
-
-
-def _begin_immediate(connection: Connection) -> None:
-    connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False)
+
+
+async def take_write_lock(session: AsyncSession) -> None:
+    """On SQLite, take the database's write lock now, at the start of the session's transaction (call it
+    first). A transaction that reads and then writes would otherwise take it at its first write, and when
+    another connection wrote in between, SQLite refuses that at once with "database is locked" (the read
+    snapshot is stale; the busy timeout does not apply). Taken first, the lock is waited for within the
+    busy timeout instead. PostgreSQL needs nothing: this does nothing there."""
+    if session.get_bind().dialect.name == "sqlite":
+        await session.execute(text("BEGIN IMMEDIATE"))

@@ -7,6 +7,9 @@ import stat
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
+from sqlalchemy import insert
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.store.db import SQLITE_BUSY_TIMEOUT_MS, create_engine, session_factory
@@ -32,7 +35,6 @@ async def test_sqlite_connections_are_configured(tmp_path: Path) -> None:
         # Every pooled connection, not just the first: hold one open and check a second.
         async with engine.connect() as held:
             await held.exec_driver_sql("SELECT 1")
-            await held.commit()  # still checked out, but no longer holding the write lock
             assert await _pragmas(engine) == ("wal", SQLITE_BUSY_TIMEOUT_MS, 1)
     finally:
         await engine.dispose()
@@ -93,3 +95,20 @@ async def test_an_existing_world_readable_database_is_tightened(tmp_path: Path) 
     finally:
         await engine.dispose()
     assert _mode(db) == 0o600
+
+
+async def test_database_errors_do_not_carry_the_values_written(tmp_path: Path) -> None:
+    """A logged database error must not put users' texts (notification bodies, replies) into the log."""
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'x.sqlite3'}")
+    try:
+        await upgrade(engine)
+        secret_text = "a direct message nobody else may read"
+        row = {"matrix_user_id": secret_text, "room_id": "!r:example.org", "created_at": datetime.now(UTC)}
+        async with session_factory(engine)() as session, session.begin():
+            await session.execute(insert(DmRoom).values(**row))
+            with pytest.raises(IntegrityError) as raised:
+                await session.execute(insert(DmRoom).values(**row))  # the same primary key again
+        assert "UNIQUE" in str(raised.value)
+        assert secret_text not in str(raised.value)
+    finally:
+        await engine.dispose()
