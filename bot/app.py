@@ -171,7 +171,7 @@ async def running_bot(
         await relay.start()
         stack.push_async_callback(relay.stop)
         if role is Role.MATRIX:
-            feed = OutboxFeed(sessions, relay.take_outbox)
+            feed = OutboxFeed(sessions, keyring, relay.take_outbox)
             relay.on_outbox_removed(feed.rows_gone)
             start_listener(stack, config, [OUTBOX_CHANNEL], lambda _channel, _payload: feed.wake())
             feeding = asyncio.create_task(feed.run(), name="outbox-feed")

@@ -85,7 +85,7 @@ async def running_relay_worker(
             relay_config=config.relay,
             allow_http=config.fediverse.allow_http,
             command_prefix=config.matrix.command_prefix,
-            notify_user=OutboxNotices(sessions),
+            notify_user=OutboxNotices(sessions, base.keyring),
             metrics=base.metrics,
             tuning=RelayTuning(max_message_bytes=config.limits.max_message_bytes),
             write_guard=write_guard,

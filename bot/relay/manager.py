@@ -216,7 +216,7 @@ class RelayManager:
         if not self._relays_all_accounts:
             return  # a worker: its lease keeper says what to relay; split Matrix process: OutboxFeed
         async with self._sessions() as session, session.begin():
-            leftovers = await OutboxRepository(session).list_all()
+            leftovers = await OutboxRepository(session, self._keyring).list_all()
             accounts = await AccountsRepository(session, self._keyring).list_active()
         if leftovers:
             log.info("re-sending %d relay message(s) left in the outbox", len(leftovers))

@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.relay.wake_loop import WakeLoop
+from bot.store.keyring import KeyRing
 from bot.store.outbox import OutboxId, OutboxRecord, OutboxRepository
 
 __all__ = ["OutboxFeed"]
@@ -30,6 +31,7 @@ class OutboxFeed:
     def __init__(
         self,
         sessions: async_sessionmaker[AsyncSession],
+        keyring: KeyRing,
         take: Callable[[list[OutboxRecord]], None],
         *,
         per_user: int = PER_USER,
@@ -37,6 +39,7 @@ class OutboxFeed:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self._sessions = sessions
+        self._keyring = keyring
         self._take = take
         self._per_user = per_user
         self._handed: set[OutboxId] = set()
@@ -57,7 +60,7 @@ class OutboxFeed:
     async def scan(self) -> int:
         """Hand over the new rows, up to `per_user` per user in hand at once; returns how many."""
         async with self._sessions() as session, session.begin():
-            outbox = OutboxRepository(session)
+            outbox = OutboxRepository(session, self._keyring)
             waiting = await outbox.waiting_ids()
             self._handed &= {outbox_id for outbox_id, _ in waiting}
             in_hand = Counter(user for outbox_id, user in waiting if outbox_id in self._handed)

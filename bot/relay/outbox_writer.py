@@ -188,7 +188,7 @@ class OutboxWriter:
                 for w in placed
                 for index, draft in enumerate(w.drafts)
             ]
-            records = iter(await OutboxRepository(session).add_many(new_rows))
+            records = iter(await OutboxRepository(session, self._keyring).add_many(new_rows))
             written = {id(w): [next(records) for _ in w.drafts] for w in placed}
 
             moving = newest_cursors(

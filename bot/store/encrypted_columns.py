@@ -16,7 +16,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.store.action_journal import action_text_aad
 from bot.store.keyring import KeyRing, aad_for
-from bot.store.models import Account, ActionJournalEntry, Base, FediverseApp, MatrixSession
+from bot.store.models import Account, ActionJournalEntry, Base, FediverseApp, MatrixSession, OutboxMessage
+from bot.store.outbox import outbox_message_aad
 
 __all__ = [
     "SEALED_COLUMNS",
@@ -79,6 +80,11 @@ SEALED_COLUMNS: tuple[SealedColumn, ...] = (
         ActionJournalEntry,
         "text_encrypted",
         lambda row: action_text_aad(row.event_id, row.matrix_user_id),
+    ),
+    SealedColumn(
+        OutboxMessage,
+        "message_encrypted",
+        lambda row: outbox_message_aad(row.txn_id, row.matrix_user_id),
     ),
 )
 

@@ -183,8 +183,12 @@ class OutboxMessage(Base):
     matrix_user_id: Mapped[str] = mapped_column(String(255), index=True)
     room_id: Mapped[str] = mapped_column(String(255))
     txn_id: Mapped[str] = mapped_column(String(128), unique=True)
-    body: Mapped[str] = mapped_column(Text)
-    html: Mapped[str] = mapped_column(Text)
+    # The message's plain and HTML bodies, as JSON, encrypted with the key ring (`outbox_message_aad`):
+    # notification texts, direct messages among them, are never stored in plaintext. `body`/`html` are
+    # only set in rows written before that (NULL in new rows; read when `message_encrypted` is NULL).
+    message_encrypted: Mapped[str | None] = mapped_column(Text)
+    body: Mapped[str | None] = mapped_column(Text)
+    html: Mapped[str | None] = mapped_column(Text)
     cursors: Mapped[str] = mapped_column(Text)
     # What the message shows, for the event map (`RelayedEvent`) written when it is sent: JSON, or NULL
     # for a grouped message (nothing single to act on).

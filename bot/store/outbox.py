@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -10,10 +11,19 @@ from sqlalchemy import delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.store.event_map import RelayedTarget
+from bot.store.keyring import KeyRing, aad_for
 from bot.store.models import OutboxMessage
 from bot.store.records import AccountId, Clock, affected_rows, utc_now
 
-__all__ = ["NewOutboxRow", "OutboxId", "OutboxRecord", "OutboxRepository", "format_cursors", "parse_cursors"]
+__all__ = [
+    "NewOutboxRow",
+    "OutboxId",
+    "OutboxRecord",
+    "OutboxRepository",
+    "format_cursors",
+    "outbox_message_aad",
+    "parse_cursors",
+]
 
 OutboxId = int
 
@@ -57,19 +67,37 @@ class OutboxRecord:
     shows: RelayedTarget | None = None  # mapped to the sent event id (None: a grouped message)
 
 
-class OutboxRepository:
-    def __init__(self, session: AsyncSession, clock: Clock = utc_now) -> None:
-        self._session, self._clock = session, clock
+def outbox_message_aad(txn_id: str, matrix_user_id: str) -> bytes:
+    return aad_for("outbox-message", txn_id, matrix_user_id)
 
-    @staticmethod
-    def _record(row: OutboxMessage) -> OutboxRecord:
+
+class OutboxRepository:
+    """`keyring` seals and opens the messages' texts: needed to add or read whole messages, not to
+    list, move or delete them."""
+
+    def __init__(self, session: AsyncSession, keyring: KeyRing | None = None, clock: Clock = utc_now) -> None:
+        self._session, self._keyring, self._clock = session, keyring, clock
+
+    def _ring(self) -> KeyRing:
+        assert self._keyring is not None, "outbox messages are stored encrypted"
+        return self._keyring
+
+    def _record(self, row: OutboxMessage) -> OutboxRecord:
+        if row.message_encrypted is not None:
+            sealed = self._ring().decrypt(
+                row.message_encrypted, outbox_message_aad(row.txn_id, row.matrix_user_id)
+            )
+            message = json.loads(sealed)
+            body, html = message["plain"], message["html"]
+        else:  # written before messages were encrypted
+            body, html = row.body or "", row.html or ""
         return OutboxRecord(
             id=row.id,
             matrix_user_id=row.matrix_user_id,
             room_id=row.room_id,
             txn_id=row.txn_id,
-            body=row.body,
-            html=row.html,
+            body=body,
+            html=html,
             cursors=parse_cursors(row.cursors),
             created_at=row.created_at,
             shows=RelayedTarget.from_json(row.shows),
@@ -94,14 +122,16 @@ class OutboxRepository:
         """Store these messages with one statement; their records, in the same order."""
         if not rows:
             return []
-        created_at = self._clock()
+        created_at, ring = self._clock(), self._ring()
         values = [
             {
                 "matrix_user_id": row.matrix_user_id,
                 "room_id": row.room_id,
                 "txn_id": row.txn_id,
-                "body": row.body,
-                "html": row.html,
+                "message_encrypted": ring.encrypt(
+                    json.dumps({"plain": row.body, "html": row.html}),
+                    outbox_message_aad(row.txn_id, row.matrix_user_id),
+                ),
                 "cursors": format_cursors(row.cursors),
                 "shows": None if row.shows is None else row.shows.to_json(),
                 "created_at": created_at,

@@ -72,7 +72,7 @@ async def seed_every_table(url: str, ring: KeyRing) -> None:
         await repos.dm_rooms.set(ALICE, DM)
         await repos.matrix_session.save(user_id="@bot:test.org", device_id="DEVICE", access_token=SECRETS[3])
         await repos.handled_events.mark_handled("$event-1", DM)
-        await OutboxRepository(s).add(
+        await OutboxRepository(s, ring).add(
             matrix_user_id=ALICE, room_id=DM, txn_id="txn-1", body="hello", html="<b>hello</b>",
             cursors={alice.id: "01ALICECURSOR"},
             shows=RelayedTarget(alice.id, "01ALICECURSOR", "mention", status_id="s1"),

@@ -160,7 +160,7 @@ class Harness:
 
     async def outbox(self) -> list[OutboxRecord]:
         async with self.sessions() as s, s.begin():
-            return await OutboxRepository(s).list_all()
+            return await OutboxRepository(s, self.keyring).list_all()
 
 
 @asynccontextmanager

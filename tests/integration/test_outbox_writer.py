@@ -83,7 +83,7 @@ async def test_steps_handed_over_together_share_one_transaction(
     assert len(transactions) == 1
     async with sessions() as s:
         repos = Repositories(s, keyring)
-        assert await OutboxRepository(s).list_all() == []
+        assert await OutboxRepository(s, keyring).list_all() == []
         assert [(await repos.accounts.get(a.id)).cursor for a in accounts] == ["10"] * len(accounts)  # type: ignore[union-attr]
 
 
@@ -105,7 +105,7 @@ async def test_a_refused_step_fails_alone_and_the_others_are_written(
     assert isinstance(outcomes[1], LeaseLost)
     assert [type(o) for o in (outcomes[0], outcomes[2])] == [list, list]
     async with sessions() as s:
-        stored = await OutboxRepository(s).list_all()
+        stored = await OutboxRepository(s, keyring).list_all()
     assert sorted(r.txn_id for r in stored) == sorted([f"t{accounts[0].id}", f"t{accounts[2].id}"])
 
 
@@ -123,7 +123,7 @@ async def test_a_user_without_a_dm_gets_none_and_nothing_is_written_for_them(
     assert [r.txn_id for r in there] == ["a"]
     assert nowhere is None
     async with sessions() as s:
-        assert [r.txn_id for r in await OutboxRepository(s).list_all()] == ["a"]
+        assert [r.txn_id for r in await OutboxRepository(s, keyring).list_all()] == ["a"]
         assert (await Repositories(s, keyring).accounts.get(homeless.id)).cursor is None  # type: ignore[union-attr]
 
 
@@ -157,7 +157,7 @@ async def test_finishing_in_one_group_keeps_the_newest_cursor_and_maps_only_stor
         assert (await repos.accounts.get(kept.id)).cursor == "9"  # type: ignore[union-attr]
         assert await repos.relayed_events.get("$nine") is not None
         assert await repos.relayed_events.get("$five") is None
-        assert await OutboxRepository(s).list_all() == []
+        assert await OutboxRepository(s, keyring).list_all() == []
 
 
 async def test_a_step_cancelled_before_its_group_begins_is_skipped(
@@ -171,4 +171,4 @@ async def test_a_step_cancelled_before_its_group_begins_is_skipped(
     await writer.wait_idle()
     assert step.cancelled()
     async with sessions() as s:
-        assert await OutboxRepository(s).list_all() == []
+        assert await OutboxRepository(s, keyring).list_all() == []

@@ -119,7 +119,7 @@ async def test_a_stale_outbox_row_never_moves_the_cursor_back(gts: FakeGoToSocia
     newest = gts.notify("alice", "follow", "yan")
     account = await h.add_account(gts, "alice", cursor=newest["id"])
     async with h.sessions() as s, s.begin():  # left by an earlier run, for an older notification
-        await OutboxRepository(s).add(
+        await OutboxRepository(s, h.keyring).add(
             matrix_user_id=account.matrix_user_id,
             room_id="!dm:example.org",
             txn_id="gts.stale",

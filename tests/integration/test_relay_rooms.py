@@ -238,7 +238,7 @@ async def test_forget_user_drops_the_users_queue_and_outbox_and_nothing_else(
 
 async def test_outbox_delete_for_user_deletes_only_that_users_messages(h: Harness) -> None:
     async with h.sessions() as s, s.begin():
-        outbox = OutboxRepository(s)
+        outbox = OutboxRepository(s, h.keyring)
         for user, txn in (("@a:x", "t1"), ("@b:x", "t2"), ("@a:x", "t3")):
             await outbox.add(matrix_user_id=user, room_id="!r:x", txn_id=txn, body="b", html="h", cursors={})
     async with h.sessions() as s, s.begin():

@@ -51,7 +51,7 @@ async def test_commit_maps_the_sent_event_once_and_the_outbox_carries_the_target
     drafts = [OutboxDraft("t1", "b", "h", _target(account)), OutboxDraft("t2", "b", "h")]
     first, grouped = await store.write_batch(drafts, {account.id: "n2"}) or []
     async with sessions() as s:
-        waiting = await OutboxRepository(s).list_all()
+        waiting = await OutboxRepository(s, keyring).list_all()
     assert [r.shows for r in waiting] == [_target(account), None]  # what a restart re-sends
 
     await store.commit(first, sent_as="$one")
@@ -60,7 +60,7 @@ async def test_commit_maps_the_sent_event_once_and_the_outbox_carries_the_target
         repos = Repositories(s, keyring)
         mapped = await repos.relayed_events.get("$one")
         assert await repos.relayed_events.get("$two") is None
-        assert await OutboxRepository(s).list_all() == []
+        assert await OutboxRepository(s, keyring).list_all() == []
     assert mapped is not None
     assert (mapped.matrix_user_id, mapped.room_id, mapped.target) == (ALICE, DM, _target(account))
 
@@ -85,7 +85,7 @@ async def test_a_message_of_an_account_revoked_meanwhile_is_not_mapped(
     await store.commit(record, sent_as="$late")
     async with sessions() as s:
         assert await Repositories(s, keyring).relayed_events.get("$late") is None
-        assert await OutboxRepository(s).list_all() == []
+        assert await OutboxRepository(s, keyring).list_all() == []
 
 
 async def test_the_journal_begins_once_finishes_forgets_and_prunes(

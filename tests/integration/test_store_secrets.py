@@ -15,6 +15,7 @@ from bot.store.encrypted_columns import SEALED_COLUMNS
 from bot.store.keyring import KeyRing
 from bot.store.migrate import upgrade
 from bot.store.models import Base
+from bot.store.outbox import OutboxRepository
 from bot.store.repositories import AccountId, Repositories
 
 INSTANCE = "https://example.org"
@@ -22,6 +23,7 @@ APP_SECRET = "client-secret-QWERTY-0123456789"
 TOKEN_A = "access-token-AAAA-0123456789abcdef"
 TOKEN_B = "access-token-BBBB-0123456789abcdef"
 MATRIX_TOKEN = "syt_matrix_token_ZZZZ_0123456789"
+DIRECT_MESSAGE = "a direct message for alice only 0123456789"  # a notification waiting in the outbox
 
 
 async def _store_secrets(sessions: async_sessionmaker[AsyncSession], keyring: KeyRing) -> tuple[int, int]:
@@ -59,6 +61,14 @@ async def _store_secrets(sessions: async_sessionmaker[AsyncSession], keyring: Ke
             dm_room_id="!dm:example.org",
             ttl=timedelta(minutes=5),
         )
+        await OutboxRepository(s, keyring).add(
+            matrix_user_id="@alice:example.org",
+            room_id="!dm:example.org",
+            txn_id="gts.1.01N",
+            body=DIRECT_MESSAGE,
+            html=f"<p>{DIRECT_MESSAGE}</p>",
+            cursors={a.id: "01N"},
+        )
         return a.id, b.id
 
 
@@ -76,7 +86,7 @@ async def test_no_plaintext_secret_in_the_sqlite_files(tmp_path: Path, keyring: 
             (await conn.execute(text("SELECT token_encrypted FROM accounts ORDER BY id"))).scalars().all()
         )
 
-    secrets = [APP_SECRET, TOKEN_A, TOKEN_B, MATRIX_TOKEN]
+    secrets = [APP_SECRET, TOKEN_A, TOKEN_B, MATRIX_TOKEN, DIRECT_MESSAGE]
     # While connections are open the new pages sit in the WAL; after closing they are checkpointed.
     wal = db.with_name(db.name + "-wal")
     assert wal.exists()
@@ -171,4 +181,4 @@ def test_every_encrypted_column_is_sealed() -> None:
     }
     sealed = {(c.model.__tablename__, c.attribute) for c in SEALED_COLUMNS}
     assert encrypted == sealed
-    assert len(sealed) == 4
+    assert len(sealed) == 5

@@ -240,7 +240,9 @@ async def test_a_worker_outbox_write_wakes_the_matrix_process_without_polling(
     a, _ = keeper(h.sessions, "worker-a", Clock())
     await a.round()
     taken: list[OutboxRecord] = []
-    feed = OutboxFeed(h.sessions, taken.extend, poll_seconds=3600.0)  # only a wake-up makes it scan again
+    feed = OutboxFeed(
+        h.sessions, h.keyring, taken.extend, poll_seconds=3600.0
+    )  # only a wake-up makes it scan again
     listener = Listener(make_url(db_url), [OUTBOX_CHANNEL], lambda _channel, _payload: feed.wake())
     listener.start()
     try:
@@ -266,7 +268,7 @@ async def test_a_worker_outbox_write_wakes_the_matrix_process_without_polling(
 async def test_the_feed_hands_each_row_over_once_and_forgets_rows_that_are_gone(h: Harness) -> None:
     await h.set_dm("@u:example.org", "!dm:example.org")
     taken: list[OutboxRecord] = []
-    feed = OutboxFeed(h.sessions, taken.extend)
+    feed = OutboxFeed(h.sessions, h.keyring, taken.extend)
     store = DeliveryStore(h.sessions, OutboxWriter(h.sessions, h.keyring), "@u:example.org")
     [first] = await store.write_batch([OutboxDraft(txn_id="t1", body="1", html="1")], {}) or []
     assert await feed.scan() == 1
@@ -290,7 +292,7 @@ def worker_manager(h: Harness, keeper_: list[LeaseKeeper]) -> RelayManager:
         relay_config=FAST_POLL,
         allow_http=True,
         command_prefix="!gts",
-        notify_user=OutboxNotices(h.sessions),
+        notify_user=OutboxNotices(h.sessions, h.keyring),
         tuning=FAST,
         rng=random.Random(7),
         write_guard=guard,
@@ -349,7 +351,7 @@ async def test_exactly_once_when_a_worker_dies_with_written_but_unsent_messages(
 
     matrix = matrix_manager(h, sender, elsewhere)
     await matrix.start()
-    feed = OutboxFeed(h.sessions, matrix.take_outbox, poll_seconds=0.05)
+    feed = OutboxFeed(h.sessions, h.keyring, matrix.take_outbox, poll_seconds=0.05)
     feeding = asyncio.create_task(feed.run())
     clock = Clock()
     try:
@@ -410,7 +412,7 @@ async def test_a_worker_tells_a_user_through_the_outbox_and_wakes_the_matrix_pro
     h: Harness, listening: tuple[Listener, Heard, asyncio.Event]
 ) -> None:
     _, heard, _ = listening
-    notices = OutboxNotices(h.sessions)
+    notices = OutboxNotices(h.sessions, h.keyring)
     await notices("@nobody:example.org", "plain", "<b>html</b>")  # no DM room: nothing to write
     await h.set_dm("@u:example.org", "!dm:example.org")
     await notices("@u:example.org", "Your account stopped working", "<b>Your account</b> stopped working")
@@ -558,7 +560,9 @@ async def test_the_feed_holds_at_most_per_user_rows_and_takes_more_as_they_are_s
     await h.set_dm("@u:example.org", "!u:example.org")
     await h.set_dm("@v:example.org", "!v:example.org")
     taken: list[OutboxRecord] = []
-    feed = OutboxFeed(h.sessions, taken.extend, per_user=2, poll_seconds=3600.0)  # scans only when woken
+    feed = OutboxFeed(
+        h.sessions, h.keyring, taken.extend, per_user=2, poll_seconds=3600.0
+    )  # scans only when woken
     store_u = DeliveryStore(
         h.sessions, OutboxWriter(h.sessions, h.keyring), "@u:example.org", on_removed=feed.rows_gone
     )
