@@ -66,6 +66,7 @@ class FakeCode:
     redirect_uri: str
     scope: str
     created: float  # time.monotonic()
+    used: bool = False  # Iceshrimp.NET keeps a redeemed code (its token row) and refuses it with 400
 
 
 @dataclass

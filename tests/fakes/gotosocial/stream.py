@@ -1,8 +1,8 @@
 """GET /api/v1/streaming of the fake (§8): websocket, auth only at connect, ``ping!`` pings.
 
 The profile decides where the token may come from, how a token that may not read the stream is refused
-(403 at the handshake, or Mastodon's in-stream error frame), and whether the web host answers 301 to a
-separate streaming host.
+(403 at the handshake, Mastodon's in-stream error frame, or Iceshrimp.NET's close 1008), and whether the
+web host answers 301 to a separate streaming host.
 """
 
 from __future__ import annotations
@@ -64,6 +64,11 @@ async def streaming(request: web.Request) -> web.StreamResponse:
     for name, value in request.get(EXTRA_HEADERS, {}).items():
         ws.headers[name] = value
     await ws.prepare(request)
+    if not may_read and profile.stream_scope_refusal == "close_1008":
+        # Iceshrimp.NET (Streaming/WebSocketConnection.cs): the subscribe to a channel whose scopes the
+        # token lacks closes the socket with PolicyViolation, and nothing is said before.
+        await ws.close(code=1008)
+        return ws
 
     transport = request.transport
 
