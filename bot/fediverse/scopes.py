@@ -7,7 +7,9 @@ each server needs for streaming. Pure; tested with plain values.
   (`profile`, `read:accounts`, or `read`).
 - Streaming the notifications differs per server (mastodon-family.md, "Scopes"): GoToSocial accepts only
   the top-level `read`; Mastodon (`streaming/index.js`, `checkScopes`) and Akkoma also accept
-  `read:notifications`. A server the bot does not know is assumed to want `read`.
+  `read:notifications`. Iceshrimp.NET's `user:notification` channel wants `read:statuses` and
+  `read:notifications` together (`Streaming/Channels/UserChannel.cs`), so of the single scopes only `read`
+  streams there. A server the bot does not know is assumed to want `read`.
 - Acting (issue 12) needs one scope per kind of action, the same granular names on every server the bot
   knows (each checked in its controllers): posting and boosting `write:statuses` (GoToSocial
   `statuscreate.go`/`statusboost.go`; Mastodon `StatusesController`, `Statuses::ReblogsController`; Akkoma
@@ -88,6 +90,7 @@ _STREAM_SCOPES: Final = {
     "mastodon": frozenset({"read", "read:notifications"}),
     "akkoma": frozenset({"read", "read:notifications"}),
     "pleroma": frozenset({"read", "read:notifications"}),
+    "iceshrimp.net": frozenset({"read"}),
 }
 # What each kind of action needs: the least scope the bot asks for, then what else the server accepts.
 ACTION_KINDS: Final = ("statuses", "favourites", "follow_requests")
@@ -96,7 +99,7 @@ _ACTION_SCOPE: Final = {
     "favourites": "write:favourites",
     "follow_requests": "write:follows",
 }
-_LEGACY_FOLLOW_SERVERS: Final = frozenset({"mastodon", "akkoma", "pleroma"})
+_LEGACY_FOLLOW_SERVERS: Final = frozenset({"mastodon", "akkoma", "pleroma", "iceshrimp.net"})
 _SYNTAX = re.compile(r"[a-z]+(:[a-z_]+)*")
 
 

@@ -179,6 +179,9 @@ def test_extract_code_rejects_garbage(pasted: str) -> None:
         ("read:notifications profile", "akkoma", True),
         ("read:notifications profile", None, False),  # an unknown server: assume GoToSocial's rule
         ("read:accounts profile", "mastodon", False),
+        ("read", "iceshrimp.net", True),
+        # Iceshrimp.NET's user:notification channel also wants read:statuses: it closes the socket (1008)
+        ("read:notifications read:accounts", "iceshrimp.net", False),
     ],
 )
 def test_streaming_scopes_per_server(granted: str, software: str | None, streams: bool) -> None:

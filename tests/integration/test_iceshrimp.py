@@ -1,0 +1,118 @@
+"""Iceshrimp.NET, where it differs from the other servers at a step the bot takes (README, "Servers"):
+its token endpoint's errors, its revoke answer, and how its stream refuses a token that may not read it.
+The fake's `iceshrimp` profile behaves like Iceshrimp.NET's source; each test checks the fake's answer on
+the wire and what the bot makes of it."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+from aiohttp import ClientSession, WSMsgType
+
+from bot.errors import InvalidCodeError
+from bot.fediverse.client import FediverseClient
+from bot.fediverse.instance import InstanceRef, parse_instance
+from bot.fediverse.models import AppRegistration
+from bot.fediverse.oauth import authorize_url, extract_code, new_state
+from tests.fakes.gotosocial import ICESHRIMP, FakeGoToSocial
+from tests.integration.fedi_support import fedi_client
+
+PASSWORD = "Long-Strong-Passw0rd!"
+EMAIL = "alice@example.org"
+UNKNOWN_CODE = "c" * 32
+
+
+@pytest.fixture
+async def ice() -> AsyncIterator[FakeGoToSocial]:
+    async with FakeGoToSocial(profile=ICESHRIMP) as fake:
+        fake.add_user("alice", EMAIL, PASSWORD)
+        yield fake
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[FediverseClient]:
+    async with fedi_client() as c:
+        yield c
+
+
+def instance_of(fake: FakeGoToSocial) -> InstanceRef:
+    return parse_instance(fake.base_url, allow_http=True)
+
+
+async def registered(fake: FakeGoToSocial, client: FediverseClient) -> tuple[AppRegistration, str]:
+    app = await client.register_app(instance_of(fake), ["read"], client_name="gts-bot")
+    pasted = await fake.authorize(authorize_url(instance_of(fake), app.client_id, ["read"], new_state()),
+                                  EMAIL, PASSWORD)
+    code = extract_code(pasted)
+    assert code is not None
+    assert len(code) == ICESHRIMP.code_length
+    return app, code
+
+
+async def test_token_errors_carry_doorkeepers_descriptions_as_the_error(
+    ice: FakeGoToSocial, client: FediverseClient
+) -> None:
+    app, code = await registered(ice, client)
+    form = {"grant_type": "authorization_code", "client_id": app.client_id,
+            "client_secret": app.client_secret, "redirect_uri": "urn:ietf:wg:oauth:2.0:oob"}
+    async with httpx.AsyncClient(base_url=ice.base_url) as http:
+        unknown = await http.post("/oauth/token", data={**form, "code": UNKNOWN_CODE})
+        first = await http.post("/oauth/token", data={**form, "code": code})
+        again = await http.post("/oauth/token", data={**form, "code": code})
+    assert unknown.status_code == 401
+    assert unknown.json()["error"].startswith("Client authentication failed")
+    assert unknown.json()["error_description"] is None
+    assert first.status_code == 200
+    assert again.status_code == 400
+    assert again.json()["error"].startswith("The provided authorization grant is invalid")
+
+
+async def test_mistyped_code_is_an_invalid_code(ice: FakeGoToSocial, client: FediverseClient) -> None:
+    app, _ = await registered(ice, client)
+    with pytest.raises(InvalidCodeError, match="did not recognise that code") as caught:
+        await client.exchange_code(instance_of(ice), app, UNKNOWN_CODE)
+    assert UNKNOWN_CODE not in str(caught.value)
+    assert "HTTP 401" not in str(caught.value)
+
+
+async def test_reused_code_is_an_invalid_code(ice: FakeGoToSocial, client: FediverseClient) -> None:
+    app, code = await registered(ice, client)
+    await client.exchange_code(instance_of(ice), app, code)
+    with pytest.raises(InvalidCodeError, match="used already"):
+        await client.exchange_code(instance_of(ice), app, code)
+
+
+async def test_revoking_a_token_twice_is_fine_although_the_second_answer_is_403(
+    ice: FakeGoToSocial, client: FediverseClient
+) -> None:
+    app, code = await registered(ice, client)
+    grant = await client.exchange_code(instance_of(ice), app, code)
+    await client.revoke(instance_of(ice), app, grant.access_token)
+    async with httpx.AsyncClient(base_url=ice.base_url) as http:
+        second = await http.post("/oauth/revoke", data={"client_id": app.client_id,
+                                                        "client_secret": app.client_secret,
+                                                        "token": grant.access_token})
+    assert (second.status_code, second.json()) == (
+        403, {"error": "You are not authorized to revoke this token", "error_description": None}
+    )
+    await client.revoke(instance_of(ice), app, grant.access_token)  # the bot takes that 403 as revoked
+
+
+@pytest.mark.parametrize(("scope", "opens"), [("read", True), ("read:notifications", False)])
+async def test_stream_closes_with_1008_for_a_token_that_may_not_read_it(scope: str, opens: bool) -> None:
+    async with FakeGoToSocial(profile=ICESHRIMP) as fake, ClientSession() as web:
+        fake.add_user("alice")
+        token = fake.issue_token("alice", scope)
+        url = f"{fake.streaming_base_url}/api/v1/streaming?stream=user:notification"
+        async with web.ws_connect(url, protocols=(token,)) as ws:
+            if opens:
+                fake.notify("alice", "follow", "bob")
+                frame = await ws.receive()
+                assert frame.type == WSMsgType.TEXT
+                assert '"notification"' in frame.data
+            else:
+                frame = await ws.receive()
+                assert frame.type == WSMsgType.CLOSE
+                assert ws.close_code == 1008
