@@ -1,5 +1,6 @@
 """Iceshrimp.NET, where it differs from the other servers at a step the bot takes (README, "Servers"):
-its token endpoint's errors, its revoke answer, and how its stream refuses a token that may not read it.
+its token endpoint's errors, its revoke answer, how its stream refuses a token that may not read it, and its
+rate limiter.
 The fake's `iceshrimp` profile behaves like Iceshrimp.NET's source; each test checks the fake's answer on
 the wire and what the bot makes of it."""
 
@@ -16,8 +17,9 @@ from bot.fediverse.client import FediverseClient
 from bot.fediverse.instance import InstanceRef, parse_instance
 from bot.fediverse.models import AppRegistration
 from bot.fediverse.oauth import authorize_url, extract_code, new_state
+from bot.fediverse.ratelimit import PacerPolicy, PacerRegistry
 from tests.fakes.gotosocial import ICESHRIMP, FakeGoToSocial
-from tests.integration.fedi_support import fedi_client
+from tests.integration.fedi_support import FakeSleep, fedi_client
 
 PASSWORD = "Long-Strong-Passw0rd!"
 EMAIL = "alice@example.org"
@@ -116,3 +118,36 @@ async def test_stream_closes_with_1008_for_a_token_that_may_not_read_it(scope: s
                 frame = await ws.receive()
                 assert frame.type == WSMsgType.CLOSE
                 assert ws.close_code == 1008
+
+
+async def test_rate_limit_is_per_user_without_headers_and_the_bot_waits_its_default() -> None:
+    """Iceshrimp.NET's limiter says nothing about its budget: no X-RateLimit-* and no Retry-After on the
+    429. Its partition is the signed-in user, so another user is not held back; the stream is not
+    counted. The bot's pacer waits its default for a 429 that names no time, then goes through."""
+    async with FakeGoToSocial(profile=ICESHRIMP) as fake, ClientSession() as web:
+        fake.add_user("alice")
+        fake.add_user("bob")
+        fake.state.mastodon_limits["iceshrimp_sliding"] = (2, 60.0)
+        fake.state.rate_clock = lambda: 1_000_000.0  # one window for the whole test
+        alice, bob = fake.issue_token("alice", "read"), fake.issue_token("bob", "read")
+        url = f"{fake.base_url}/api/v1/notifications"
+        async with httpx.AsyncClient() as http:
+            answers = [await http.get(url, headers={"Authorization": f"Bearer {alice}"}) for _ in range(3)]
+            others = await http.get(url, headers={"Authorization": f"Bearer {bob}"})
+        stream_url = f"{fake.streaming_base_url}/api/v1/streaming?stream=user"
+        async with web.ws_connect(stream_url, protocols=(alice,)) as ws:
+            assert not ws.closed  # the socket opens although alice's budget is spent
+        assert [a.status_code for a in answers] == [200, 200, 429]
+        assert answers[2].json()["error"] == "Too Many Requests"
+        assert not [h for h in answers[2].headers if h.lower().startswith(("x-ratelimit", "retry-after"))]
+        assert others.status_code == 200
+
+        sleep = FakeSleep()
+
+        async def sleep_then_new_window(seconds: float) -> None:
+            await sleep(seconds)
+            fake.state.rate_clock = lambda: 2_000_000.0
+
+        async with fedi_client(pacers=PacerRegistry(sleep=sleep_then_new_window)) as paced:
+            await paced.notifications(instance_of(fake), alice)
+        assert sleep.calls == [pytest.approx(PacerPolicy().default_retry_after, abs=1.0)]

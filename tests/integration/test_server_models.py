@@ -27,7 +27,7 @@ from bot.rich_text import RichText
 from bot.store.keyring import KeyRing
 from bot.store.records import AccountId, utc_now
 from tests.fakes.gotosocial import FakeGoToSocial
-from tests.fakes.gotosocial.profiles import AKKOMA, GOTOSOCIAL, MASTODON, Profile
+from tests.fakes.gotosocial.profiles import AKKOMA, GOTOSOCIAL, ICESHRIMP, MASTODON, Profile
 from tests.fakes.gotosocial.testkit import PW, authorize_url, bearer, register, token_form
 from tests.integration.fedi_support import FakeSleep, fedi_client, settings
 from tests.integration.relay_support import Harness
@@ -94,7 +94,9 @@ def pin_rate_windows(fake: FakeGoToSocial) -> None:
 # -- the fake's servers: what the bot has to cope with ------------------------------------------------------
 
 
-@pytest.mark.parametrize(("profile", "reuses"), [(GOTOSOCIAL, False), (MASTODON, True), (AKKOMA, True)])
+@pytest.mark.parametrize(
+    ("profile", "reuses"), [(GOTOSOCIAL, False), (MASTODON, True), (AKKOMA, True), (ICESHRIMP, False)]
+)
 async def test_the_same_account_app_and_scopes_get_the_same_token_where_the_server_reuses(
     profile: Profile, reuses: bool
 ) -> None:

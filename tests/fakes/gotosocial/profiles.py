@@ -21,7 +21,8 @@ ScopeModel = Literal["gotosocial", "mastodon"]
 StreamTokenSource = Literal["query", "protocol", "bearer"]
 # Iceshrimp.NET opens the socket, then closes it with 1008 (policy violation) on the subscribe
 StreamScopeRefusal = Literal["handshake", "error_frame", "close_1008"]
-RateLimitModel = Literal["per_ip", "mastodon_buckets"]
+# Iceshrimp.NET: ASP.NET's sliding-window limiter per user (else X-Forwarded-For, else IP), no headers
+RateLimitModel = Literal["per_ip", "mastodon_buckets", "iceshrimp_sliding"]
 AdvertisedStreamScheme = Literal["wss", "same_as_instance"]
 # Idempotency-Key: GoToSocial ignores it; Mastodon remembers (account, key) → the status it posted, for an
 # hour (PostStatusService); Akkoma's IdempotencyPlug replays any cached POST/PUT/PATCH response (6 hours).
@@ -72,6 +73,7 @@ class Profile:
     status_char_limit: int = 5000
     idempotency_ttl: float = 3600.0  # seconds a remembered Idempotency-Key lives (Akkoma: its own 6 h)
     reblog_scope: str = "write:statuses"  # Iceshrimp.NET's StatusController wants write:favourites
+    stream_echoes_protocol: bool = True  # the 101 names the offered subprotocol (Iceshrimp.NET: no header)
 
 
 GOTOSOCIAL = Profile(
@@ -167,12 +169,16 @@ AKKOMA = replace(
 # 32-character code that never expires and makes a new token per authorization; Controllers/Mastodon/
 # AuthController.cs answers Doorkeeper's descriptions as `error` (401 for an unknown code) and 403 from
 # /oauth/revoke for a token it does not know; NotificationController.cs pages numeric ids (MastoId) 40 by
-# default, 80 at most; WebSocketController.cs takes the token only from Sec-WebSocket-Protocol (400
-# without), and Streaming/WebSocketConnection.cs closes with 1008 when the token lacks the
+# default, 80 at most; WebSocketController.cs takes the token from the access_token query, else the first
+# Sec-WebSocket-Protocol (400 without either; 401 for an unknown token, before the upgrade) and accepts
+# without naming a subprotocol; Streaming/WebSocketConnection.cs closes with 1008 when the token lacks the
 # user:notification channel's scopes (read:statuses and read:notifications); no server pings, and a
 # revoked token's open socket stays; StatusController.cs remembers Idempotency-Key per account for 24 h
 # and wants write:favourites to boost; Core/Helpers/MastodonOauthHelpers.cs expands `follow` to
-# write:follows; Federation/NodeInfoController.cs names the software "Iceshrimp.NET".
+# write:follows; Federation/NodeInfoController.cs names the software "Iceshrimp.NET";
+# Core/Extensions/WebApplicationExtensions/ServiceExtensions.cs (AddSlidingWindowRateLimiter) allow 500
+# requests a minute ("sliding") and 10 app registrations a minute ("strict"), answer 429 with their own
+# JSON and send no X-RateLimit-* or Retry-After header; the streaming socket is not limited.
 ICESHRIMP = replace(
     GOTOSOCIAL,
     name="iceshrimp",
@@ -187,8 +193,9 @@ ICESHRIMP = replace(
     code_ttl=float("inf"),
     revoke_unknown_token_status=403,
     notification_limit_default=40,
-    stream_token_sources=frozenset({"protocol"}),
+    stream_token_sources=frozenset({"query", "protocol"}),
     stream_no_token_status=400,
+    stream_echoes_protocol=False,
     stream_scope_refusal="close_1008",
     advertised_stream_scheme="wss",
     idempotency="status_per_account",
@@ -196,6 +203,7 @@ ICESHRIMP = replace(
     reblog_scope="write:favourites",
     follow_scope_covers_follow_requests=True,
     status_char_limit=8192,
+    rate_limit_model="iceshrimp_sliding",
 )
 
 PROFILES: dict[str, Profile] = {p.name: p for p in (GOTOSOCIAL, MASTODON, AKKOMA, ICESHRIMP)}

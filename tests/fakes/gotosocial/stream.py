@@ -55,7 +55,8 @@ async def streaming(request: web.Request) -> web.StreamResponse:
     may_read = token_permits(auth.token.scope, *profile.stream_scopes)
     if not may_read and profile.stream_scope_refusal == "handshake":
         raise ApiError(403, "token has insufficient scope permission")
-    ws = web.WebSocketResponse(protocols=(protocol_header,) if protocol_header else (), autoping=True)
+    echo = protocol_header if protocol_header and profile.stream_echoes_protocol else None
+    ws = web.WebSocketResponse(protocols=(echo,) if echo else (), autoping=True)
     if not ws.can_prepare(request).ok:
         resp = web.Response(status=400, text="Bad Request\n", headers={"Sec-Websocket-Version": "13"})
         resp.content_type = "text/plain"
