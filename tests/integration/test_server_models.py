@@ -366,6 +366,8 @@ async def test_revoke_says_when_the_token_stays_alive_for_another_connection(
         (MASTODON, "annual_report", "Your annual report for"),
         (AKKOMA, "move", "moved to moved (@moved@new.example)"),
         (AKKOMA, "pleroma:emoji_reaction", "reacted with \N{PARTY POPPER} to your post"),
+        (ICESHRIMP, "reaction", "reacted with \N{PARTY POPPER} to your post"),
+        (ICESHRIMP, "bite", "carol (@carol@remote.example) bit you"),
     ],
 )
 async def test_each_servers_own_types_arrive_with_words_of_their_own(

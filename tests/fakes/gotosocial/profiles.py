@@ -73,6 +73,7 @@ class Profile:
     status_char_limit: int = 5000
     idempotency_ttl: float = 3600.0  # seconds a remembered Idempotency-Key lives (Akkoma: its own 6 h)
     reblog_scope: str = "write:statuses"  # Iceshrimp.NET's StatusController wants write:favourites
+    stream_pings: bool = True  # the server pings an idle socket every ping_interval
     stream_echoes_protocol: bool = True  # the 101 names the offered subprotocol (Iceshrimp.NET: no header)
 
 
@@ -165,20 +166,23 @@ AKKOMA = replace(
     follow_scope_covers_follow_requests=True,
 )
 
-# Iceshrimp.NET (paths in its repository, Iceshrimp.Backend/): Pages/OAuth/Authorize.cshtml(.cs) shows a
-# 32-character code that never expires and makes a new token per authorization; Controllers/Mastodon/
-# AuthController.cs answers Doorkeeper's descriptions as `error` (401 for an unknown code) and 403 from
-# /oauth/revoke for a token it does not know; NotificationController.cs pages numeric ids (MastoId) 40 by
-# default, 80 at most; WebSocketController.cs takes the token from the access_token query, else the first
-# Sec-WebSocket-Protocol (400 without either; 401 for an unknown token, before the upgrade) and accepts
-# without naming a subprotocol; Streaming/WebSocketConnection.cs closes with 1008 when the token lacks the
-# user:notification channel's scopes (read:statuses and read:notifications); no server pings, and a
-# revoked token's open socket stays; StatusController.cs remembers Idempotency-Key per account for 24 h
-# and wants write:favourites to boost; Core/Helpers/MastodonOauthHelpers.cs expands `follow` to
-# write:follows; Federation/NodeInfoController.cs names the software "Iceshrimp.NET";
-# Core/Extensions/WebApplicationExtensions/ServiceExtensions.cs (AddSlidingWindowRateLimiter) allow 500
-# requests a minute ("sliding") and 10 app registrations a minute ("strict"), answer 429 with their own
-# JSON and send no X-RateLimit-* or Retry-After header; the streaming socket is not limited.
+# Iceshrimp.NET, read from its source (paths under Iceshrimp.Backend/):
+# - Pages/OAuth/Authorize.cshtml(.cs): a 32-character code that never expires; a new token each time.
+# - Controllers/Mastodon/AuthController.cs: Doorkeeper's descriptions as `error` (401 for an unknown code,
+#   400 for a redeemed one); /oauth/revoke answers 403 for a token it does not know.
+# - NotificationController.cs, Schemas/Entities/NotificationEntity.cs: numeric ids (MastoId), 40 a page by
+#   default and 80 at most; its own "reaction" and "bite" types.
+# - WebSocketController.cs: the token from the access_token query, else the first Sec-WebSocket-Protocol
+#   (400 without either; 401 for an unknown token, before the upgrade); the 101 names no subprotocol.
+# - Streaming/WebSocketConnection.cs, WebSocketHandler.cs, Channels/UserChannel.cs: a subscribe to a
+#   channel whose scopes (read:statuses and read:notifications) the token lacks closes with 1008; the
+#   server sends no pings; a revoked token's open socket stays open.
+# - StatusController.cs: Idempotency-Key remembered per account for 24 h; boosting wants write:favourites.
+# - Core/Helpers/MastodonOauthHelpers.cs: `follow` expands to write:follows.
+# - Federation/NodeInfoController.cs: software "Iceshrimp.NET".
+# - Core/Extensions/ServiceExtensions.cs (AddSlidingWindowRateLimiter): 500 requests a minute ("sliding"),
+#   10 app registrations a minute ("strict"), a 429 with its own JSON and no rate-limit headers; the
+#   streaming socket is not limited.
 ICESHRIMP = replace(
     GOTOSOCIAL,
     name="iceshrimp",
@@ -193,9 +197,11 @@ ICESHRIMP = replace(
     code_ttl=float("inf"),
     revoke_unknown_token_status=403,
     notification_limit_default=40,
+    extra_notification_types=("reaction", "bite"),
     stream_token_sources=frozenset({"query", "protocol"}),
     stream_no_token_status=400,
     stream_echoes_protocol=False,
+    stream_pings=False,
     stream_scope_refusal="close_1008",
     advertised_stream_scheme="wss",
     idempotency="status_per_account",

@@ -97,7 +97,7 @@ async def streaming(request: web.Request) -> web.StreamResponse:
                 await ws.send_str(frame)
             elif reader in done:
                 break
-            else:
+            elif profile.stream_pings:
                 await ws.ping(b"ping!")
     except (ConnectionError, RuntimeError):
         pass  # the client went away or the connection was dropped
