@@ -201,6 +201,8 @@ def store_status(
 
 def _status_form(state: FakeState, fields: dict[str, str]) -> tuple[str, str, str, str | None]:
     text, spoiler = fields.get("status", ""), fields.get("spoiler_text", "")
+    if not text.strip() and state.profile.software == "Iceshrimp.NET":  # its StatusController.PostNote
+        raise ApiError.raw(400, "Posts must have text, media or poll")
     if not text.strip():
         raise _error(
             state,
