@@ -1,25 +1,34 @@
 """Iceshrimp.NET, where it differs from the other servers at a step the bot takes (README, "Servers"):
-its token endpoint's errors, its revoke answer, how its stream refuses a token that may not read it, and its
-rate limiter.
+its scope names, its token endpoint's errors, its revoke answer, how its stream refuses a token that may not
+read it, and its rate limiter.
 The fake's `iceshrimp` profile behaves like Iceshrimp.NET's source; each test checks the fake's answer on
 the wire and what the bot makes of it."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
+from datetime import timedelta
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
 from aiohttp import ClientSession, WSMsgType
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from bot.commands.throttle import InstanceShare
+from bot.config import LimitsConfig
+from bot.connect import ConnectFlows
 from bot.errors import InvalidCodeError
 from bot.fediverse.client import FediverseClient
 from bot.fediverse.instance import InstanceRef, parse_instance
 from bot.fediverse.models import AppRegistration
 from bot.fediverse.oauth import authorize_url, extract_code, new_state
 from bot.fediverse.ratelimit import PacerPolicy, PacerRegistry
+from bot.store.keyring import KeyRing
+from bot.store.records import AccountId
 from tests.fakes.gotosocial import ICESHRIMP, FakeGoToSocial
-from tests.integration.fedi_support import FakeSleep, fedi_client
+from tests.integration.fedi_support import FakeSleep, fedi_client, settings
 
 PASSWORD = "Long-Strong-Passw0rd!"
 EMAIL = "alice@example.org"
@@ -51,6 +60,39 @@ async def registered(fake: FakeGoToSocial, client: FediverseClient) -> tuple[App
     assert code is not None
     assert len(code) == ICESHRIMP.code_length
     return app, code
+
+
+async def test_the_app_registration_refuses_a_scope_iceshrimp_does_not_know(ice: FakeGoToSocial) -> None:
+    form = {"client_name": "x", "redirect_uris": "urn:ietf:wg:oauth:2.0:oob"}
+    async with httpx.AsyncClient(base_url=ice.base_url) as http:
+        profile = await http.post("/api/v1/apps", data={**form, "scopes": "read:notifications profile"})
+        granular = {**form, "scopes": "read:notifications read:accounts"}
+        accounts = await http.post("/api/v1/apps", data=granular)
+    assert (profile.status_code, profile.json()["error"]) == (400, "Invalid scopes parameter")
+    assert accounts.status_code == 200
+
+
+async def test_connect_with_profile_asks_iceshrimp_for_read_accounts_instead(
+    ice: FakeGoToSocial, sessions: async_sessionmaker[AsyncSession], keyring: KeyRing
+) -> None:
+    started_relays: list[AccountId] = []
+
+    async def on_connected(account_id: AccountId) -> None:
+        started_relays.append(account_id)
+
+    async with fedi_client() as client:
+        flows = ConnectFlows(sessions=sessions, keyring=keyring, client=client, fediverse=settings(),
+                             limits=LimitsConfig(), flow_ttl=timedelta(minutes=10), on_connected=on_connected,
+                             share=InstanceShare(time.monotonic))
+        started = await flows.start("@alice:matrix.test", ice.base_url, ("read:notifications", "profile"),
+                                    "!dm:matrix.test")
+        asked = parse_qs(urlsplit(started.authorize_url).query)["scope"]
+        assert asked == ["read:accounts read:notifications"]
+        code = await ice.authorize(started.authorize_url, EMAIL, PASSWORD)
+        connected = await flows.complete("@alice:matrix.test", "!dm:matrix.test", code)
+    assert connected.account.acct == f"alice@{ice.host}"
+    assert started_relays == [connected.account.id]
+    assert not connected.streaming_possible  # only `read` streams there: this account polls
 
 
 async def test_token_errors_carry_doorkeepers_descriptions_as_the_error(

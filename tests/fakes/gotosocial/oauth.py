@@ -68,6 +68,18 @@ def _parse_redirects(raw: str) -> list[str]:
     return out
 
 
+# Iceshrimp.NET's MastodonOauthHelpers.ValidateScopes: only these names, each once; no `profile`.
+_ICESHRIMP_READ = ("accounts", "blocks", "bookmarks", "favourites", "filters", "follows", "lists", "mutes",
+                   "notifications", "search", "statuses")
+_ICESHRIMP_WRITE = ("accounts", "blocks", "bookmarks", "conversations", "favourites", "filters", "follows",
+                    "lists", "media", "mutes", "notifications", "reports", "statuses", "bites")
+ICESHRIMP_SCOPES = frozenset(
+    ["read", "write", "follow", "push", "admin"]
+    + [f"read:{s}" for s in _ICESHRIMP_READ]
+    + [f"write:{s}" for s in _ICESHRIMP_WRITE]
+)
+
+
 async def create_app(request: web.Request) -> web.Response:
     state = state_of(request)
     require_accept(request, JSON_TYPE)
@@ -90,6 +102,10 @@ async def create_app(request: web.Request) -> web.Response:
     _check_len("scopes", scopes_raw or "", 1024)
     _check_len("website", website, 1024)
     redirects = [OOB_URI] if not redirect_raw else _parse_redirects(redirect_raw)
+    if state.profile.oauth_dialect == "iceshrimp":
+        asked = (scopes_raw or "read").split(" ")
+        if len(set(asked)) < len(asked) or not set(asked) <= ICESHRIMP_SCOPES:
+            raise ApiError.raw(400, "Invalid scopes parameter")
     doorkeeper = state.profile.oauth_dialect == "doorkeeper"
     app = FakeApp(
         id=state.new_id(),
