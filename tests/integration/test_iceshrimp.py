@@ -113,6 +113,22 @@ async def test_token_errors_carry_doorkeepers_descriptions_as_the_error(
     assert again.json()["error"].startswith("The provided authorization grant is invalid")
 
 
+async def test_the_code_exchange_names_the_scopes_or_iceshrimp_grants_only_read(
+    ice: FakeGoToSocial, client: FediverseClient
+) -> None:
+    scopes = ("read:accounts", "read:notifications", "write:statuses")
+    app = await client.register_app(instance_of(ice), scopes, client_name="gts-bot")
+    url = authorize_url(instance_of(ice), app.client_id, scopes, new_state())
+    codes = [extract_code(await ice.authorize(url, EMAIL, PASSWORD)) for _ in range(2)]
+    form = {"grant_type": "authorization_code", "client_id": app.client_id,
+            "client_secret": app.client_secret, "redirect_uri": "urn:ietf:wg:oauth:2.0:oob"}
+    async with httpx.AsyncClient(base_url=ice.base_url) as http:
+        unnamed = await http.post("/oauth/token", data={**form, "code": codes[0] or ""})
+    assert unnamed.status_code == 400  # `read` was not granted, and it is what a bare request asks for
+    grant = await client.exchange_code(instance_of(ice), app, codes[1] or "")
+    assert sorted(grant.scope) == sorted(scopes)
+
+
 async def test_mistyped_code_is_an_invalid_code(ice: FakeGoToSocial, client: FediverseClient) -> None:
     app, _ = await registered(ice, client)
     with pytest.raises(InvalidCodeError, match="did not recognise that code") as caught:

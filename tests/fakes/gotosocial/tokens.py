@@ -176,7 +176,8 @@ def _iceshrimp_token(state: FakeState, form: dict[str, str]) -> web.Response:
     """Iceshrimp.NET's GetOauthToken (Controllers/Mastodon/AuthController.cs): only authorization_code;
     the code row is looked up together with client_id and client_secret (401 when none matches, so an
     unknown code and an unknown client read the same); a redeemed code is refused with 400; codes do not
-    expire and the redirect URI is not compared."""
+    expire and the redirect URI is not compared. A request without `scope` asks for `read` (the default of
+    its OauthTokenRequest), which must be among the granted scopes and becomes the token's."""
     if form.get("grant_type") != "authorization_code":
         raise _iceshrimp_error(400, "Invalid grant_type")
     code = state.codes.get(form.get("code", ""))
@@ -187,7 +188,7 @@ def _iceshrimp_token(state: FakeState, form: dict[str, str]) -> web.Response:
         raise _iceshrimp_error(401, _ICESHRIMP_UNKNOWN)
     if code.used:
         raise _iceshrimp_error(400, _MASTODON_INVALID_GRANT)
-    requested = form.get("scope") or code.scope
+    requested = form.get("scope") or "read"  # AuthSchemas.OauthTokenRequest: Scopes = ["read"] unless sent
     if scopes_covered(requested, code.scope.split()) is not None:
         raise _iceshrimp_error(400, "The requested scope is invalid, unknown, or malformed.")
     code.used = True
