@@ -80,6 +80,15 @@ ICESHRIMP_SCOPES = frozenset(
 )
 
 
+def _client_credentials(dialect: str) -> tuple[str, str]:
+    """A new app's client id and secret in the server's own format."""
+    if dialect == "doorkeeper":
+        return oauth_secret()[:43], oauth_secret()
+    if dialect == "iceshrimp":  # CryptographyHelpers.GenerateRandomString(32)
+        return oauth_secret()[:32], oauth_secret()[:32]
+    return random_ulid(), str(uuid.uuid4())
+
+
 async def create_app(request: web.Request) -> web.Response:
     state = state_of(request)
     require_accept(request, JSON_TYPE)
@@ -106,11 +115,11 @@ async def create_app(request: web.Request) -> web.Response:
         asked = (scopes_raw or "read").split(" ")
         if len(set(asked)) < len(asked) or not set(asked) <= ICESHRIMP_SCOPES:
             raise ApiError.raw(400, "Invalid scopes parameter")
-    doorkeeper = state.profile.oauth_dialect == "doorkeeper"
+    client_id, client_secret = _client_credentials(state.profile.oauth_dialect)
     app = FakeApp(
         id=state.new_id(),
-        client_id=random_ulid() if not doorkeeper else oauth_secret()[:43],
-        client_secret=oauth_secret() if doorkeeper else str(uuid.uuid4()),
+        client_id=client_id,
+        client_secret=client_secret,
         name=name,
         website=website,
         redirect_uris=redirects,

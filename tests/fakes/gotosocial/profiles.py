@@ -196,6 +196,7 @@ ICESHRIMP = replace(
     code_length=32,
     code_ttl=float("inf"),
     revoke_unknown_token_status=403,
+    app_scopes_as_list=True,
     notification_limit_default=40,
     extra_notification_types=("reaction", "bite"),
     stream_token_sources=frozenset({"query", "protocol"}),
