@@ -37,6 +37,7 @@ from bot.fediverse.scopes import (
     normalize_scopes,
     relay_scope_problem,
     scopes_cover,
+    server_scopes,
     streams_with,
 )
 from bot.must_finish import MustFinish
@@ -166,6 +167,7 @@ class ConnectFlows:
         self._spend(user_id, instance, START_REQUESTS)
         info = await self._client.probe(instance)
         self._client.learn_software(instance, info.software)
+        scopes = server_scopes(scopes, info.software)
         if with_actions:
             scopes = normalize_scopes(scopes + tuple(action_scopes(info.software)))
         # Apps are registered per scope set: GoToSocial refuses (invalid_scope) an authorization asking

@@ -274,7 +274,11 @@ class FediverseClient:
     async def exchange_code(
         self, instance: InstanceRef, app: AppRegistration, code: str, code_verifier: str | None = None
     ) -> TokenGrant:
-        """Trade an authorization code for an access token (with the flow's PKCE verifier, if given)."""
+        """Trade an authorization code for an access token (with the flow's PKCE verifier, if given).
+
+        The app's scopes (one app per scope set: the ones the flow asked for) go along: Iceshrimp.NET
+        (`AuthSchemas.OauthTokenRequest`) takes a request without `scope` as one for `read` alone, which
+        cuts a token down to `read` or fails when `read` was not granted; the others ignore the field."""
         form = {
             "grant_type": "authorization_code",
             "code": code,
@@ -282,6 +286,8 @@ class FediverseClient:
             "client_secret": app.client_secret,
             "redirect_uri": OOB_REDIRECT_URI,
         }
+        if app.scopes:
+            form["scope"] = " ".join(app.scopes)
         if code_verifier is not None:
             form["code_verifier"] = code_verifier
         response = await self._http.request(instance, "POST", "/oauth/token", data=form)

@@ -21,6 +21,7 @@ __all__ = [
     "AKKOMA",
     "FALLBACK_WORDS",
     "GOTOSOCIAL",
+    "ICESHRIMP",
     "MASTODON",
     "MODERATION_ACTIONS",
     "NOTIFICATION_TYPES",
@@ -40,7 +41,8 @@ Grouping = Literal["post", "target", "none"]
 GOTOSOCIAL: Final = "GoToSocial"
 MASTODON: Final = "Mastodon"
 AKKOMA: Final = "Akkoma/Pleroma"
-_ALL: Final = (GOTOSOCIAL, MASTODON, AKKOMA)
+ICESHRIMP: Final = "Iceshrimp.NET"
+_ALL: Final = (GOTOSOCIAL, MASTODON, AKKOMA, ICESHRIMP)
 
 
 @dataclass(frozen=True)
@@ -118,13 +120,23 @@ NOTIFICATION_TYPES: Final[tuple[NotificationType, ...]] = (
     _t("quoted_update", "{actor} edited a post that quotes yours", status="full", servers=(MASTODON,)),
     _t("annual_report", "Your annual report for {year} is ready", servers=(MASTODON,)),
     _t("move", "{actor} moved to {target}", servers=(AKKOMA,)),
+    # Iceshrimp.NET (NotificationEntity.EncodeType) says "reaction", with the same top-level `emoji` as
+    # Akkoma's, or "pleroma:emoji_reaction" to an app that declared itself Pleroma; and "bite".
     _t(
         "pleroma:emoji_reaction",
         "{actor} reacted with {emoji} to your post",
         status="excerpt",
         your_post=True,
-        servers=(AKKOMA,),
+        servers=(AKKOMA, ICESHRIMP),
     ),
+    _t(
+        "reaction",
+        "{actor} reacted with {emoji} to your post",
+        status="excerpt",
+        your_post=True,
+        servers=(ICESHRIMP,),
+    ),
+    _t("bite", "{actor} bit you", grouping="target", servers=(ICESHRIMP,)),
 )
 
 TYPE_NAMES: Final[tuple[str, ...]] = tuple(t.name for t in NOTIFICATION_TYPES)

@@ -2,7 +2,10 @@
 
 GoToSocial and Mastodon differ (see the reference, §3.2): GoToSocial answers "sql: no rows in result set"
 for an unknown or used code (and for an unknown client), and `invalid_grant` for an expired code or one
-issued to another request; Mastodon says `invalid_grant` for all of those.
+issued to another request; Mastodon says `invalid_grant` for all of those. Iceshrimp.NET
+(`Controllers/Mastodon/AuthController.cs`) sends no RFC code: it puts Doorkeeper's *descriptions* in
+`error`, the invalid_client one with a 401 when no code matches the client (a mistyped or unknown code reads
+the same as an unknown client there) and the invalid_grant one with a 400 for a code already redeemed.
 """
 
 from __future__ import annotations
@@ -23,6 +26,15 @@ from bot.fediverse.instance import InstanceRef
 __all__ = ["NO_ROWS", "oauth_error"]
 
 NO_ROWS = "sql: no rows in result set"
+# Doorkeeper's descriptions, which Iceshrimp.NET answers as the `error` itself.
+_NO_MATCHING_CODE = (
+    "Client authentication failed due to unknown client, no client authentication included, or unsupported "
+    "authentication method."
+)
+_GRANT_INVALID = (
+    "The provided authorization grant is invalid, expired, revoked, does not match the redirection URI used "
+    "in the authorization request, or was issued to another client."
+)
 
 
 def oauth_error(
@@ -34,11 +46,13 @@ def oauth_error(
         return InvalidClientError(
             f"{name} no longer recognises the bot's app registration; start again so the bot registers anew."
         )
-    if error == NO_ROWS:
+    if error in (NO_ROWS, _NO_MATCHING_CODE):
         return InvalidCodeError(
             f"{name} did not recognise that code: it may have been used already, mistyped, or belong to "
             "another request. Each code works once; start again to get a new one."
         )
+    if error == _GRANT_INVALID:
+        error = "invalid_grant"
     if error == "invalid_grant":
         is_gts = "gotosocial" in response.headers.get("server", "").lower() or description.startswith(
             "Bad Request: could not get access token"

@@ -7,7 +7,11 @@ each server needs for streaming. Pure; tested with plain values.
   (`profile`, `read:accounts`, or `read`).
 - Streaming the notifications differs per server (mastodon-family.md, "Scopes"): GoToSocial accepts only
   the top-level `read`; Mastodon (`streaming/index.js`, `checkScopes`) and Akkoma also accept
-  `read:notifications`. A server the bot does not know is assumed to want `read`.
+  `read:notifications`. Iceshrimp.NET's `user:notification` channel wants `read:statuses` and
+  `read:notifications` together (`Streaming/Channels/UserChannel.cs`), so of the single scopes only `read`
+  streams there. A server the bot does not know is assumed to want `read`.
+- Iceshrimp.NET has no `profile` scope: its `MastodonOauthHelpers.ValidateScopes` refuses an app
+  registration that names one. There the bot asks for `read:accounts` instead, which covers the same.
 - Acting (issue 12) needs one scope per kind of action, the same granular names on every server the bot
   knows (each checked in its controllers): posting and boosting `write:statuses` (GoToSocial
   `statuscreate.go`/`statusboost.go`; Mastodon `StatusesController`, `Statuses::ReblogsController`; Akkoma
@@ -37,6 +41,7 @@ __all__ = [
     "relay_scope_problem",
     "scope_string",
     "scopes_cover",
+    "server_scopes",
     "stream_scopes",
     "streams_with",
 ]
@@ -88,6 +93,7 @@ _STREAM_SCOPES: Final = {
     "mastodon": frozenset({"read", "read:notifications"}),
     "akkoma": frozenset({"read", "read:notifications"}),
     "pleroma": frozenset({"read", "read:notifications"}),
+    "iceshrimp.net": frozenset({"read"}),
 }
 # What each kind of action needs: the least scope the bot asks for, then what else the server accepts.
 ACTION_KINDS: Final = ("statuses", "favourites", "follow_requests")
@@ -96,8 +102,10 @@ _ACTION_SCOPE: Final = {
     "favourites": "write:favourites",
     "follow_requests": "write:follows",
 }
-_LEGACY_FOLLOW_SERVERS: Final = frozenset({"mastodon", "akkoma", "pleroma"})
+_LEGACY_FOLLOW_SERVERS: Final = frozenset({"mastodon", "akkoma", "pleroma", "iceshrimp.net"})
 _SYNTAX = re.compile(r"[a-z]+(:[a-z_]+)*")
+# Scopes a server does not know, and the scope it names the same permission with.
+_RENAMED: Final = {"iceshrimp.net": {"profile": "read:accounts"}}
 
 
 def parse_scopes(text: str) -> tuple[str, ...]:
@@ -117,6 +125,12 @@ def normalize_scopes(scopes: Iterable[str] | str) -> tuple[str, ...]:
 def scope_string(scopes: Iterable[str] | str) -> str:
     """The canonical form as one string (as stored): "write read read" → "read write"."""
     return " ".join(normalize_scopes(scopes))
+
+
+def server_scopes(scopes: Iterable[str], software: str | None) -> tuple[str, ...]:
+    """The scopes as this server names them, canonical (see the module docstring for Iceshrimp.NET)."""
+    renamed = _RENAMED.get((software or "").lower(), {})
+    return normalize_scopes([renamed.get(scope, scope) for scope in scopes])
 
 
 def is_scope_syntax(value: str) -> bool:

@@ -14,14 +14,14 @@ from tests.e2e.bot_harness import URL, bot_config, new_bot_account, next_text, o
 from tests.e2e.conftest import MakeHuman
 from tests.e2e.human import Human
 from tests.e2e.synapse import Synapse
-from tests.fakes.gotosocial import AKKOMA, GOTOSOCIAL, MASTODON, FakeGoToSocial, Profile
+from tests.fakes.gotosocial import AKKOMA, GOTOSOCIAL, ICESHRIMP, MASTODON, FakeGoToSocial, Profile
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
 
 EMAIL, PASSWORD = "alice@example.org", "Long-Strong-Passw0rd!"
 ACT = "read write:statuses write:favourites write:follows"
-PROFILES = pytest.mark.parametrize("profile", [GOTOSOCIAL, MASTODON, AKKOMA], ids=lambda p: p.name)
+PROFILES = pytest.mark.parametrize("profile", [GOTOSOCIAL, MASTODON, AKKOMA, ICESHRIMP], ids=lambda p: p.name)
 
 
 async def connect(alice: Human, room: str, bot_user: str, gts: FakeGoToSocial, scopes: str) -> None:

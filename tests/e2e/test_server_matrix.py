@@ -22,7 +22,7 @@ from tests.e2e.bot_harness import (
 from tests.e2e.conftest import MakeHuman
 from tests.e2e.human import Human
 from tests.e2e.synapse import Synapse
-from tests.fakes.gotosocial import AKKOMA, GOTOSOCIAL, MASTODON, FakeGoToSocial, Profile
+from tests.fakes.gotosocial import AKKOMA, GOTOSOCIAL, ICESHRIMP, MASTODON, FakeGoToSocial, Profile
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
@@ -54,7 +54,7 @@ async def followers_counted(human: Human, room: str, bot_user: str) -> tuple[int
     return counted, named
 
 
-@pytest.mark.parametrize("profile", [GOTOSOCIAL, MASTODON, AKKOMA], ids=lambda p: p.name)
+@pytest.mark.parametrize("profile", [GOTOSOCIAL, MASTODON, AKKOMA, ICESHRIMP], ids=lambda p: p.name)
 async def test_connect_stream_catch_up_pause_resume_revoke(
     synapse: Synapse, make_human: MakeHuman, tmp_path: Path, profile: Profile
 ) -> None:
@@ -129,7 +129,7 @@ async def test_a_limited_federation_mastodon_connects_and_relays(
             assert "limited but reachable" in await next_text(alice, room, bot_user)
 
 
-@pytest.mark.parametrize("profile", [GOTOSOCIAL, MASTODON, AKKOMA], ids=lambda p: p.name)
+@pytest.mark.parametrize("profile", [GOTOSOCIAL, MASTODON, AKKOMA, ICESHRIMP], ids=lambda p: p.name)
 async def test_two_people_sharing_a_remote_account_keep_relaying_after_one_revokes(
     synapse: Synapse, make_human: MakeHuman, tmp_path: Path, profile: Profile
 ) -> None:

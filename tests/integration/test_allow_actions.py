@@ -168,7 +168,7 @@ async def test_connect_interactive_asks_for_read_and_the_least_action_scopes(cha
     assert "I can act for this account" in done
     [account] = await chat.accounts.for_user(ALICE)
     assert set(account.scopes.split()) == {"read"} | ACTION_SCOPES
-    assert account.software == chat.fake.profile.software  # which scope names the server takes
+    assert account.software == chat.fake.profile.software.lower()  # which scope names the server takes
     await favourite_with_stored_token(chat)
     assert "can act" in await chat.say("!gts status")
 
@@ -287,7 +287,9 @@ async def test_connect_interactive_for_a_connected_read_only_account_upgrades_it
 async def test_allow_actions_keeps_least_privilege_relay_scopes(chat: Chat) -> None:
     await chat.connect("read:notifications", "profile")
     started = await chat.say("!gts allow-actions @" + (await chat.accounts.for_user(ALICE))[0].acct)
-    assert scopes_asked(started) == {"read:notifications", "profile"} | ACTION_SCOPES
+    # Iceshrimp.NET knows no `profile`: the bot asked it for `read:accounts` from the start
+    account_scope = "read:accounts" if chat.fake.profile.name == "iceshrimp" else "profile"
+    assert scopes_asked(started) == {"read:notifications", account_scope} | ACTION_SCOPES
 
 
 @pytest.mark.parametrize("profile", [PROFILES["gotosocial"]], ids=["gotosocial"])

@@ -173,14 +173,19 @@ async def test_granular_scope_covers_only_its_action(fake: FakeGoToSocial, clien
     status_id = fake.seed_status("bob@remote.example", "x")["id"]
     instance = instance_of(fake)
     await actions(client).favourite(instance, token, status_id)
+    if fake.profile.reblog_scope == "write:favourites":
+        # Iceshrimp.NET's StatusController boosts under write:favourites, not write:statuses.
+        await actions(client).reblog(instance, token, status_id)
+        token = fake.issue_token("alice", "read write:statuses")
     with pytest.raises(InsufficientScopeError):
         await actions(client).reblog(instance, token, status_id)
 
 
 @pytest.mark.parametrize(
     ("profile", "accepted"),
-    [(PROFILES["gotosocial"], False), (PROFILES["mastodon"], True), (PROFILES["akkoma"], True)],
-    ids=["gotosocial", "mastodon", "akkoma"],
+    [(PROFILES["gotosocial"], False), (PROFILES["mastodon"], True), (PROFILES["akkoma"], True),
+     (PROFILES["iceshrimp"], True)],
+    ids=["gotosocial", "mastodon", "akkoma", "iceshrimp"],
 )
 async def test_legacy_follow_scope_for_follow_requests(
     fake: FakeGoToSocial, client: FediverseClient, accepted: bool

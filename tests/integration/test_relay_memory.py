@@ -12,7 +12,7 @@ from aiohttp import web
 
 from bot.fediverse.streaming import build_stream_connector
 from bot.relay.tuning import RelayTuning
-from tests.fakes.gotosocial import AKKOMA, GOTOSOCIAL, MASTODON, FakeGoToSocial, Profile
+from tests.fakes.gotosocial import AKKOMA, GOTOSOCIAL, ICESHRIMP, MASTODON, FakeGoToSocial, Profile
 from tests.integration.fedi_support import fedi_client, loopback, serve, settings
 from tests.integration.relay_support import FAST, Harness, cursor_is
 from tests.waiting import wait_until
@@ -60,7 +60,7 @@ TYPICAL_BYTES = 3 * 1024  # a mention kept in memory; the server's JSON of it is
 BURST = 100  # the burst benchmark's (b): 100 notifications for one user at 10/s
 
 
-@pytest.mark.parametrize("profile", [GOTOSOCIAL, MASTODON, AKKOMA], ids=lambda p: p.name)
+@pytest.mark.parametrize("profile", [GOTOSOCIAL, MASTODON, AKKOMA, ICESHRIMP], ids=lambda p: p.name)
 async def test_a_typical_mention_is_kept_in_a_few_kilobytes(profile: Profile) -> None:
     """What a queued notification costs is what the bot keeps of it, so the default per-user queue
     holds a whole burst."""

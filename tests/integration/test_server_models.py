@@ -27,7 +27,7 @@ from bot.rich_text import RichText
 from bot.store.keyring import KeyRing
 from bot.store.records import AccountId, utc_now
 from tests.fakes.gotosocial import FakeGoToSocial
-from tests.fakes.gotosocial.profiles import AKKOMA, GOTOSOCIAL, MASTODON, Profile
+from tests.fakes.gotosocial.profiles import AKKOMA, GOTOSOCIAL, ICESHRIMP, MASTODON, Profile
 from tests.fakes.gotosocial.testkit import PW, authorize_url, bearer, register, token_form
 from tests.integration.fedi_support import FakeSleep, fedi_client, settings
 from tests.integration.relay_support import Harness
@@ -94,7 +94,9 @@ def pin_rate_windows(fake: FakeGoToSocial) -> None:
 # -- the fake's servers: what the bot has to cope with ------------------------------------------------------
 
 
-@pytest.mark.parametrize(("profile", "reuses"), [(GOTOSOCIAL, False), (MASTODON, True), (AKKOMA, True)])
+@pytest.mark.parametrize(
+    ("profile", "reuses"), [(GOTOSOCIAL, False), (MASTODON, True), (AKKOMA, True), (ICESHRIMP, False)]
+)
 async def test_the_same_account_app_and_scopes_get_the_same_token_where_the_server_reuses(
     profile: Profile, reuses: bool
 ) -> None:
@@ -364,6 +366,8 @@ async def test_revoke_says_when_the_token_stays_alive_for_another_connection(
         (MASTODON, "annual_report", "Your annual report for"),
         (AKKOMA, "move", "moved to moved (@moved@new.example)"),
         (AKKOMA, "pleroma:emoji_reaction", "reacted with \N{PARTY POPPER} to your post"),
+        (ICESHRIMP, "reaction", "reacted with \N{PARTY POPPER} to your post"),
+        (ICESHRIMP, "bite", "carol (@carol@remote.example) bit you"),
     ],
 )
 async def test_each_servers_own_types_arrive_with_words_of_their_own(

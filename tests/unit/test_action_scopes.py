@@ -9,7 +9,9 @@ from bot.fediverse.scopes import action_scopes, can_act, scopes_cover
 LEAST = "write:favourites write:follows write:statuses"
 
 
-@pytest.mark.parametrize("software", ["gotosocial", "mastodon", "akkoma", "pleroma", None, "unknown"])
+@pytest.mark.parametrize(
+    "software", ["gotosocial", "mastodon", "akkoma", "pleroma", "iceshrimp.net", None, "unknown"]
+)
 def test_action_scopes_are_the_three_granular_write_scopes(software: str | None) -> None:
     assert action_scopes(software) == frozenset(LEAST.split())
     assert can_act(action_scopes(software), software)
@@ -26,6 +28,7 @@ def test_action_scopes_are_the_three_granular_write_scopes(software: str | None)
         ("read write:statuses write:favourites", "gotosocial", False),  # no follow requests
         ("read write:statuses write:favourites follow", "mastodon", True),  # legacy `follow` counts there
         ("read write:statuses write:favourites follow", "akkoma", True),
+        ("read write:statuses write:favourites follow", "iceshrimp.net", True),  # ExpandScopes("follow")
         ("read write:statuses write:favourites follow", "gotosocial", False),  # GoToSocial has no `follow`
         ("write:statuses write:follows", "mastodon", False),  # no favourites
         ("", "gotosocial", False),

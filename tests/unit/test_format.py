@@ -84,6 +84,8 @@ BODY = f"Hello world\n{POST_URL}"
         ("quote", f"{BOB} quoted your post:\n{BODY}"),
         ("quoted_update", f"{BOB} edited a post that quotes yours:\n{BODY}"),
         ("pleroma:emoji_reaction", f"{BOB} reacted with an emoji to your post:\n{BODY}"),
+        ("reaction", f"{BOB} reacted with an emoji to your post:\n{BODY}"),
+        ("bite", f"{BOB} bit you"),
         ("move", f"{BOB} moved to a new account"),
         (
             "severed_relationships",
@@ -434,6 +436,7 @@ def test_actor_of_strips_at_from_acct() -> None:
     [
         ("pleroma:emoji_reaction", {"emoji": "🎉"}, f"{BOB} reacted with 🎉 to your post"),
         ("pleroma:emoji_reaction", {"emoji": ":blobcat:"}, f"{BOB} reacted with :blobcat: to your post"),
+        ("reaction", {"emoji": "🎉"}, f"{BOB} reacted with 🎉 to your post"),  # Iceshrimp.NET's name
         (
             "move",
             {"target": account(username="bob2", acct="bob2@new.example", display_name="Bob Two", url=None)},

@@ -25,6 +25,8 @@ NEWER = (
     "annual_report",
     "move",
     "pleroma:emoji_reaction",
+    "reaction",
+    "bite",
 )
 
 

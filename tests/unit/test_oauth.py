@@ -22,6 +22,7 @@ from bot.fediverse.scopes import (
     relay_scope_problem,
     scope_string,
     scopes_cover,
+    server_scopes,
     streams_with,
 )
 
@@ -179,10 +180,29 @@ def test_extract_code_rejects_garbage(pasted: str) -> None:
         ("read:notifications profile", "akkoma", True),
         ("read:notifications profile", None, False),  # an unknown server: assume GoToSocial's rule
         ("read:accounts profile", "mastodon", False),
+        ("read", "iceshrimp.net", True),
+        # Iceshrimp.NET's user:notification channel also wants read:statuses: it closes the socket (1008)
+        ("read:notifications read:accounts", "iceshrimp.net", False),
     ],
 )
 def test_streaming_scopes_per_server(granted: str, software: str | None, streams: bool) -> None:
     assert streams_with(granted, software) is streams
+
+
+@pytest.mark.parametrize(
+    ("asked", "software", "sent"),
+    [
+        (("profile", "read:notifications"), "iceshrimp.net", ("read:accounts", "read:notifications")),
+        (("profile", "read:accounts"), "Iceshrimp.NET", ("read:accounts",)),
+        (("read",), "iceshrimp.net", ("read",)),
+        (("profile", "read:notifications"), "mastodon", ("profile", "read:notifications")),
+        (("profile", "read:notifications"), None, ("profile", "read:notifications")),
+    ],
+)
+def test_server_scopes_rename_what_a_server_does_not_know(
+    asked: tuple[str, ...], software: str | None, sent: tuple[str, ...]
+) -> None:
+    assert server_scopes(asked, software) == sent
 
 
 @pytest.mark.parametrize(

@@ -6,12 +6,21 @@ Modules: ``core`` (pure facts: ids, errors, scopes), ``state`` (users, apps, tok
 ``testkit`` (helpers for tests), ``server`` (the aiohttp app and its public handle, ``FakeGoToSocial``).
 """
 
-from tests.fakes.gotosocial.profiles import AKKOMA, GOTOSOCIAL, MASTODON, PROFILES, Profile, profile_named
+from tests.fakes.gotosocial.profiles import (
+    AKKOMA,
+    GOTOSOCIAL,
+    ICESHRIMP,
+    MASTODON,
+    PROFILES,
+    Profile,
+    profile_named,
+)
 from tests.fakes.gotosocial.server import AuthorizeError, FakeGoToSocial, main
 
 __all__ = [
     "AKKOMA",
     "GOTOSOCIAL",
+    "ICESHRIMP",
     "MASTODON",
     "PROFILES",
     "AuthorizeError",

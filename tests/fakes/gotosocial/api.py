@@ -174,7 +174,7 @@ def create_notification(state: FakeState, username: str, type_: str, from_userna
 
 def _type_fields(state: FakeState, type_: str, now: float) -> dict[str, Any]:
     """The fields Mastodon and Akkoma add to their own notification types (mastodon-family.md)."""
-    if type_ == "pleroma:emoji_reaction":
+    if type_ in ("pleroma:emoji_reaction", "reaction"):  # "reaction": Iceshrimp.NET's name for it
         return {"emoji": "\N{PARTY POPPER}", "emoji_url": None}
     if type_ == "move":
         return {"target": account_json(state, state.ensure_account("moved@new.example"))}

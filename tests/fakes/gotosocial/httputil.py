@@ -44,7 +44,7 @@ class OAuthError(Exception):
         super().__init__(status)
         self.status = status
         self.error = error
-        self.description = safe_text(status, *helps)
+        self.description: str | None = safe_text(status, *helps)  # None: Iceshrimp.NET's null
 
 
 def state_of(request: web.Request) -> FakeState:

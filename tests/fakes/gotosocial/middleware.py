@@ -3,7 +3,9 @@
 Rate limits follow the profile: GoToSocial's one fixed window per (router group, client IP), or
 Mastodon's rack-attack buckets (mastodon-family.md, "Rate limits"): per token, per user, per user for
 paging, per IP unauthenticated, and app registrations per IP. A Mastodon answer's headers describe only
-the most limited bucket of that request; the reset is ISO 8601 and a 429 has no Retry-After.
+the most limited bucket of that request; the reset is ISO 8601 and a 429 has no Retry-After. Or
+Iceshrimp.NET's limiter: 500 requests a minute per signed-in user (else per X-Forwarded-For, else per IP),
+10 app registrations a minute, no streaming limit, and neither rate-limit headers nor Retry-After.
 """
 
 from __future__ import annotations
@@ -101,6 +103,18 @@ def _mastodon_rate_limit(state: FakeState, request: web.Request) -> tuple[dict[s
     return headers, over
 
 
+def _iceshrimp_over_limit(state: FakeState, request: web.Request) -> bool:
+    """Count the request in Iceshrimp.NET's policy for it; whether it is over the limit."""
+    if request.path == "/api/v1/streaming":
+        return False
+    auth = lookup_auth(state, bearer(request))
+    forwarded = request.headers.get("X-Forwarded-For", "").split(",")[0].strip()
+    who = auth.user.user_id if auth is not None and auth.user is not None else forwarded or client_ip(request)
+    strict = request.method == "POST" and request.path == "/api/v1/apps"
+    kind = "iceshrimp_strict" if strict else "iceshrimp_sliding"
+    return state.count_in_bucket(kind, who, state.rate_clock())[3]
+
+
 async def _huge_body(request: web.Request, size: int) -> web.StreamResponse:
     resp = web.StreamResponse(status=200)
     resp.content_type = "application/json"
@@ -144,6 +158,12 @@ async def gts_middleware(request: web.Request, handler: Handler) -> web.StreamRe
         if over:
             state.rate_limited_responses += 1
             return json_response({"error": "Too many requests"}, 429, headers=extra)
+    elif group == "client" and state.profile.rate_limit_model == "iceshrimp_sliding":
+        if _iceshrimp_over_limit(state, request):
+            state.rate_limited_responses += 1
+            body = {"statusCode": 429, "error": "Too Many Requests",
+                    "requestId": f"0HN{len(state.request_log)}"}
+            return json_response(body, 429)
     elif group is not None and state.rate_limit > 0:
         extra, over = _rate_limit(state, request, group)
         if over:

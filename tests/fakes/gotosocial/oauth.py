@@ -68,6 +68,27 @@ def _parse_redirects(raw: str) -> list[str]:
     return out
 
 
+# Iceshrimp.NET's MastodonOauthHelpers.ValidateScopes: only these names, each once; no `profile`.
+_ICESHRIMP_READ = ("accounts", "blocks", "bookmarks", "favourites", "filters", "follows", "lists", "mutes",
+                   "notifications", "search", "statuses")
+_ICESHRIMP_WRITE = ("accounts", "blocks", "bookmarks", "conversations", "favourites", "filters", "follows",
+                    "lists", "media", "mutes", "notifications", "reports", "statuses", "bites")
+ICESHRIMP_SCOPES = frozenset(
+    ["read", "write", "follow", "push", "admin"]
+    + [f"read:{s}" for s in _ICESHRIMP_READ]
+    + [f"write:{s}" for s in _ICESHRIMP_WRITE]
+)
+
+
+def _client_credentials(dialect: str) -> tuple[str, str]:
+    """A new app's client id and secret in the server's own format."""
+    if dialect == "doorkeeper":
+        return oauth_secret()[:43], oauth_secret()
+    if dialect == "iceshrimp":  # CryptographyHelpers.GenerateRandomString(32)
+        return oauth_secret()[:32], oauth_secret()[:32]
+    return random_ulid(), str(uuid.uuid4())
+
+
 async def create_app(request: web.Request) -> web.Response:
     state = state_of(request)
     require_accept(request, JSON_TYPE)
@@ -90,11 +111,15 @@ async def create_app(request: web.Request) -> web.Response:
     _check_len("scopes", scopes_raw or "", 1024)
     _check_len("website", website, 1024)
     redirects = [OOB_URI] if not redirect_raw else _parse_redirects(redirect_raw)
-    doorkeeper = state.profile.oauth_dialect == "doorkeeper"
+    if state.profile.oauth_dialect == "iceshrimp":
+        asked = (scopes_raw or "read").split(" ")
+        if len(set(asked)) < len(asked) or not set(asked) <= ICESHRIMP_SCOPES:
+            raise ApiError.raw(400, "Invalid scopes parameter")
+    client_id, client_secret = _client_credentials(state.profile.oauth_dialect)
     app = FakeApp(
         id=state.new_id(),
-        client_id=random_ulid() if not doorkeeper else oauth_secret()[:43],
-        client_secret=oauth_secret() if doorkeeper else str(uuid.uuid4()),
+        client_id=client_id,
+        client_secret=client_secret,
         name=name,
         website=website,
         redirect_uris=redirects,

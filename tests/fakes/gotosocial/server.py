@@ -1,5 +1,5 @@
 """A fake GoToSocial server on loopback that behaves like GoToSocial v0.20 (see
-shared/reference/gotosocial-client-api.md), or like Mastodon or Akkoma with `--profile` (see
+shared/reference/gotosocial-client-api.md), or like Mastodon, Akkoma or Iceshrimp.NET with `--profile` (see
 profiles.py), for tests and for trying the bot by hand:
 
     python -m tests.fakes.gotosocial --port 8080 --user alice:alice@example.org:Long-Strong-Passw0rd!

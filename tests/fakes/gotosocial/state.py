@@ -66,6 +66,7 @@ class FakeCode:
     redirect_uri: str
     scope: str
     created: float  # time.monotonic()
+    used: bool = False  # Iceshrimp.NET keeps a redeemed code (its token row) and refuses it with 400
 
 
 @dataclass
@@ -150,6 +151,9 @@ MASTODON_LIMITS: dict[str, tuple[int, float]] = {
     "paging": (300, 900.0),
     "anonymous": (300, 300.0),
     "apps": (5, 600.0),
+    # Iceshrimp.NET's sliding windows (500 a minute; 10 a minute to register an app), as aligned windows
+    "iceshrimp_sliding": (500, 60.0),
+    "iceshrimp_strict": (10, 60.0),
 }
 
 

@@ -1,8 +1,8 @@
 """GET /api/v1/streaming of the fake (§8): websocket, auth only at connect, ``ping!`` pings.
 
 The profile decides where the token may come from, how a token that may not read the stream is refused
-(403 at the handshake, or Mastodon's in-stream error frame), and whether the web host answers 301 to a
-separate streaming host.
+(403 at the handshake, Mastodon's in-stream error frame, or Iceshrimp.NET's close 1008), and whether the
+web host answers 301 to a separate streaming host.
 """
 
 from __future__ import annotations
@@ -55,7 +55,8 @@ async def streaming(request: web.Request) -> web.StreamResponse:
     may_read = token_permits(auth.token.scope, *profile.stream_scopes)
     if not may_read and profile.stream_scope_refusal == "handshake":
         raise ApiError(403, "token has insufficient scope permission")
-    ws = web.WebSocketResponse(protocols=(protocol_header,) if protocol_header else (), autoping=True)
+    echo = protocol_header if protocol_header and profile.stream_echoes_protocol else None
+    ws = web.WebSocketResponse(protocols=(echo,) if echo else (), autoping=True)
     if not ws.can_prepare(request).ok:
         resp = web.Response(status=400, text="Bad Request\n", headers={"Sec-Websocket-Version": "13"})
         resp.content_type = "text/plain"
@@ -64,6 +65,11 @@ async def streaming(request: web.Request) -> web.StreamResponse:
     for name, value in request.get(EXTRA_HEADERS, {}).items():
         ws.headers[name] = value
     await ws.prepare(request)
+    if not may_read and profile.stream_scope_refusal == "close_1008":
+        # Iceshrimp.NET (Streaming/WebSocketConnection.cs): the subscribe to a channel whose scopes the
+        # token lacks closes the socket with PolicyViolation, and nothing is said before.
+        await ws.close(code=1008)
+        return ws
 
     transport = request.transport
 
@@ -91,7 +97,7 @@ async def streaming(request: web.Request) -> web.StreamResponse:
                 await ws.send_str(frame)
             elif reader in done:
                 break
-            else:
+            elif profile.stream_pings:
                 await ws.ping(b"ping!")
     except (ConnectionError, RuntimeError):
         pass  # the client went away or the connection was dropped

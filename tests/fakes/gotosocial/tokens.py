@@ -23,6 +23,11 @@ from tests.fakes.gotosocial.state import FakeApp, FakeState, FakeToken
 _NO_ROWS = "sql: no rows in result set"
 _NOT_YOURS = "You are not authorized to revoke this token"
 _FIELDS = ("grant_type", "code", "redirect_uri", "client_id", "client_secret", "scope")
+# Doorkeeper's description of invalid_client; Iceshrimp.NET answers it as the `error` of a 401.
+_ICESHRIMP_UNKNOWN = (
+    "Client authentication failed due to unknown client, no client authentication included, or unsupported "
+    "authentication method."
+)
 _MASTODON_INVALID_GRANT = (
     "The provided authorization grant is invalid, expired, revoked, does not match the redirection URI used "
     "in the authorization request, or was issued to another client."
@@ -110,6 +115,8 @@ async def token(request: web.Request) -> web.Response:
     state = state_of(request)
     require_accept(request, JSON_TYPE)
     form = await _bind_token_form(request)
+    if state.profile.oauth_dialect == "iceshrimp":
+        return _iceshrimp_token(state, form)
     _precheck(form)
     grant = form["grant_type"]
     if grant not in ("authorization_code", "client_credentials"):
@@ -158,6 +165,39 @@ async def token(request: web.Request) -> web.Response:
     return _no_store(json_response(_token_body(tok, expires_in=None)))
 
 
+def _iceshrimp_error(status: int, message: str) -> OAuthError:
+    """Iceshrimp.NET's MastodonErrorResponse: the message as `error`, `error_description` null."""
+    err = OAuthError(status, message)
+    err.description = None
+    return err
+
+
+def _iceshrimp_token(state: FakeState, form: dict[str, str]) -> web.Response:
+    """Iceshrimp.NET's GetOauthToken (Controllers/Mastodon/AuthController.cs): only authorization_code;
+    the code row is looked up together with client_id and client_secret (401 when none matches, so an
+    unknown code and an unknown client read the same); a redeemed code is refused with 400; codes do not
+    expire and the redirect URI is not compared. A request without `scope` asks for `read` (the default of
+    its OauthTokenRequest), which must be among the granted scopes and becomes the token's."""
+    if form.get("grant_type") != "authorization_code":
+        raise _iceshrimp_error(400, "Invalid grant_type")
+    code = state.codes.get(form.get("code", ""))
+    app = state.apps.get(form.get("client_id", ""))
+    if code is None or app is None or code.client_id != app.client_id or (
+        app.client_secret != form.get("client_secret")
+    ):
+        raise _iceshrimp_error(401, _ICESHRIMP_UNKNOWN)
+    if code.used:
+        raise _iceshrimp_error(400, _MASTODON_INVALID_GRANT)
+    requested = form.get("scope") or "read"  # AuthSchemas.OauthTokenRequest: Scopes = ["read"] unless sent
+    if scopes_covered(requested, code.scope.split()) is not None:
+        raise _iceshrimp_error(400, "The requested scope is invalid, unknown, or malformed.")
+    code.used = True
+    tok = FakeToken(id=state.new_id(), access=oauth_secret(), client_id=app.client_id, user_id=code.user_id,
+                    scope=requested, created_at=int(time.time()))
+    state.tokens[tok.access] = tok
+    return json_response(_token_body(tok, expires_in=None))
+
+
 def _reusable_token(state: FakeState, client_id: str, user_id: str, scope: str) -> FakeToken | None:
     """Doorkeeper's `reuse_access_token` (Mastodon) and Akkoma's `maybe_reuse_token`: the same account,
     app and scopes get the live token they already have."""
@@ -195,11 +235,15 @@ async def revoke(request: web.Request) -> web.Response:
     tok = state.tokens.get(values["token"])
     if tok is None:
         status = state.profile.revoke_unknown_token_status  # Iceshrimp.NET: 403; GtS, Doorkeeper: 200 {}
+        if state.profile.oauth_dialect == "iceshrimp":
+            return json_response({"error": _NOT_YOURS, "error_description": None}, status)
         if status != 200:
             return json_response({"error": "unauthorized_client", "error_description": _NOT_YOURS}, status)
         return json_response({})
     app = state.apps.get(tok.client_id)
     if tok.client_id != values["client_id"] or app is None or app.client_secret != values["client_secret"]:
+        if state.profile.oauth_dialect == "iceshrimp":  # the same lookup as for an unknown token
+            return json_response({"error": _NOT_YOURS, "error_description": None}, 403)
         if state.profile.oauth_dialect == "doorkeeper":
             return json_response({"error": "unauthorized_client", "error_description": _NOT_YOURS}, 403)
         raise OAuthError(403, "unauthorized_client", _NOT_YOURS)

@@ -41,14 +41,14 @@ from tests.fakes.gotosocial.state import FakeState, FakeUser, StoredStatus
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 VISIBILITIES = ("public", "unlisted", "private", "direct")
-MASTODON_IDEMPOTENCY_TTL = 3600.0
-AKKOMA_IDEMPOTENCY_TTL = 6 * 3600.0
 _MENTION = re.compile(r"(?<![\w@])@([A-Za-z0-9_]+(?:@[A-Za-z0-9.:\[\]-]+)?)")
 
 
 # --- errors in each server's words -----------------------------------------------------------------
 def _error(state: FakeState, status: int, gts_help: str, mastodon: str, akkoma: str) -> ApiError:
-    if state.profile.software == "mastodon":
+    """Iceshrimp.NET's GracefulException texts for these cases are Mastodon's ("Record not found", "This
+    action is outside the authorized scopes")."""
+    if state.profile.software in ("mastodon", "Iceshrimp.NET"):
         return ApiError.raw(status, mastodon)
     if state.profile.software == "akkoma":
         return ApiError.raw(status, akkoma)
@@ -98,7 +98,7 @@ def recorded(handler: Handler) -> Handler:
         cache_key = (bearer(request) or "", request.method, request.path, key)
         now = time.monotonic()
         cached = state.writes.cached_responses.get(cache_key)
-        if cached is not None and now - cached[3] < AKKOMA_IDEMPOTENCY_TTL:
+        if cached is not None and now - cached[3] < state.profile.idempotency_ttl:
             status, content_type, payload, _ = cached
             replay = web.Response(
                 status=status, body=payload, headers={"idempotency-key": key, "idempotent-replayed": "true"}
@@ -201,6 +201,8 @@ def store_status(
 
 def _status_form(state: FakeState, fields: dict[str, str]) -> tuple[str, str, str, str | None]:
     text, spoiler = fields.get("status", ""), fields.get("spoiler_text", "")
+    if not text.strip() and state.profile.software == "Iceshrimp.NET":  # its StatusController.PostNote
+        raise ApiError.raw(400, "Posts must have text, media or poll")
     if not text.strip():
         raise _error(
             state,
@@ -246,7 +248,7 @@ async def create_status(request: web.Request) -> web.Response:
     key = request.headers.get("Idempotency-Key")
     if state.profile.idempotency == "status_per_account" and key:
         remembered = state.writes.posted_by_key.get((author.account_id, key))
-        if remembered is not None and time.monotonic() - remembered[1] < MASTODON_IDEMPOTENCY_TTL:
+        if remembered is not None and time.monotonic() - remembered[1] < state.profile.idempotency_ttl:
             return json_response(_rendered(state, state.writes.statuses[remembered[0]], author))
     text, spoiler, visibility, reply_to_id = _status_form(state, fields)
     parent = _find_status(state, reply_to_id, author) if reply_to_id else None
@@ -334,11 +336,11 @@ async def unfavourite(request: web.Request) -> web.Response:
 
 
 async def reblog(request: web.Request) -> web.Response:
-    return await _status_action(request, "write:statuses", _reblog)
+    return await _status_action(request, state_of(request).profile.reblog_scope, _reblog)
 
 
 async def unreblog(request: web.Request) -> web.Response:
-    return await _status_action(request, "write:statuses", _unreblog)
+    return await _status_action(request, state_of(request).profile.reblog_scope, _unreblog)
 
 
 # --- follow requests -------------------------------------------------------------------------------
