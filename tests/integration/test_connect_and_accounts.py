@@ -6,6 +6,8 @@ import asyncio
 import base64
 import hashlib
 import re
+import socket
+import threading
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -23,15 +25,19 @@ from bot.config import LimitsConfig, load_config
 from bot.connect import ConnectFlows, requested_scopes
 from bot.errors import (
     CommandError,
+    DnsError,
     ExpiredCodeError,
     ForbiddenAddressError,
     InvalidClientError,
     InvalidCodeError,
     InvalidInstanceError,
+    LookupsBusyError,
 )
 from bot.fediverse.client import FediverseClient
+from bot.fediverse.guard import build_http_client
 from bot.fediverse.models import AppRegistration
 from bot.fediverse.oauth import pkce_challenge, pkce_verifier
+from bot.fediverse.resolver import IPAddress, SystemResolver
 from bot.store.keyring import KeyRing
 from bot.store.records import AccountId
 from bot.store.repositories import Repositories
@@ -478,3 +484,44 @@ async def test_a_deadline_during_a_revoke_still_revokes_and_deletes(
     await world.accounts.settle()
     assert world.gts.active_tokens("alice") == []
     assert await world.accounts.for_user(ALICE) == []
+
+
+async def test_connect_says_try_again_later_while_hostile_names_hold_every_lookup_thread(
+    sessions: async_sessionmaker[AsyncSession], keyring: KeyRing
+) -> None:
+    """`connect aN.evil.example` with names whose server never answers: the lookups hold the resolver's
+    own threads, and the next connect is refused at once with a clear reply instead of queueing."""
+    released, entered = threading.Event(), threading.Semaphore(0)
+
+    def hanging_lookup(host: str, port: int) -> list[IPAddress]:
+        entered.release()
+        released.wait()
+        raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+
+    resolver = SystemResolver(max_lookups=2, lookup=hanging_lookup)
+    cfg = settings(allow_http=False, connect_timeout=600.0)
+    try:
+        async with build_http_client(cfg, resolver) as http:
+            flows = ConnectFlows(
+                sessions=sessions,
+                keyring=keyring,
+                client=FediverseClient.from_settings(http, cfg),
+                fediverse=cfg,
+                limits=LimitsConfig(),
+                flow_ttl=timedelta(minutes=10),
+                on_connected=RecordingRelay().restart_account,
+                share=InstanceShare(time.monotonic),
+            )
+            held = [asyncio.create_task(flows.start(ALICE, f"a{n}.evil.example", (), DM)) for n in (1, 2)]
+            for _ in held:
+                await asyncio.to_thread(entered.acquire)
+            with pytest.raises(LookupsBusyError, match="try again in a minute"):
+                await flows.start(BOB, "a3.evil.example", (), DM)
+            released.set()
+            for task in held:
+                with pytest.raises(DnsError):
+                    await task
+    finally:
+        released.set()
+        resolver.close()
+    assert not await flows.has_pending(BOB)
