@@ -18,9 +18,9 @@ __all__ = [
     "authorize_url",
     "code_lifetime_minutes",
     "extract_code",
+    "new_pkce_verifier",
     "new_state",
     "pkce_challenge",
-    "pkce_verifier",
 ]
 
 OOB_REDIRECT_URI = "urn:ietf:wg:oauth:2.0:oob"
@@ -47,14 +47,15 @@ def _b64url(raw: bytes) -> str:
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
 
 
-def pkce_verifier(state: str) -> str:
-    """The PKCE code verifier of the flow whose OAuth state is `state` (RFC 7636, 43 characters).
+def new_pkce_verifier() -> str:
+    """A fresh PKCE code verifier for one flow (RFC 7636: 43 unreserved characters, 256 random bits).
 
-    Derived from the state, so nothing more is stored. It binds a code to the flow that asked for it on
-    servers that enforce PKCE (Mastodon does; GoToSocial ignores it): another flow's verifier, even for
-    the same shared app, does not redeem the code.
+    Random, never derived from the public `state`: it binds a code to the flow that asked for it on
+    servers that enforce PKCE (Mastodon does; GoToSocial ignores it), so it is a secret of the flow and
+    is stored encrypted with it. Another flow's verifier, even for the same shared app, does not redeem
+    the code.
     """
-    return _b64url(hashlib.sha256(b"gts-bot pkce verifier\0" + state.encode()).digest())
+    return secrets.token_urlsafe(32)
 
 
 def pkce_challenge(verifier: str) -> str:
@@ -62,10 +63,17 @@ def pkce_challenge(verifier: str) -> str:
     return _b64url(hashlib.sha256(verifier.encode("ascii")).digest())
 
 
-def authorize_url(instance: InstanceRef, client_id: str, scopes: Iterable[str] | str, state: str) -> str:
+def authorize_url(
+    instance: InstanceRef,
+    client_id: str,
+    scopes: Iterable[str] | str,
+    state: str,
+    *,
+    pkce_verifier: str,
+) -> str:
     """The URL the user opens to allow access. `scope` is always explicit (the server default is `read`).
 
-    It carries the flow's PKCE challenge (`pkce_verifier(state)`); the code exchange sends the verifier.
+    It carries the challenge of the flow's PKCE verifier; the code exchange sends the verifier itself.
     """
     query = urlencode(
         {
@@ -74,7 +82,7 @@ def authorize_url(instance: InstanceRef, client_id: str, scopes: Iterable[str] |
             "response_type": "code",
             "scope": scope_string(scopes),
             "state": state,
-            "code_challenge": pkce_challenge(pkce_verifier(state)),
+            "code_challenge": pkce_challenge(pkce_verifier),
             "code_challenge_method": "S256",
         }
     )

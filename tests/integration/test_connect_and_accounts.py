@@ -36,7 +36,7 @@ from bot.errors import (
 from bot.fediverse.client import FediverseClient
 from bot.fediverse.guard import build_http_client
 from bot.fediverse.models import AppRegistration
-from bot.fediverse.oauth import pkce_challenge, pkce_verifier
+from bot.fediverse.oauth import new_pkce_verifier, pkce_challenge
 from bot.fediverse.resolver import IPAddress, SystemResolver
 from bot.store.keyring import KeyRing
 from bot.store.records import AccountId
@@ -426,11 +426,15 @@ async def test_each_flow_binds_its_code_with_its_own_pkce_challenge(world: World
     alices = await world.flows.start(ALICE, world.gts.base_url, (), DM)
     bobs = await world.flows.start(BOB, world.gts.base_url, (), "!bobdm:matrix.test")
     challenges = []
-    for started in (alices, bobs):
+    for user, started in ((ALICE, alices), (BOB, bobs)):
         query = parse_qs(urlsplit(started.authorize_url).query)
         assert query["code_challenge_method"] == ["S256"]
-        verifier = pkce_verifier(query["state"][0])
+        async with world.sessions() as session:
+            (flow,) = await Repositories(session, world.keyring).flows.get_for_user(user)
+        assert flow.oauth_state == query["state"][0]
+        verifier = flow.pkce_verifier  # random and stored encrypted: the public state does not give it
         assert re.fullmatch(r"[A-Za-z0-9_-]{43}", verifier)
+        assert verifier not in started.authorize_url
         digest = hashlib.sha256(verifier.encode()).digest()
         assert query["code_challenge"] == [base64.urlsafe_b64encode(digest).rstrip(b"=").decode()]
         challenges.append(query["code_challenge"][0])
@@ -440,7 +444,7 @@ async def test_each_flow_binds_its_code_with_its_own_pkce_challenge(world: World
 async def test_the_code_exchange_sends_the_flows_pkce_verifier() -> None:
     """Against a server that enforces PKCE (Mastodon does; GoToSocial ignores it): only the verifier of
     the flow that asked for the code redeems it."""
-    verifier = pkce_verifier("the-flows-state")
+    verifier = new_pkce_verifier()
     expected = pkce_challenge(verifier)
 
     async def token(request: web.Request) -> web.Response:
@@ -458,7 +462,7 @@ async def test_the_code_exchange_sends_the_flows_pkce_verifier() -> None:
         grant = await client.exchange_code(loopback(port), registration, "A" * 32, verifier)
         assert grant.access_token == "TOKEN" * 8
         with pytest.raises(InvalidCodeError):
-            await client.exchange_code(loopback(port), registration, "A" * 32, pkce_verifier("another-flow"))
+            await client.exchange_code(loopback(port), registration, "A" * 32, new_pkce_verifier())
 
 
 async def test_a_deadline_during_a_revoke_still_revokes_and_deletes(

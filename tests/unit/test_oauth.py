@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -11,9 +12,9 @@ from bot.fediverse.oauth import (
     OOB_REDIRECT_URI,
     authorize_url,
     extract_code,
+    new_pkce_verifier,
     new_state,
     pkce_challenge,
-    pkce_verifier,
 )
 from bot.fediverse.scopes import (
     normalize_scopes,
@@ -31,7 +32,7 @@ MASTODON_CODE = "q1T3n_0Jv5yq7f8Hh2c-2d0ZC6pQnN8pQ1Yq2xVZ4aE"
 
 def test_authorize_url_has_every_parameter_explicitly() -> None:
     instance = parse_instance("bücher.example:8443", allow_http=False)
-    url = authorize_url(instance, "01CLIENT", ["write", "read", "read"], "st4te")
+    url = authorize_url(instance, "01CLIENT", ["write", "read", "read"], "st4te", pkce_verifier="v" * 43)
     parts = urlsplit(url)
     assert (parts.scheme, parts.netloc, parts.path) == (
         "https",
@@ -45,13 +46,21 @@ def test_authorize_url_has_every_parameter_explicitly() -> None:
         "response_type": ["code"],
         "scope": ["read write"],
         "state": ["st4te"],
-        "code_challenge": [pkce_challenge(pkce_verifier("st4te"))],
+        "code_challenge": [pkce_challenge("v" * 43)],
         "code_challenge_method": ["S256"],
     }
 
 
+def test_pkce_verifiers_are_random_not_derived_from_the_state() -> None:
+    verifiers = {new_pkce_verifier() for _ in range(100)}
+    assert len(verifiers) == 100
+    assert all(re.fullmatch(r"[A-Za-z0-9_-]{43}", v) for v in verifiers)  # RFC 7636 length and alphabet
+
+
 def test_authorize_url_escapes_values() -> None:
-    url = authorize_url(parse_instance("example.org", allow_http=False), "a&b=c", "read", "x y#z")
+    url = authorize_url(
+        parse_instance("example.org", allow_http=False), "a&b=c", "read", "x y#z", pkce_verifier="v" * 43
+    )
     query = parse_qs(urlsplit(url).query)
     assert query["client_id"] == ["a&b=c"]
     assert query["state"] == ["x y#z"]
