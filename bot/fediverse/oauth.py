@@ -16,8 +16,10 @@ from bot.fediverse.scopes import scope_string
 __all__ = [
     "OOB_REDIRECT_URI",
     "authorize_url",
+    "code_in_sentence",
     "code_lifetime_minutes",
     "extract_code",
+    "is_code_shaped",
     "new_pkce_verifier",
     "new_state",
     "pkce_challenge",
@@ -32,6 +34,8 @@ MIN_CODE_LENGTH = 16
 MAX_CODE_LENGTH = 256
 _CODE = re.compile(r"^[A-Za-z0-9_\-~.]+$")
 _QUOTES = "`'\"<>«»\u201c\u201d\u2018\u2019"
+_PUNCTUATION = ".,;:!?()"  # what a sentence puts around a word
+_CODE_SHAPE = re.compile(r"^(?=.*[A-Za-z])[A-Za-z0-9_\-~.]{20,256}$")
 
 
 def code_lifetime_minutes(software: str | None) -> int | None:
@@ -89,12 +93,43 @@ def authorize_url(
     return f"{instance.base_url}/oauth/authorize?{query}"
 
 
+def is_code_shaped(word: str) -> bool:
+    """Whether one word looks like an authorization code rather than a word of chat: 20+ characters of
+    the code alphabet with a letter, and a digit or a length no chat word has (a 48-character GoToSocial
+    code may lack digits)."""
+    return bool(_CODE_SHAPE.match(word)) and (any(c.isdigit() for c in word) or len(word) >= 32)
+
+
+def _is_prose(word: str) -> bool:
+    """A word of a sentence, not a piece of a code broken across lines: punctuation, or lower case."""
+    return not _CODE.match(word) or (word.isalpha() and word.islower())
+
+
+def code_in_sentence(text: str) -> str | None:
+    """The one code-shaped word (or `code=` URL) among words of prose, like "here it is: <code>".
+
+    None for a single word, for several code-shaped words, and for pieces of one code broken across
+    lines (no word of prose among them)."""
+    words = text.split()
+    if len(words) < 2:
+        return None
+    trimmed = [w.strip(_QUOTES + _PUNCTUATION) for w in words]
+    urls = [w for w in trimmed if "code=" in w]
+    coded = urls or [w for w in trimmed if is_code_shaped(w)]
+    if len(coded) != 1:
+        return None
+    others = [word for word, bare in zip(words, trimmed, strict=True) if bare != coded[0]]
+    return coded[0] if any(_is_prose(w) for w in others) else None
+
+
 def extract_code(pasted: str) -> str | None:
     """The authorization code in what a user pasted: the bare code (whitespace and quotes around it are
-    dropped) or the whole `/oauth/oob?code=...` URL. None when it does not look like a code."""
+    dropped), the whole `/oauth/oob?code=...` URL, or one code-shaped word in a sentence. None when it
+    does not look like a code."""
     text = pasted.strip().strip(_QUOTES).strip()
     if len(text) > 4 * MAX_CODE_LENGTH:
         return None
+    text = code_in_sentence(text) or text
     if "code=" in text:
         query = urlsplit(text).query if "?" in text else text
         values = parse_qs(query).get("code", [])
@@ -102,7 +137,7 @@ def extract_code(pasted: str) -> str | None:
             return None
         text = values[0].strip()
     else:
-        text = "".join(text.split())
+        text = "".join(text.split())  # a code broken across lines by copying
     if not MIN_CODE_LENGTH <= len(text) <= MAX_CODE_LENGTH or not _CODE.match(text):
         return None
     return text

@@ -11,6 +11,7 @@ from bot.fediverse.instance import parse_instance
 from bot.fediverse.oauth import (
     OOB_REDIRECT_URI,
     authorize_url,
+    code_in_sentence,
     extract_code,
     new_pkce_verifier,
     new_state,
@@ -150,6 +151,10 @@ def test_scopes_cover(granted: str | tuple[str, ...], requested: str | tuple[str
         (f"code={GTS_CODE}", GTS_CODE),
         (f"<https://example.org/oauth/oob?state=s&code={GTS_CODE}>", GTS_CODE),
         ("abc.DEF~ghi_jkl-mno", "abc.DEF~ghi_jkl-mno"),
+        (f"{GTS_CODE[:10]}\n{GTS_CODE[10:]}", GTS_CODE),  # broken where one piece is short
+        (f"here it is: {GTS_CODE}", GTS_CODE),  # one code-shaped word in a sentence
+        (f"Here is my code '{MASTODON_CODE}', thanks!", MASTODON_CODE),
+        (f"the page said https://example.org/oauth/oob?code={GTS_CODE}&state=s1 ok", GTS_CODE),
     ],
 )
 def test_extract_code_accepts_what_people_paste(pasted: str, code: str) -> None:
@@ -206,3 +211,19 @@ def test_streaming_scopes_per_server(granted: str, software: str | None, streams
 )
 def test_what_a_relay_needs(scopes: str, ok: bool) -> None:
     assert (relay_scope_problem(scopes) is None) is ok
+
+
+@pytest.mark.parametrize(
+    ("text", "found"),
+    [
+        (f"here it is: {GTS_CODE}.", GTS_CODE),
+        (f"code {MASTODON_CODE} please", MASTODON_CODE),
+        (GTS_CODE, None),  # one word is not a sentence
+        (f"{GTS_CODE[:20]} {GTS_CODE[20:]}", None),  # pieces of one code, no prose
+        (f"{GTS_CODE} and {MASTODON_CODE}", None),  # which one?
+        ("the build 3f9a2c1 passed on internationalization", None),  # ordinary chat
+        ("hello there, how are you doing today?", None),
+    ],
+)
+def test_code_in_sentence(text: str, found: str | None) -> None:
+    assert code_in_sentence(text) == found
