@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Protocol
 
-from bot.accounts import AccountsService, RevokeOutcome, parse_types, select_accounts
+from bot.accounts import AccountsService, RevokeOutcome, names_accounts, parse_types, select_accounts
 from bot.commands.parse import after_command_words
 from bot.commands.registry import Command, CommandContext, CommandRegistry
 from bot.connect import ConnectFlows, StartedFlow
@@ -23,7 +23,7 @@ def _minutes_left(expires_at: datetime, now: datetime) -> int:
 
 
 def _is_account_selector(word: str) -> bool:
-    return "@" in word or word.isdigit()
+    return names_accounts(word)
 
 
 class Posting(Protocol):

@@ -11,7 +11,7 @@ import threading
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -19,7 +19,8 @@ import pytest
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bot.accounts import AccountsService
+from bot.accounts import AccountsService, names_accounts
+from bot.commands.handlers import BotCommands
 from bot.commands.throttle import InstanceShare
 from bot.config import LimitsConfig, load_config
 from bot.connect import ConnectFlows, requested_scopes
@@ -38,6 +39,7 @@ from bot.fediverse.guard import build_http_client
 from bot.fediverse.models import AppRegistration
 from bot.fediverse.oauth import new_pkce_verifier, pkce_challenge
 from bot.fediverse.resolver import IPAddress, SystemResolver
+from bot.rich_text import RichText
 from bot.store.keyring import KeyRing
 from bot.store.records import AccountId
 from bot.store.repositories import Repositories
@@ -529,3 +531,49 @@ async def test_connect_says_try_again_later_while_hostile_names_hold_every_looku
         released.set()
         resolver.close()
     assert not await flows.has_pending(BOB)
+
+
+@dataclass
+class RecordingContext:
+    """A command context that keeps the replies (plain text)."""
+
+    sender: str
+    room_id: str = DM
+    prefix: str = "!gts"
+    event_id: str = "$cmd"
+    body: str = ""
+    replies: list[str] = field(default_factory=list)
+
+    async def reply(self, reply: RichText) -> None:
+        self.replies.append(reply.plain)
+
+
+@pytest.mark.parametrize(
+    ("word", "names_an_account"),
+    [
+        ("@alice@social.example", True),
+        ("2", True),
+        ("social.example", True),
+        ("bücher.example:8443", True),
+        ("mention", False),
+        ("all", False),
+        ("admin.sign_up", False),  # a type with a dot
+        ("pleroma:emoji_reaction", False),
+        ("mention,follow", False),
+    ],
+)
+def test_what_notify_takes_for_an_account(word: str, names_an_account: bool) -> None:
+    assert names_accounts(word) is names_an_account
+
+
+async def test_notify_takes_an_instance_host_as_the_account_like_revoke_and_pause(world: World) -> None:
+    started = await world.flows.start(ALICE, world.gts.base_url, (), DM)
+    await world.flows.complete(ALICE, DM, await world.authorize(started.authorize_url))
+    commands = BotCommands(flows=world.flows, accounts=world.accounts, clock=lambda: datetime.now(UTC))
+    ctx = RecordingContext(ALICE)
+    await commands.notify(ctx, (world.gts.host, "mention", "follow"))
+    [stored] = await world.accounts.for_user(ALICE)
+    assert stored.notify_types == ("follow", "mention")
+    assert ctx.replies == [f"Relaying follow, mention for @alice@{world.gts.host}."]
+    with pytest.raises(CommandError, match=r"None of your accounts matches 'other\.example'"):
+        await commands.notify(ctx, ("other.example", "mention"))
