@@ -155,7 +155,7 @@ async def running_bot(
             actions=actions,
             matrix=matrix,
             dms=dms,
-            commands=BotCommands(flows=flows, accounts=accounts, clock=utc_now, posting=actions),
+            commands=BotCommands(flows=flows, accounts=accounts, clock=utc_now, posting=actions, dms=dms),
             flows=flows,
             handled=DatabaseHandledEvents(sessions),
             config=config.matrix,

@@ -24,6 +24,7 @@ from bot.commands.handlers import BotCommands
 from bot.commands.throttle import InstanceShare
 from bot.config import LimitsConfig, load_config
 from bot.connect import ConnectFlows, requested_scopes
+from bot.dm_registry import DmDirectory
 from bot.errors import (
     CommandError,
     DnsError,
@@ -39,6 +40,8 @@ from bot.fediverse.guard import build_http_client
 from bot.fediverse.models import AppRegistration
 from bot.fediverse.oauth import new_pkce_verifier, pkce_challenge
 from bot.fediverse.resolver import IPAddress, SystemResolver
+from bot.matrix.errors import MatrixForbidden
+from bot.matrix.types import RoomId, UserId
 from bot.rich_text import RichText
 from bot.store.keyring import KeyRing
 from bot.store.records import AccountId
@@ -577,3 +580,58 @@ async def test_notify_takes_an_instance_host_as_the_account_like_revoke_and_paus
     assert ctx.replies == [f"Relaying follow, mention for @alice@{world.gts.host}."]
     with pytest.raises(CommandError, match=r"None of your accounts matches 'other\.example'"):
         await commands.notify(ctx, ("other.example", "mention"))
+
+
+@dataclass
+class LeavingRooms:
+    """The Matrix rooms side of the DM directory: DM is alice's 1:1 room. Each leave is logged with how
+    many replies the command had sent by then."""
+
+    replies: list[str]
+    log: list[tuple[str, int]] = field(default_factory=list)
+
+    async def is_one_to_one(self, room_id: RoomId, user_id: UserId) -> bool:
+        return (room_id, user_id) == (DM, ALICE)
+
+    async def create_dm(self, user_id: UserId) -> RoomId:
+        raise AssertionError("no DM should be created here")
+
+    async def leave(self, room_id: RoomId) -> None:
+        self.log.append((room_id, len(self.replies)))
+
+
+async def test_forget_me_answers_then_leaves_the_dm_and_forgets_it(world: World) -> None:
+    started = await world.flows.start(ALICE, world.gts.base_url, (), DM)
+    await world.flows.complete(ALICE, DM, await world.authorize(started.authorize_url))
+    ctx = RecordingContext(ALICE)
+    rooms = LeavingRooms(ctx.replies)
+    dms = DmDirectory(world.sessions, rooms)
+    await dms.record(ALICE, DM)
+    commands = BotCommands(
+        flows=world.flows, accounts=world.accounts, clock=lambda: datetime.now(UTC), dms=dms
+    )
+    await commands.forget_me(ctx, ())
+    assert rooms.log == []  # asking is not confirming
+    assert "I leave this chat" in ctx.replies[0]
+
+    await commands.forget_me(ctx, ("confirm",))
+    [_prompt, answer] = ctx.replies
+    assert "I am leaving this chat" in answer
+    assert "public keys of your devices stay" in answer  # what is not deleted is said, not hidden
+    assert rooms.log == [(DM, 2)]  # left once, after the answer was sent
+    assert await dms.room_for(ALICE) is None
+    assert await world.accounts.for_user(ALICE) == []
+
+
+async def test_a_refused_leave_is_logged_and_the_dm_is_forgotten_all_the_same(
+    sessions: async_sessionmaker[AsyncSession], caplog: pytest.LogCaptureFixture
+) -> None:
+    class RefusingRooms(LeavingRooms):
+        async def leave(self, room_id: RoomId) -> None:
+            raise MatrixForbidden("not allowed", "M_FORBIDDEN", 403)
+
+    dms = DmDirectory(sessions, RefusingRooms([]))
+    await dms.record(ALICE, DM)
+    assert await dms.leave(ALICE, DM) is False
+    assert await dms.room_for(ALICE) is None
+    assert "could not leave the DM" in caplog.text
