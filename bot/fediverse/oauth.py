@@ -35,6 +35,7 @@ MAX_CODE_LENGTH = 256
 _CODE = re.compile(r"^[A-Za-z0-9_\-~.]+$")
 _QUOTES = "`'\"<>«»\u201c\u201d\u2018\u2019"
 _PUNCTUATION = ".,;:!?()"  # what a sentence puts around a word
+_HEX = re.compile(r"^[0-9A-Fa-f-]+$")  # commit hashes, UUIDs
 _CODE_SHAPE = re.compile(r"^(?=.*[A-Za-z])[A-Za-z0-9_\-~.]{20,256}$")
 
 
@@ -105,6 +106,12 @@ def _is_prose(word: str) -> bool:
     return not _CODE.match(word) or (word.isalpha() and word.islower())
 
 
+def _code_among_prose(word: str) -> bool:
+    """Stricter than `is_code_shaped` for a word inside a sentence, where chat has commit hashes and
+    UUIDs: as long as real codes are (GoToSocial 48, Mastodon and Akkoma 43), and not just hex."""
+    return is_code_shaped(word) and len(word) >= 32 and not _HEX.match(word)
+
+
 def code_in_sentence(text: str) -> str | None:
     """The one code-shaped word (or `code=` URL) among words of prose, like "here it is: <code>".
 
@@ -115,7 +122,7 @@ def code_in_sentence(text: str) -> str | None:
         return None
     trimmed = [w.strip(_QUOTES + _PUNCTUATION) for w in words]
     urls = [w for w in trimmed if "code=" in w]
-    coded = urls or [w for w in trimmed if is_code_shaped(w)]
+    coded = urls or [w for w in trimmed if _code_among_prose(w)]
     if len(coded) != 1:
         return None
     others = [word for word, bare in zip(words, trimmed, strict=True) if bare != coded[0]]

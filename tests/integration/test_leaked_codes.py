@@ -41,6 +41,7 @@ GTS_CODE = "ZGM2OGI4NDYTY2FJZS0ZMTM5LWI0YWYTZDMWNDCZZTC3NZJK"
         (f"ok `{GTS_CODE}` thanks", True),
         (f"done, https://social.example/oauth/oob?code={GTS_CODE} works", True),
         ("the build 3f9a2c1 passed, see you tomorrow", False),
+        ("fixed in 3f9a2c1d4e5b6a7980c1d2e3f4a5b6c7d8e9f0a1, thanks", False),  # a commit hash
         ("hello there, how are you doing today?", False),
         (f"{GTS_CODE[:20]} {GTS_CODE[20:]}", False),  # pieces of one code: not chat with a code in it
     ],
@@ -148,6 +149,7 @@ async def test_ordinary_chat_in_a_group_room_burns_nothing_while_a_code_is_await
         [
             "hello there, how are you doing today?",
             "the build 3f9a2c1 passed, see you tomorrow",
+            "fixed in 3f9a2c1d4e5b6a7980c1d2e3f4a5b6c7d8e9f0a1, thanks",
             "internationalization is hard",
         ]
     ):

@@ -223,6 +223,9 @@ def test_what_a_relay_needs(scopes: str, ok: bool) -> None:
         (f"{GTS_CODE} and {MASTODON_CODE}", None),  # which one?
         ("the build 3f9a2c1 passed on internationalization", None),  # ordinary chat
         ("hello there, how are you doing today?", None),
+        ("fixed in 3f9a2c1d4e5b6a7980c1d2e3f4a5b6c7d8e9f0a1, thanks", None),  # a commit hash
+        ("see 123e4567-e89b-12d3-a456-426614174000 in the log", None),  # a UUID
+        ("my token is ABCDEFGH1234567 ok", None),  # shorter than any server's code
     ],
 )
 def test_code_in_sentence(text: str, found: str | None) -> None:
