@@ -82,6 +82,16 @@ def select_accounts(accounts: Sequence[AccountRecord], selector: str | None) -> 
     raise CommandError(f"None of your accounts matches {selector[:100]!r}. See `status` for the list.")
 
 
+def names_accounts(word: str) -> bool:
+    """Whether `word` (the first argument of `notify`) picks accounts the way `select_accounts` reads it
+    — an @acct, a number from `status`, or an instance host — rather than naming a notification type.
+    A host has a dot and is not a type (a few types have dots too: `admin.sign_up`)."""
+    lowered = word.lower()
+    if "@" in word or word.isdigit():
+        return True
+    return "." in word and "," not in word and lowered != "all" and lowered not in TYPE_NAMES
+
+
 def instance_host(key: str) -> str:
     return key.split("://", 1)[-1].lower()
 

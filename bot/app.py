@@ -155,7 +155,7 @@ async def running_bot(
             actions=actions,
             matrix=matrix,
             dms=dms,
-            commands=BotCommands(flows=flows, accounts=accounts, clock=utc_now, posting=actions),
+            commands=BotCommands(flows=flows, accounts=accounts, clock=utc_now, posting=actions, dms=dms),
             flows=flows,
             handled=DatabaseHandledEvents(sessions),
             config=config.matrix,
@@ -218,7 +218,7 @@ async def _housekeeping(
         try:
             async with sessions() as session, session.begin():
                 now = utc_now()
-                await FlowsRepository(session).delete_expired(now)
+                await FlowsRepository(session, keyring).delete_expired(now)
                 await AppsRepository(session, keyring).delete_unused(now - UNUSED_APPS_KEPT)
                 await HandledEventsRepository(session).prune(now - HANDLED_EVENTS_KEPT)
                 await RelayedEventsRepository(session).prune(now - ACTIONABLE_EVENTS_KEPT)

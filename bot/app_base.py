@@ -24,6 +24,7 @@ from bot.errors import ConfigError, KeyRingError
 from bot.fediverse.client import FediverseClient
 from bot.fediverse.guard import Resolver
 from bot.fediverse.ratelimit import PacerRegistry
+from bot.fediverse.resolver import SystemResolver
 from bot.fediverse.streaming import StreamConnector, build_stream_connector
 from bot.log import installed_redactor
 from bot.observability import DatabaseCheck, HealthCheck, HealthServer, Metrics, sqlalchemy_ping
@@ -116,6 +117,10 @@ async def open_base(
         # Every token and client secret, as it passes (token-shaped ones only; dropped on revoke).
         keyring.on_secret(redactor.add_remote_secret)
         keyring.on_forget(redactor.forget_secret)
+    if resolver is None:  # one lookup pool for REST calls and stream handshakes, stopped on exit
+        system_resolver = SystemResolver()
+        stack.callback(system_resolver.close)
+        resolver = system_resolver
     pacers = PacerRegistry()  # one budget per instance, shared by REST calls and stream handshakes
     client = await stack.enter_async_context(
         open_fediverse_client(

@@ -29,7 +29,7 @@ from bot.errors import CommandError, FediverseError, InvalidClientError, Invalid
 from bot.fediverse.client import FediverseClient
 from bot.fediverse.instance import InstanceRef, parse_instance
 from bot.fediverse.models import AppRegistration, FediverseAccount, TokenGrant
-from bot.fediverse.oauth import authorize_url, code_lifetime_minutes, pkce_verifier
+from bot.fediverse.oauth import authorize_url, code_lifetime_minutes
 from bot.fediverse.scopes import (
     KNOWN_SCOPES,
     action_scopes,
@@ -188,7 +188,9 @@ class ConnectFlows:
                 software=info.software,
                 upgrades=upgrades,
             )
-        url = authorize_url(instance, app.client_id, scopes, flow.oauth_state)
+        url = authorize_url(
+            instance, app.client_id, scopes, flow.oauth_state, pkce_verifier=flow.pkce_verifier
+        )
         lifetime = code_lifetime_minutes(info.software)
         return StartedFlow(
             url, instance, scopes, flow.expires_at, info.software, lifetime, replaced > 0, with_actions
@@ -251,7 +253,7 @@ class ConnectFlows:
             try:
                 instance = instance_from_key(flow.instance, allow_http=self._fediverse.allow_http)
                 grant = await self._client.exchange_code(
-                    instance, registration_of(app_record), code, pkce_verifier(flow.oauth_state)
+                    instance, registration_of(app_record), code, flow.pkce_verifier
                 )
             except FediverseError as exc:
                 log.info("a leaked code of %s could not be redeemed (%s)", user_id, type(exc).__name__)
@@ -289,7 +291,7 @@ class ConnectFlows:
         instance = instance_from_key(flow.instance, allow_http=self._fediverse.allow_http)
         app = registration_of(app_record)
         try:
-            grant = await self._client.exchange_code(instance, app, code, pkce_verifier(flow.oauth_state))
+            grant = await self._client.exchange_code(instance, app, code, flow.pkce_verifier)
         except InvalidClientError:
             await self._forget_app(app_record)
             raise

@@ -17,6 +17,7 @@ from typing import Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from bot.matrix.errors import MatrixError
 from bot.matrix.types import RoomId, UserId
 from bot.store.repositories import DmRoomsRepository
 
@@ -27,6 +28,8 @@ class RoomsPort(Protocol):
     async def is_one_to_one(self, room_id: RoomId, user_id: UserId) -> bool: ...
 
     async def create_dm(self, user_id: UserId) -> RoomId: ...
+
+    async def leave(self, room_id: RoomId) -> None: ...
 
 
 class DmDirectory:
@@ -109,3 +112,14 @@ class DmDirectory:
             if await repo.get(user_id) != room_id:
                 return False
             return await repo.delete(user_id)
+
+    async def leave(self, user_id: str, room_id: str) -> bool:
+        """Drop the record (when `room_id` is the user's DM) and leave the room, so the bot stays in no
+        chat with a user who asked to be forgotten. False when the server refused the leave (logged)."""
+        await self.forget_room(user_id, room_id)
+        try:
+            await self._rooms.leave(RoomId(room_id))
+        except MatrixError as exc:
+            log.warning("could not leave the DM %s of %s: %s", room_id, user_id, type(exc).__name__)
+            return False
+        return True

@@ -15,6 +15,7 @@
             ├── ForbiddenAddressError    the instance resolves to a loopback/private/reserved address
             ├── InstanceUnreachableError DNS failure, refused connection, TLS failure, timeout
             │   ├── DnsError
+            │   │   └── LookupsBusyError every resolver thread is busy: try again later (nothing was sent)
             │   ├── TlsError
             │   └── InstanceTimeoutError
             ├── UnexpectedRedirectError  the instance redirected somewhere else
@@ -119,6 +120,10 @@ class InstanceUnreachableError(FediverseError):
 
 class DnsError(InstanceUnreachableError):
     pass
+
+
+class LookupsBusyError(DnsError):
+    """The resolver's threads are all waiting on slow name servers; the lookup was not even started."""
 
 
 class TlsError(InstanceUnreachableError):

@@ -8,10 +8,9 @@ connection cancelled, and the sender warned in their DM. The code itself never r
 from __future__ import annotations
 
 import logging
-import re
 from typing import Protocol
 
-from bot.fediverse.oauth import extract_code
+from bot.fediverse.oauth import code_in_sentence, extract_code, is_code_shaped
 from bot.matrix.types import EventId, IncomingMessage, RoomId
 from bot.rich_text import RichText
 
@@ -19,23 +18,22 @@ __all__ = ["LeakNotices", "LeakedCodes", "PendingFlows", "looks_like_pasted_code
 
 log = logging.getLogger(__name__)
 
-_CODE_SHAPE = re.compile(r"^(?=.*[A-Za-z])[A-Za-z0-9_\-~.]{20,256}$")
-
-
 def looks_like_pasted_code(body: str) -> bool:
-    """A message that is only an authorization code (or the OOB URL carrying one), nothing else.
+    """A message that is an authorization code (or the OOB URL carrying one), alone or as the one
+    code-shaped word of a sentence ("here: <code>").
 
-    Stricter than `extract_code`: one word of letters and digits, so ordinary chat is never taken for
-    a code (which would use up the user's pending flow).
+    Stricter than `extract_code`: words of chat, and a code broken across lines, do not count, so
+    ordinary chat is never taken for a code (which would use up the user's pending flow).
     """
     text = body.strip()
-    if not text or any(ch.isspace() for ch in text):
+    if not text:
         return False
-    if "code=" in text:
-        return extract_code(text) is not None
-    word = text.strip("`'\"")
-    # Codes are random: a digit, or a length no chat word has (a 48-character code may lack digits).
-    return bool(_CODE_SHAPE.match(word)) and (any(c.isdigit() for c in word) or len(word) >= 32)
+    if not any(ch.isspace() for ch in text):
+        if "code=" in text:
+            return extract_code(text) is not None
+        return is_code_shaped(text.strip("`'\""))
+    in_sentence = code_in_sentence(text)
+    return in_sentence is not None and extract_code(in_sentence) is not None
 
 
 class PendingFlows(Protocol):

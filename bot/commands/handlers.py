@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Protocol
 
-from bot.accounts import AccountsService, RevokeOutcome, parse_types, select_accounts
+from bot.accounts import AccountsService, RevokeOutcome, names_accounts, parse_types, select_accounts
 from bot.commands.parse import after_command_words
 from bot.commands.registry import Command, CommandContext, CommandRegistry
 from bot.connect import ConnectFlows, StartedFlow
@@ -17,13 +17,25 @@ from bot.rich_text import RichText, bold, code, join, link
 from bot.store.models import AccountState
 from bot.store.records import AccountRecord, Clock
 
+FORGOTTEN = (
+    "Everything I stored about you is deleted (accounts, requests, settings, queued notifications), and "
+    "I am leaving this chat. Only the public keys of your devices stay in my encryption store, as in any "
+    "Matrix client you shared a room with."
+)
+
 
 def _minutes_left(expires_at: datetime, now: datetime) -> int:
     return max(1, round((expires_at - now).total_seconds() / 60))
 
 
 def _is_account_selector(word: str) -> bool:
-    return "@" in word or word.isdigit()
+    return names_accounts(word)
+
+
+class DmLeaving(Protocol):
+    """Leaving a user's DM (`bot.dm_registry.DmDirectory`)."""
+
+    async def leave(self, user_id: str, room_id: str) -> bool: ...
 
 
 class Posting(Protocol):
@@ -38,8 +50,15 @@ class BotCommands:
     """Builds the registry; holds the services the handlers call."""
 
     def __init__(
-        self, *, flows: ConnectFlows, accounts: AccountsService, clock: Clock, posting: Posting | None = None
+        self,
+        *,
+        flows: ConnectFlows,
+        accounts: AccountsService,
+        clock: Clock,
+        posting: Posting | None = None,
+        dms: DmLeaving | None = None,
     ) -> None:
+        self._dms = dms
         self._flows = flows
         self._accounts = accounts
         self._clock = clock
@@ -286,15 +305,18 @@ class BotCommands:
         if args != ("confirm",):
             await ctx.reply(
                 RichText.text(
-                    "This revokes every connected account and deletes all I store about you. "
+                    "This revokes every connected account, deletes all I store about you, and I leave "
+                    "this chat. "
                     f"To go ahead, send: {ctx.prefix} forget-me confirm"
                 )
             )
             return
         outcomes = await self._accounts.forget(ctx.sender)
         lines = [_revoke_line(o) for o in outcomes]
-        lines.append(RichText.text("Everything I stored about you is deleted."))
+        lines.append(RichText.text(FORGOTTEN))
         await ctx.reply(RichText.lines(lines))
+        if self._dms is not None:
+            await self._dms.leave(ctx.sender, ctx.room_id)
 
 
 def _code_lifetime(minutes: int | None) -> str:

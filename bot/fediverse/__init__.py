@@ -7,7 +7,8 @@ replies.py    reply composition and Matrix text → status text (pure)
 notification_types.py  the notification types the bot knows, with their words (pure)
 oauth_errors.py  what an instance's OAuth error answer means (pure)
 models.py     frozen API objects and their parsers (pure)
-guard.py      address policy, resolver, guarded httpx client (`build_http_client`)
+guard.py      address policy, guarded httpx client (`build_http_client`)
+resolver.py   name lookups on the resolver's own bounded thread pool (`SystemResolver`)
 _http.py      one careful request: pacing, deadline, size cap, redirects, error mapping
 client.py     FediverseClient: probe, register_app, exchange_code, verify_credentials,
               notifications, revoke; `client.actions` for the writes

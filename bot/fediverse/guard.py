@@ -24,9 +24,15 @@ from typing import Protocol
 
 import httpcore
 import httpx
-import idna
 
-from bot.errors import DnsError, ForbiddenAddressError, InstanceTimeoutError, InstanceUnreachableError
+from bot.errors import (
+    DnsError,
+    ForbiddenAddressError,
+    InstanceTimeoutError,
+    InstanceUnreachableError,
+    LookupsBusyError,
+)
+from bot.fediverse.resolver import IPAddress, Resolver, SystemResolver, display_host
 
 __all__ = [
     "AddressGuard",
@@ -41,18 +47,10 @@ __all__ = [
     "make_ssl_context",
 ]
 
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-
 # Cloud metadata endpoints. 169.254.169.254 is link-local anyway; fd00:ec2::254 is ULA; listed for clarity.
 _METADATA = frozenset({ipaddress.ip_address("169.254.169.254"), ipaddress.ip_address("fd00:ec2::254")})
 _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
 _IPV4_COMPATIBLE = ipaddress.IPv6Network("::/96")
-
-
-class Resolver(Protocol):
-    async def resolve(self, host: str, port: int) -> list[IPAddress]:
-        """All addresses of `host`. Raises DnsError when there are none."""
-        ...
 
 
 class HttpSettings(Protocol):
@@ -70,35 +68,6 @@ class HttpSettings(Protocol):
     def max_response_bytes(self) -> int: ...
     @property
     def user_agent(self) -> str: ...
-
-
-def display_host(host: str) -> str:
-    """An ASCII host as a person reads it."""
-    if ":" in host:
-        return f"[{host}]"
-    try:
-        return idna.decode(host)
-    except idna.IDNAError:
-        return host
-
-
-class SystemResolver:
-    """Resolves with the event loop's getaddrinfo (runs in a thread, so it does not block the loop)."""
-
-    async def resolve(self, host: str, port: int) -> list[IPAddress]:
-        loop = asyncio.get_running_loop()
-        try:
-            infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        except (socket.gaierror, UnicodeError) as exc:
-            raise DnsError(f"The name {display_host(host)} could not be found (DNS lookup failed).") from exc
-        addresses: list[IPAddress] = []
-        for _family, _type, _proto, _canon, sockaddr in infos:
-            ip = ipaddress.ip_address(str(sockaddr[0]).split("%")[0])
-            if ip not in addresses:
-                addresses.append(ip)
-        if not addresses:
-            raise DnsError(f"The name {display_host(host)} has no addresses.")
-        return addresses
 
 
 def _embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
@@ -139,11 +108,21 @@ def address_problem(ip: IPAddress) -> str | None:
 
 
 class AddressGuard:
-    """Resolves a host and returns only addresses the policy allows; refuses if any address is forbidden."""
+    """Resolves a host and returns only addresses the policy allows; refuses if any address is forbidden.
+
+    Without a `resolver` it makes its own `SystemResolver`, and `close` stops that one's threads.
+    """
 
     def __init__(self, resolver: Resolver | None = None, *, allow_private_addresses: bool = False) -> None:
-        self._resolver: Resolver = resolver if resolver is not None else SystemResolver()
+        self._owned: SystemResolver | None = None
+        if resolver is None:
+            resolver = self._owned = SystemResolver()
+        self._resolver: Resolver = resolver
         self._allow_private = allow_private_addresses
+
+    def close(self) -> None:
+        if self._owned is not None:
+            self._owned.close()
 
     async def checked_addresses(self, host: str, port: int) -> list[IPAddress]:
         try:
@@ -151,6 +130,8 @@ class AddressGuard:
         except ValueError:
             try:
                 addresses = await self._resolver.resolve(host, port)
+            except LookupsBusyError:
+                raise
             except DnsError as exc:  # one wording, whichever resolver is in use
                 raise DnsError(
                     f"The name {display_host(host)} could not be found (DNS lookup failed)."
@@ -167,8 +148,16 @@ class AddressGuard:
         return addresses
 
     async def open_socket(self, host: str, port: int, *, connect_timeout: float) -> socket.socket:
-        """A connected non-blocking TCP socket to a checked address of host (for the websocket client)."""
-        addresses = await self.checked_addresses(host, port)
+        """A connected non-blocking TCP socket to a checked address of host (for the websocket client).
+
+        `connect_timeout` bounds the name lookup as well as each connect."""
+        try:
+            async with asyncio.timeout(connect_timeout):
+                addresses = await self.checked_addresses(host, port)
+        except TimeoutError:
+            raise InstanceTimeoutError(
+                f"Could not connect to {display_host(host)} within {connect_timeout:g} seconds."
+            ) from None
         loop = asyncio.get_running_loop()
         last_error: OSError | None = None
         for ip in addresses:
@@ -307,6 +296,7 @@ class GuardedTransport(httpx.AsyncBaseTransport):
         *,
         inner_backend: httpcore.AsyncNetworkBackend | None = None,
     ) -> None:
+        self._guard = guard
         self._pool = httpcore.AsyncConnectionPool(
             ssl_context=ssl_context,
             max_connections=limits.max_connections,
@@ -341,6 +331,7 @@ class GuardedTransport(httpx.AsyncBaseTransport):
 
     async def aclose(self) -> None:
         await self._pool.aclose()
+        self._guard.close()
 
 
 def build_http_client(

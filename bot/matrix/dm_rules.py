@@ -14,8 +14,14 @@ MEGOLM = "m.megolm.v1.aes-sha2"
 
 
 def dm_create_args(user_id: str, *, encrypted: bool) -> dict[str, Any]:
-    """Keyword arguments for createRoom: a private direct chat with `user_id` (encrypted when asked)."""
-    initial_state: list[dict[str, Any]] = []
+    """Keyword arguments for createRoom: a private direct chat with `user_id` (encrypted when asked).
+
+    History is visible from the invite on, not "shared" as the trusted_private_chat preset makes it:
+    whoever is invited later (the DM then stops being private anyway) sees nothing said before.
+    """
+    initial_state: list[dict[str, Any]] = [
+        {"type": "m.room.history_visibility", "state_key": "", "content": {"history_visibility": "invited"}}
+    ]
     if encrypted:
         initial_state.append({"type": "m.room.encryption", "state_key": "", "content": {"algorithm": MEGOLM}})
     return {"is_direct": True, "invite": [user_id], "initial_state": initial_state}

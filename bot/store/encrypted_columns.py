@@ -16,7 +16,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.store.action_journal import action_text_aad
 from bot.store.keyring import KeyRing, aad_for
-from bot.store.models import Account, ActionJournalEntry, Base, FediverseApp, MatrixSession, OutboxMessage
+from bot.store.models import (
+    Account,
+    ActionJournalEntry,
+    Base,
+    FediverseApp,
+    MatrixSession,
+    OutboxMessage,
+    PendingFlow,
+)
 from bot.store.outbox import outbox_message_aad
 
 __all__ = [
@@ -27,6 +35,7 @@ __all__ = [
     "app_secret_aad",
     "count_sealed",
     "matrix_token_aad",
+    "pkce_verifier_aad",
     "reencrypt_all",
     "sample_sealed",
 ]
@@ -38,6 +47,10 @@ def app_secret_aad(instance: str, scopes: str, client_id: str) -> bytes:
 
 def account_token_aad(matrix_user_id: str, instance: str, fediverse_account_id: str) -> bytes:
     return aad_for("account-token", matrix_user_id, instance, fediverse_account_id)
+
+
+def pkce_verifier_aad(oauth_state: str) -> bytes:
+    return aad_for("pkce-verifier", oauth_state)
 
 
 def matrix_token_aad(user_id: str, device_id: str) -> bytes:
@@ -71,6 +84,7 @@ SEALED_COLUMNS: tuple[SealedColumn, ...] = (
         "token_encrypted",
         lambda row: account_token_aad(row.matrix_user_id, row.instance, row.fediverse_account_id),
     ),
+    SealedColumn(PendingFlow, "pkce_verifier_encrypted", lambda row: pkce_verifier_aad(row.oauth_state)),
     SealedColumn(
         MatrixSession,
         "access_token_encrypted",

@@ -130,6 +130,7 @@ class PendingFlow(Base):
         ForeignKey("accounts.id", ondelete="CASCADE"), index=True
     )
     oauth_state: Mapped[str] = mapped_column(String(128), unique=True)
+    pkce_verifier_encrypted: Mapped[str] = mapped_column(Text)  # random per flow; see oauth.new_pkce_verifier
     dm_room_id: Mapped[str] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
     expires_at: Mapped[datetime] = mapped_column(UtcDateTime(), index=True)

@@ -81,6 +81,7 @@ class FlowRecord:
     scopes: str
     software: str | None  # as probed when the flow started (None: unknown)
     oauth_state: str = field(repr=False)
+    pkce_verifier: str = field(repr=False)
     dm_room_id: str
     created_at: datetime
     expires_at: datetime

@@ -15,9 +15,10 @@ from typing import Any
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bot.fediverse.oauth import new_pkce_verifier
 from bot.fediverse.scopes import scope_string
 from bot.store.action_journal import ActionJournalRepository
-from bot.store.encrypted_columns import account_token_aad, app_secret_aad
+from bot.store.encrypted_columns import account_token_aad, app_secret_aad, pkce_verifier_aad
 from bot.store.event_map import RelayedEventsRepository
 from bot.store.keyring import KeyRing
 from bot.store.matrix_state import DmRoomsRepository, HandledEventsRepository, MatrixSessionRepository
@@ -299,11 +300,10 @@ class AccountsRepository:
 class FlowsRepository:
     """Connect conversations waiting for an authorization code. Single use: `consume` deletes."""
 
-    def __init__(self, session: AsyncSession, clock: Clock = utc_now) -> None:
-        self._session, self._clock = session, clock
+    def __init__(self, session: AsyncSession, keyring: KeyRing, clock: Clock = utc_now) -> None:
+        self._session, self._keyring, self._clock = session, keyring, clock
 
-    @staticmethod
-    def _record(row: PendingFlow) -> FlowRecord:
+    def _record(self, row: PendingFlow) -> FlowRecord:
         return FlowRecord(
             id=FlowId(row.id),
             matrix_user_id=row.matrix_user_id,
@@ -312,6 +312,9 @@ class FlowsRepository:
             scopes=row.scopes,
             software=row.software,
             oauth_state=row.oauth_state,
+            pkce_verifier=self._keyring.decrypt(
+                row.pkce_verifier_encrypted, pkce_verifier_aad(row.oauth_state)
+            ),
             dm_room_id=row.dm_room_id,
             created_at=row.created_at,
             expires_at=row.expires_at,
@@ -331,6 +334,7 @@ class FlowsRepository:
         upgrades: AccountId | None = None,
     ) -> FlowRecord:
         now = self._clock()
+        oauth_state = secrets.token_urlsafe(32)
         row = PendingFlow(
             matrix_user_id=matrix_user_id,
             instance=instance,
@@ -338,7 +342,10 @@ class FlowsRepository:
             scopes=scope_string(scopes),
             software=software[:64] if software else None,
             upgrades_account_id=upgrades,
-            oauth_state=secrets.token_urlsafe(32),
+            oauth_state=oauth_state,
+            pkce_verifier_encrypted=self._keyring.encrypt(
+                new_pkce_verifier(), pkce_verifier_aad(oauth_state)
+            ),
             dm_room_id=dm_room_id,
             created_at=now,
             expires_at=now + ttl,
@@ -401,7 +408,7 @@ class Repositories:
         self.session = session
         self.apps = AppsRepository(session, keyring, clock)
         self.accounts = AccountsRepository(session, keyring, clock)
-        self.flows = FlowsRepository(session, clock)
+        self.flows = FlowsRepository(session, keyring, clock)
         self.dm_rooms = DmRoomsRepository(session, clock)
         self.matrix_session = MatrixSessionRepository(session, keyring, clock)
         self.handled_events = HandledEventsRepository(session, clock)

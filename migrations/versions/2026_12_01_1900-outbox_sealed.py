@@ -2,7 +2,7 @@
 become optional (only rows written before this keep them, until they are sent).
 
 Revision ID: outbox_sealed
-Revises: action_resume
+Revises: flow_pkce_verifier
 Create Date: 2026-12-01 19:00:00.000000
 
 """
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "outbox_sealed"
-down_revision: str | Sequence[str] | None = "action_resume"
+down_revision: str | Sequence[str] | None = "flow_pkce_verifier"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import shutil
+import urllib.parse
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
@@ -223,6 +224,22 @@ async def test_send_notice_in_encrypted_dm_before_join_and_in_plain_dm(
         await carol.accept_invite()
         assert not await adapter.is_one_to_one(dm, UserId(bob.user_id))
         assert not await adapter.is_one_to_one(dm, UserId(carol.user_id))
+
+
+async def test_a_dm_the_bot_creates_shows_history_only_from_the_invite_on(
+    synapse: Synapse, make_human: MakeHuman, bot: BotAccount
+) -> None:
+    """trusted_private_chat alone makes history "shared"; the server must hold "invited" for the DM."""
+    ivan = await make_human("ivan")
+    adapter = bot.adapter(synapse)
+    await adapter.start()
+    async with running(adapter, Recorder(adapter)):
+        dm = await adapter.create_dm(UserId(ivan.user_id))
+    state = await synapse.admin_request("GET", f"/_synapse/admin/v1/rooms/{urllib.parse.quote(dm)}/state")
+    [history] = [e for e in state["state"] if e["type"] == "m.room.history_visibility"]
+    assert history["content"] == {"history_visibility": "invited"}
+    [join_rules] = [e for e in state["state"] if e["type"] == "m.room.join_rules"]
+    assert join_rules["content"] == {"join_rule": "invite"}  # the preset's other choices stay
 
 
 async def test_incoming_encrypted_undecryptable_invites_and_leaves(

@@ -46,6 +46,7 @@ async def cli(argv: list[str], env: Mapping[str, str]) -> int:
 # -- seeding --------------------------------------------------------------------------------------------
 
 SECRETS = ["app-secret-1", "token-alice", "token-bob", "syt-bot-session-token"]
+SEALED_COUNT = len(SECRETS) + 2  # + the pending flow's PKCE verifier (random) and the outbox message
 
 
 async def seed_every_table(url: str, ring: KeyRing) -> None:

@@ -6,10 +6,12 @@ import asyncio
 import base64
 import hashlib
 import re
+import socket
+import threading
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -17,21 +19,30 @@ import pytest
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bot.accounts import AccountsService
+from bot.accounts import AccountsService, names_accounts
+from bot.commands.handlers import BotCommands
 from bot.commands.throttle import InstanceShare
 from bot.config import LimitsConfig, load_config
 from bot.connect import ConnectFlows, requested_scopes
+from bot.dm_registry import DmDirectory
 from bot.errors import (
     CommandError,
+    DnsError,
     ExpiredCodeError,
     ForbiddenAddressError,
     InvalidClientError,
     InvalidCodeError,
     InvalidInstanceError,
+    LookupsBusyError,
 )
 from bot.fediverse.client import FediverseClient
+from bot.fediverse.guard import build_http_client
 from bot.fediverse.models import AppRegistration
-from bot.fediverse.oauth import pkce_challenge, pkce_verifier
+from bot.fediverse.oauth import new_pkce_verifier, pkce_challenge
+from bot.fediverse.resolver import IPAddress, SystemResolver
+from bot.matrix.errors import MatrixForbidden
+from bot.matrix.types import RoomId, UserId
+from bot.rich_text import RichText
 from bot.store.keyring import KeyRing
 from bot.store.records import AccountId
 from bot.store.repositories import Repositories
@@ -420,11 +431,15 @@ async def test_each_flow_binds_its_code_with_its_own_pkce_challenge(world: World
     alices = await world.flows.start(ALICE, world.gts.base_url, (), DM)
     bobs = await world.flows.start(BOB, world.gts.base_url, (), "!bobdm:matrix.test")
     challenges = []
-    for started in (alices, bobs):
+    for user, started in ((ALICE, alices), (BOB, bobs)):
         query = parse_qs(urlsplit(started.authorize_url).query)
         assert query["code_challenge_method"] == ["S256"]
-        verifier = pkce_verifier(query["state"][0])
+        async with world.sessions() as session:
+            (flow,) = await Repositories(session, world.keyring).flows.get_for_user(user)
+        assert flow.oauth_state == query["state"][0]
+        verifier = flow.pkce_verifier  # random and stored encrypted: the public state does not give it
         assert re.fullmatch(r"[A-Za-z0-9_-]{43}", verifier)
+        assert verifier not in started.authorize_url
         digest = hashlib.sha256(verifier.encode()).digest()
         assert query["code_challenge"] == [base64.urlsafe_b64encode(digest).rstrip(b"=").decode()]
         challenges.append(query["code_challenge"][0])
@@ -434,7 +449,7 @@ async def test_each_flow_binds_its_code_with_its_own_pkce_challenge(world: World
 async def test_the_code_exchange_sends_the_flows_pkce_verifier() -> None:
     """Against a server that enforces PKCE (Mastodon does; GoToSocial ignores it): only the verifier of
     the flow that asked for the code redeems it."""
-    verifier = pkce_verifier("the-flows-state")
+    verifier = new_pkce_verifier()
     expected = pkce_challenge(verifier)
 
     async def token(request: web.Request) -> web.Response:
@@ -452,7 +467,7 @@ async def test_the_code_exchange_sends_the_flows_pkce_verifier() -> None:
         grant = await client.exchange_code(loopback(port), registration, "A" * 32, verifier)
         assert grant.access_token == "TOKEN" * 8
         with pytest.raises(InvalidCodeError):
-            await client.exchange_code(loopback(port), registration, "A" * 32, pkce_verifier("another-flow"))
+            await client.exchange_code(loopback(port), registration, "A" * 32, new_pkce_verifier())
 
 
 async def test_a_deadline_during_a_revoke_still_revokes_and_deletes(
@@ -478,3 +493,145 @@ async def test_a_deadline_during_a_revoke_still_revokes_and_deletes(
     await world.accounts.settle()
     assert world.gts.active_tokens("alice") == []
     assert await world.accounts.for_user(ALICE) == []
+
+
+async def test_connect_says_try_again_later_while_hostile_names_hold_every_lookup_thread(
+    sessions: async_sessionmaker[AsyncSession], keyring: KeyRing
+) -> None:
+    """`connect aN.evil.example` with names whose server never answers: the lookups hold the resolver's
+    own threads, and the next connect is refused at once with a clear reply instead of queueing."""
+    released, entered = threading.Event(), threading.Semaphore(0)
+
+    def hanging_lookup(host: str, port: int) -> list[IPAddress]:
+        entered.release()
+        released.wait()
+        raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+
+    resolver = SystemResolver(max_lookups=2, lookup=hanging_lookup)
+    cfg = settings(allow_http=False, connect_timeout=600.0)
+    try:
+        async with build_http_client(cfg, resolver) as http:
+            flows = ConnectFlows(
+                sessions=sessions,
+                keyring=keyring,
+                client=FediverseClient.from_settings(http, cfg),
+                fediverse=cfg,
+                limits=LimitsConfig(),
+                flow_ttl=timedelta(minutes=10),
+                on_connected=RecordingRelay().restart_account,
+                share=InstanceShare(time.monotonic),
+            )
+            held = [asyncio.create_task(flows.start(ALICE, f"a{n}.evil.example", (), DM)) for n in (1, 2)]
+            for _ in held:
+                await asyncio.to_thread(entered.acquire)
+            with pytest.raises(LookupsBusyError, match="try again in a minute"):
+                await flows.start(BOB, "a3.evil.example", (), DM)
+            released.set()
+            for task in held:
+                with pytest.raises(DnsError):
+                    await task
+    finally:
+        released.set()
+        resolver.close()
+    assert not await flows.has_pending(BOB)
+
+
+@dataclass
+class RecordingContext:
+    """A command context that keeps the replies (plain text)."""
+
+    sender: str
+    room_id: str = DM
+    prefix: str = "!gts"
+    event_id: str = "$cmd"
+    body: str = ""
+    replies: list[str] = field(default_factory=list)
+
+    async def reply(self, reply: RichText) -> None:
+        self.replies.append(reply.plain)
+
+
+@pytest.mark.parametrize(
+    ("word", "names_an_account"),
+    [
+        ("@alice@social.example", True),
+        ("2", True),
+        ("social.example", True),
+        ("bücher.example:8443", True),
+        ("mention", False),
+        ("all", False),
+        ("admin.sign_up", False),  # a type with a dot
+        ("pleroma:emoji_reaction", False),
+        ("mention,follow", False),
+    ],
+)
+def test_what_notify_takes_for_an_account(word: str, names_an_account: bool) -> None:
+    assert names_accounts(word) is names_an_account
+
+
+async def test_notify_takes_an_instance_host_as_the_account_like_revoke_and_pause(world: World) -> None:
+    started = await world.flows.start(ALICE, world.gts.base_url, (), DM)
+    await world.flows.complete(ALICE, DM, await world.authorize(started.authorize_url))
+    commands = BotCommands(flows=world.flows, accounts=world.accounts, clock=lambda: datetime.now(UTC))
+    ctx = RecordingContext(ALICE)
+    await commands.notify(ctx, (world.gts.host, "mention", "follow"))
+    [stored] = await world.accounts.for_user(ALICE)
+    assert stored.notify_types == ("follow", "mention")
+    assert ctx.replies == [f"Relaying follow, mention for @alice@{world.gts.host}."]
+    with pytest.raises(CommandError, match=r"None of your accounts matches 'other\.example'"):
+        await commands.notify(ctx, ("other.example", "mention"))
+
+
+@dataclass
+class LeavingRooms:
+    """The Matrix rooms side of the DM directory: DM is alice's 1:1 room. Each leave is logged with how
+    many replies the command had sent by then."""
+
+    replies: list[str]
+    log: list[tuple[str, int]] = field(default_factory=list)
+
+    async def is_one_to_one(self, room_id: RoomId, user_id: UserId) -> bool:
+        return (room_id, user_id) == (DM, ALICE)
+
+    async def create_dm(self, user_id: UserId) -> RoomId:
+        raise AssertionError("no DM should be created here")
+
+    async def leave(self, room_id: RoomId) -> None:
+        self.log.append((room_id, len(self.replies)))
+
+
+async def test_forget_me_answers_then_leaves_the_dm_and_forgets_it(world: World) -> None:
+    started = await world.flows.start(ALICE, world.gts.base_url, (), DM)
+    await world.flows.complete(ALICE, DM, await world.authorize(started.authorize_url))
+    ctx = RecordingContext(ALICE)
+    rooms = LeavingRooms(ctx.replies)
+    dms = DmDirectory(world.sessions, rooms)
+    await dms.record(ALICE, DM)
+    commands = BotCommands(
+        flows=world.flows, accounts=world.accounts, clock=lambda: datetime.now(UTC), dms=dms
+    )
+    await commands.forget_me(ctx, ())
+    assert rooms.log == []  # asking is not confirming
+    assert "I leave this chat" in ctx.replies[0]
+
+    await commands.forget_me(ctx, ("confirm",))
+    [_prompt, answer] = ctx.replies
+    assert "I am leaving this chat" in answer
+    assert "public keys of your devices stay" in answer  # what is not deleted is said, not hidden
+    assert rooms.log == [(DM, 2)]  # left once, after the answer was sent
+    assert await dms.room_for(ALICE) is None
+    assert await world.accounts.for_user(ALICE) == []
+
+
+async def test_a_refused_leave_is_logged_and_the_dm_is_forgotten_all_the_same(
+    sessions: async_sessionmaker[AsyncSession], caplog: pytest.LogCaptureFixture
+) -> None:
+    class RefusingRooms(LeavingRooms):
+        async def leave(self, room_id: RoomId) -> None:
+            raise MatrixForbidden("not allowed", "M_FORBIDDEN", 403)
+
+    dms = DmDirectory(sessions, RefusingRooms([]))
+    await dms.record(ALICE, DM)
+    assert await dms.leave(ALICE, DM) is False
+    assert await dms.room_for(ALICE) is None
+    assert "could not leave the DM" in caplog.text

@@ -20,7 +20,7 @@ from bot.errors import (
 from bot.fediverse.client import FediverseClient
 from bot.fediverse.instance import InstanceRef, parse_instance
 from bot.fediverse.models import AppRegistration, TokenGrant
-from bot.fediverse.oauth import authorize_url, extract_code, new_state
+from bot.fediverse.oauth import authorize_url, extract_code, new_pkce_verifier, new_state
 from bot.fediverse.ratelimit import PacerPolicy, PacerRegistry
 from bot.fediverse.scopes import scopes_cover
 from bot.fediverse.streaming import build_stream_connector
@@ -58,7 +58,8 @@ async def connect(
 
 
 async def new_code(gts: FakeGoToSocial, app: AppRegistration, scopes: tuple[str, ...] = ("read",)) -> str:
-    url = authorize_url(instance_of(gts), app.client_id, scopes, new_state())
+    verifier = new_pkce_verifier()
+    url = authorize_url(instance_of(gts), app.client_id, scopes, new_state(), pkce_verifier=verifier)
     pasted = await gts.authorize(url, EMAIL, PASSWORD)
     code = extract_code(f"  {pasted}\n")
     assert code is not None

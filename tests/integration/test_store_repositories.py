@@ -287,6 +287,11 @@ async def test_flows_single_use_and_expiry(
     assert len(f1.oauth_state) >= 40
     assert f1.oauth_state != f2.oauth_state
     assert f1.oauth_state not in repr(f1)
+    # The PKCE verifier is random per flow (not derived from the public state) and a secret of the flow.
+    assert len(f1.pkce_verifier) == 43
+    assert f1.pkce_verifier != f2.pkce_verifier
+    assert f1.pkce_verifier not in repr(f1)
+    assert f1.pkce_verifier not in f1.oauth_state
 
     async with sessions() as s, s.begin():
         repos = Repositories(s, keyring, clock)

@@ -26,7 +26,10 @@ MATRIX_TOKEN = "syt_matrix_token_ZZZZ_0123456789"
 DIRECT_MESSAGE = "a direct message for alice only 0123456789"  # a notification waiting in the outbox
 
 
-async def _store_secrets(sessions: async_sessionmaker[AsyncSession], keyring: KeyRing) -> tuple[int, int]:
+async def _store_secrets(
+    sessions: async_sessionmaker[AsyncSession], keyring: KeyRing, verifiers: list[str] | None = None
+) -> tuple[int, int]:
+    """`verifiers` receives the pending flow's PKCE verifier (made by the repository, so not a constant)."""
     async with sessions() as s, s.begin():
         repos = Repositories(s, keyring)
         app = await repos.apps.add(
@@ -53,7 +56,7 @@ async def _store_secrets(sessions: async_sessionmaker[AsyncSession], keyring: Ke
         await repos.matrix_session.save(
             user_id="@bot:example.org", device_id="DEV", access_token=MATRIX_TOKEN
         )
-        await repos.flows.add(
+        flow = await repos.flows.add(
             matrix_user_id="@carol:example.org",
             instance=INSTANCE,
             app_id=app.id,
@@ -69,6 +72,8 @@ async def _store_secrets(sessions: async_sessionmaker[AsyncSession], keyring: Ke
             html=f"<p>{DIRECT_MESSAGE}</p>",
             cursors={a.id: "01N"},
         )
+        if verifiers is not None:
+            verifiers.append(flow.pkce_verifier)
         return a.id, b.id
 
 
@@ -80,13 +85,15 @@ async def test_no_plaintext_secret_in_the_sqlite_files(tmp_path: Path, keyring: 
     db = tmp_path / "gts-bot.sqlite3"
     engine = create_engine(f"sqlite+aiosqlite:///{db}")
     await upgrade(engine)
-    await _store_secrets(session_factory(engine), keyring)
+    verifiers: list[str] = []
+    await _store_secrets(session_factory(engine), keyring, verifiers)
     async with engine.connect() as conn:
         stored = (
             (await conn.execute(text("SELECT token_encrypted FROM accounts ORDER BY id"))).scalars().all()
         )
 
-    secrets = [APP_SECRET, TOKEN_A, TOKEN_B, MATRIX_TOKEN, DIRECT_MESSAGE]
+    secrets = [APP_SECRET, TOKEN_A, TOKEN_B, MATRIX_TOKEN, DIRECT_MESSAGE, *verifiers]
+    assert len(verifiers) == 1
     # While connections are open the new pages sit in the WAL; after closing they are checkpointed.
     wal = db.with_name(db.name + "-wal")
     assert wal.exists()
@@ -169,6 +176,38 @@ async def test_secrets_from_another_key_ring_fail(
             await stranger.apps.get(INSTANCE, "read")
         with pytest.raises(DecryptionError):
             await stranger.matrix_session.get()
+        with pytest.raises(DecryptionError):
+            await stranger.flows.get_for_user("@carol:example.org")
+
+
+async def test_a_pkce_verifier_copied_to_another_flow_fails(
+    sessions: async_sessionmaker[AsyncSession], keyring: KeyRing
+) -> None:
+    await _store_secrets(sessions, keyring)
+    async with sessions() as s, s.begin():
+        repos = Repositories(s, keyring)
+        app = await repos.apps.get(INSTANCE, "read")
+        assert app is not None
+        await repos.flows.add(
+            matrix_user_id="@dave:example.org",
+            instance=INSTANCE,
+            app_id=app.id,
+            scopes="read",
+            dm_room_id="!dave:example.org",
+            ttl=timedelta(minutes=5),
+        )
+        await s.execute(
+            text(
+                "UPDATE pending_flows SET pkce_verifier_encrypted = (SELECT pkce_verifier_encrypted "
+                "FROM pending_flows WHERE matrix_user_id = '@carol:example.org') "
+                "WHERE matrix_user_id = '@dave:example.org'"
+            )
+        )
+    async with sessions() as s:
+        repos = Repositories(s, keyring)
+        assert len(await repos.flows.get_for_user("@carol:example.org")) == 1
+        with pytest.raises(DecryptionError):
+            await repos.flows.get_for_user("@dave:example.org")
 
 
 def test_every_encrypted_column_is_sealed() -> None:
@@ -181,4 +220,4 @@ def test_every_encrypted_column_is_sealed() -> None:
     }
     sealed = {(c.model.__tablename__, c.attribute) for c in SEALED_COLUMNS}
     assert encrypted == sealed
-    assert len(sealed) == 5
+    assert len(sealed) == 6

@@ -227,9 +227,11 @@ async def test_dns_failure_is_a_dns_error() -> None:
 
 
 async def test_system_resolver_maps_failure_to_dns_error() -> None:
+    resolver = SystemResolver()
     with pytest.raises(DnsError):
-        await SystemResolver().resolve("does-not-exist.invalid", 443)
-    assert ipaddress.ip_address("127.0.0.1") in await SystemResolver().resolve("localhost", 80)
+        await resolver.resolve("does-not-exist.invalid", 443)
+    assert ipaddress.ip_address("127.0.0.1") in await resolver.resolve("localhost", 80)
+    resolver.close()
 
 
 async def _hello(request: web.Request) -> web.Response:

@@ -34,13 +34,19 @@ def member(user: str, membership: str) -> dict[str, Any]:
 
 
 def test_dm_create_args() -> None:
+    history = {
+        "type": "m.room.history_visibility",
+        "state_key": "",
+        "content": {"history_visibility": "invited"},
+    }
     encrypted = dm_rules.dm_create_args(ALICE, encrypted=True)
     assert encrypted["is_direct"] is True
     assert encrypted["invite"] == [ALICE]
     assert encrypted["initial_state"] == [
-        {"type": "m.room.encryption", "state_key": "", "content": {"algorithm": "m.megolm.v1.aes-sha2"}}
+        history,
+        {"type": "m.room.encryption", "state_key": "", "content": {"algorithm": "m.megolm.v1.aes-sha2"}},
     ]
-    assert dm_rules.dm_create_args(ALICE, encrypted=False)["initial_state"] == []
+    assert dm_rules.dm_create_args(ALICE, encrypted=False)["initial_state"] == [history]
 
 
 @pytest.mark.parametrize(

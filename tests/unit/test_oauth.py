@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -10,10 +11,11 @@ from bot.fediverse.instance import parse_instance
 from bot.fediverse.oauth import (
     OOB_REDIRECT_URI,
     authorize_url,
+    code_in_sentence,
     extract_code,
+    new_pkce_verifier,
     new_state,
     pkce_challenge,
-    pkce_verifier,
 )
 from bot.fediverse.scopes import (
     normalize_scopes,
@@ -32,7 +34,7 @@ MASTODON_CODE = "q1T3n_0Jv5yq7f8Hh2c-2d0ZC6pQnN8pQ1Yq2xVZ4aE"
 
 def test_authorize_url_has_every_parameter_explicitly() -> None:
     instance = parse_instance("bücher.example:8443", allow_http=False)
-    url = authorize_url(instance, "01CLIENT", ["write", "read", "read"], "st4te")
+    url = authorize_url(instance, "01CLIENT", ["write", "read", "read"], "st4te", pkce_verifier="v" * 43)
     parts = urlsplit(url)
     assert (parts.scheme, parts.netloc, parts.path) == (
         "https",
@@ -46,13 +48,21 @@ def test_authorize_url_has_every_parameter_explicitly() -> None:
         "response_type": ["code"],
         "scope": ["read write"],
         "state": ["st4te"],
-        "code_challenge": [pkce_challenge(pkce_verifier("st4te"))],
+        "code_challenge": [pkce_challenge("v" * 43)],
         "code_challenge_method": ["S256"],
     }
 
 
+def test_pkce_verifiers_are_random_not_derived_from_the_state() -> None:
+    verifiers = {new_pkce_verifier() for _ in range(100)}
+    assert len(verifiers) == 100
+    assert all(re.fullmatch(r"[A-Za-z0-9_-]{43}", v) for v in verifiers)  # RFC 7636 length and alphabet
+
+
 def test_authorize_url_escapes_values() -> None:
-    url = authorize_url(parse_instance("example.org", allow_http=False), "a&b=c", "read", "x y#z")
+    url = authorize_url(
+        parse_instance("example.org", allow_http=False), "a&b=c", "read", "x y#z", pkce_verifier="v" * 43
+    )
     query = parse_qs(urlsplit(url).query)
     assert query["client_id"] == ["a&b=c"]
     assert query["state"] == ["x y#z"]
@@ -142,6 +152,10 @@ def test_scopes_cover(granted: str | tuple[str, ...], requested: str | tuple[str
         (f"code={GTS_CODE}", GTS_CODE),
         (f"<https://example.org/oauth/oob?state=s&code={GTS_CODE}>", GTS_CODE),
         ("abc.DEF~ghi_jkl-mno", "abc.DEF~ghi_jkl-mno"),
+        (f"{GTS_CODE[:10]}\n{GTS_CODE[10:]}", GTS_CODE),  # broken where one piece is short
+        (f"here it is: {GTS_CODE}", GTS_CODE),  # one code-shaped word in a sentence
+        (f"Here is my code '{MASTODON_CODE}', thanks!", MASTODON_CODE),
+        (f"the page said https://example.org/oauth/oob?code={GTS_CODE}&state=s1 ok", GTS_CODE),
     ],
 )
 def test_extract_code_accepts_what_people_paste(pasted: str, code: str) -> None:
@@ -217,3 +231,22 @@ def test_server_scopes_rename_what_a_server_does_not_know(
 )
 def test_what_a_relay_needs(scopes: str, ok: bool) -> None:
     assert (relay_scope_problem(scopes) is None) is ok
+
+
+@pytest.mark.parametrize(
+    ("text", "found"),
+    [
+        (f"here it is: {GTS_CODE}.", GTS_CODE),
+        (f"code {MASTODON_CODE} please", MASTODON_CODE),
+        (GTS_CODE, None),  # one word is not a sentence
+        (f"{GTS_CODE[:20]} {GTS_CODE[20:]}", None),  # pieces of one code, no prose
+        (f"{GTS_CODE} and {MASTODON_CODE}", None),  # which one?
+        ("the build 3f9a2c1 passed on internationalization", None),  # ordinary chat
+        ("hello there, how are you doing today?", None),
+        ("fixed in 3f9a2c1d4e5b6a7980c1d2e3f4a5b6c7d8e9f0a1, thanks", None),  # a commit hash
+        ("see 123e4567-e89b-12d3-a456-426614174000 in the log", None),  # a UUID
+        ("my token is ABCDEFGH1234567 ok", None),  # shorter than any server's code
+    ],
+)
+def test_code_in_sentence(text: str, found: str | None) -> None:
+    assert code_in_sentence(text) == found
