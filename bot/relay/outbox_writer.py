@@ -150,6 +150,10 @@ class OutboxWriter:
                 continue
             try:
                 outcomes = await self._run(group)
+            except asyncio.CancelledError:
+                for step in group:  # the writer itself is cancelled (shutdown): so are its steps
+                    step.done.cancel()
+                raise
             except Exception as exc:
                 if len(group) == 1:
                     _settle(group[0], exc)
