@@ -17,7 +17,10 @@ __all__ = ["MAX_CONCURRENT_COMMANDS", "MAX_QUEUED_PER_USER", "UserLanes", "Work"
 
 log = logging.getLogger(__name__)
 
-MAX_CONCURRENT_COMMANDS = 8
+MAX_CONCURRENT_COMMANDS = 64
+"""Lanes working at once. A command's work mostly waits on an instance (every call has a whole-request
+deadline), so the cap bounds memory and open connections, not CPU: it is high enough that users with
+slow (or deliberately slow) instances cannot hold every slot while others wait."""
 MAX_QUEUED_PER_USER = 16
 
 Work = Callable[[], Awaitable[None]]
