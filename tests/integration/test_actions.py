@@ -14,6 +14,7 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.accounts import AccountsService
+from bot.action_dispatch import ActionDispatcher
 from bot.actions.journal import ActionJournal, Started
 from bot.actions.service import RESUME_WITHIN, ActionService
 from bot.commands.handlers import BotCommands
@@ -27,7 +28,8 @@ from bot.fediverse.models import parse_notification
 from bot.matrix.types import EventId, IncomingMessage, Reaction, Redaction, RoomId, UserId
 from bot.relay.delivery_store import DeliveryStore, OutboxDraft
 from bot.relay.event_targets import target_of
-from bot.router import HandledEvents, Router
+from bot.router import Router
+from bot.router_ports import HandledEvents
 from bot.store.action_journal import ActionState
 from bot.store.keyring import KeyRing
 from bot.store.models import Account, ActionJournalEntry
@@ -157,9 +159,10 @@ async def build_world(
         allow_http=True,
         clock=lambda: 0.0,
     )
+    dms = DmDirectory(sessions, Rooms({(DM, ALICE)} if dm_is_private else set()))
     router = Router(
         matrix=matrix,
-        dms=DmDirectory(sessions, Rooms({(DM, ALICE)} if dm_is_private else set())),
+        dms=dms,
         commands=BotCommands(flows=None, accounts=None, clock=None, posting=service),  # type: ignore[arg-type]
         flows=NoFlows(),
         handled=handled or _AlwaysNew(),
@@ -168,7 +171,7 @@ async def build_world(
         relay=Relay(),
         bot_user_id=BOT,
         clock=lambda: 0.0,
-        actions=service,
+        acting=ActionDispatcher(actions=service, matrix=matrix, dms=dms, prefix="!gts"),
     )
     return World(sessions, keyring, fake, client, account, matrix, router, service)
 
@@ -699,9 +702,10 @@ async def test_a_code_pasted_as_a_reply_to_the_bot_completes_the_connection(
         clock=lambda: 0.0,
     )
     matrix = RecordingMatrix()
+    dms = DmDirectory(sessions, Rooms({(DM, ALICE)}))
     router = Router(
         matrix=matrix,
-        dms=DmDirectory(sessions, Rooms({(DM, ALICE)})),
+        dms=dms,
         commands=BotCommands(flows=flows, accounts=accounts, clock=utc_now, posting=service),
         flows=flows,
         handled=DatabaseHandledEvents(sessions),
@@ -710,7 +714,7 @@ async def test_a_code_pasted_as_a_reply_to_the_bot_completes_the_connection(
         relay=relay,
         bot_user_id=BOT,
         clock=lambda: 0.0,
-        actions=service,
+        acting=ActionDispatcher(actions=service, matrix=matrix, dms=dms, prefix="!gts"),
     )
     await router.handle(command(f"!gts connect {fake.base_url}", "$connect"))
     await router.settled()

@@ -31,7 +31,8 @@ from bot.matrix.types import (
     UndecryptableMessage,
     UserId,
 )
-from bot.router import MatrixPort, Router
+from bot.router import Router
+from bot.router_ports import MatrixPort
 from bot.store.keyring import KeyRing
 from bot.store.models import HandledEvent
 from bot.store.records import utc_now
