@@ -4,7 +4,6 @@ server over loopback (every profile) with a real database and a recording Matrix
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -13,14 +12,8 @@ from typing import Any
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bot.accounts import AccountsService
-from bot.action_dispatch import ActionDispatcher
 from bot.actions.journal import ActionJournal, Started
 from bot.actions.service import RESUME_WITHIN, ActionService
-from bot.commands.handlers import BotCommands
-from bot.commands.throttle import InstanceShare, UserThrottle
-from bot.config import LimitsConfig, MatrixConfig
-from bot.connect import ConnectFlows
 from bot.dm_registry import DmDirectory
 from bot.fediverse.client import FediverseClient
 from bot.fediverse.instance import parse_instance
@@ -38,13 +31,12 @@ from bot.store.repositories import Repositories
 from bot.store.session_store import DatabaseHandledEvents
 from tests.fakes.gotosocial import PROFILES, FakeGoToSocial, Profile
 from tests.fakes.matrix import RecordingMatrix
-from tests.integration.fedi_support import fedi_client, settings
-from tests.integration.test_allow_actions import NoRelay
-from tests.integration.test_router import NoFlows, Relay, Rooms
+from tests.integration.fedi_support import fedi_client
+from tests.integration.router_support import AlwaysNew, Relay, Rooms, command_side, message
 
 ALL = pytest.mark.parametrize("profile", list(PROFILES.values()), ids=list(PROFILES))
 ACT = "read write:statuses write:favourites write:follows"
-BOT, ALICE, EVE = "@bot:hs.test", "@alice:hs.test", "@eve:hs.test"
+ALICE, EVE = "@alice:hs.test", "@eve:hs.test"
 DM, GROUP = "!dm:hs.test", "!group:hs.test"
 
 
@@ -117,7 +109,7 @@ def reply(text: str, to: str, event: str, *, sender: str = ALICE, room: str = DM
 
 
 def command(text: str, event: str, *, room: str = DM) -> IncomingMessage:
-    return IncomingMessage(RoomId(room), EventId(event), UserId(ALICE), text, None, "m.text", True, 0)
+    return message(ALICE, room, text, event)
 
 
 async def build_world(
@@ -152,33 +144,25 @@ async def build_world(
         )
         await repos.dm_rooms.set(ALICE, DM)
     matrix = RecordingMatrix()
-    service = ActionService(
-        journal=journal or ActionJournal(sessions, keyring),
-        writer=client.actions,
-        credentials=client,
-        allow_http=True,
-        clock=lambda: 0.0,
-    )
-    dms = DmDirectory(sessions, Rooms({(DM, ALICE)} if dm_is_private else set()))
-    router = Router(
+    side = command_side(
+        sessions,
+        keyring,
+        client,
         matrix=matrix,
-        dms=dms,
-        commands=BotCommands(flows=None, accounts=None, clock=None, posting=service),  # type: ignore[arg-type]
-        flows=NoFlows(),
-        handled=handled or _AlwaysNew(),
-        config=MatrixConfig(homeserver="https://hs.test", user_id=BOT, allowed_users=("@*:hs.test",)),
-        throttle=UserThrottle(100, clock=lambda: 0.0),
+        dms=DmDirectory(sessions, Rooms({(DM, ALICE)} if dm_is_private else set())),
         relay=Relay(),
-        bot_user_id=BOT,
-        clock=lambda: 0.0,
-        acting=ActionDispatcher(actions=service, matrix=matrix, dms=dms, prefix="!gts"),
+        handled=handled or AlwaysNew(),
+        journal=journal,
     )
-    return World(sessions, keyring, fake, client, account, matrix, router, service)
+    return World(sessions, keyring, fake, client, account, matrix, side.router, side.actions)
 
 
-class _AlwaysNew:
-    async def mark_handled(self, event_id: str, room_id: str) -> bool:
-        return True
+async def restart_and_resume(world: World) -> World:
+    """A new bot on the same database and server, after it resumed what the journal left pending."""
+    restarted = await build_world(world.sessions, world.keyring, world.fake, world.client)
+    await restarted.router.resume_actions()
+    await restarted.router.settled()
+    return restarted
 
 
 @pytest.fixture
@@ -403,9 +387,7 @@ async def test_after_a_restart_unfinished_reactions_and_replies_are_finished_wit
     assert fake.favourited("alice", notification["status"]["id"])
     assert not any(b.startswith(("Favourited", "Replied")) for b in world.said())
 
-    restarted = await build_world(sessions, keyring, fake, client)  # same database, a new bot
-    await restarted.router.resume_actions()
-    await restarted.router.settled()
+    restarted = await restart_and_resume(world)  # same database, a new bot
 
     [posted] = posted_replies(fake)  # found among the recent statuses, not posted again
     assert sorted(restarted.said()) == [
@@ -441,9 +423,7 @@ async def test_a_reply_taken_from_the_sync_whose_turn_never_came_is_posted_once_
         assert raw.text_encrypted is not None
         assert "secret" not in raw.text_encrypted  # encrypted at rest
 
-    restarted = await build_world(sessions, keyring, fake, client)
-    await restarted.router.resume_actions()
-    await restarted.router.settled()
+    restarted = await restart_and_resume(world)
     await restarted.router.resume_actions()  # a second restart finds nothing left to do
     await restarted.router.settled()
 
@@ -470,9 +450,7 @@ async def test_reactions_taken_from_the_sync_whose_turn_never_came_are_done_afte
     await world.handle(reaction("⭐", relayed, "$star"), reaction("✅", request, "$yes"))
     assert fake.write_calls == []
 
-    restarted = await build_world(sessions, keyring, fake, client)
-    await restarted.router.resume_actions()
-    await restarted.router.settled()
+    restarted = await restart_and_resume(world)
 
     assert fake.favourited("alice", notification["status"]["id"])
     assert requester in fake.followers("alice")
@@ -527,9 +505,7 @@ async def test_resuming_is_bounded_to_the_last_day(
     await world.handle(command("!gts post in time", "$new"))  # the marker that resuming ran
     assert fake.write_calls == []
 
-    restarted = await build_world(sessions, keyring, fake, client)
-    await restarted.router.resume_actions()
-    await restarted.router.settled()
+    restarted = await restart_and_resume(world)
 
     [status] = fake.posted_statuses("alice")
     assert "in time" in status["content"]
@@ -553,14 +529,6 @@ async def test_the_legacy_follow_scope_answers_follow_requests_where_the_server_
 
     assert requester in fake.followers("alice")
     assert world.said() == [f"Accepted the follow request as @{world.account.acct}."]
-
-
-async def restart_and_resume(world: World) -> World:
-    """A new bot on the same database and server, after it resumed what the journal left pending."""
-    restarted = await build_world(world.sessions, world.keyring, world.fake, world.client)
-    await restarted.router.resume_actions()
-    await restarted.router.settled()
-    return restarted
 
 
 async def journaled(world: World, *event_ids: str) -> list[str]:
@@ -680,42 +648,16 @@ async def test_a_code_pasted_as_a_reply_to_the_bot_completes_the_connection(
     fake: FakeGoToSocial,
     client: FediverseClient,
 ) -> None:
-    relay = NoRelay()
-    flows = ConnectFlows(
-        sessions=sessions,
-        keyring=keyring,
-        client=client,
-        fediverse=settings(),
-        limits=LimitsConfig(),
-        flow_ttl=timedelta(minutes=10),
-        on_connected=relay.restart_account,
-        share=InstanceShare(time.monotonic),
-    )
-    accounts = AccountsService(
-        sessions=sessions, keyring=keyring, client=client, relay=relay, allow_http=True
-    )
-    service = ActionService(
-        journal=ActionJournal(sessions, keyring),
-        writer=client.actions,
-        credentials=client,
-        allow_http=True,
-        clock=lambda: 0.0,
-    )
     matrix = RecordingMatrix()
-    dms = DmDirectory(sessions, Rooms({(DM, ALICE)}))
-    router = Router(
+    side = command_side(
+        sessions,
+        keyring,
+        client,
         matrix=matrix,
-        dms=dms,
-        commands=BotCommands(flows=flows, accounts=accounts, clock=utc_now, posting=service),
-        flows=flows,
-        handled=DatabaseHandledEvents(sessions),
-        config=MatrixConfig(homeserver="https://hs.test", user_id=BOT, allowed_users=("@*:hs.test",)),
-        throttle=UserThrottle(100, clock=lambda: 0.0),
-        relay=relay,
-        bot_user_id=BOT,
-        clock=lambda: 0.0,
-        acting=ActionDispatcher(actions=service, matrix=matrix, dms=dms, prefix="!gts"),
+        dms=DmDirectory(sessions, Rooms({(DM, ALICE)})),
+        relay=Relay(),
     )
+    flows, accounts, router = side.flows, side.accounts, side.router
     await router.handle(command(f"!gts connect {fake.base_url}", "$connect"))
     await router.settled()
     [(_, started)] = matrix.messages()
