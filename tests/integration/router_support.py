@@ -97,7 +97,7 @@ def message(sender: str, room: str, body: str, event: str = "$e1") -> IncomingMe
     return IncomingMessage(RoomId(room), EventId(event), UserId(sender), body, None, "m.text", True, 0)
 
 
-def connect_flows(
+def flows_for(
     sessions: async_sessionmaker[AsyncSession],
     keyring: KeyRing,
     client: FediverseClient,
@@ -106,10 +106,10 @@ def connect_flows(
     fediverse: FediverseConfig | None = None,
     limits: LimitsConfig | None = None,
     share: InstanceShare | None = None,
-) -> ConnectFlows:
-    """Connect flows over loopback (`settings()` unless `fediverse` is given); connecting restarts the
-    account on `relay`."""
-    return ConnectFlows(
+) -> tuple[ConnectFlows, AccountsService]:
+    """Connect flows over loopback (`settings()` unless `fediverse` is given; connecting restarts the
+    account on `relay`) and the accounts service beside them, as `bot.app` builds them."""
+    flows = ConnectFlows(
         sessions=sessions,
         keyring=keyring,
         client=client,
@@ -119,12 +119,10 @@ def connect_flows(
         on_connected=relay.restart_account,
         share=share or InstanceShare(time.monotonic),
     )
-
-
-def accounts_service(
-    sessions: async_sessionmaker[AsyncSession], keyring: KeyRing, client: FediverseClient, relay: RelayControl
-) -> AccountsService:
-    return AccountsService(sessions=sessions, keyring=keyring, client=client, relay=relay, allow_http=True)
+    accounts = AccountsService(
+        sessions=sessions, keyring=keyring, client=client, relay=relay, allow_http=True
+    )
+    return flows, accounts
 
 
 def matrix_config(allowed_users: tuple[str, ...] = HS_USERS) -> MatrixConfig:
@@ -183,8 +181,7 @@ def command_side(
 ) -> CommandSide:
     """Commands, connect flows, accounts and actions behind one router, as `bot.app` wires them;
     events are marked handled in the database unless `handled` says otherwise."""
-    flows = connect_flows(sessions, keyring, client, relay, fediverse=fediverse)
-    accounts = accounts_service(sessions, keyring, client, relay)
+    flows, accounts = flows_for(sessions, keyring, client, relay, fediverse=fediverse)
     actions = ActionService(
         journal=journal or ActionJournal(sessions, keyring),
         writer=client.actions,
