@@ -15,6 +15,7 @@ from datetime import timedelta
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from bot.accounts import AccountsService
+from bot.action_dispatch import ActionDispatcher
 from bot.actions.intents import ReactionKeys
 from bot.actions.journal import ActionJournal
 from bot.actions.service import RESUME_WITHIN, ActionService
@@ -152,7 +153,9 @@ async def running_bot(
             keys=ReactionKeys.of(config.actions.favourite_reactions, config.actions.boost_reactions),
         )
         router = Router(
-            actions=actions,
+            acting=ActionDispatcher(
+                actions=actions, matrix=matrix, dms=dms, prefix=config.matrix.command_prefix
+            ),
             matrix=matrix,
             dms=dms,
             commands=BotCommands(flows=flows, accounts=accounts, clock=utc_now, posting=actions, dms=dms),

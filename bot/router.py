@@ -1,8 +1,9 @@
 """Matrix events → what the bot does: commands, pasted codes, invites, undecryptable messages, leaves.
 
 The router only dispatches: each user's work runs on their lane (`user_lanes`), leaked codes are handled
-by `leaked_codes`, and what the bot says unprompted lives in `greetings`. Its collaborators are the small
-protocols below, so it can be built from recording fakes.
+by `leaked_codes`, acting on relayed messages by `action_dispatch`, and what the bot says unprompted lives
+in `greetings`. Its collaborators are the small protocols in `router_ports`, so it can be built from
+recording fakes; commands run with the deadline and error replies of `command_run`.
 
 Security rules live here: only allowed users are answered; secrets (authorize URLs, codes, account
 details) only go to the sender's 1:1 DM; a code pasted anywhere else is redacted and its flow
@@ -18,25 +19,22 @@ minute, and the undecryptable-message notice one per room and reason per 10 minu
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import logging
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import Protocol
+from collections.abc import Callable
 
 from bot import greetings
+from bot.action_dispatch import ActionDispatcher
+from bot.command_run import RoomContext, run_guarded
 from bot.commands.parse import ParsedCommand, after_command_words, parse_command
-from bot.commands.registry import CommandContext, CommandRegistry
 from bot.commands.throttle import UserThrottle
 from bot.config import MatrixConfig, is_user_allowed
-from bot.errors import UserFacingError, new_reference
+from bot.errors import new_reference
 from bot.fediverse.oauth import extract_code
 from bot.fediverse.replies import matrix_body_to_status_text
 from bot.leaked_codes import LeakedCodes, PendingFlows, looks_like_pasted_code
 from bot.matrix.types import (
     BotEvent,
-    EventId,
     IncomingMessage,
     Invite,
     MemberLeft,
@@ -47,23 +45,14 @@ from bot.matrix.types import (
     UndecryptableMessage,
 )
 from bot.rich_text import RichText
-from bot.store.action_journal import ActionRecord
+from bot.router_ports import Commands, DmRooms, HandledEvents, MatrixPort, RelayUsers
 from bot.user_lanes import UserLanes, Work
 
-__all__ = [
-    "Actions",
-    "Commands",
-    "DmRooms",
-    "HandledEvents",
-    "MatrixPort",
-    "RelayUsers",
-    "Router",
-]
+__all__ = ["Router"]
 
 log = logging.getLogger(__name__)
 
 MAX_COMMAND_BYTES = 8192
-COMMAND_DEADLINE_SECONDS = 120
 CHAT_HINT_SECONDS = 60.0
 _THROTTLE_WARNING_SECONDS = 60.0
 _UNDECRYPTABLE_REPEAT_SECONDS = 600.0
@@ -86,115 +75,6 @@ def _remember(seen: dict[str, float], key: str, now: float, *, keep_for: float) 
                 del seen[old]
 
 
-class MatrixPort(Protocol):
-    async def send_notice(
-        self, room_id: RoomId, body: str, html: str, *, txn_id: str | None = None
-    ) -> EventId: ...
-
-    async def join(self, room_id: RoomId) -> RoomId: ...
-
-    async def leave(self, room_id: RoomId) -> None: ...
-
-    async def redact(self, room_id: RoomId, event_id: EventId, reason: str | None = None) -> bool: ...
-
-
-class RelayUsers(Protocol):
-    async def suspend_user(self, matrix_user_id: str) -> None:
-        """Stop relaying to the user until a new DM is recorded (nothing is lost meanwhile)."""
-        ...
-
-
-class DmRooms(Protocol):
-    """Each user's 1:1 DM with the bot (`bot.dm_registry.DmDirectory`)."""
-
-    async def room_for(self, user_id: str) -> str | None: ...
-
-    async def is_dm(self, user_id: str, room_id: str) -> bool: ...
-
-    async def ensure(self, user_id: str) -> str:
-        """The user's DM room, created when there is none."""
-        ...
-
-    async def recheck(self, room_id: str) -> None:
-        """Look again whether the room is still a private 1:1 chat (it tells its observers if not)."""
-        ...
-
-    async def forget_room(self, user_id: str, room_id: str) -> bool: ...
-
-    async def forget_room_of_any_user(self, room_id: str) -> str | None: ...
-
-
-class Commands(Protocol):
-    """The chat commands (`bot.commands.handlers.BotCommands`)."""
-
-    @property
-    def registry(self) -> CommandRegistry: ...
-
-    async def submit_code(self, ctx: CommandContext, pasted: str) -> None:
-        """A code pasted without the `code` command, while a connection waits for it."""
-        ...
-
-
-class HandledEvents(Protocol):
-    async def mark_handled(self, event_id: str, room_id: str) -> bool:
-        """False when the event was handled before (a replay after a restart)."""
-        ...
-
-
-class Actions(Protocol):
-    """Acting on relayed messages (`bot.actions.service.ActionService`); replies go through `ctx`."""
-
-    async def react(self, ctx: CommandContext, event_id: str, relates_to: str, key: str) -> None: ...
-
-    async def take_back(self, ctx: CommandContext, event_id: str, redacts: str) -> None: ...
-
-    async def is_relayed(self, event_id: str) -> bool:
-        """Whether `event_id` is a message the bot relayed (a reply to it acts on the fediverse)."""
-        ...
-
-    async def reply(self, ctx: CommandContext, event_id: str, reply_to: str, text: str) -> None: ...
-
-    async def note_reaction(
-        self, sender: str, room_id: str, event_id: str, relates_to: str, key: str
-    ) -> None:
-        """Make a reaction's action durable at intake (before the sync token is saved)."""
-        ...
-
-    async def note_redaction(self, sender: str, room_id: str, event_id: str, redacts: str) -> None:
-        """Make the undoing of a reaction's action durable at intake (before the sync token is saved)."""
-        ...
-
-    async def note_reply(self, sender: str, room_id: str, event_id: str, reply_to: str, text: str) -> None:
-        """Make a reply's action durable at intake (before the sync token is saved)."""
-        ...
-
-    async def note_post(self, sender: str, room_id: str, event_id: str, rest: str) -> None:
-        """Make a `post` command durable at intake (before the sync token is saved), if it is one that
-        will run: typed in the sender's DM, for an account that can act."""
-        ...
-
-    async def withdraw(self, event_id: str) -> None:
-        """Drop what intake wrote for a command that is refused (so no restart resumes it)."""
-        ...
-
-    async def unfinished(self) -> list[ActionRecord]: ...
-
-    async def resume(self, ctx: CommandContext, entry: ActionRecord) -> None: ...
-
-
-@dataclass(frozen=True)
-class _Context:
-    sender: str
-    room_id: str
-    prefix: str
-    matrix: MatrixPort
-    event_id: str = ""
-    body: str = ""  # the message as typed (a reply's quoted fallback removed)
-
-    async def reply(self, reply: RichText) -> None:
-        await self.matrix.send_notice(RoomId(self.room_id), reply.plain, reply.html)
-
-
 class Router:
     def __init__(
         self,
@@ -209,9 +89,9 @@ class Router:
         relay: RelayUsers,
         bot_user_id: str,
         clock: Callable[[], float],
-        actions: Actions | None = None,
+        acting: ActionDispatcher | None = None,
     ) -> None:
-        self._actions = actions
+        self._acting = acting
         self._relay = relay
         self._bot_user_id = bot_user_id
         self._matrix = matrix
@@ -249,10 +129,8 @@ class Router:
         try:
             if isinstance(event, IncomingMessage):
                 await self._on_message(event)
-            elif isinstance(event, Reaction):
-                await self._on_reaction(event)
-            elif isinstance(event, Redaction):
-                await self._on_redaction(event)
+            elif isinstance(event, Reaction | Redaction):
+                await self._on_acting(event)
             elif isinstance(event, Invite):
                 self._on_invite(event)
             elif isinstance(event, UndecryptableMessage):
@@ -303,9 +181,8 @@ class Router:
             # reply to anything else is taken as the code; otherwise it is ignored without a word.
             if self._throttle.allow(msg.sender):
                 reply_to = msg.reply_to
-                if self._actions is not None:
-                    noting = self._actions.note_reply(msg.sender, msg.room_id, msg.event_id, reply_to, body)
-                    await self._durably(noting)
+                if self._acting is not None:
+                    await self._acting.note_reply(msg, reply_to)
                 self._enqueue(msg.sender, lambda: self._on_reply(msg, reply_to))
             return
         if parsed is None and not looks_like_pasted_code(msg.body):
@@ -317,20 +194,16 @@ class Router:
             if self._due(self._throttle_warned, msg.sender, _THROTTLE_WARNING_SECONDS):
                 self._enqueue(msg.sender, lambda: self._reply(msg.sender, msg.room_id, _THROTTLED))
             return
-        if self._actions is not None and parsed is not None and self._is_post(parsed, body):
-            rest = after_command_words(body) or ""
-            await self._durably(self._actions.note_post(msg.sender, msg.room_id, msg.event_id, rest))
+        if self._acting is not None and parsed is not None and self._is_post(parsed, body):
+            await self._acting.note_post(msg, after_command_words(body) or "")
         self._enqueue(msg.sender, lambda: self._on_addressed_once(msg, parsed))
 
     async def _on_reply(self, msg: IncomingMessage, reply_to: str) -> None:
-        actions = self._actions
-        if actions is not None and await actions.is_relayed(reply_to):
-            await self._act(msg, lambda ctx: actions.reply(ctx, msg.event_id, reply_to, msg.body), "reply")
-        elif await self._awaits_code_in_dm(msg) and await self._handled.mark_handled(
-            msg.event_id, msg.room_id
-        ):
-            here = _Context(msg.sender, msg.room_id, self._prefix, self._matrix, msg.event_id, msg.body)
-            await self._run(here, lambda: self._commands.submit_code(here, msg.body), "code")
+        if self._acting is not None and await self._acting.reply(msg, reply_to):
+            return
+        if await self._awaits_code_in_dm(msg) and await self._handled.mark_handled(msg.event_id, msg.room_id):
+            here = RoomContext(msg.sender, msg.room_id, self._prefix, self._matrix, msg.event_id, msg.body)
+            await run_guarded(here, lambda: self._commands.submit_code(here, msg.body), "code")
 
     async def _awaits_code_in_dm(self, msg: IncomingMessage) -> bool:
         return await self._flows.has_pending(msg.sender) and await self._dms.is_dm(msg.sender, msg.room_id)
@@ -346,80 +219,17 @@ class Router:
             and len(body.encode()) <= MAX_COMMAND_BYTES
         )
 
-    @staticmethod
-    async def _durably(noting: Awaitable[None]) -> None:
-        """Write an action's intent before the sync token moves on; if that fails, the action still
-        runs now (only a crash before it is done would lose it)."""
-        try:
-            await noting
-        except Exception:
-            log.exception("could not write an action to the journal at intake")
+    # ---- acting on relayed messages (`action_dispatch`) ----
 
-    # ---- acting on relayed messages (reactions, their redaction, replies) ----
-
-    async def _on_reaction(self, reaction: Reaction) -> None:
-        if self._actions is None or not self._allowed(reaction.sender):
-            return
-        if self._throttle.allow(reaction.sender):
-            actions = self._actions
-            await self._durably(
-                actions.note_reaction(
-                    reaction.sender, reaction.room_id, reaction.event_id, reaction.relates_to, reaction.key
-                )
-            )
-            self._enqueue(
-                reaction.sender,
-                lambda: self._act(
-                    reaction,
-                    lambda ctx: actions.react(ctx, reaction.event_id, reaction.relates_to, reaction.key),
-                    "reaction",
-                ),
-            )
-
-    async def _on_redaction(self, redaction: Redaction) -> None:
-        if self._actions is None or not self._allowed(redaction.sender):
-            return
-        if self._throttle.allow(redaction.sender):
-            actions = self._actions
-            await self._durably(
-                actions.note_redaction(
-                    redaction.sender, redaction.room_id, redaction.event_id, redaction.redacts
-                )
-            )
-            self._enqueue(
-                redaction.sender,
-                lambda: self._act(
-                    redaction,
-                    lambda ctx: actions.take_back(ctx, redaction.event_id, redaction.redacts),
-                    "undo",
-                ),
-            )
-
-    async def _act(
-        self,
-        event: IncomingMessage | Reaction | Redaction,
-        work: Callable[[_Context], Awaitable[None]],
-        name: str,
-    ) -> None:
-        """Run an action with the command path's deadline and error replies; answers go where the event
-        was (the service only ever answers in the user's DM)."""
-        here = _Context(event.sender, event.room_id, self._prefix, self._matrix, event.event_id)
-        await self._run(here, lambda: work(here), name)
+    async def _on_acting(self, event: Reaction | Redaction) -> None:
+        if self._acting is not None and self._allowed(event.sender) and self._throttle.allow(event.sender):
+            self._enqueue(event.sender, await self._acting.intake(event))
 
     async def resume_actions(self) -> None:
-        """Queue the actions a stopped bot left unfinished (`Actions.unfinished`) on their users' lanes,
-        answering in each user's DM."""
-        if self._actions is None:
-            return
-        actions = self._actions
-        for entry in await actions.unfinished():
-            room = await self._dms.room_for(entry.matrix_user_id)
-            if room is not None:
-                here = _Context(entry.matrix_user_id, room, self._prefix, self._matrix, entry.event_id)
-                self._enqueue(entry.matrix_user_id, self._resuming(actions, here, entry))
-
-    def _resuming(self, actions: Actions, here: _Context, entry: ActionRecord) -> Work:
-        return lambda: self._run(here, lambda: actions.resume(here, entry), "resume")
+        """Queue the actions a stopped bot left unfinished on their users' lanes."""
+        if self._acting is not None:
+            for user_id, work in await self._acting.unfinished():
+                self._enqueue(user_id, work)
 
     async def _hint_in_dm(self, msg: IncomingMessage) -> None:
         if await self._dms.room_for(msg.sender) == msg.room_id:
@@ -431,18 +241,18 @@ class Router:
 
     async def _on_addressed(self, msg: IncomingMessage, parsed: ParsedCommand | None) -> None:
         in_dm = await self._dms.is_dm(msg.sender, msg.room_id)
-        if not in_dm and self._actions is not None and parsed is not None and self._is_post(parsed, msg.body):
+        if not in_dm and self._acting is not None and parsed is not None and self._is_post(parsed, msg.body):
             # Noted at intake in what was the DM, refused now that the room is not (or no longer) private.
-            await self._actions.withdraw(msg.event_id)
+            await self._acting.withdraw(msg.event_id)
         is_code_command = parsed is not None and parsed.name == "code"
         if not in_dm and await self._leaks.is_leaked(msg, is_code_command=is_code_command):
             pasted = parsed.args[0] if parsed is not None and parsed.args else msg.body
             await self._leaks.handle(msg, extract_code(pasted))
             return
-        here = _Context(msg.sender, msg.room_id, self._prefix, self._matrix, msg.event_id, msg.body)
+        here = RoomContext(msg.sender, msg.room_id, self._prefix, self._matrix, msg.event_id, msg.body)
         if parsed is None:
             if in_dm and await self._flows.has_pending(msg.sender):
-                await self._run(here, lambda: self._commands.submit_code(here, msg.body), "code")
+                await run_guarded(here, lambda: self._commands.submit_code(here, msg.body), "code")
             elif in_dm:
                 await here.reply(RichText.text(self._only_commands))
             return
@@ -466,34 +276,14 @@ class Router:
                 await here.reply(RichText.text(f"I could not open a direct chat with you (reference {ref})."))
                 return
             await here.reply(RichText.text("I've sent you a direct message."))
-            ctx = _Context(msg.sender, dm, self._prefix, self._matrix, msg.event_id, msg.body)
+            ctx = RoomContext(msg.sender, dm, self._prefix, self._matrix, msg.event_id, msg.body)
             if command.refused_outside_dm:
                 await ctx.reply(RichText.text(_only_here(command.name, command.usage_line(self._prefix))))
                 return
-        await self._run(ctx, lambda: command.handler(ctx, parsed.args), parsed.name)
+        await run_guarded(ctx, lambda: command.handler(ctx, parsed.args), parsed.name)
 
     async def _reply(self, user_id: str, room_id: str, text: str) -> None:
-        await _Context(user_id, room_id, self._prefix, self._matrix).reply(RichText.text(text))
-
-    async def _run(self, ctx: _Context, action: Callable[[], Awaitable[None]], name: str) -> None:
-        try:
-            async with asyncio.timeout(COMMAND_DEADLINE_SECONDS):
-                await action()
-        except UserFacingError as exc:
-            await ctx.reply(RichText.text(str(exc)))
-        except TimeoutError:
-            log.warning(
-                "command %r from %s took longer than %d s", name, ctx.sender, COMMAND_DEADLINE_SECONDS
-            )
-            await ctx.reply(
-                RichText.text("That took too long (the instance answered too slowly). Try again later.")
-            )
-        except Exception:
-            ref = new_reference()
-            log.exception("command %r from %s failed [ref %s]", name, ctx.sender, ref)
-            await ctx.reply(
-                RichText.text(f"Something went wrong on my side (reference {ref}). Try again later.")
-            )
+        await RoomContext(user_id, room_id, self._prefix, self._matrix).reply(RichText.text(text))
 
     # ---- rooms ----
 
@@ -507,7 +297,7 @@ class Router:
         assert invite.inviter is not None
         await self._matrix.join(invite.room_id)
         if invite.is_direct and await self._dms.is_dm(invite.inviter, invite.room_id):
-            await _Context(invite.inviter, invite.room_id, self._prefix, self._matrix).reply(
+            await RoomContext(invite.inviter, invite.room_id, self._prefix, self._matrix).reply(
                 greetings.welcome(self._prefix)
             )
 
@@ -519,7 +309,7 @@ class Router:
             self._enqueue(msg.sender, lambda: self._explain_undecryptable(msg))
 
     async def _explain_undecryptable(self, msg: UndecryptableMessage) -> None:
-        await _Context(msg.sender, msg.room_id, self._prefix, self._matrix).reply(
+        await RoomContext(msg.sender, msg.room_id, self._prefix, self._matrix).reply(
             greetings.undecryptable(msg.reason)
         )
 

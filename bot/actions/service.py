@@ -19,24 +19,34 @@ retry takes as done.
 from __future__ import annotations
 
 import logging
-import re
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Protocol
 
-from bot.accounts import select_accounts
+from bot.actions.decisions import (
+    FOLLOW_ANSWERS,
+    TARGET_ONLY,
+    Here,
+    can_act_with,
+    confirmation,
+    is_our_post,
+    parse_post,
+    read_only_hint,
+    resumable,
+    target_id_of,
+    undoing,
+    verdict,
+)
 from bot.actions.intents import (
     DEFAULT_KEYS,
     Gate,
     ReactionKeys,
-    gate,
     idempotency_key,
     reaction_intent,
     reply_intent,
-    undo_of,
 )
 from bot.actions.journal import ActionJournal, Surroundings
+from bot.actions.ports import Credentials, FediverseWriter
 from bot.commands.registry import CommandContext
 from bot.connect import instance_from_key
 from bot.errors import (
@@ -46,16 +56,14 @@ from bot.errors import (
     RemoteNotFoundError,
     TokenRejectedError,
 )
-from bot.fediverse.instance import InstanceRef
-from bot.fediverse.models import FediverseAccount, PostedStatus, Status
+from bot.fediverse.models import PostedStatus
 from bot.fediverse.replies import StatusDraft, Visibility, compose_reply
-from bot.fediverse.scopes import can_act
-from bot.relay.sanitize import html_to_text, safe_url
-from bot.rich_text import RichText, join, link
+from bot.relay.sanitize import safe_url
+from bot.rich_text import RichText
 from bot.store.action_journal import ActionKind, ActionRecord, ActionState, Intent
 from bot.store.records import AccountRecord, utc_now
 
-__all__ = ["ActionService", "FediverseWriter", "PostRequest", "parse_post"]
+__all__ = ["RESUME_WITHIN", "ActionService"]
 
 log = logging.getLogger(__name__)
 
@@ -64,70 +72,6 @@ RESUME_WITHIN = timedelta(days=1)
 RECENT_STATUSES_SEARCHED = 20
 # A definite "no" from the server: nothing happened there, so the entry is dropped (asking again is new).
 _REFUSALS = (ActionRefusedError, RemoteNotFoundError, InsufficientScopeError, TokenRejectedError)
-
-
-class FediverseWriter(Protocol):
-    """The fediverse calls actions make (`FediverseActions`, and `verify_credentials` of the client)."""
-
-    async def get_status(self, instance: InstanceRef, token: str, status_id: str) -> Status: ...
-
-    async def post_status(
-        self, instance: InstanceRef, token: str, draft: StatusDraft, *, idempotency_key: str
-    ) -> PostedStatus: ...
-
-    async def recent_own_statuses(
-        self, instance: InstanceRef, token: str, account_id: str, *, limit: int
-    ) -> list[Status]: ...
-
-    async def favourite(self, instance: InstanceRef, token: str, status_id: str) -> None: ...
-
-    async def unfavourite(self, instance: InstanceRef, token: str, status_id: str) -> None: ...
-
-    async def reblog(self, instance: InstanceRef, token: str, status_id: str) -> None: ...
-
-    async def unreblog(self, instance: InstanceRef, token: str, status_id: str) -> None: ...
-
-    async def authorize_follow_request(self, instance: InstanceRef, token: str, account_id: str) -> None: ...
-
-    async def reject_follow_request(self, instance: InstanceRef, token: str, account_id: str) -> None: ...
-
-
-class Credentials(Protocol):
-    async def verify_credentials(self, instance: InstanceRef, token: str) -> FediverseAccount: ...
-
-
-@dataclass(frozen=True)
-class PostRequest:
-    account: AccountRecord
-    visibility: Visibility | None  # None: the account's own default
-    text: str
-
-
-_WORD = re.compile(r"\s*(\S+)")
-
-
-def parse_post(rest: str, accounts: Sequence[AccountRecord]) -> PostRequest:
-    """`[<account>] [public|unlisted|private|direct] <text>` (the text keeps its lines). The first word
-    names an account only when it matches one of the user's (a number from `status`, an acct, a host)."""
-    position = 0
-    chosen: AccountRecord | None = None
-    first = _WORD.match(rest, position)
-    if first is not None and first.group(1).lower() != "all":
-        try:
-            chosen = select_accounts(accounts, first.group(1))[0]
-            position = first.end()
-        except CommandError:
-            chosen = None
-    if chosen is None:
-        chosen = select_accounts(accounts, None)[0]
-    visibility = None
-    word = _WORD.match(rest, position)
-    if word is not None and (asked := Visibility.from_word(word.group(1))) is not None:
-        visibility, position = asked, word.end()
-    text = rest[position:].strip()
-    if not text:
-        raise CommandError("What should I post? Write the text after the command.")
-    return PostRequest(chosen, visibility, text)
 
 
 @dataclass(frozen=True)
@@ -182,7 +126,7 @@ class ActionService:
 
     async def take_back(self, ctx: CommandContext, event_id: str, redacts: str) -> None:
         """A redaction: if it removes a reaction that favourited or boosted, undo that."""
-        undo = _undo(ctx, await self._journal.surroundings(ctx.sender, redacts))
+        undo = undoing(ctx, await self._journal.surroundings(ctx.sender, redacts))
         if undo is not None:
             action, target_id, account = undo
             job = _Job(action, target_id, self._simple(account, action, target_id))
@@ -197,7 +141,7 @@ class ActionService:
             return
         intent = reply_intent(text, around.mapped.target)
         if intent is None:
-            if around.mapped.target.requester_account_id is not None and _verdict(ctx, around) is Gate.ACT:
+            if around.mapped.target.requester_account_id is not None and verdict(ctx, around) is Gate.ACT:
                 await ctx.reply(RichText.text("To answer a follow request, reply accept or reject."))
             return
         account = await self._gated(ctx, around)
@@ -212,9 +156,9 @@ class ActionService:
             await self._journal.withdraw(event_id)  # what intake wrote must not be resumed
             raise
         account = request.account
-        if not _can_act(account):
+        if not can_act_with(account):
             await self._journal.withdraw(event_id)
-            await ctx.reply(self._hint(ctx, account))
+            await ctx.reply(read_only_hint(ctx.prefix, account.acct))
             return
         await self._run(ctx, event_id, account, self._post_job(account, request.visibility, request.text))
 
@@ -228,11 +172,11 @@ class ActionService:
         around = await self._journal.surroundings(sender, relates_to)
         if around.mapped is not None:
             intent = reaction_intent(key, around.mapped.target, self._keys)
-            await self._note(_Here(sender, room_id), event_id, around, intent)
+            await self._note(Here(sender, room_id), event_id, around, intent)
 
     async def note_redaction(self, sender: str, room_id: str, event_id: str, redacts: str) -> None:
         """As `note_reaction`, for the redaction of a reaction whose favourite or boost is undone."""
-        undo = _undo(_Here(sender, room_id), await self._journal.surroundings(sender, redacts))
+        undo = undoing(Here(sender, room_id), await self._journal.surroundings(sender, redacts))
         if undo is not None:
             action, target_id, account = undo
             await self._journal.receive(
@@ -244,18 +188,17 @@ class ActionService:
         around = await self._journal.surroundings(sender, reply_to)
         if around.mapped is not None:
             intent = reply_intent(text, around.mapped.target)
-            await self._note(_Here(sender, room_id), event_id, around, intent, text=text)
+            await self._note(Here(sender, room_id), event_id, around, intent, text=text)
 
     async def _note(
-        self, here: _Here, event_id: str, around: Surroundings, intent: ActionKind | None, *, text: str = ""
+        self, here: Here, event_id: str, around: Surroundings, intent: ActionKind | None, *, text: str = ""
     ) -> None:
         account = around.account
         if intent is None or account is None or around.mapped is None:
             return
-        if _verdict(here, around, account_can_act=_can_act(account)) is not Gate.ACT:
+        if verdict(here, around, account_can_act=can_act_with(account)) is not Gate.ACT:
             return
-        target = around.mapped.target
-        target_id = target.requester_account_id if intent in _FOLLOW_ANSWERS else target.status_id
+        target_id = target_id_of(intent, around.mapped.target)
         await self._journal.receive(
             Intent(
                 event_id,
@@ -278,7 +221,7 @@ class ActionService:
         except CommandError:
             return  # answered when the command runs
         account = request.account
-        if not _can_act(account):
+        if not can_act_with(account):
             return
         visibility = None if request.visibility is None else request.visibility.api_name
         await self._journal.receive(
@@ -305,19 +248,19 @@ class ActionService:
         target (favourite, boost, their undoing, follow requests), and replies and posts with their
         text (written at intake)."""
         since = utc_now() - RESUME_WITHIN
-        return [e for e in await self._journal.pending() if e.created_at >= since and _resumable(e)]
+        return [e for e in await self._journal.pending() if e.created_at >= since and resumable(e)]
 
     async def resume(self, ctx: CommandContext, entry: ActionRecord) -> None:
         """Finish `entry` (from `unfinished`), answering in the user's DM (`ctx`)."""
         account = await self._journal.account(entry.account_id)
-        if account is None or account.matrix_user_id != entry.matrix_user_id or not _can_act(account):
+        if account is None or account.matrix_user_id != entry.matrix_user_id or not can_act_with(account):
             return
         if entry.action is ActionKind.POST and entry.text is not None:
             visibility = None if entry.visibility is None else Visibility.parse(entry.visibility)
             job = self._post_job(account, visibility, entry.text)
         elif entry.action is ActionKind.REPLY and entry.text is not None and entry.target_id is not None:
             job = self._reply_job(account, entry.target_id, entry.text)
-        elif entry.target_id is not None and entry.action in _RESUMABLE:
+        elif entry.target_id is not None and entry.action in TARGET_ONLY:
             job = _Job(entry.action, entry.target_id, self._simple(account, entry.action, entry.target_id))
         else:
             return
@@ -333,13 +276,13 @@ class ActionService:
 
     async def _gated(self, ctx: CommandContext, around: Surroundings) -> AccountRecord | None:
         account = around.account
-        can = account is not None and _can_act(account)
-        verdict = _verdict(ctx, around, account_can_act=can)
-        if verdict is Gate.IGNORE or account is None:
+        can = account is not None and can_act_with(account)
+        gated = verdict(ctx, around, account_can_act=can)
+        if gated is Gate.IGNORE or account is None:
             return None
-        if verdict is Gate.HINT:
+        if gated is Gate.HINT:
             if self._hint_due(account):
-                await ctx.reply(self._hint(ctx, account))
+                await ctx.reply(read_only_hint(ctx.prefix, account.acct))
             return None
         return account
 
@@ -349,14 +292,6 @@ class ActionService:
             return False
         self._hinted[int(account.id)] = now
         return True
-
-    @staticmethod
-    def _hint(ctx: CommandContext, account: AccountRecord) -> RichText:
-        return RichText.text(
-            f"@{account.acct} is connected read-only, so I can't act on it. "
-            f"To allow replies, favourites, boosts and follow requests from here: "
-            f"{ctx.prefix} allow-actions {account.acct}"
-        )
 
     # ---- doing ----
 
@@ -375,7 +310,7 @@ class ActionService:
         if intent is ActionKind.REPLY:
             await self._run(ctx, event_id, account, self._reply_job(account, target.status_id or "", text))
             return
-        target_id = target.requester_account_id if intent in _FOLLOW_ANSWERS else target.status_id
+        target_id = target_id_of(intent, target)
         if target_id is not None:
             await self._run(
                 ctx, event_id, account, _Job(intent, target_id, self._simple(account, intent, target_id))
@@ -453,7 +388,7 @@ class ActionService:
             try:
                 outcome = await job.call(key)
             except RemoteNotFoundError:
-                if started.fresh or action not in _FOLLOW_ANSWERS:
+                if started.fresh or action not in FOLLOW_ANSWERS:
                     await self._journal.abandon(event_id)
                     raise
                 outcome = _Outcome()  # answered by the earlier try, which stopped before `finish`
@@ -466,7 +401,7 @@ class ActionService:
             await self._journal.finish(event_id)
         else:
             await self._journal.finish(event_id, result_id=posted.id, url=posted.url)
-        await ctx.reply(_confirmation(action, account, posted))
+        await ctx.reply(confirmation(action, account, posted))
 
     async def _find(self, account: AccountRecord, in_reply_to: str | None, text: str) -> PostedStatus | None:
         """A post of ours that an unfinished try already made: same reply target, and its text ends
@@ -475,84 +410,7 @@ class ActionService:
         recent = await self._writer.recent_own_statuses(
             instance, account.token, account.fediverse_account_id, limit=RECENT_STATUSES_SEARCHED
         )
-        wanted = _plain(text)
         for status in recent:
-            if status.in_reply_to_id == in_reply_to and _plain(html_to_text(status.content)).endswith(wanted):
+            if is_our_post(status, in_reply_to, text):
                 return PostedStatus(status.id, safe_url(status.url))
         return None
-
-
-_FOLLOW_ANSWERS = frozenset({ActionKind.AUTHORIZE, ActionKind.REJECT})
-_RESUMABLE = _FOLLOW_ANSWERS | {
-    ActionKind.FAVOURITE,
-    ActionKind.UNFAVOURITE,
-    ActionKind.REBLOG,
-    ActionKind.UNREBLOG,
-}
-
-
-@dataclass(frozen=True)
-class _Here:
-    """Who acts where, for gating at intake (before there is a command context)."""
-
-    sender: str
-    room_id: str
-
-
-def _can_act(account: AccountRecord) -> bool:
-    return can_act(account.scopes, account.software)
-
-
-def _undo(ctx: CommandContext | _Here, around: Surroundings) -> tuple[ActionKind, str, AccountRecord] | None:
-    """What a redaction in `ctx` takes back: the undoing of the sender's own done favourite or boost
-    (its target, the account), when it is in their DM and the account can act; else None."""
-    earlier, account = around.earlier, around.account
-    if earlier is None or earlier.state is not ActionState.DONE or earlier.matrix_user_id != ctx.sender:
-        return None
-    undo, target_id = undo_of(earlier.action), earlier.target_id
-    if undo is None or target_id is None or account is None or around.dm_room_id != ctx.room_id:
-        return None
-    if account.matrix_user_id != ctx.sender or not _can_act(account):
-        return None
-    return undo, target_id, account
-
-
-def _resumable(entry: ActionRecord) -> bool:
-    if entry.action in (ActionKind.REPLY, ActionKind.POST):
-        return entry.text is not None
-    return entry.action in _RESUMABLE
-
-
-def _verdict(ctx: CommandContext | _Here, around: Surroundings, *, account_can_act: bool = True) -> Gate:
-    account = around.account
-    return gate(
-        sender=ctx.sender,
-        room_id=ctx.room_id,
-        dm_room_id=around.dm_room_id,
-        mapped=around.mapped,
-        account_owner=None if account is None else account.matrix_user_id,
-        account_can_act=account_can_act,
-    )
-
-
-def _plain(text: str) -> str:
-    return " ".join(text.split()).casefold()
-
-
-_DONE = {
-    ActionKind.FAVOURITE: "Favourited",
-    ActionKind.UNFAVOURITE: "Removed the favourite",
-    ActionKind.REBLOG: "Boosted",
-    ActionKind.UNREBLOG: "Undid the boost",
-    ActionKind.AUTHORIZE: "Accepted the follow request",
-    ActionKind.REJECT: "Rejected the follow request",
-    ActionKind.REPLY: "Replied",
-    ActionKind.POST: "Posted",
-}
-
-
-def _confirmation(action: ActionKind, account: AccountRecord, posted: PostedStatus | None) -> RichText:
-    said = f"{_DONE[action]} as @{account.acct}"
-    if posted is not None and posted.url:
-        return join(RichText.text(said + ": "), link(posted.url))
-    return RichText.text(said + ".")

@@ -79,6 +79,12 @@ async def new_bot_account(synapse: Synapse) -> tuple[str, str]:
     return user_id, password
 
 
+async def new_bot(synapse: Synapse, data_dir: Path, **extra: str) -> tuple[str, Config]:
+    """A new bot account on `synapse`, and the config that runs it with its data in `data_dir`."""
+    bot_user, password = await new_bot_account(synapse)
+    return bot_user, bot_config(synapse, bot_user, password, data_dir, **extra)
+
+
 def text_of(event: Any) -> str:
     body = getattr(event, "body", None)
     assert isinstance(body, str), f"not a decrypted message: {event!r}"

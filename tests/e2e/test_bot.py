@@ -10,6 +10,7 @@ import pytest
 from tests.e2e.bot_harness import (
     bot_config,
     connect_account,
+    new_bot,
     new_bot_account,
     next_text,
     open_dm,
@@ -77,8 +78,7 @@ async def test_connect_relay_status_revoke_without_leaking_secrets(
 async def test_group_room_gets_only_a_pointer_and_a_leaked_code_is_redacted(
     synapse: Synapse, make_human: MakeHuman, gts: FakeGoToSocial, tmp_path: Path
 ) -> None:
-    bot_user, bot_password = await new_bot_account(synapse)
-    config = bot_config(synapse, bot_user, bot_password, tmp_path / "data")
+    bot_user, config = await new_bot(synapse, tmp_path / "data")
     alice, carol = await make_human("alice"), await make_human("carol")
     async with run_bot(config):
         group = await alice.create_room([bot_user, carol.user_id])
@@ -110,8 +110,7 @@ async def test_group_room_gets_only_a_pointer_and_a_leaked_code_is_redacted(
 async def test_a_code_from_another_user_completes_nothing(
     synapse: Synapse, make_human: MakeHuman, gts: FakeGoToSocial, tmp_path: Path
 ) -> None:
-    bot_user, bot_password = await new_bot_account(synapse)
-    config = bot_config(synapse, bot_user, bot_password, tmp_path / "data")
+    bot_user, config = await new_bot(synapse, tmp_path / "data")
     alice, mallory = await make_human("alice"), await make_human("mallory")
     async with run_bot(config):
         alice_dm = await open_dm(alice, bot_user)
@@ -128,8 +127,7 @@ async def test_a_code_from_another_user_completes_nothing(
 async def test_commands_help_unknown_usage_and_bad_input(
     synapse: Synapse, make_human: MakeHuman, gts: FakeGoToSocial, tmp_path: Path
 ) -> None:
-    bot_user, bot_password = await new_bot_account(synapse)
-    config = bot_config(synapse, bot_user, bot_password, tmp_path / "data")
+    bot_user, config = await new_bot(synapse, tmp_path / "data")
     alice = await make_human("alice")
     async with run_bot(config):
         room = await open_dm(alice, bot_user)
@@ -149,8 +147,7 @@ async def test_commands_help_unknown_usage_and_bad_input(
 async def test_restart_keeps_session_and_answers_missed_commands_once(
     synapse: Synapse, make_human: MakeHuman, gts: FakeGoToSocial, tmp_path: Path
 ) -> None:
-    bot_user, bot_password = await new_bot_account(synapse)
-    config = bot_config(synapse, bot_user, bot_password, tmp_path / "data")
+    bot_user, config = await new_bot(synapse, tmp_path / "data")
     alice = await make_human("alice")
     async with run_bot(config) as running:
         room = await open_dm(alice, bot_user)
@@ -180,8 +177,7 @@ async def _until_redacted(synapse: Synapse, token: str, room_id: str, event_id: 
 async def test_undecryptable_message_gets_an_explanation(
     synapse: Synapse, make_human: MakeHuman, tmp_path: Path
 ) -> None:
-    bot_user, bot_password = await new_bot_account(synapse)
-    config = bot_config(synapse, bot_user, bot_password, tmp_path / "data")
+    bot_user, config = await new_bot(synapse, tmp_path / "data")
     alice = await make_human("alice")
     async with run_bot(config):
         room = await open_dm(alice, bot_user)
@@ -194,8 +190,7 @@ async def test_undecryptable_message_gets_an_explanation(
 async def test_leaving_the_dm_stops_relaying_until_a_new_dm(
     synapse: Synapse, make_human: MakeHuman, gts: FakeGoToSocial, tmp_path: Path
 ) -> None:
-    bot_user, bot_password = await new_bot_account(synapse)
-    config = bot_config(synapse, bot_user, bot_password, tmp_path / "data")
+    bot_user, config = await new_bot(synapse, tmp_path / "data")
     alice = await make_human("alice")
     async with run_bot(config):
         room = await open_dm(alice, bot_user)

@@ -4,7 +4,6 @@ server over loopback (every profile) with a real database and a recording Matrix
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -13,13 +12,8 @@ from typing import Any
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bot.accounts import AccountsService
 from bot.actions.journal import ActionJournal, Started
 from bot.actions.service import RESUME_WITHIN, ActionService
-from bot.commands.handlers import BotCommands
-from bot.commands.throttle import InstanceShare, UserThrottle
-from bot.config import LimitsConfig, MatrixConfig
-from bot.connect import ConnectFlows
 from bot.dm_registry import DmDirectory
 from bot.fediverse.client import FediverseClient
 from bot.fediverse.instance import parse_instance
@@ -28,7 +22,8 @@ from bot.matrix.types import EventId, IncomingMessage, Reaction, Redaction, Room
 from bot.relay.delivery_store import DeliveryStore
 from bot.relay.event_targets import target_of
 from bot.relay.outbox_writer import OutboxDraft, OutboxWriter
-from bot.router import HandledEvents, Router
+from bot.router import Router
+from bot.router_ports import HandledEvents
 from bot.store.action_journal import ActionState
 from bot.store.keyring import KeyRing
 from bot.store.models import Account, ActionJournalEntry
@@ -37,20 +32,22 @@ from bot.store.repositories import Repositories
 from bot.store.session_store import DatabaseHandledEvents
 from tests.fakes.gotosocial import PROFILES, FakeGoToSocial, Profile
 from tests.fakes.matrix import RecordingMatrix
-from tests.integration.fedi_support import fedi_client, settings
-from tests.integration.test_allow_actions import NoRelay
-from tests.integration.test_router import NoFlows, Relay, Rooms
+from tests.integration.fedi_support import fedi_client
+from tests.integration.router_support import AlwaysNew, Relay, Rooms, command_side, message
 
 ALL = pytest.mark.parametrize("profile", list(PROFILES.values()), ids=list(PROFILES))
 ACT = "read write:statuses write:favourites write:follows"
-BOT, ALICE, EVE = "@bot:hs.test", "@alice:hs.test", "@eve:hs.test"
+ALICE, EVE = "@alice:hs.test", "@eve:hs.test"
 DM, GROUP = "!dm:hs.test", "!group:hs.test"
 
 
 class StartFails(ActionJournal):
-    """The bot stops after taking the event from the sync but before its action's turn came (once)."""
+    """The bot stops after taking the event from the sync but before its action's turn came (`failures`
+    times)."""
 
-    failures = 1
+    def __init__(self, ground: Ground, *, failures: int = 1) -> None:
+        super().__init__(ground.sessions, ground.keyring)
+        self.failures = failures
 
     async def start(self, **kwargs: Any) -> Started:
         if self.failures:
@@ -60,9 +57,11 @@ class StartFails(ActionJournal):
 
 
 class FinishFails(ActionJournal):
-    """The bot stops between the server call and `finish` (once): the entry stays pending."""
+    """The bot stops between the server call and `finish` (`failures` times): the entry stays pending."""
 
-    failures = 1
+    def __init__(self, ground: Ground, *, failures: int = 1) -> None:
+        super().__init__(ground.sessions, ground.keyring)
+        self.failures = failures
 
     async def finish(self, event_id: str, *, result_id: str | None = None, url: str | None = None) -> None:
         if self.failures:
@@ -71,17 +70,37 @@ class FinishFails(ActionJournal):
         await super().finish(event_id, result_id=result_id, url=url)
 
 
-@dataclass
-class World:
+@dataclass(frozen=True)
+class Ground:
+    """What every bot of a test stands on: one database, key ring, fake server and client (a restarted
+    bot is built on the same ground)."""
+
     sessions: async_sessionmaker[AsyncSession]
     keyring: KeyRing
     fake: FakeGoToSocial
     client: FediverseClient
+
+
+@dataclass
+class World:
+    ground: Ground
     account: AccountRecord
     matrix: RecordingMatrix
     router: Router
     actions: ActionService
     relayed: int = 0
+
+    @property
+    def sessions(self) -> async_sessionmaker[AsyncSession]:
+        return self.ground.sessions
+
+    @property
+    def keyring(self) -> KeyRing:
+        return self.ground.keyring
+
+    @property
+    def fake(self) -> FakeGoToSocial:
+        return self.ground.fake
 
     async def relay(self, notification: dict[str, Any]) -> EventId:
         """Deliver a notification as the relay does: an outbox row, then the commit that maps it."""
@@ -116,14 +135,11 @@ def reply(text: str, to: str, event: str, *, sender: str = ALICE, room: str = DM
 
 
 def command(text: str, event: str, *, room: str = DM) -> IncomingMessage:
-    return IncomingMessage(RoomId(room), EventId(event), UserId(ALICE), text, None, "m.text", True, 0)
+    return message(ALICE, room, text, event)
 
 
 async def build_world(
-    sessions: async_sessionmaker[AsyncSession],
-    keyring: KeyRing,
-    fake: FakeGoToSocial,
-    client: FediverseClient,
+    ground: Ground,
     *,
     scopes: str = ACT,
     journal: ActionJournal | None = None,
@@ -131,6 +147,7 @@ async def build_world(
     handled: HandledEvents | None = None,
     dm_is_private: bool = True,
 ) -> World:
+    sessions, keyring, fake, client = ground.sessions, ground.keyring, ground.fake, ground.client
     token = fake.issue_token("alice", scopes)
     instance = parse_instance(fake.base_url, allow_http=True)
     me = await client.verify_credentials(instance, token)
@@ -151,32 +168,25 @@ async def build_world(
         )
         await repos.dm_rooms.set(ALICE, DM)
     matrix = RecordingMatrix()
-    service = ActionService(
-        journal=journal or ActionJournal(sessions, keyring),
-        writer=client.actions,
-        credentials=client,
-        allow_http=True,
-        clock=lambda: 0.0,
-    )
-    router = Router(
+    side = command_side(
+        sessions,
+        keyring,
+        client,
         matrix=matrix,
         dms=DmDirectory(sessions, Rooms({(DM, ALICE)} if dm_is_private else set())),
-        commands=BotCommands(flows=None, accounts=None, clock=None, posting=service),  # type: ignore[arg-type]
-        flows=NoFlows(),
-        handled=handled or _AlwaysNew(),
-        config=MatrixConfig(homeserver="https://hs.test", user_id=BOT, allowed_users=("@*:hs.test",)),
-        throttle=UserThrottle(100, clock=lambda: 0.0),
         relay=Relay(),
-        bot_user_id=BOT,
-        clock=lambda: 0.0,
-        actions=service,
+        handled=handled or AlwaysNew(),
+        journal=journal,
     )
-    return World(sessions, keyring, fake, client, account, matrix, router, service)
+    return World(ground, account, matrix, side.router, side.actions)
 
 
-class _AlwaysNew:
-    async def mark_handled(self, event_id: str, room_id: str) -> bool:
-        return True
+async def restart_and_resume(world: World) -> World:
+    """A new bot on the same database and server, after it resumed what the journal left pending."""
+    restarted = await build_world(world.ground)
+    await restarted.router.resume_actions()
+    await restarted.router.settled()
+    return restarted
 
 
 @pytest.fixture
@@ -197,13 +207,18 @@ async def client() -> AsyncIterator[FediverseClient]:
 
 
 @pytest.fixture
-async def world(
+def ground(
     sessions: async_sessionmaker[AsyncSession],
     keyring: KeyRing,
     fake: FakeGoToSocial,
     client: FediverseClient,
-) -> World:
-    return await build_world(sessions, keyring, fake, client)
+) -> Ground:
+    return Ground(sessions, keyring, fake, client)
+
+
+@pytest.fixture
+async def world(ground: Ground) -> World:
+    return await build_world(ground)
 
 
 def writes(fake: FakeGoToSocial, method: str = "POST") -> list[str]:
@@ -291,12 +306,9 @@ async def test_check_mark_accepts_a_follow_request_and_a_reply_rejects_another(w
 
 @pytest.mark.parametrize("profile", [PROFILES["gotosocial"]], ids=["gotosocial"])
 async def test_a_read_only_account_gets_one_hint_and_the_server_no_write_call(
-    sessions: async_sessionmaker[AsyncSession],
-    keyring: KeyRing,
-    fake: FakeGoToSocial,
-    client: FediverseClient,
+    ground: Ground, fake: FakeGoToSocial
 ) -> None:
-    world = await build_world(sessions, keyring, fake, client, scopes="read")
+    world = await build_world(ground, scopes="read")
     relayed = await world.relay(fake.notify("alice", "mention", "bob@remote.example", status_text="@alice x"))
 
     await world.handle(
@@ -330,28 +342,25 @@ async def test_what_is_not_the_owners_in_their_dm_on_a_relayed_message_does_noth
 
 @ALL
 async def test_a_crash_after_the_server_call_and_a_replayed_event_post_once(
-    sessions: async_sessionmaker[AsyncSession],
-    keyring: KeyRing,
-    fake: FakeGoToSocial,
-    client: FediverseClient,
+    ground: Ground, fake: FakeGoToSocial
 ) -> None:
-    journal = FinishFails(sessions, keyring)
-    world = await build_world(sessions, keyring, fake, client, journal=journal)
+    journal = FinishFails(ground)
+    world = await build_world(ground, journal=journal)
     relayed = await world.relay(fake.notify("alice", "mention", "bob@remote.example", status_text="@alice q"))
     answer = reply("an answer", relayed, "$reply")
 
     await world.handle(answer)  # posted, but the journal was not finished
     assert len(posted_replies(fake)) == 1
-    async with sessions() as s:
-        entry = await Repositories(s, keyring).action_journal.get("$reply")
+    async with ground.sessions() as s:
+        entry = await Repositories(s, ground.keyring).action_journal.get("$reply")
     assert entry is not None
     assert entry.state is ActionState.PENDING
 
     await world.handle(answer)  # the replayed sync
     await world.handle(answer)  # and once more, now that it is done
     assert len(posted_replies(fake)) == 1
-    async with sessions() as s:
-        entry = await Repositories(s, keyring).action_journal.get("$reply")
+    async with ground.sessions() as s:
+        entry = await Repositories(s, ground.keyring).action_journal.get("$reply")
     assert entry is not None
     assert entry.state is ActionState.DONE
     assert len([b for b in world.said() if b.startswith("Replied")]) == 1
@@ -387,31 +396,25 @@ async def test_revoke_and_forget_me_delete_the_event_map_and_journal(world: Worl
 
 @pytest.mark.parametrize("profile", [PROFILES["gotosocial"]], ids=["gotosocial"])
 async def test_after_a_restart_unfinished_reactions_and_replies_are_finished_without_their_event(
-    sessions: async_sessionmaker[AsyncSession],
-    keyring: KeyRing,
-    fake: FakeGoToSocial,
-    client: FediverseClient,
+    ground: Ground, fake: FakeGoToSocial
 ) -> None:
-    journal = FinishFails(sessions, keyring)
-    journal.failures = 2
-    world = await build_world(sessions, keyring, fake, client, journal=journal)
+    journal = FinishFails(ground, failures=2)
+    world = await build_world(ground, journal=journal)
     notification = fake.notify("alice", "mention", "bob@remote.example", status_text="@alice x")
     relayed = await world.relay(notification)
     await world.handle(reaction("⭐", relayed, "$star"), reply("answer", relayed, "$reply"))
     assert fake.favourited("alice", notification["status"]["id"])
     assert not any(b.startswith(("Favourited", "Replied")) for b in world.said())
 
-    restarted = await build_world(sessions, keyring, fake, client)  # same database, a new bot
-    await restarted.router.resume_actions()
-    await restarted.router.settled()
+    restarted = await restart_and_resume(world)  # same database, a new bot
 
     [posted] = posted_replies(fake)  # found among the recent statuses, not posted again
     assert sorted(restarted.said()) == [
         f"Favourited as @{world.account.acct}.",
         f"Replied as @{world.account.acct}: {posted['url']}",
     ]
-    async with sessions() as s:
-        repos = Repositories(s, keyring)
+    async with ground.sessions() as s:
+        repos = Repositories(s, ground.keyring)
         star, answer = await repos.action_journal.get("$star"), await repos.action_journal.get("$reply")
     assert star is not None
     assert star.state is ActionState.DONE
@@ -422,26 +425,21 @@ async def test_after_a_restart_unfinished_reactions_and_replies_are_finished_wit
 
 @ALL
 async def test_a_reply_taken_from_the_sync_whose_turn_never_came_is_posted_once_after_a_restart(
-    sessions: async_sessionmaker[AsyncSession],
-    keyring: KeyRing,
-    fake: FakeGoToSocial,
-    client: FediverseClient,
+    ground: Ground, fake: FakeGoToSocial
 ) -> None:
-    world = await build_world(sessions, keyring, fake, client, journal=StartFails(sessions, keyring))
+    world = await build_world(ground, journal=StartFails(ground))
     notification = fake.notify("alice", "mention", "bob@remote.example", status_text="@alice lunch?")
     relayed = await world.relay(notification)
     await world.handle(reply("a secret place", relayed, "$reply"))  # the sync token moved past it
     assert fake.write_calls == []
     assert not any(b.startswith("Replied") for b in world.said())
-    async with sessions() as s:
+    async with ground.sessions() as s:
         raw = await s.get(ActionJournalEntry, "$reply")
         assert raw is not None
         assert raw.text_encrypted is not None
         assert "secret" not in raw.text_encrypted  # encrypted at rest
 
-    restarted = await build_world(sessions, keyring, fake, client)
-    await restarted.router.resume_actions()
-    await restarted.router.settled()
+    restarted = await restart_and_resume(world)
     await restarted.router.resume_actions()  # a second restart finds nothing left to do
     await restarted.router.settled()
 
@@ -453,14 +451,10 @@ async def test_a_reply_taken_from_the_sync_whose_turn_never_came_is_posted_once_
 
 @ALL
 async def test_reactions_taken_from_the_sync_whose_turn_never_came_are_done_after_a_restart(
-    sessions: async_sessionmaker[AsyncSession],
-    keyring: KeyRing,
-    fake: FakeGoToSocial,
-    client: FediverseClient,
+    ground: Ground, fake: FakeGoToSocial
 ) -> None:
-    journal = StartFails(sessions, keyring)
-    journal.failures = 2
-    world = await build_world(sessions, keyring, fake, client, journal=journal)
+    journal = StartFails(ground, failures=2)
+    world = await build_world(ground, journal=journal)
     notification = fake.notify("alice", "mention", "bob@remote.example", status_text="@alice look")
     relayed = await world.relay(notification)
     requester = fake.seed_follow_request("alice", "dave@remote.example")
@@ -468,9 +462,7 @@ async def test_reactions_taken_from_the_sync_whose_turn_never_came_are_done_afte
     await world.handle(reaction("⭐", relayed, "$star"), reaction("✅", request, "$yes"))
     assert fake.write_calls == []
 
-    restarted = await build_world(sessions, keyring, fake, client)
-    await restarted.router.resume_actions()
-    await restarted.router.settled()
+    restarted = await restart_and_resume(world)
 
     assert fake.favourited("alice", notification["status"]["id"])
     assert requester in fake.followers("alice")
@@ -482,21 +474,16 @@ async def test_reactions_taken_from_the_sync_whose_turn_never_came_are_done_afte
 
 @ALL
 async def test_a_replayed_post_command_after_a_crash_is_confirmed_once_with_its_link(
-    sessions: async_sessionmaker[AsyncSession],
-    keyring: KeyRing,
-    fake: FakeGoToSocial,
-    client: FediverseClient,
+    ground: Ground, fake: FakeGoToSocial
 ) -> None:
-    handled = DatabaseHandledEvents(sessions)
-    world = await build_world(
-        sessions, keyring, fake, client, journal=FinishFails(sessions, keyring), handled=handled
-    )
+    handled = DatabaseHandledEvents(ground.sessions)
+    world = await build_world(ground, journal=FinishFails(ground), handled=handled)
     post = command("!gts post private back from lunch", "$post")
     await world.handle(post)  # posted, but the bot stopped before noting it done and confirming
     assert len(fake.posted_statuses("alice")) == 1
     assert not any(b.startswith("Posted") for b in world.said())
 
-    restarted = await build_world(sessions, keyring, fake, client, handled=handled)
+    restarted = await build_world(ground, handled=handled)
     await restarted.handle(post)  # the replayed sync: already handled as a command
     await restarted.router.resume_actions()
     await restarted.router.settled()
@@ -508,26 +495,17 @@ async def test_a_replayed_post_command_after_a_crash_is_confirmed_once_with_its_
 
 
 @ALL
-async def test_resuming_is_bounded_to_the_last_day(
-    sessions: async_sessionmaker[AsyncSession],
-    keyring: KeyRing,
-    fake: FakeGoToSocial,
-    client: FediverseClient,
-) -> None:
-    journal = StartFails(sessions, keyring)
-    journal.failures = 2  # neither post's turn came
-    world = await build_world(sessions, keyring, fake, client, journal=journal)
+async def test_resuming_is_bounded_to_the_last_day(ground: Ground, fake: FakeGoToSocial) -> None:
+    world = await build_world(ground, journal=StartFails(ground, failures=2))  # neither post's turn came
     await world.handle(command("!gts post too late", "$old"))
-    async with sessions() as s, s.begin():
+    async with ground.sessions() as s, s.begin():
         raw = await s.get(ActionJournalEntry, "$old")
         assert raw is not None
         raw.created_at = utc_now() - RESUME_WITHIN - timedelta(minutes=1)
     await world.handle(command("!gts post in time", "$new"))  # the marker that resuming ran
     assert fake.write_calls == []
 
-    restarted = await build_world(sessions, keyring, fake, client)
-    await restarted.router.resume_actions()
-    await restarted.router.settled()
+    restarted = await restart_and_resume(world)
 
     [status] = fake.posted_statuses("alice")
     assert "in time" in status["content"]
@@ -536,14 +514,10 @@ async def test_resuming_is_bounded_to_the_last_day(
 
 @pytest.mark.parametrize("profile", [PROFILES["mastodon"], PROFILES["akkoma"]], ids=["mastodon", "akkoma"])
 async def test_the_legacy_follow_scope_answers_follow_requests_where_the_server_takes_it(
-    sessions: async_sessionmaker[AsyncSession],
-    keyring: KeyRing,
-    fake: FakeGoToSocial,
-    client: FediverseClient,
-    profile: Profile,
+    ground: Ground, fake: FakeGoToSocial, profile: Profile
 ) -> None:
     scopes = "read write:statuses write:favourites follow"
-    world = await build_world(sessions, keyring, fake, client, scopes=scopes, software=profile.software)
+    world = await build_world(ground, scopes=scopes, software=profile.software)
     requester = fake.seed_follow_request("alice", "dave@remote.example")
     relayed = await world.relay(fake.notify("alice", "follow_request", "dave@remote.example"))
 
@@ -551,14 +525,6 @@ async def test_the_legacy_follow_scope_answers_follow_requests_where_the_server_
 
     assert requester in fake.followers("alice")
     assert world.said() == [f"Accepted the follow request as @{world.account.acct}."]
-
-
-async def restart_and_resume(world: World) -> World:
-    """A new bot on the same database and server, after it resumed what the journal left pending."""
-    restarted = await build_world(world.sessions, world.keyring, world.fake, world.client)
-    await restarted.router.resume_actions()
-    await restarted.router.settled()
-    return restarted
 
 
 async def journaled(world: World, *event_ids: str) -> list[str]:
@@ -586,16 +552,13 @@ async def test_post_typed_outside_the_dm_publishes_nothing_and_says_so_in_the_dm
 
 @ALL
 async def test_refused_posts_leave_nothing_for_a_restart_to_publish(
-    sessions: async_sessionmaker[AsyncSession],
-    keyring: KeyRing,
-    fake: FakeGoToSocial,
-    client: FediverseClient,
+    ground: Ground, fake: FakeGoToSocial
 ) -> None:
-    world = await build_world(sessions, keyring, fake, client)
+    world = await build_world(ground)
     await world.handle(command("!gts post " + "long " * 2000, "$long"))
     # Noted at intake while the account could act, refused at its turn because it no longer can.
     await world.actions.note_post(ALICE, DM, "$read-only", "now read-only")
-    async with sessions() as s, s.begin():
+    async with ground.sessions() as s, s.begin():
         row = await s.get(Account, int(world.account.id))
         assert row is not None
         row.scopes = "read"
@@ -603,12 +566,12 @@ async def test_refused_posts_leave_nothing_for_a_restart_to_publish(
     too_long, read_only = world.said()
     assert too_long == "That command is too long."
     assert read_only.startswith(f"@{world.account.acct} is connected read-only")
-    async with sessions() as s, s.begin():
+    async with ground.sessions() as s, s.begin():
         row = await s.get(Account, int(world.account.id))
         assert row is not None
         row.scopes = ACT  # the user allows actions again
     # The recorded DM is no longer a private room: noted at intake, refused when the command runs.
-    unprivate = await build_world(sessions, keyring, fake, client, dm_is_private=False)
+    unprivate = await build_world(ground, dm_is_private=False)
     await unprivate.handle(command("!gts post not for the room", "$unprivate"))
     assert fake.posted_statuses("alice") == []
 
@@ -623,12 +586,9 @@ async def test_refused_posts_leave_nothing_for_a_restart_to_publish(
 
 @ALL
 async def test_a_confirmation_links_only_a_safe_url_from_the_server(
-    sessions: async_sessionmaker[AsyncSession],
-    keyring: KeyRing,
-    fake: FakeGoToSocial,
-    client: FediverseClient,
+    ground: Ground, fake: FakeGoToSocial
 ) -> None:
-    world = await build_world(sessions, keyring, fake, client, journal=FinishFails(sessions, keyring))
+    world = await build_world(ground, journal=FinishFails(ground))
     await world.handle(command("!gts post found again after a crash", "$post"))
     [status] = fake.posted_statuses("alice")
     status["url"] = "javascript:alert(1)"  # what the server now says the post's address is
@@ -638,8 +598,8 @@ async def test_a_confirmation_links_only_a_safe_url_from_the_server(
     assert len(fake.posted_statuses("alice")) == 1  # found among the recent statuses
     assert restarted.said() == [f"Posted as @{world.account.acct}."]
     assert all("javascript" not in e.html for e in restarted.matrix.events)
-    async with sessions() as s:
-        entry = await Repositories(s, keyring).action_journal.get("$post")
+    async with ground.sessions() as s:
+        entry = await Repositories(s, ground.keyring).action_journal.get("$post")
     assert entry is not None
     assert entry.state is ActionState.DONE
     assert entry.result_url is None
@@ -647,14 +607,10 @@ async def test_a_confirmation_links_only_a_safe_url_from_the_server(
 
 @ALL
 async def test_removing_a_reaction_taken_from_the_sync_whose_turn_never_came_is_undone_after_a_restart(
-    sessions: async_sessionmaker[AsyncSession],
-    keyring: KeyRing,
-    fake: FakeGoToSocial,
-    client: FediverseClient,
+    ground: Ground, fake: FakeGoToSocial
 ) -> None:
-    journal = StartFails(sessions, keyring)
-    journal.failures = 0
-    world = await build_world(sessions, keyring, fake, client, journal=journal)
+    journal = StartFails(ground, failures=0)
+    world = await build_world(ground, journal=journal)
     notification = fake.notify("alice", "mention", "bob@remote.example", status_text="@alice look")
     status_id = notification["status"]["id"]
     relayed = await world.relay(notification)
@@ -673,46 +629,18 @@ async def test_removing_a_reaction_taken_from_the_sync_whose_turn_never_came_is_
 
 @ALL
 async def test_a_code_pasted_as_a_reply_to_the_bot_completes_the_connection(
-    sessions: async_sessionmaker[AsyncSession],
-    keyring: KeyRing,
-    fake: FakeGoToSocial,
-    client: FediverseClient,
+    ground: Ground, fake: FakeGoToSocial
 ) -> None:
-    relay = NoRelay()
-    flows = ConnectFlows(
-        sessions=sessions,
-        keyring=keyring,
-        client=client,
-        fediverse=settings(),
-        limits=LimitsConfig(),
-        flow_ttl=timedelta(minutes=10),
-        on_connected=relay.restart_account,
-        share=InstanceShare(time.monotonic),
-    )
-    accounts = AccountsService(
-        sessions=sessions, keyring=keyring, client=client, relay=relay, allow_http=True
-    )
-    service = ActionService(
-        journal=ActionJournal(sessions, keyring),
-        writer=client.actions,
-        credentials=client,
-        allow_http=True,
-        clock=lambda: 0.0,
-    )
     matrix = RecordingMatrix()
-    router = Router(
+    side = command_side(
+        ground.sessions,
+        ground.keyring,
+        ground.client,
         matrix=matrix,
-        dms=DmDirectory(sessions, Rooms({(DM, ALICE)})),
-        commands=BotCommands(flows=flows, accounts=accounts, clock=utc_now, posting=service),
-        flows=flows,
-        handled=DatabaseHandledEvents(sessions),
-        config=MatrixConfig(homeserver="https://hs.test", user_id=BOT, allowed_users=("@*:hs.test",)),
-        throttle=UserThrottle(100, clock=lambda: 0.0),
-        relay=relay,
-        bot_user_id=BOT,
-        clock=lambda: 0.0,
-        actions=service,
+        dms=DmDirectory(ground.sessions, Rooms({(DM, ALICE)})),
+        relay=Relay(),
     )
+    flows, accounts, router = side.flows, side.accounts, side.router
     await router.handle(command(f"!gts connect {fake.base_url}", "$connect"))
     await router.settled()
     [(_, started)] = matrix.messages()

@@ -5,62 +5,32 @@ for them), the new token replaces the read-only one, the old one is revoked, and
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import timedelta
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.accounts import AccountsService
-from bot.commands.handlers import BotCommands
-from bot.commands.throttle import InstanceShare, UserThrottle
-from bot.config import LimitsConfig, MatrixConfig
-from bot.connect import ConnectFlows
 from bot.dm_registry import DmDirectory
 from bot.errors import InsufficientScopeError
 from bot.fediverse.client import FediverseClient
 from bot.fediverse.instance import parse_instance
-from bot.matrix.types import EventId, IncomingMessage, RoomId, UserId
 from bot.router import Router
 from bot.store.keyring import KeyRing
-from bot.store.records import AccountId, utc_now
-from bot.store.session_store import DatabaseHandledEvents
 from tests.fakes.gotosocial import PROFILES, AuthorizeError, FakeGoToSocial, Profile
 from tests.fakes.gotosocial.testkit import authorize_url
 from tests.fakes.matrix import RecordingMatrix
-from tests.integration.fedi_support import fedi_client, settings
+from tests.integration.fedi_support import fedi_client
+from tests.integration.router_support import Relay, Rooms, command_side, message
 
-BOT, ALICE = "@bot:hs.test", "@alice:hs.test"
+ALICE = "@alice:hs.test"
 DM = "!dm:hs.test"
 EMAIL, PW = "alice@example.org", "Long-Strong-Passw0rd!"
 BOB_EMAIL = "bob@example.org"
 ACTION_SCOPES = {"write:statuses", "write:favourites", "write:follows"}
 ALL = pytest.mark.parametrize("profile", list(PROFILES.values()), ids=list(PROFILES))
-
-
-class Rooms:
-    async def is_one_to_one(self, room_id: RoomId, user_id: UserId) -> bool:
-        return (room_id, user_id) == (DM, ALICE)
-
-    async def create_dm(self, user_id: UserId) -> RoomId:
-        raise AssertionError("no DM should be created here")
-
-
-class NoRelay:
-    async def restart_account(self, account_id: AccountId) -> None:
-        return None
-
-    async def remove_account(self, account_id: AccountId) -> None:
-        return None
-
-    async def forget_user(self, matrix_user_id: str) -> None:
-        return None
-
-    async def suspend_user(self, matrix_user_id: str) -> None:
-        return None
 
 
 @dataclass
@@ -76,10 +46,7 @@ class Chat:
         """Send `body` in the DM and return the bot's reply (it waits for the command to finish)."""
         before = len(self.matrix.messages())
         self.events += 1
-        message = IncomingMessage(
-            RoomId(DM), EventId(f"$e{self.events}"), UserId(ALICE), body, None, "m.text", True, 0
-        )
-        await self.router.handle(message)
+        await self.router.handle(message(ALICE, DM, body, event=f"$e{self.events}"))
         await self.router.settled()
         replies = self.matrix.messages()[before:]
         assert replies, f"no reply to {body!r}"
@@ -106,39 +73,16 @@ async def chat(
 ) -> AsyncIterator[Chat]:
     async with FakeGoToSocial(profile=profile) as fake, fedi_client() as client:
         fake.add_user("alice", EMAIL, PW)
-        relay = NoRelay()
-        flows = ConnectFlows(
-            sessions=sessions,
-            keyring=keyring,
-            client=client,
-            fediverse=settings(),
-            limits=LimitsConfig(),
-            flow_ttl=timedelta(minutes=10),
-            on_connected=relay.restart_account,
-            share=InstanceShare(time.monotonic),
-        )
-        accounts = AccountsService(
-            sessions=sessions, keyring=keyring, client=client, relay=relay, allow_http=True
-        )
         matrix = RecordingMatrix()
-        dms = DmDirectory(sessions, Rooms())
+        dms = DmDirectory(sessions, Rooms({(DM, ALICE)}))
         await dms.record(ALICE, DM)
-        router = Router(
-            matrix=matrix,
-            dms=dms,
-            commands=BotCommands(flows=flows, accounts=accounts, clock=utc_now),
-            flows=flows,
-            handled=DatabaseHandledEvents(sessions),
-            config=MatrixConfig(homeserver="https://hs.test", user_id=BOT, allowed_users=("@*:hs.test",)),
-            throttle=UserThrottle(50, clock=lambda: 0.0),
-            relay=relay,
-            bot_user_id=BOT,
-            clock=lambda: 0.0,
+        side = command_side(
+            sessions, keyring, client, matrix=matrix, dms=dms, relay=Relay(), commands_per_minute=50
         )
         try:
-            yield Chat(fake, client, router, matrix, accounts)
+            yield Chat(fake, client, side.router, matrix, side.accounts)
         finally:
-            await router.aclose(grace=60)
+            await side.router.aclose(grace=60)
 
 
 def scopes_asked(reply: str) -> set[str]:

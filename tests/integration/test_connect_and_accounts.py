@@ -48,6 +48,7 @@ from bot.store.records import AccountId
 from bot.store.repositories import Repositories
 from tests.fakes.gotosocial import FakeGoToSocial
 from tests.integration.fedi_support import StubResolver, fedi_client, loopback, serve, settings
+from tests.integration.router_support import flows_for
 
 EMAIL, PASSWORD = "alice@example.org", "Long-Strong-Passw0rd!"
 ALICE, BOB = "@alice:matrix.test", "@bob:matrix.test"
@@ -90,18 +91,8 @@ async def world(sessions: async_sessionmaker[AsyncSession], keyring: KeyRing) ->
         gts.add_user("alice", EMAIL, PASSWORD)
         gts.add_user("bob", "bob@example.org", PASSWORD)
         relay = RecordingRelay()
-        flows = ConnectFlows(
-            sessions=sessions,
-            keyring=keyring,
-            client=client,
-            fediverse=settings(),
-            limits=LimitsConfig(max_accounts_per_user=1),
-            flow_ttl=timedelta(minutes=10),
-            on_connected=relay.restart_account,
-            share=InstanceShare(time.monotonic),
-        )
-        accounts = AccountsService(
-            sessions=sessions, keyring=keyring, client=client, relay=relay, allow_http=True
+        flows, accounts = flows_for(
+            sessions, keyring, client, relay, limits=LimitsConfig(max_accounts_per_user=1)
         )
         yield World(gts, flows, accounts, relay, sessions, keyring, client)
 
@@ -297,16 +288,7 @@ async def test_denylisted_and_private_instances_are_refused_before_any_request(
     resolver = StubResolver({"evil.example": ["10.0.0.7"], "metadata.example": ["169.254.169.254"]})
     cfg = settings(allow_http=False, allow_private_addresses=False, instance_denylist=("*.blocked.example",))
     async with fedi_client(resolver, allow_http=False, allow_private_addresses=False) as client:
-        flows = ConnectFlows(
-            sessions=sessions,
-            keyring=keyring,
-            client=client,
-            fediverse=cfg,
-            limits=LimitsConfig(),
-            flow_ttl=timedelta(minutes=10),
-            on_connected=RecordingRelay().restart_account,
-            share=InstanceShare(time.monotonic),
-        )
+        flows, _ = flows_for(sessions, keyring, client, RecordingRelay(), fediverse=cfg)
         with pytest.raises(InvalidInstanceError, match="not allowed"):
             await flows.start(ALICE, "social.blocked.example", (), DM)
         for host in ("evil.example", "metadata.example"):
@@ -328,16 +310,7 @@ async def test_a_unicode_denylist_entry_blocks_both_spellings_of_the_host(
     config = load_config(None, {**required, "GTS_BOT_FEDIVERSE__INSTANCE_DENYLIST": "bücher.example"})
     resolver = StubResolver({})  # nothing may be looked up: the refusal comes first
     async with fedi_client(resolver, allow_http=False) as client:
-        flows = ConnectFlows(
-            sessions=sessions,
-            keyring=keyring,
-            client=client,
-            fediverse=config.fediverse,
-            limits=LimitsConfig(),
-            flow_ttl=timedelta(minutes=10),
-            on_connected=RecordingRelay().restart_account,
-            share=InstanceShare(time.monotonic),
-        )
+        flows, _ = flows_for(sessions, keyring, client, RecordingRelay(), fediverse=config.fediverse)
         for spelling in ("bücher.example", "BÜCHER.example", "xn--bcher-kva.example", "@me@bücher.example"):
             with pytest.raises(InvalidInstanceError, match="not allowed"):
                 await flows.start(ALICE, spelling, (), DM)
@@ -395,16 +368,7 @@ async def test_one_users_connect_loop_cannot_spend_an_instances_budget_for_other
     now = [0.0]
     async with FakeGoToSocial() as gts, fedi_client() as client:
         gts.add_user("bob", "bob@example.org", PASSWORD)
-        flows = ConnectFlows(
-            sessions=sessions,
-            keyring=keyring,
-            client=client,
-            fediverse=settings(),
-            limits=LimitsConfig(),
-            flow_ttl=timedelta(minutes=10),
-            on_connected=RecordingRelay().restart_account,
-            share=InstanceShare(lambda: now[0]),
-        )
+        flows, _ = flows_for(sessions, keyring, client, RecordingRelay(), share=InstanceShare(lambda: now[0]))
         refusals: list[str] = []
         for _ in range(20):  # alice loops `connect` at the same instance
             try:

@@ -7,29 +7,21 @@ from __future__ import annotations
 import dataclasses
 import re
 from collections.abc import AsyncIterator
-from datetime import timedelta
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bot.accounts import AccountsService
-from bot.commands.handlers import BotCommands
-from bot.commands.throttle import InstanceShare, UserThrottle
-from bot.config import LimitsConfig, MatrixConfig
-from bot.connect import ConnectFlows
 from bot.dm_registry import DmDirectory
 from bot.fediverse.streaming import build_stream_connector
 from bot.relay.manager import RelayManager
 from bot.router import Router
 from bot.store.keyring import KeyRing
-from bot.store.records import utc_now
-from bot.store.session_store import DatabaseHandledEvents
 from tests.fakes.gotosocial import FakeGoToSocial
 from tests.fakes.gotosocial.hostile import HOSTILE_FRAMES, HOSTILE_HTML, Hostile
 from tests.fakes.matrix import RecordingMatrix
 from tests.integration.fedi_support import fedi_client, settings
 from tests.integration.relay_support import FAST, Harness, Notified, cursor_is
-from tests.integration.test_router import Rooms, message
+from tests.integration.router_support import Rooms, command_side, message
 from tests.waiting import wait_until
 
 BOB, BOB_DM = "@bob:example.org", "!bobdm:example.org"
@@ -129,30 +121,14 @@ async def test_a_hostile_instance_cannot_stall_the_bot_or_hide_good_notification
 
 def _router(h: Harness, manager: RelayManager, matrix: RecordingMatrix) -> Router:
     """The command router as the bot wires it, with a recording Matrix side; bob's DM is private."""
-    flows = ConnectFlows(
-        sessions=h.sessions,
-        keyring=h.keyring,
-        client=h.client,
-        fediverse=settings(max_response_bytes=RESPONSE_BYTES),
-        limits=LimitsConfig(),
-        flow_ttl=timedelta(minutes=10),
-        on_connected=manager.restart_account,
-        share=InstanceShare(lambda: 0.0),
-    )
-    accounts = AccountsService(
-        sessions=h.sessions, keyring=h.keyring, client=h.client, relay=manager, allow_http=True
-    )
-    return Router(
+    return command_side(
+        h.sessions,
+        h.keyring,
+        h.client,
         matrix=matrix,
         dms=DmDirectory(h.sessions, Rooms({(BOB_DM, BOB)})),
-        commands=BotCommands(flows=flows, accounts=accounts, clock=utc_now),
-        flows=flows,
-        handled=DatabaseHandledEvents(h.sessions),
-        config=MatrixConfig(
-            homeserver="https://hs.test", user_id="@bot:hs.test", allowed_users=("@*:example.org",)
-        ),
-        throttle=UserThrottle(20, clock=lambda: 0.0),
         relay=manager,
-        bot_user_id="@bot:hs.test",
-        clock=lambda: 0.0,
-    )
+        commands_per_minute=20,
+        fediverse=settings(max_response_bytes=RESPONSE_BYTES),
+        allowed_users=("@*:example.org",),
+    ).router

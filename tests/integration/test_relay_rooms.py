@@ -12,7 +12,6 @@ from typing import Any
 
 import pytest
 
-from bot.accounts import AccountsService
 from bot.matrix.errors import MatrixForbidden, error_from_response
 from bot.observability.metrics import Metrics
 from bot.relay.delivery import txn_id_for
@@ -20,6 +19,7 @@ from bot.store.models import AccountState
 from bot.store.outbox import OutboxRepository
 from tests.fakes.gotosocial import FakeGoToSocial
 from tests.integration.relay_support import FAST, Harness, cursor_is
+from tests.integration.router_support import flows_for
 from tests.waiting import wait_until
 
 DM = "!dm:example.org"
@@ -260,9 +260,7 @@ async def test_a_new_dm_during_a_slow_revoke_does_not_restart_the_account(
     manager = h.manager()
     await manager.start()
     await wait_until(lambda: gts.open_streams("alice") == 1)
-    accounts = AccountsService(
-        sessions=h.sessions, keyring=h.keyring, client=h.client, relay=manager, allow_http=True
-    )
+    _, accounts = flows_for(h.sessions, h.keyring, h.client, manager)
     revoking, release = asyncio.Event(), asyncio.Event()
     real_revoke = h.client.revoke
 

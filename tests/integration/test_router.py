@@ -6,24 +6,17 @@ import asyncio
 import logging
 import re
 from dataclasses import dataclass, field
-from datetime import timedelta
 
 import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bot.accounts import AccountsService
-from bot.commands.handlers import BotCommands
 from bot.commands.registry import Command, CommandContext, CommandRegistry
-from bot.commands.throttle import InstanceShare, UserThrottle
-from bot.config import LimitsConfig, MatrixConfig
-from bot.connect import ConnectFlows
 from bot.dm_registry import DmDirectory
 from bot.leaked_codes import looks_like_pasted_code
 from bot.matrix.sender import FairSender, RateLimitTracker
 from bot.matrix.types import (
     EventId,
-    IncomingMessage,
     Invite,
     MemberLeft,
     RoomChanged,
@@ -31,40 +24,27 @@ from bot.matrix.types import (
     UndecryptableMessage,
     UserId,
 )
-from bot.router import MatrixPort, Router
+from bot.router import Router
+from bot.router_ports import MatrixPort
 from bot.store.keyring import KeyRing
 from bot.store.models import HandledEvent
-from bot.store.records import utc_now
 from bot.store.session_store import DatabaseHandledEvents
 from bot.user_lanes import MAX_QUEUED_PER_USER
 from tests.fakes.gotosocial import FakeGoToSocial
 from tests.fakes.matrix import RecordingMatrix
-from tests.integration.fedi_support import fedi_client, settings
+from tests.integration.fedi_support import fedi_client
+from tests.integration.router_support import (
+    NoFlows,
+    Relay,
+    Rooms,
+    build_router,
+    command_side,
+    message,
+)
 from tests.waiting import wait_until
 
-BOT, ALICE, EVE = "@bot:hs.test", "@alice:hs.test", "@eve:elsewhere.test"
+ALICE, EVE = "@alice:hs.test", "@eve:elsewhere.test"
 DM, GROUP = "!dm:hs.test", "!group:hs.test"
-
-
-@dataclass
-class Rooms:
-    one_to_one: set[tuple[str, str]]
-    state_fetches: int = 0
-
-    async def is_one_to_one(self, room_id: RoomId, user_id: UserId) -> bool:
-        self.state_fetches += 1
-        return (room_id, user_id) in self.one_to_one
-
-    async def create_dm(self, user_id: UserId) -> RoomId:
-        raise AssertionError("no DM should be created here")
-
-
-@dataclass
-class Relay:
-    suspended: list[str] = field(default_factory=list)
-
-    async def suspend_user(self, matrix_user_id: str) -> None:
-        self.suspended.append(matrix_user_id)
 
 
 async def _boom(ctx: CommandContext, args: tuple[str, ...]) -> None:
@@ -75,20 +55,6 @@ async def _echo(ctx: CommandContext, args: tuple[str, ...]) -> None:
     from bot.rich_text import RichText
 
     await ctx.reply(RichText.text("pong " + " ".join(args)))
-
-
-@dataclass
-class NoFlows:
-    """No connection ever waits for a code."""
-
-    async def has_pending(self, user_id: str) -> bool:
-        return False
-
-    async def cancel(self, user_id: str) -> int:
-        return 0
-
-    async def burn(self, user_id: str, code: str) -> bool:
-        return False
 
 
 @dataclass
@@ -117,27 +83,20 @@ class World:
 
     def router_with(self, matrix: MatrixPort) -> Router:
         """A router over this world, sending through `matrix`."""
-        return Router(
+        return build_router(
             matrix=matrix,
             dms=self.dms,
             commands=RegistryOnly(self.registry),
             flows=NoFlows(),
             handled=DatabaseHandledEvents(self.sessions),
-            config=MatrixConfig(homeserver="https://hs.test", user_id=BOT, allowed_users=("@*:hs.test",)),
-            throttle=UserThrottle(5, clock=lambda: 0.0),
             relay=self.relay,
-            bot_user_id=BOT,
-            clock=lambda: 0.0,
+            commands_per_minute=5,
         )
 
 
 @pytest.fixture
 def world(sessions: async_sessionmaker[AsyncSession]) -> World:
     return World(sessions)
-
-
-def message(sender: str, room: str, body: str, event: str = "$e1") -> IncomingMessage:
-    return IncomingMessage(RoomId(room), EventId(event), UserId(sender), body, None, "m.text", True, 0)
 
 
 async def settle(router: Router) -> None:
@@ -326,33 +285,18 @@ async def test_a_code_leaked_in_a_group_room_is_burned_before_another_member_can
     victim_dm, other_dm = "!victimdm:hs.test", "!otherdm:hs.test"
     async with FakeGoToSocial() as gts, fedi_client() as client:
         gts.add_user("victim", "victim@example.org", "Long-Strong-Passw0rd!")
-        flows = ConnectFlows(
-            sessions=sessions,
-            keyring=keyring,
-            client=client,
-            fediverse=settings(),
-            limits=LimitsConfig(),
-            flow_ttl=timedelta(minutes=10),
-            on_connected=_ignore,
-            share=InstanceShare(lambda: 0.0),
-        )
-        accounts = AccountsService(
-            sessions=sessions, keyring=keyring, client=client, relay=_NoRelay(), allow_http=True
-        )
         matrix = RecordingMatrix(may_redact=True)
         rooms = Rooms({(victim_dm, victim), (other_dm, other)})
-        router = Router(
+        side = command_side(
+            sessions,
+            keyring,
+            client,
             matrix=matrix,
             dms=DmDirectory(sessions, rooms),
-            commands=BotCommands(flows=flows, accounts=accounts, clock=utc_now),
-            flows=flows,
-            handled=DatabaseHandledEvents(sessions),
-            config=MatrixConfig(homeserver="https://hs.test", user_id=BOT, allowed_users=("@*:hs.test",)),
-            throttle=UserThrottle(20, clock=lambda: 0.0),
             relay=Relay(),
-            bot_user_id=BOT,
-            clock=lambda: 0.0,
+            commands_per_minute=20,
         )
+        flows, accounts, router = side.flows, side.accounts, side.router
         await DmDirectory(sessions, rooms).record(victim, victim_dm)
         started = await flows.start(victim, gts.base_url, (), victim_dm)
         code = await gts.authorize(started.authorize_url, "victim@example.org", "Long-Strong-Passw0rd!")
@@ -377,21 +321,6 @@ async def test_a_code_leaked_in_a_group_room_is_burned_before_another_member_can
         assert "Connected as" not in matrix.messages()[-1][1]
         assert gts.active_tokens("victim") == []
         assert await accounts.for_user(other) == []
-
-
-async def _ignore(account_id: object) -> None:
-    return None
-
-
-class _NoRelay:
-    async def restart_account(self, account_id: object) -> None:
-        return None
-
-    async def remove_account(self, account_id: object) -> None:
-        return None
-
-    async def forget_user(self, matrix_user_id: str) -> None:
-        return None
 
 
 async def test_a_dm_that_stops_being_private_loses_its_relay_and_gets_only_a_generic_line(

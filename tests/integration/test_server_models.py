@@ -9,71 +9,31 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 
 import httpx
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bot.accounts import AccountsService, RelayControl
 from bot.commands.handlers import BotCommands
-from bot.commands.throttle import InstanceShare
-from bot.config import LimitsConfig, RelayConfig
+from bot.config import RelayConfig
 from bot.connect import ConnectFlows
 from bot.errors import InactiveLoginError, RateLimitedError, TokenRejectedError
-from bot.fediverse.client import FediverseClient
 from bot.fediverse.ratelimit import PacerRegistry
 from bot.rich_text import RichText
 from bot.store.keyring import KeyRing
-from bot.store.records import AccountId, utc_now
+from bot.store.records import utc_now
 from tests.fakes.gotosocial import FakeGoToSocial
 from tests.fakes.gotosocial.profiles import AKKOMA, GOTOSOCIAL, ICESHRIMP, MASTODON, Profile
 from tests.fakes.gotosocial.testkit import PW, authorize_url, bearer, register, token_form
-from tests.integration.fedi_support import FakeSleep, fedi_client, settings
+from tests.integration.fedi_support import FakeSleep, fedi_client
 from tests.integration.relay_support import Harness
+from tests.integration.router_support import Relay, flows_for
 from tests.waiting import wait_until
 
 EMAIL = "alice@example.org"
 ALICE, BOB = "@alice:matrix.test", "@bob:matrix.test"
 ALICE_DM, BOB_DM = "!alice-dm:matrix.test", "!bob-dm:matrix.test"
-
-
-@dataclass
-class NoRelay:
-    async def restart_account(self, account_id: AccountId) -> None:
-        pass
-
-    async def remove_account(self, account_id: AccountId) -> None:
-        pass
-
-    async def forget_user(self, matrix_user_id: str) -> None:
-        pass
-
-
-def flows_for(
-    sessions: async_sessionmaker[AsyncSession],
-    keyring: KeyRing,
-    client: FediverseClient,
-    relay: RelayControl,
-) -> tuple[ConnectFlows, AccountsService]:
-    flows = ConnectFlows(
-        sessions=sessions,
-        keyring=keyring,
-        client=client,
-        fediverse=settings(),
-        limits=LimitsConfig(),
-        flow_ttl=timedelta(minutes=10),
-        on_connected=relay.restart_account,
-        share=InstanceShare(time.monotonic),
-    )
-    accounts = AccountsService(
-        sessions=sessions,
-        keyring=keyring,
-        client=client,
-        relay=relay,
-        allow_http=True,
-    )
-    return flows, accounts
 
 
 @asynccontextmanager
@@ -166,7 +126,7 @@ async def test_a_first_connect_is_not_held_up_by_a_nearly_spent_registration_buc
     async with server(MASTODON) as fake, fedi_client(pacers=PacerRegistry(sleep=sleep)) as client:
         pin_rate_windows(fake)
         fake.spend_rate_budget("apps", 4)
-        flows, _ = flows_for(sessions, keyring, client, NoRelay())
+        flows, _ = flows_for(sessions, keyring, client, Relay())
         started = await flows.start(ALICE, fake.base_url, (), ALICE_DM)
         assert started.code_minutes == 10  # Mastodon keeps a code 10 minutes
         code = await fake.authorize(started.authorize_url, EMAIL, PW)
@@ -186,7 +146,7 @@ async def test_gotosocial_keeps_one_budget_for_every_caller(
 ) -> None:
     pacers = PacerRegistry(sleep=FakeSleep())
     async with server(GOTOSOCIAL) as fake, fedi_client(pacers=pacers) as client:
-        flows, _ = flows_for(sessions, keyring, client, NoRelay())
+        flows, _ = flows_for(sessions, keyring, client, Relay())
         started = await flows.start(ALICE, fake.base_url, (), ALICE_DM)
         assert started.code_minutes == 5
         code = await fake.authorize(started.authorize_url, EMAIL, PW)
@@ -241,7 +201,7 @@ async def test_a_failed_reconnect_does_not_revoke_the_token_a_working_connection
     sessions: async_sessionmaker[AsyncSession], keyring: KeyRing
 ) -> None:
     async with server(MASTODON) as fake, fedi_client() as client:
-        flows, accounts = flows_for(sessions, keyring, client, NoRelay())
+        flows, accounts = flows_for(sessions, keyring, client, Relay())
         token = await connect(flows, fake, ALICE, ALICE_DM)
         again = await flows.start(ALICE, fake.base_url, (), ALICE_DM)
         code = await fake.authorize(again.authorize_url, EMAIL, PW)
@@ -258,7 +218,7 @@ async def test_gotosocial_issues_a_new_token_and_the_failed_one_is_revoked(
     sessions: async_sessionmaker[AsyncSession], keyring: KeyRing
 ) -> None:
     async with server(GOTOSOCIAL) as fake, fedi_client() as client:
-        flows, _ = flows_for(sessions, keyring, client, NoRelay())
+        flows, _ = flows_for(sessions, keyring, client, Relay())
         token = await connect(flows, fake, ALICE, ALICE_DM)
         again = await flows.start(ALICE, fake.base_url, (), ALICE_DM)
         code = await fake.authorize(again.authorize_url, EMAIL, PW)
@@ -283,7 +243,7 @@ async def test_an_unconfirmed_login_is_not_called_a_missing_scope(
     words: str,
 ) -> None:
     async with server(profile) as fake, fedi_client() as client:
-        flows, _ = flows_for(sessions, keyring, client, NoRelay())
+        flows, _ = flows_for(sessions, keyring, client, Relay())
         started = await flows.start(ALICE, fake.base_url, (), ALICE_DM)
         code = await fake.authorize(started.authorize_url, EMAIL, PW)
         fake.user("alice").confirmed = False
@@ -297,7 +257,7 @@ async def test_least_privilege_scopes_stream_on_mastodon_but_not_on_gotosocial(
 ) -> None:
     for profile, streams in ((MASTODON, True), (GOTOSOCIAL, False)):
         async with server(profile) as fake, fedi_client() as client:
-            flows, _ = flows_for(sessions, keyring, client, NoRelay())
+            flows, _ = flows_for(sessions, keyring, client, Relay())
             user = f"@{profile.name}:matrix.test"
             started = await flows.start(user, fake.base_url, ("read:notifications", "profile"), ALICE_DM)
             code = await fake.authorize(started.authorize_url, EMAIL, PW)
@@ -333,7 +293,7 @@ async def test_the_connect_reply_says_how_long_this_server_keeps_a_code(
     sessions: async_sessionmaker[AsyncSession], keyring: KeyRing, profile: Profile, words: str
 ) -> None:
     async with server(profile) as fake, fedi_client() as client:
-        flows, accounts = flows_for(sessions, keyring, client, NoRelay())
+        flows, accounts = flows_for(sessions, keyring, client, Relay())
         commands = BotCommands(flows=flows, accounts=accounts, clock=utc_now)
         chat = Chat(ALICE, ALICE_DM)
         await commands.connect(chat, (fake.base_url,))
@@ -345,7 +305,7 @@ async def test_revoke_says_when_the_token_stays_alive_for_another_connection(
     sessions: async_sessionmaker[AsyncSession], keyring: KeyRing
 ) -> None:
     async with server(MASTODON) as fake, fedi_client() as client:
-        flows, accounts = flows_for(sessions, keyring, client, NoRelay())
+        flows, accounts = flows_for(sessions, keyring, client, Relay())
         await connect(flows, fake, ALICE, ALICE_DM)
         await connect(flows, fake, BOB, BOB_DM)
         commands = BotCommands(flows=flows, accounts=accounts, clock=utc_now)
@@ -403,7 +363,7 @@ async def test_a_403_for_a_token_the_server_no_longer_knows_counts_as_revoked(
     """Iceshrimp.NET answers /oauth/revoke with 403 for an unknown token (one revoked already)."""
     iceshrimp_like = dataclasses.replace(MASTODON, name="iceshrimp", revoke_unknown_token_status=403)
     async with server(iceshrimp_like) as fake, fedi_client() as client:
-        flows, accounts = flows_for(sessions, keyring, client, NoRelay())
+        flows, accounts = flows_for(sessions, keyring, client, Relay())
         await connect(flows, fake, ALICE, ALICE_DM)
         fake.revoke_all("alice")  # the user removed the app in the server's settings
         [outcome] = await accounts.revoke(ALICE, None)
@@ -415,7 +375,7 @@ async def test_a_403_for_another_apps_live_token_is_still_reported(
     sessions: async_sessionmaker[AsyncSession], keyring: KeyRing
 ) -> None:
     async with server(GOTOSOCIAL) as fake, fedi_client() as client:
-        flows, accounts = flows_for(sessions, keyring, client, NoRelay())
+        flows, accounts = flows_for(sessions, keyring, client, Relay())
         await connect(flows, fake, ALICE, ALICE_DM)
         [app] = list(fake.apps.values())
         app.client_secret = "changed-on-the-server"  # the server no longer takes the bot's credentials

@@ -1,4 +1,4 @@
-"""The pure core of acting from Matrix: what a reaction or reply asks for, the gate, keys, `post` words."""
+"""The pure core of acting from Matrix: what a reaction or reply asks for, the gate, keys."""
 
 from __future__ import annotations
 
@@ -17,12 +17,9 @@ from bot.actions.intents import (
     reply_intent,
     undo_of,
 )
-from bot.actions.service import parse_post
-from bot.errors import CommandError
-from bot.fediverse.replies import Visibility
 from bot.store.action_journal import ActionKind
 from bot.store.event_map import RelayedEventRecord, RelayedTarget
-from bot.store.records import AccountId, AccountRecord, AccountState, AppId
+from bot.store.records import AccountId
 
 T0 = datetime(2026, 12, 1, tzinfo=UTC)
 MENTION = RelayedTarget(AccountId(1), "n1", "mention", status_id="s1")
@@ -129,60 +126,3 @@ def test_gate(
         account_can_act=can_act,
     )
     assert verdict is expected
-
-
-def _account(number: int, acct: str) -> AccountRecord:
-    return AccountRecord(
-        id=AccountId(number),
-        matrix_user_id=ALICE,
-        instance=f"https://{acct.split('@')[1]}",
-        app_id=AppId(1),
-        fediverse_account_id=str(number),
-        acct=acct,
-        token="t",
-        scopes="read",
-        cursor=None,
-        state=AccountState.ACTIVE,
-        notify_types=None,
-        created_at=T0,
-        updated_at=T0,
-    )
-
-
-ONE = [_account(1, "alice@one.example")]
-TWO = [*ONE, _account(2, "alice@two.example")]
-
-
-@pytest.mark.parametrize(
-    ("rest", "accounts", "account", "visibility", "text"),
-    [
-        ("hello world", ONE, 1, None, "hello world"),
-        ("private hello", ONE, 1, Visibility.PRIVATE, "hello"),
-        ("  DIRECT  line one\nline two ", ONE, 1, Visibility.DIRECT, "line one\nline two"),
-        ("@bob hi", ONE, 1, None, "@bob hi"),  # a mention, not an account
-        ("alice@two.example unlisted hi", TWO, 2, Visibility.UNLISTED, "hi"),
-        ("2 hi", TWO, 2, None, "hi"),
-        ("one.example public hi there", TWO, 1, Visibility.PUBLIC, "hi there"),
-    ],
-)
-def test_parse_post(
-    rest: str, accounts: list[AccountRecord], account: int, visibility: Visibility | None, text: str
-) -> None:
-    request = parse_post(rest, accounts)
-    assert request.account.id == account
-    assert request.visibility == visibility
-    assert request.text == text
-
-
-@pytest.mark.parametrize(
-    ("rest", "accounts", "problem"),
-    [
-        ("hello", TWO, "several accounts"),
-        ("public", ONE, "What should I post"),
-        ("alice@one.example", ONE, "What should I post"),
-        ("hello", [], "no connected accounts"),
-    ],
-)
-def test_parse_post_refuses(rest: str, accounts: list[AccountRecord], problem: str) -> None:
-    with pytest.raises(CommandError, match=problem):
-        parse_post(rest, accounts)
