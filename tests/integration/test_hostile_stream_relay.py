@@ -1,0 +1,148 @@
+"""The relay against a hostile notification stream: whatever alice's instance puts on her websocket, her
+stream reconnects (or falls back to polling) with backoff, her cursor never moves past a notification
+that was not relayed, nothing secret reaches the log, and bob's account on another instance keeps
+relaying meanwhile. tests/integration/test_hostile_streams.py shows the stream side of each input."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from bot.store.records import AccountRecord
+from tests.fakes.gotosocial import FakeGoToSocial
+from tests.fakes.gotosocial.hostile import (
+    OP_BINARY,
+    OP_CLOSE,
+    OP_CONT,
+    OP_PING,
+    OP_TEXT,
+    Hostile,
+    RawFrames,
+    ws_frame,
+)
+from tests.integration.relay_support import Harness, cursor_is
+from tests.waiting import wait_until
+
+LONG = 120.0  # bounds a failure on a loaded machine; not a performance figure
+INVALID_UTF8 = b"\xed\xa0\x80 \xc0\xaf \xe2\x82"  # a surrogate, an overlong "/", a truncated sequence
+
+
+def _as_wire(opcode: int, mangle: Callable[[bytes], bytes] = lambda b: b) -> Callable[[str], RawFrames]:
+    return lambda frame: RawFrames(ws_frame(opcode, mangle(frame.encode())))
+
+
+def _fragments_past_limit(frame: str) -> RawFrames:
+    """The frame's text as a fragmented message that keeps going past the 64 KiB frame limit."""
+    head = ws_frame(OP_TEXT, frame.encode(), fin=False)
+    return RawFrames(head + ws_frame(OP_CONT, b" " * 40_000, fin=False) * 2 + ws_frame(OP_CONT, b"}"))
+
+
+# Each spoils the frame of one notification the REST list still holds.
+SPOILED: dict[str, Callable[[str], str | RawFrames]] = {
+    "payload-not-json": lambda f: f.replace('"payload":"', '"payload":"HOSTILE', 1),
+    "payload-not-a-string": lambda f: f.replace('"payload":"', '"payload":{"x":"HOSTILE"},"p":"', 1),
+    "payload-wrong-shape": lambda f: f.replace('\\"type\\":\\"mention\\"', '\\"type\\":[\\"HOSTILE\\"]', 1),
+    "event-not-a-string": lambda f: f.replace('"event":"notification"', '"event":["notification"]', 1),
+    "text-frame-invalid-utf8": _as_wire(OP_TEXT, lambda b: b.replace(b"HOSTILE", b"HOSTILE" + INVALID_UTF8)),
+    "binary-frame": _as_wire(OP_BINARY),
+    "fragments-past-the-limit": _fragments_past_limit,
+}
+
+
+@dataclass
+class Scene:
+    h: Harness
+    evil: FakeGoToSocial
+    good: FakeGoToSocial
+    hostile: Hostile
+    alice: AccountRecord
+    bob: AccountRecord
+
+
+async def _relayed_once(h: Harness, account: AccountRecord, body: dict[str, Any], text: str) -> None:
+    await wait_until(lambda: cursor_is(h, account.id, body["id"]), timeout=LONG, what=f"{text} committed")
+    assert sum(text in b for b in h.sender.bodies()) == 1
+
+
+@pytest.fixture
+async def scene(h: Harness) -> Any:
+    async with FakeGoToSocial(hostile=True) as evil, FakeGoToSocial() as good:
+        assert isinstance(evil.hostile, Hostile)
+        evil.add_user("alice")
+        good.add_user("bob")
+        alice = await h.add_account(evil, "alice", cursor=evil.notify("alice", "follow", "zed")["id"])
+        bob = await h.add_account(good, "bob", cursor=good.notify("bob", "follow", "zed")["id"])
+        await h.manager().start()
+        await wait_until(lambda: evil.open_streams("alice") == 1 and good.open_streams("bob") == 1)
+        yield Scene(h, evil, good, evil.hostile, alice, bob)
+
+
+async def _after_the_attack(s: Scene, caplog: pytest.LogCaptureFixture) -> None:
+    """Both accounts relay what comes next, exactly once, alice's over a stream opened again."""
+    bob_during = s.good.notify("bob", "mention", "dave", status_text="bob during")
+    await _relayed_once(s.h, s.bob, bob_during, "bob during")
+    await wait_until(lambda: s.evil.open_streams("alice") == 1, timeout=LONG, what="alice's stream again")
+    after = s.evil.notify("alice", "mention", "carol", status_text="alice after")
+    await _relayed_once(s.h, s.alice, after, "alice after")
+    bob_after = s.good.notify("bob", "mention", "dave", status_text="bob after")
+    await _relayed_once(s.h, s.bob, bob_after, "bob after")
+    for account in (s.alice, s.bob):
+        assert account.token not in caplog.text
+    assert "HOSTILE" not in caplog.text  # nothing the instance wrote is echoed into the log
+
+
+@pytest.mark.parametrize("spoil", SPOILED.values(), ids=SPOILED.keys())
+async def test_a_spoiled_frame_never_moves_the_cursor_past_its_notification(
+    scene: Scene, spoil: Callable[[str], str | RawFrames], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A notification whose frame is spoiled, then a good one on the same connection: the relay must not
+    take the good one's id as its cursor and lose the first; it reconnects and catches up over REST."""
+    s = scene
+    spoiled = s.hostile.notify_mangled("alice", spoil)
+    behind = s.evil.notify("alice", "mention", "carol", status_text="right behind")
+    await _relayed_once(s.h, s.alice, behind, "right behind")
+    assert sum("HOSTILE mangled frame" in b for b in s.h.sender.bodies()) == 1
+    assert spoiled["id"] < behind["id"]
+    await _after_the_attack(s, caplog)
+
+
+def _close(payload: bytes) -> bytes:
+    return ws_frame(OP_CLOSE, payload)
+
+
+WIRE: dict[str, tuple[bytes, int]] = {
+    "close-invalid-utf8-reason": (_close((1000).to_bytes(2, "big") + b"HOSTILE" + INVALID_UTF8), 1),
+    "close-huge-reason": (_close((1000).to_bytes(2, "big") + b"HOSTILE" * 5_000), 1),
+    "close-odd-code": (_close((4999).to_bytes(2, "big") + b"HOSTILE\nforged log line"), 1),
+    "ping-flood": (ws_frame(OP_PING, b"HOSTILE"), 5_000_000),
+    "tiny-frame-flood": (ws_frame(OP_TEXT, b'{"event":"HOSTILE"}'), 5_000_000),
+    "endless-empty-fragments": (ws_frame(OP_TEXT, b"{", fin=False) + ws_frame(OP_CONT, b"", fin=False), 1),
+}
+
+
+@pytest.mark.parametrize(("data", "count"), WIRE.values(), ids=WIRE.keys())
+async def test_what_ends_a_stream_costs_alice_a_reconnect_and_nothing_else(
+    scene: Scene, data: bytes, count: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    s = scene
+    assert s.hostile.push_wire("alice", data, count=count) == 1
+    if data.endswith(ws_frame(OP_CONT, b"", fin=False)):
+        s.hostile.push_wire("alice", ws_frame(OP_CONT, b"", fin=False), count=5_000_000)
+    missed = s.evil.notify("alice", "mention", "carol", status_text="queued behind")
+    await _relayed_once(s.h, s.alice, missed, "queued behind")
+    await _after_the_attack(s, caplog)
+
+
+async def test_a_half_open_stream_is_given_up_and_the_relay_polls_meanwhile(
+    scene: Scene, caplog: pytest.LogCaptureFixture
+) -> None:
+    s = scene
+    s.hostile.silence_streams()
+    assert s.evil.drop_streams() == 1  # alice's next streams open, then say nothing at all
+    missed = s.evil.notify("alice", "mention", "carol", status_text="while silent")
+    await _relayed_once(s.h, s.alice, missed, "while silent")
+    s.hostile.silence_streams(False)
+    await _after_the_attack(s, caplog)
