@@ -147,3 +147,19 @@ async def test_a_half_open_stream_is_given_up_and_the_relay_polls_meanwhile(
     await _relayed_once(s.h, s.alice, missed, "while silent")
     s.hostile.silence_streams(False)
     await _after_the_attack(s, caplog)
+
+
+async def test_invalid_utf8_in_the_stream_and_in_rest_costs_only_the_bad_bytes(
+    scene: Scene, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The broken bytes are in the REST answer too (a server that stores them): the stream ends (1007),
+    and the catch-up reads the page with U+FFFD in their place instead of failing it for ever."""
+    s = scene
+    s.hostile.spoil_rest("/api/v1/notifications", b"HOSTILE mangled", b"HOSTILE" + INVALID_UTF8 + b" mangled")
+    spoiled = s.hostile.notify_mangled("alice", SPOILED["text-frame-invalid-utf8"])
+    behind = s.evil.notify("alice", "mention", "carol", status_text="right behind")
+    await _relayed_once(s.h, s.alice, behind, "right behind")
+    (body,) = [b for b in s.h.sender.bodies() if "mangled frame" in b]
+    assert "\ufffd" in body
+    assert spoiled["id"] < behind["id"]
+    await _after_the_attack(s, caplog)

@@ -10,6 +10,7 @@
   invalid UTF-8, binary frames, fragments, pings, close frames with odd codes and reasons, floods;
 - spoil the stream frame of the next notification while the REST list keeps it (`notify_mangled`);
 - open streams and then go silent (`silence_streams`: no pongs, nothing sent);
+- rewrite the bytes of a REST answer (`spoil_rest`: e.g. invalid UTF-8 in a notification list);
 - store raw notifications that the REST list returns as they are (giant ids, wrong shapes);
 - answer slowly (slow-loris: `slow(seconds)` delays every answer, below the bot's request timeout).
 
@@ -138,6 +139,10 @@ class Hostile:
             return self._gts.notify(username, "mention", from_username, status_text="HOSTILE mangled frame")
         finally:
             faults.mangle_stream_frame = None
+
+    def spoil_rest(self, path: str, old: bytes, new: bytes) -> None:
+        """Every answer at `path` has `old` replaced by `new` in its raw bytes (after JSON encoding)."""
+        self._gts.state.faults.mangle_body[path] = lambda body: body.replace(old, new)
 
     def silence_streams(self, silent: bool = True) -> None:
         """Streams opened from now on complete the handshake, then neither send nor answer anything."""

@@ -148,6 +148,7 @@ class FaultKnobs:
     throttle_retry_after: int = 30
     stream_silent: bool = False  # True: streams open (101), then the server neither reads nor writes
     mangle_stream_frame: Callable[[str], str | RawFrames] | None = None  # applied to notification frames
+    mangle_body: dict[str, Callable[[bytes], bytes]] = field(default_factory=dict)  # path → raw body rewrite
     _drop: Callable[[], int] | None = field(default=None, repr=False)
 
     def drop_streams(self) -> int:
