@@ -41,11 +41,15 @@ def _fragments_past_limit(frame: str) -> RawFrames:
     return RawFrames(head + ws_frame(OP_CONT, b" " * 40_000, fin=False) * 2 + ws_frame(OP_CONT, b"}"))
 
 
+DEEP = "[" * 50_000 + "]" * 50_000
+
 # Each spoils the frame of one notification the REST list still holds.
 SPOILED: dict[str, Callable[[str], str | RawFrames]] = {
     "payload-not-json": lambda f: f.replace('"payload":"', '"payload":"HOSTILE', 1),
     "payload-not-a-string": lambda f: f.replace('"payload":"', '"payload":{"x":"HOSTILE"},"p":"', 1),
     "payload-wrong-shape": lambda f: f.replace('\\"type\\":\\"mention\\"', '\\"type\\":[\\"HOSTILE\\"]', 1),
+    "payload-nested-deeply": lambda f: f.replace('"payload":"', '"payload":"' + DEEP, 1),
+    "payload-huge": lambda f: f.replace('"payload":"', '"payload":"' + "HOSTILE " * 20_000, 1),  # > 64 KiB
     "event-not-a-string": lambda f: f.replace('"event":"notification"', '"event":["notification"]', 1),
     "text-frame-invalid-utf8": _as_wire(OP_TEXT, lambda b: b.replace(b"HOSTILE", b"HOSTILE" + INVALID_UTF8)),
     "binary-frame": _as_wire(OP_BINARY),
