@@ -82,6 +82,7 @@ def bot_log(caplog: pytest.LogCaptureFixture) -> str:
 @pytest.fixture
 async def scene(h: Harness, caplog: pytest.LogCaptureFixture) -> Any:
     caplog.set_level(logging.DEBUG)
+    h.connector.clock = lambda: 0.0  # the frame budget never refills: a flood ends by count, not by speed
     async with FakeGoToSocial(hostile=True) as evil, FakeGoToSocial() as good:
         assert isinstance(evil.hostile, Hostile)
         evil.add_user("alice")

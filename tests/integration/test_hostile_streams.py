@@ -41,7 +41,8 @@ NOTE = '{"stream":["user:notification"],"event":"notification","payload":%s}'
 
 @pytest.fixture
 async def evil() -> AsyncIterator[FakeGoToSocial]:
-    async with FakeGoToSocial(hostile=True) as fake:
+    # no pings of its own: the frame-budget tests count every frame the client receives
+    async with FakeGoToSocial(hostile=True, ping_interval=3600.0) as fake:
         fake.add_user("alice")
         yield fake
 
@@ -52,7 +53,11 @@ def hostile_of(gts: FakeGoToSocial) -> Hostile:
 
 
 def connector(**kwargs: float) -> StreamConnector:
-    return build_stream_connector(settings(), **kwargs)
+    """A connector whose frame budget never refills (its clock stands still): what ends a flood is the
+    number of frames, never how fast this machine reads them."""
+    c = build_stream_connector(settings(), **kwargs)
+    c.clock = lambda: 0.0
+    return c
 
 
 @asynccontextmanager
@@ -239,6 +244,24 @@ async def test_a_ping_flood_ends_the_stream(evil: FakeGoToSocial) -> None:
     async with open_stream(evil) as stream:
         hostile_of(evil).push_wire("alice", ws_frame(OP_PING, b"HOSTILE" * 17), count=2_000_000)
         error = await ends_with(stream)
+    assert isinstance(error, BadResponseError)
+    assert "too fast" in str(error)
+
+
+async def test_the_frame_budget_counts_every_frame_to_the_last(evil: FakeGoToSocial) -> None:
+    """With a budget of 50 frames: 48 ignored events, a ping and a notification make 50 and all is well;
+    the 51st frame ends the stream."""
+    c = connector()
+    c.frame_burst = 50
+    async with open_stream(evil, c) as stream:
+        hostile = hostile_of(evil)
+        hostile.push_wire("alice", ws_frame(OP_TEXT, b'{"event":"x"}'), count=48)
+        hostile.push_wire("alice", ws_frame(OP_PING, b""))
+        created = marker_frame(evil)
+        (received,) = await collect(stream, lambda n: True)
+        hostile.push_wire("alice", ws_frame(OP_PING, b""))
+        error = await ends_with(stream)
+    assert received.id == created["id"]
     assert isinstance(error, BadResponseError)
     assert "too fast" in str(error)
 
