@@ -402,10 +402,15 @@ class NotificationStream:
                 if notification is not None:
                     yield notification
         except websockets.ConnectionClosed:
-            if isinstance(self._ws, BudgetedConnection) and self._ws.flooded:
+            overrun = self._ws.overrun if isinstance(self._ws, BudgetedConnection) else None
+            if overrun == "frames":
                 raise BadResponseError(
                     f"{name} sent streaming frames too fast (more than {self._connector.frame_rate:g} a "
                     "second); the connection was closed."
+                ) from None
+            if overrun == "unread":
+                raise BadResponseError(
+                    f"{name} stopped reading the notification stream's answers; the connection was closed."
                 ) from None
             if self._closing:
                 return

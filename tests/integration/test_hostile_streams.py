@@ -248,6 +248,20 @@ async def test_a_ping_flood_ends_the_stream(evil: FakeGoToSocial) -> None:
     assert "too fast" in str(error)
 
 
+async def test_pings_from_a_server_that_never_reads_the_pongs_end_the_stream(evil: FakeGoToSocial) -> None:
+    """With no frame budget to speak of, the pongs the bot owes back up in its write buffer: past
+    MAX_UNSENT_BYTES the connection is aborted instead of growing for ever."""
+    c = connector()
+    c.frame_burst = 10**12
+    hostile = hostile_of(evil)
+    hostile.stop_reading_streams()
+    async with open_stream(evil, c) as stream:
+        hostile.push_wire("alice", ws_frame(OP_PING, b"HOSTILE" * 17), count=10**9)
+        error = await ends_with(stream)
+    assert isinstance(error, BadResponseError)
+    assert "stopped reading" in str(error)
+
+
 async def test_the_frame_budget_counts_every_frame_to_the_last(evil: FakeGoToSocial) -> None:
     """With a budget of 50 frames: 48 ignored events, a ping and a notification make 50 and all is well;
     the 51st frame ends the stream."""

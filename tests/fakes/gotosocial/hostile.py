@@ -9,7 +9,8 @@
 - write bytes to those streams below the websocket framing (`push_wire`, `ws_frame`): text frames with
   invalid UTF-8, binary frames, fragments, pings, close frames with odd codes and reasons, floods;
 - spoil the stream frame of the next notification while the REST list keeps it (`notify_mangled`);
-- open streams and then go silent (`silence_streams`: no pongs, nothing sent);
+- open streams and then go silent (`silence_streams`: no pongs, nothing sent), or never read what the
+  client sends (`stop_reading_streams`);
 - rewrite the bytes of a REST answer (`spoil_rest`: e.g. invalid UTF-8 in a notification list);
 - store raw notifications that the REST list returns as they are (giant ids, wrong shapes);
 - answer slowly (slow-loris: `slow(seconds)` delays every answer, below the bot's request timeout).
@@ -143,6 +144,10 @@ class Hostile:
     def spoil_rest(self, path: str, old: bytes, new: bytes) -> None:
         """Every answer at `path` has `old` replaced by `new` in its raw bytes (after JSON encoding)."""
         self._gts.state.faults.mangle_body[path] = lambda body: body.replace(old, new)
+
+    def stop_reading_streams(self, unread: bool = True) -> None:
+        """Streams opened from now on never read from the client (its pongs back up on its side)."""
+        self._gts.state.faults.stream_unread = unread
 
     def silence_streams(self, silent: bool = True) -> None:
         """Streams opened from now on complete the handshake, then neither send nor answer anything."""

@@ -147,6 +147,7 @@ class FaultKnobs:
     throttle: bool = False  # True: every limited request → 429 "server capacity exceeded"
     throttle_retry_after: int = 30
     stream_silent: bool = False  # True: streams open (101), then the server neither reads nor writes
+    stream_unread: bool = False  # True: streams opened from now on never read what the client sends
     mangle_stream_frame: Callable[[str], str | RawFrames] | None = None  # applied to notification frames
     mangle_body: dict[str, Callable[[bytes], bytes]] = field(default_factory=dict)  # path → raw body rewrite
     _drop: Callable[[], int] | None = field(default=None, repr=False)

@@ -69,6 +69,8 @@ async def streaming(request: web.Request) -> web.StreamResponse:
     await ws.prepare(request)
 
     transport = request.transport
+    if state.faults.stream_unread and transport is not None:
+        transport.pause_reading()  # pongs and pings from the client pile up on its side
 
     def abort() -> None:
         if transport is not None:
