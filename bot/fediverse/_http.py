@@ -276,8 +276,15 @@ def rate_limited_error(instance: InstanceRef, delay: float) -> RateLimitedError:
 
 
 def decode_json(instance: InstanceRef, response: RawResponse) -> object:
+    """The body as JSON (UTF-8, RFC 8259). Bytes that are not UTF-8 (overlong, encoded surrogates, truncated)
+    become U+FFFD: one bad byte in one notification must not make the whole page unreadable, or the cursor
+    would never pass it. (`json.loads` on bytes would let encoded surrogates through as lone surrogates.)"""
     try:
-        return json.loads(response.body)
+        text = response.body.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        text = response.body.decode("utf-8-sig", errors="replace")
+    try:
+        return json.loads(text)
     except (ValueError, RecursionError):
         raise BadResponseError(
             f"{instance.display} sent something that is not valid JSON for {response.method} {response.path}."

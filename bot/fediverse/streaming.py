@@ -19,6 +19,13 @@ Refusals: a 400/401/403 handshake and an in-stream `{"error": …, "status": …
 GoToSocial checks the token only at connect time and keeps delivering after a revoke, so whoever revokes a
 token must close its stream (`aclose`); Mastodon and Akkoma close it themselves.
 
+What the stream reads is bounded (`stream_frames`: bytes and JSON containers per frame; `ws_connection`:
+frames per second, pings and fragments included). A frame that is not a well-formed text frame (invalid
+UTF-8, binary, not JSON, a `notification` event whose payload does not parse) ends the stream: it may have
+carried a notification, and the relay must not move its cursor past it on the strength of the next one,
+so it reconnects and catches up over REST from where it was. Events other than `notification` are
+skipped. Errors name the instance, never what it sent (close reasons included).
+
 Reconnecting with backoff is the caller's job; this module gives one connection and ends it cleanly.
 """
 
@@ -28,6 +35,7 @@ import asyncio
 import logging
 import re
 import ssl
+import time
 import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from types import TracebackType
@@ -54,9 +62,11 @@ from bot.fediverse.models import Notification, ShapeError
 from bot.fediverse.ratelimit import BucketKind, InstancePacer, PacerRegistry, PacingModel, WaitTooLong
 from bot.fediverse.stream_frames import (
     MAX_FRAME_BYTES,
+    FrameBudget,
     StreamErrorFrame,
     parse_stream_frame,
 )
+from bot.fediverse.ws_connection import BudgetedConnection, budgeted_connection
 
 __all__ = [
     "NotificationStream",
@@ -160,9 +170,13 @@ class StreamConnector:
         max_message_bytes: int = 1_048_576,
         user_agent: str = "gts-bot",
         pacers: PacerRegistry | None = None,
+        frame_rate: float = 200.0,
+        frame_burst: int = 2_000,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         """`pacers`: the registry the REST client paces with (one per process), so handshakes share the
-        instance's budget with REST calls; None leaves handshakes unpaced."""
+        instance's budget with REST calls; None leaves handshakes unpaced. `frame_rate`/`frame_burst`: the
+        frames a connection may receive (see `FrameBudget`), measured with `clock`."""
         self.guard = guard
         self.pacers = pacers
         self.ssl_context = ssl_context
@@ -173,6 +187,12 @@ class StreamConnector:
         self.max_message_bytes = max_message_bytes
         self.user_agent = user_agent
         self.endpoints = StreamEndpoints()
+        self.frame_rate = frame_rate
+        self.frame_burst = frame_burst
+        self.clock = clock
+
+    def frame_budget(self) -> FrameBudget:
+        return FrameBudget(rate=self.frame_rate, burst=self.frame_burst, clock=self.clock)
 
     def stream(
         self,
@@ -295,6 +315,7 @@ class NotificationStream:
                 max_size=min(c.max_message_bytes, MAX_FRAME_BYTES),
                 max_queue=MAX_QUEUED_FRAMES,
                 compression=None,  # frames are small; inflating costs memory per connection
+                create_connection=budgeted_connection(c.frame_budget),  # type: ignore[arg-type]
                 logger=_QuietLogger(logging.getLogger("websockets.client"), {}),
                 **auth,  # type: ignore[arg-type]
                 **tls,  # type: ignore[arg-type]
@@ -356,16 +377,18 @@ class NotificationStream:
         if self._ws is None:
             raise RuntimeError("NotificationStream.connect() was not called")
         name = self._instance.display
-        malformed = 0  # the instance decides how many: log the first only, not a line per frame
         try:
             async for message in self._ws:
                 try:
+                    if isinstance(message, bytes):
+                        raise ShapeError("a binary frame")
                     notification = parse_stream_frame(message)
                 except ShapeError as exc:
-                    malformed += 1
-                    if malformed == 1:
-                        log.warning("ignoring malformed streaming frames from %s: %s", name, exc)
-                    continue
+                    # the ShapeError names a field, never a value the instance sent
+                    log.warning("%s sent a malformed streaming frame (%s); catching up over REST", name, exc)
+                    raise BadResponseError(
+                        f"{name} sent a malformed streaming frame; the bot catches up over REST."
+                    ) from None
                 if isinstance(notification, StreamErrorFrame):
                     status = notification.status
                     raise StreamRefusedError(
@@ -378,10 +401,21 @@ class NotificationStream:
                 del message
                 if notification is not None:
                     yield notification
-        except websockets.ConnectionClosed as exc:
+        except websockets.ConnectionClosed:
+            overrun = self._ws.overrun if isinstance(self._ws, BudgetedConnection) else None
+            if overrun == "frames":
+                raise BadResponseError(
+                    f"{name} sent streaming frames too fast (more than {self._connector.frame_rate:g} a "
+                    "second); the connection was closed."
+                ) from None
+            if overrun == "unread":
+                raise BadResponseError(
+                    f"{name} stopped reading the notification stream's answers; the connection was closed."
+                ) from None
             if self._closing:
                 return
-            raise InstanceUnreachableError(f"The notification stream from {name} was lost.") from exc
+            # `from None`: the close reason is the instance's text, not ours to log
+            raise InstanceUnreachableError(f"The notification stream from {name} was lost.") from None
         if not self._closing:
             raise InstanceUnreachableError(f"{name} closed the notification stream.")
 

@@ -246,6 +246,30 @@ async def test_an_unusable_item_with_an_id_is_skipped_but_counted() -> None:
     assert page.all_ids == ("01B", "01A")
 
 
+INVALID_UTF8 = {
+    "overlong": b"\xc0\xaf",
+    "surrogate": b"\xed\xa0\x80",
+    "truncated": b"\xe2\x82",
+    "stray-continuation": b"\x80",
+    "above-unicode": b"\xf4\x90\x80\x80",
+}
+
+
+@pytest.mark.parametrize("bad", INVALID_UTF8.values(), ids=INVALID_UTF8.keys())
+async def test_invalid_utf8_in_a_page_costs_only_the_bad_bytes(bad: bytes) -> None:
+    """Not UTF-8 inside one notification's text: the page is read, the bad bytes become U+FFFD."""
+    follow = {"id": "01A", "type": "follow", "created_at": "2026-11-28T03:08:32.000Z", "account": ACCOUNT}
+    named = {**follow, "id": "01B", "account": {**ACCOUNT, "display_name": "HOSTILE-NAME"}}
+    raw = json.dumps([follow, named]).encode().replace(b"HOSTILE-NAME", b"Bob " + bad + b" Smith")
+    async with server({("GET", "/api/v1/notifications"): fixed(raw=raw)}) as port, fedi_client() as client:
+        page = await client.notifications(loopback(port), TOKEN)
+    assert [n.id for n in page.items] == ["01A", "01B"]
+    name = page.items[1].account.display_name
+    assert name.startswith("Bob \ufffd")
+    assert name.endswith(" Smith")
+    assert name[4:-6].strip("\ufffd") == ""  # nothing but replacement characters: no lone surrogate
+
+
 @pytest.mark.parametrize(
     "routes",
     [

@@ -6,6 +6,12 @@
   right-to-left overrides);
 - push raw frames into a user's open streams (`HOSTILE_FRAMES`: huge, `[[],[],…]`, not JSON, lone
   surrogates in JSON escapes, giant and malformed ids, wrong shapes), bypassing the fake's own checks;
+- write bytes to those streams below the websocket framing (`push_wire`, `ws_frame`): text frames with
+  invalid UTF-8, binary frames, fragments, pings, close frames with odd codes and reasons, floods;
+- spoil the stream frame of the next notification while the REST list keeps it (`notify_mangled`);
+- open streams and then go silent (`silence_streams`: no pongs, nothing sent), or never read what the
+  client sends (`stop_reading_streams`);
+- rewrite the bytes of a REST answer (`spoil_rest`: e.g. invalid UTF-8 in a notification list);
 - store raw notifications that the REST list returns as they are (giant ids, wrong shapes);
 - answer slowly (slow-loris: `slow(seconds)` delays every answer, below the bot's request timeout).
 
@@ -15,15 +21,34 @@ Every hostile notification says "HOSTILE" somewhere, so a test can tell them fro
 from __future__ import annotations
 
 import json
+import struct
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from tests.fakes.gotosocial.core import go_json
-from tests.fakes.gotosocial.state import StoredNotification
+from tests.fakes.gotosocial.state import RawFrames, StoredNotification
 
 if TYPE_CHECKING:
     from tests.fakes.gotosocial.server import FakeGoToSocial
 
-__all__ = ["HOSTILE_FRAMES", "HOSTILE_HTML", "Hostile"]
+__all__ = ["HOSTILE_FRAMES", "HOSTILE_HTML", "OP_BINARY", "OP_CLOSE", "OP_CONT", "OP_PING", "OP_TEXT",
+           "Hostile", "RawFrames", "ws_frame"]
+
+OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING = 0x0, 0x1, 0x2, 0x8, 0x9
+
+
+def ws_frame(opcode: int, payload: bytes, *, fin: bool = True) -> bytes:
+    """One server-to-client websocket frame (unmasked, RFC 6455 §5.2), whatever the payload holds: no
+    check on UTF-8, control-frame sizes or close codes, so it can say what a real server never would."""
+    first = (0x80 if fin else 0) | opcode
+    size = len(payload)
+    if size < 126:
+        header = struct.pack("!BB", first, size)
+    elif size < 1 << 16:
+        header = struct.pack("!BBH", first, 126, size)
+    else:
+        header = struct.pack("!BBQ", first, 127, size)
+    return header + payload
 
 HOSTILE_HTML: dict[str, str] = {
     "quadratic": "<p>HOSTILE</p>" + "<a" * 20_000,
@@ -94,6 +119,39 @@ class Hostile:
         for conn in conns:
             conn.queue.put_nowait(frame)
         return len(conns)
+
+    def push_wire(self, username: str, data: bytes, *, count: int = 1) -> int:
+        """Write `data` (`count` times) to the user's open streams below the framing (see `ws_frame`), after
+        whatever is queued there; written as fast as the client reads. Returns how many streams got it."""
+        state = self._gts.state
+        user_id = state.users[username].user_id
+        conns = [c for c in state.streams if c.user_id == user_id]
+        for conn in conns:
+            conn.queue.put_nowait(RawFrames(data, count))
+        return len(conns)
+
+    def notify_mangled(
+        self, username: str, mangle: Callable[[str], str | RawFrames], *, from_username: str = "carol"
+    ) -> dict[str, Any]:
+        """A well-formed mention, stored as usual (REST lists it), whose stream frame is `mangle(frame)`."""
+        faults = self._gts.state.faults
+        faults.mangle_stream_frame = mangle
+        try:
+            return self._gts.notify(username, "mention", from_username, status_text="HOSTILE mangled frame")
+        finally:
+            faults.mangle_stream_frame = None
+
+    def spoil_rest(self, path: str, old: bytes, new: bytes) -> None:
+        """Every answer at `path` has `old` replaced by `new` in its raw bytes (after JSON encoding)."""
+        self._gts.state.faults.mangle_body[path] = lambda body: body.replace(old, new)
+
+    def stop_reading_streams(self, unread: bool = True) -> None:
+        """Streams opened from now on never read from the client (its pongs back up on its side)."""
+        self._gts.state.faults.stream_unread = unread
+
+    def silence_streams(self, silent: bool = True) -> None:
+        """Streams opened from now on complete the handshake, then neither send nor answer anything."""
+        self._gts.state.faults.stream_silent = silent
 
     def store_raw(self, username: str, body: dict[str, Any]) -> None:
         """A notification the REST list returns exactly as given (any id, any Unicode)."""

@@ -195,6 +195,9 @@ async def _dispatch(request: web.Request, handler: Handler, path: str) -> web.St
         return web.Response(status=200, body=b'{"id":"01', content_type="application/json")
     try:
         response = await handler(request)
+        mangle = faults.mangle_body.get(path)
+        if mangle is not None and isinstance(response, web.Response) and isinstance(response.body, bytes):
+            response.body = mangle(response.body)
         if path in faults.drop_after_write:
             return _abort(request)  # done here, but the client never hears back
         return response

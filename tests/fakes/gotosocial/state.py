@@ -112,12 +112,21 @@ class Session:
     expires: float = 0.0
 
 
+@dataclass(frozen=True)
+class RawFrames:
+    """Bytes written to a websocket as they are (`count` times), bypassing the framing: the hostile profile's
+    invalid frames, fragments, pings and floods. Written as fast as the client reads them."""
+
+    data: bytes
+    count: int = 1
+
+
 @dataclass
 class StreamConn:
     user_id: str
     access: str = field(repr=False)
     streams: set[str]
-    queue: asyncio.Queue[str]
+    queue: asyncio.Queue[str | RawFrames]
     abort: Callable[[], None] = field(repr=False)
 
 
@@ -138,6 +147,10 @@ class FaultKnobs:
     revoke_enabled: bool = True  # False: /oauth/revoke → 404, like a server without the endpoint
     throttle: bool = False  # True: every limited request → 429 "server capacity exceeded"
     throttle_retry_after: int = 30
+    stream_silent: bool = False  # True: streams open (101), then the server neither reads nor writes
+    stream_unread: bool = False  # True: streams opened from now on never read what the client sends
+    mangle_stream_frame: Callable[[str], str | RawFrames] | None = None  # applied to notification frames
+    mangle_body: dict[str, Callable[[bytes], bytes]] = field(default_factory=dict)  # path → raw body rewrite
     _drop: Callable[[], int] | None = field(default=None, repr=False)
 
     def drop_streams(self) -> int:
@@ -317,8 +330,9 @@ class FakeState:
             name = "user:notification" if "user:notification" in conn.streams else "user"
             if name not in conn.streams:
                 continue
-            frame = {"stream": [name], "event": "notification", "payload": payload}
+            frame = go_json({"stream": [name], "event": "notification", "payload": payload})
+            mangle = self.faults.mangle_stream_frame
             if conn.queue.qsize() < 50:
-                conn.queue.put_nowait(go_json(frame))
+                conn.queue.put_nowait(frame if mangle is None else mangle(frame))
             else:  # GoToSocial drops the connection when its 50-message buffer is full
                 conn.abort()

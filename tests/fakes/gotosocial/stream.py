@@ -17,7 +17,7 @@ from tests.fakes.gotosocial.core import go_json, token_permits
 from tests.fakes.gotosocial.httputil import EXTRA_HEADERS, ApiError, bearer, lookup_auth, state_of
 from tests.fakes.gotosocial.profiles import Profile
 from tests.fakes.gotosocial.render import streaming_url
-from tests.fakes.gotosocial.state import StreamConn
+from tests.fakes.gotosocial.state import RawFrames, StreamConn
 
 # Streams a client may add with a subscribe message; `user:notification` is silently ignored there.
 _SUBSCRIBABLE = frozenset({"public:local", "public", "user", "direct", "list"})
@@ -56,7 +56,8 @@ async def streaming(request: web.Request) -> web.StreamResponse:
     if not may_read and profile.stream_scope_refusal == "handshake":
         raise ApiError(403, "token has insufficient scope permission")
     echo = protocol_header if protocol_header and profile.stream_echoes_protocol else None
-    ws = web.WebSocketResponse(protocols=(echo,) if echo else (), autoping=True)
+    silent = state.faults.stream_silent  # a half-open stream: no pongs, no close reply, nothing sent
+    ws = web.WebSocketResponse(protocols=(echo,) if echo else (), autoping=not silent, autoclose=not silent)
     if not ws.can_prepare(request).ok:
         resp = web.Response(status=400, text="Bad Request\n", headers={"Sec-Websocket-Version": "13"})
         resp.content_type = "text/plain"
@@ -72,11 +73,15 @@ async def streaming(request: web.Request) -> web.StreamResponse:
         return ws
 
     transport = request.transport
+    if state.faults.stream_unread and transport is not None:
+        transport.pause_reading()  # pongs and pings from the client pile up on its side
 
     def abort() -> None:
         if transport is not None:
             transport.abort()
 
+    if silent:
+        return await _silent(request, ws)
     conn = StreamConn(user_id=auth.user.user_id, access=token, streams={request.query.get("stream", "")},
                       queue=asyncio.Queue(), abort=abort)
     if not may_read:  # Mastodon opens the socket, then says so in a frame and sends nothing else
@@ -94,7 +99,10 @@ async def streaming(request: web.Request) -> web.StreamResponse:
             if getter in done:
                 frame = getter.result()
                 getter = None
-                await ws.send_str(frame)
+                if isinstance(frame, RawFrames):
+                    await _write_raw(request, frame)
+                else:
+                    await ws.send_str(frame)
             elif reader in done:
                 break
             elif profile.stream_pings:
@@ -112,6 +120,27 @@ async def streaming(request: web.Request) -> web.StreamResponse:
         with contextlib.suppress(Exception):
             await ws.close()
     return ws
+
+
+async def _silent(request: web.Request, ws: web.WebSocketResponse) -> web.WebSocketResponse:
+    """Handshake done, then silence: whatever the client sends is read and ignored until it hangs up."""
+    with contextlib.suppress(Exception):
+        async for _ in ws:
+            pass
+    if request.transport is not None:
+        request.transport.abort()
+    return ws
+
+
+async def _write_raw(request: web.Request, raw: RawFrames) -> None:
+    """Write `raw` to the socket as it is, as fast as the client reads it (TCP flow control)."""
+    transport, protocol = request.transport, request.protocol
+    for _ in range(raw.count):
+        if transport is None or transport.is_closing():
+            raise ConnectionError("the client went away")
+        transport.write(raw.data)
+        if protocol._paused:  # over the transport's high-water mark: wait until the client reads
+            await protocol._drain_helper()
 
 
 async def _read_loop(ws: web.WebSocketResponse, conn: StreamConn) -> None:
