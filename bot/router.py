@@ -179,7 +179,9 @@ class Router:
         if msg.reply_to is not None and parsed is None and not looks_like_pasted_code(body):
             # A reply to a relayed message acts on it; in the DM while a connection waits for its code, a
             # reply to anything else is taken as the code; otherwise it is ignored without a word.
-            if self._throttle.allow(msg.sender):
+            if not await self._in_recorded_dm(msg.sender, msg.room_id):
+                return  # replies elsewhere act on nothing, so they cost the user nothing either
+            if self._may_act(msg.sender, msg.room_id):
                 reply_to = msg.reply_to
                 if self._acting is not None:
                     await self._acting.note_reply(msg, reply_to)
@@ -222,8 +224,23 @@ class Router:
     # ---- acting on relayed messages (`action_dispatch`) ----
 
     async def _on_acting(self, event: Reaction | Redaction) -> None:
-        if self._acting is not None and self._allowed(event.sender) and self._throttle.allow(event.sender):
+        if self._acting is None or not self._allowed(event.sender):
+            return
+        if not await self._in_recorded_dm(event.sender, event.room_id):
+            return  # reactions in group rooms act on nothing, so they cost the user nothing either
+        if self._may_act(event.sender, event.room_id):
             self._enqueue(event.sender, await self._acting.intake(event))
+
+    async def _in_recorded_dm(self, user_id: str, room_id: str) -> bool:
+        return await self._dms.room_for(user_id) == room_id
+
+    def _may_act(self, user_id: str, room_id: str) -> bool:
+        """Charge the user's command budget; when it is spent, say so (once a while) instead of acting."""
+        if self._throttle.allow(user_id):
+            return True
+        if self._due(self._throttle_warned, user_id, _THROTTLE_WARNING_SECONDS):
+            self._enqueue(user_id, lambda: self._reply(user_id, room_id, _THROTTLED))
+        return False
 
     async def resume_actions(self) -> None:
         """Queue the actions a stopped bot left unfinished on their users' lanes."""
@@ -309,6 +326,8 @@ class Router:
             self._enqueue(msg.sender, lambda: self._explain_undecryptable(msg))
 
     async def _explain_undecryptable(self, msg: UndecryptableMessage) -> None:
+        if not await self._dms.is_dm(msg.sender, msg.room_id):
+            return  # a group's undecryptable chat is none of the bot's business, and no place for notices
         await RoomContext(msg.sender, msg.room_id, self._prefix, self._matrix).reply(
             greetings.undecryptable(msg.reason)
         )

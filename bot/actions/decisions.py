@@ -84,7 +84,7 @@ def parse_post(rest: str, accounts: Sequence[AccountRecord]) -> PostRequest:
     position = 0
     chosen: AccountRecord | None = None
     first = _WORD.match(rest, position)
-    if first is not None and first.group(1).lower() != "all":
+    if first is not None and _may_name_an_account(first.group(1), accounts):
         try:
             chosen = select_accounts(accounts, first.group(1))[0]
             position = first.end()
@@ -100,6 +100,16 @@ def parse_post(rest: str, accounts: Sequence[AccountRecord]) -> PostRequest:
     if not text:
         raise CommandError("What should I post? Write the text after the command.")
     return PostRequest(chosen, visibility, text)
+
+
+def _may_name_an_account(word: str, accounts: Sequence[AccountRecord]) -> bool:
+    """With one account there is nothing to choose: only its own `@user@host` names it, so a post that
+    starts with a number or a host name ("1 more day", "example.org is down") keeps its first word."""
+    if word.lower() == "all":
+        return False
+    if len(accounts) == 1:
+        return word.lstrip("@").lower() == accounts[0].acct.lower()
+    return True
 
 
 def can_act_with(account: AccountRecord) -> bool:

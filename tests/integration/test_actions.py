@@ -340,6 +340,24 @@ async def test_what_is_not_the_owners_in_their_dm_on_a_relayed_message_does_noth
     assert len(writes(fake)) == 1
 
 
+@pytest.mark.parametrize("profile", [PROFILES["gotosocial"]], ids=["gotosocial"])
+async def test_reactions_and_replies_in_group_rooms_do_not_spend_the_owners_command_budget(
+    world: World,
+) -> None:
+    """The budget is 100 a minute (the clock stands still): far more group-room chatter than that must
+    not cost the owner the reaction they then place in their DM."""
+    fake = world.fake
+    relayed = await world.relay(fake.notify("alice", "mention", "bob@remote.example", status_text="@alice x"))
+    chatter = [reaction("⭐", relayed, f"$group{i}", room=GROUP) for i in range(120)]
+    chatter += [reply("ha", "$a-group-message", f"$groupreply{i}", room=GROUP) for i in range(120)]
+    await world.handle(*chatter)
+    assert fake.write_calls == []
+
+    await world.handle(reaction("⭐", relayed, "$in-the-dm"))
+    assert len(writes(fake)) == 1
+    assert [s.split(" as ")[0] for s in world.said()] == ["Favourited"]
+
+
 @ALL
 async def test_a_crash_after_the_server_call_and_a_replayed_event_post_once(
     ground: Ground, fake: FakeGoToSocial

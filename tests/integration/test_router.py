@@ -359,3 +359,13 @@ async def test_a_users_queue_is_bounded_and_the_excess_dropped_with_one_warning(
     matrix.open.set()
     await settle(router)
     assert len(matrix.joined) == MAX_QUEUED_PER_USER
+
+
+async def test_the_undecryptable_notice_goes_only_into_the_users_dm(world: World) -> None:
+    for room, event in ((GROUP, "$in-a-group"), (DM, "$in-the-dm")):
+        await world.router.handle(
+            UndecryptableMessage(RoomId(room), EventId(event), UserId(ALICE), "missing_room_key", 0)
+        )
+    await settle(world.router)
+    [(room, _)] = world.matrix.messages()
+    assert room == DM

@@ -68,6 +68,9 @@ TWO = [*ONE, _account(2, "alice@two.example")]
         ("alice@two.example unlisted hi", TWO, 2, Visibility.UNLISTED, "hi"),
         ("2 hi", TWO, 2, None, "hi"),
         ("one.example public hi there", TWO, 1, Visibility.PUBLIC, "hi there"),
+        ("1 more day", ONE, 1, None, "1 more day"),  # one account: a number is text, not a choice
+        ("one.example is down", ONE, 1, None, "one.example is down"),
+        ("@alice@one.example hi", ONE, 1, None, "hi"),
     ],
 )
 def test_parse_post(
