@@ -12,9 +12,9 @@ the busier the relay, the larger the groups and the cheaper each notification. A
 it did before.
 
 Each step keeps its own outcome: when a group fails (a `LeaseLost` from the write guard, a database
-error), its steps are run again one at a time. A step whose caller is cancelled before its group begins
+error), its steps are run again one at a time. A write whose caller is cancelled before its group begins
 is skipped; one already in a group is committed with it (after a shutdown its row is found in the outbox
-at the next start, as after a crash, and sent once).
+at the next start, as after a crash, and sent once). A finish always runs: its message is in the room.
 """
 
 from __future__ import annotations
@@ -130,7 +130,9 @@ class OutboxWriter:
         to what it shows (only while that account still exists), and delete it."""
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._hand_over(_Finish(record, sent_as, done))
-        await done
+        # The message is in the room: finish it even when its delivery is being stopped (a shutdown
+        # waits for the writer), or the next start would send it again.
+        await asyncio.shield(done)
 
     async def wait_idle(self) -> None:
         """Return once every step handed over so far has been run."""

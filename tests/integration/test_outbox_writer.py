@@ -172,3 +172,20 @@ async def test_a_step_cancelled_before_its_group_begins_is_skipped(
     assert step.cancelled()
     async with sessions() as s:
         assert await OutboxRepository(s, keyring).list_all() == []
+
+
+async def test_a_finish_whose_delivery_is_stopped_still_finishes_its_sent_message(
+    sessions: async_sessionmaker[AsyncSession], keyring: KeyRing
+) -> None:
+    [account] = await _connect(sessions, keyring, USERS[:1])
+    writer = OutboxWriter(sessions, keyring)
+    [record] = (
+        await writer.write(account.matrix_user_id, [OutboxDraft("s", "b", "h")], {account.id: "8"}) or []
+    )
+    finishing = asyncio.create_task(writer.finish(record, "$sent"))
+    await asyncio.sleep(0)  # handed over; then the delivery is stopped (a shutdown cancels it)
+    finishing.cancel()
+    await writer.wait_idle()  # as `RelayManager.stop` does
+    async with sessions() as s:
+        assert await OutboxRepository(s, keyring).list_all() == []  # not sent again at the next start
+        assert (await Repositories(s, keyring).accounts.get(account.id)).cursor == "8"  # type: ignore[union-attr]
