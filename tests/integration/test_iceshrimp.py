@@ -23,7 +23,7 @@ from bot.errors import InvalidCodeError
 from bot.fediverse.client import FediverseClient
 from bot.fediverse.instance import InstanceRef, parse_instance
 from bot.fediverse.models import AppRegistration
-from bot.fediverse.oauth import authorize_url, extract_code, new_state
+from bot.fediverse.oauth import authorize_url, extract_code, new_pkce_verifier, new_state
 from bot.fediverse.ratelimit import PacerPolicy, PacerRegistry
 from bot.store.keyring import KeyRing
 from bot.store.records import AccountId
@@ -54,8 +54,10 @@ def instance_of(fake: FakeGoToSocial) -> InstanceRef:
 
 async def registered(fake: FakeGoToSocial, client: FediverseClient) -> tuple[AppRegistration, str]:
     app = await client.register_app(instance_of(fake), ["read"], client_name="gts-bot")
-    pasted = await fake.authorize(authorize_url(instance_of(fake), app.client_id, ["read"], new_state()),
-                                  EMAIL, PASSWORD)
+    url = authorize_url(
+        instance_of(fake), app.client_id, ["read"], new_state(), pkce_verifier=new_pkce_verifier()
+    )
+    pasted = await fake.authorize(url, EMAIL, PASSWORD)
     code = extract_code(pasted)
     assert code is not None
     assert len(code) == ICESHRIMP.code_length
@@ -81,11 +83,19 @@ async def test_connect_with_profile_asks_iceshrimp_for_read_accounts_instead(
         started_relays.append(account_id)
 
     async with fedi_client() as client:
-        flows = ConnectFlows(sessions=sessions, keyring=keyring, client=client, fediverse=settings(),
-                             limits=LimitsConfig(), flow_ttl=timedelta(minutes=10), on_connected=on_connected,
-                             share=InstanceShare(time.monotonic))
-        started = await flows.start("@alice:matrix.test", ice.base_url, ("read:notifications", "profile"),
-                                    "!dm:matrix.test")
+        flows = ConnectFlows(
+            sessions=sessions,
+            keyring=keyring,
+            client=client,
+            fediverse=settings(),
+            limits=LimitsConfig(),
+            flow_ttl=timedelta(minutes=10),
+            on_connected=on_connected,
+            share=InstanceShare(time.monotonic),
+        )
+        started = await flows.start(
+            "@alice:matrix.test", ice.base_url, ("read:notifications", "profile"), "!dm:matrix.test"
+        )
         asked = parse_qs(urlsplit(started.authorize_url).query)["scope"]
         assert asked == ["read:accounts read:notifications"]
         code = await ice.authorize(started.authorize_url, EMAIL, PASSWORD)
@@ -99,8 +109,12 @@ async def test_token_errors_carry_doorkeepers_descriptions_as_the_error(
     ice: FakeGoToSocial, client: FediverseClient
 ) -> None:
     app, code = await registered(ice, client)
-    form = {"grant_type": "authorization_code", "client_id": app.client_id,
-            "client_secret": app.client_secret, "redirect_uri": "urn:ietf:wg:oauth:2.0:oob"}
+    form = {
+        "grant_type": "authorization_code",
+        "client_id": app.client_id,
+        "client_secret": app.client_secret,
+        "redirect_uri": "urn:ietf:wg:oauth:2.0:oob",
+    }
     async with httpx.AsyncClient(base_url=ice.base_url) as http:
         unknown = await http.post("/oauth/token", data={**form, "code": UNKNOWN_CODE})
         first = await http.post("/oauth/token", data={**form, "code": code})
@@ -118,10 +132,16 @@ async def test_the_code_exchange_names_the_scopes_or_iceshrimp_grants_only_read(
 ) -> None:
     scopes = ("read:accounts", "read:notifications", "write:statuses")
     app = await client.register_app(instance_of(ice), scopes, client_name="gts-bot")
-    url = authorize_url(instance_of(ice), app.client_id, scopes, new_state())
+    url = authorize_url(
+        instance_of(ice), app.client_id, scopes, new_state(), pkce_verifier=new_pkce_verifier()
+    )
     codes = [extract_code(await ice.authorize(url, EMAIL, PASSWORD)) for _ in range(2)]
-    form = {"grant_type": "authorization_code", "client_id": app.client_id,
-            "client_secret": app.client_secret, "redirect_uri": "urn:ietf:wg:oauth:2.0:oob"}
+    form = {
+        "grant_type": "authorization_code",
+        "client_id": app.client_id,
+        "client_secret": app.client_secret,
+        "redirect_uri": "urn:ietf:wg:oauth:2.0:oob",
+    }
     async with httpx.AsyncClient(base_url=ice.base_url) as http:
         unnamed = await http.post("/oauth/token", data={**form, "code": codes[0] or ""})
     assert unnamed.status_code == 400  # `read` was not granted, and it is what a bare request asks for
@@ -151,11 +171,17 @@ async def test_revoking_a_token_twice_is_fine_although_the_second_answer_is_403(
     grant = await client.exchange_code(instance_of(ice), app, code)
     await client.revoke(instance_of(ice), app, grant.access_token)
     async with httpx.AsyncClient(base_url=ice.base_url) as http:
-        second = await http.post("/oauth/revoke", data={"client_id": app.client_id,
-                                                        "client_secret": app.client_secret,
-                                                        "token": grant.access_token})
+        second = await http.post(
+            "/oauth/revoke",
+            data={
+                "client_id": app.client_id,
+                "client_secret": app.client_secret,
+                "token": grant.access_token,
+            },
+        )
     assert (second.status_code, second.json()) == (
-        403, {"error": "You are not authorized to revoke this token", "error_description": None}
+        403,
+        {"error": "You are not authorized to revoke this token", "error_description": None},
     )
     await client.revoke(instance_of(ice), app, grant.access_token)  # the bot takes that 403 as revoked
 

@@ -114,6 +114,9 @@ async def list_notifications(request: web.Request) -> web.Response:
         extra = [("exclude_types[]", t) for t in excluded] + [("types[]", t) for t in types]
         headers["Link"] = _link_header(state, page, limit, extra)
     state.served_over_rest.update(n.id for n in page)
+    if any(stream.user_id == auth.user.user_id for stream in state.streams):
+        user_id = auth.user.user_id
+        state.pages_while_streaming[user_id] = state.pages_while_streaming.get(user_id, 0) + 1
     return json_response([n.body for n in page], headers=headers)
 
 

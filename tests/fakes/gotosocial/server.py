@@ -292,6 +292,11 @@ class FakeGoToSocial:
     def expire_sessions(self) -> None:
         self.state.sessions.clear()
 
+    def pages_while_streaming(self, username: str) -> int:
+        """Notification pages answered to the user while a stream of theirs was open: once the relay's
+        catch-up after opening its stream is answered, a new notification can only come over the stream."""
+        return self.state.pages_while_streaming.get(self.state.users[username].user_id, 0)
+
     def open_streams(self, username: str | None = None) -> int:
         if username is None:
             return len(self.state.streams)

@@ -210,6 +210,8 @@ class FakeState:
         self.request_log: list[tuple[str, str]] = []
         self.rate_limited_responses = 0  # 429s sent because a rate-limit budget was spent (not throttling)
         self.served_over_rest: set[str] = set()  # ids of notifications a REST page returned
+        # Notification pages answered while the user had a stream open (a relay's catch-up after opening)
+        self.pages_while_streaming: dict[str, int] = {}
         self.writes = WriteState()
         self.faults = FaultKnobs(_drop=self.drop_streams)
 

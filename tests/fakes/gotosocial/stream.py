@@ -89,7 +89,7 @@ async def streaming(request: web.Request) -> web.StreamResponse:
         await ws.send_str(go_json({"error": "Access token does not have the required scopes", "status": 401}))
     state.streams.append(conn)
     reader = asyncio.create_task(_read_loop(ws, conn))
-    getter: asyncio.Task[str] | None = None
+    getter: asyncio.Task[str | RawFrames] | None = None
     try:
         while True:
             if getter is None:
