@@ -237,10 +237,6 @@ class AccountsRepository:
         )
         return {AccountId(i): cursor for i, cursor in (await self._session.execute(stmt)).all()}
 
-    async def exists(self, account_id: AccountId) -> bool:
-        """Whether the account is stored (no decryption)."""
-        return await self._session.get(Account, account_id) is not None
-
     async def list_for_user(self, matrix_user_id: str) -> list[AccountRecord]:
         stmt = select(Account).where(Account.matrix_user_id == matrix_user_id).order_by(Account.id)
         return [self._record(row) for row in (await self._session.execute(stmt)).scalars()]
